@@ -1,0 +1,120 @@
+# vlm - sparse Mixture-of-Experts vision-language models from the shell.
+#
+#   make            library and programs into bin/
+#   make check      install missing Debian packages, build, run every test
+#   make demo       the main job end to end
+#   make bench      benchmarks (speed is never a test)
+#   make install PREFIX=/usr/local
+#   make SANITIZE=1 check    ASan + UBSan build in build-san/
+#   make CUDA=1     also compile kernels/cuda (default when nvcc is found)
+
+VERSION  = 0.1.0
+PREFIX  ?= /usr/local
+MANDIR  ?= $(PREFIX)/share/man
+SHARED  ?= ../shared
+SANITIZE ?= 0
+
+NVCC ?= $(firstword $(shell command -v nvcc 2>/dev/null) \
+	$(wildcard /usr/local/cuda/bin/nvcc))
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+BINDIR ?= $(BUILD)/bin
+CUDA   = 0
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=undefined
+else
+BUILD ?= build
+BINDIR ?= bin
+CUDA  ?= $(if $(NVCC),1,0)
+endif
+
+PKGS     = openblas libpng jansson zlib
+PKGCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKGLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+	-Ilibcore -Ikernels -DVLM_VERSION='"$(VERSION)"' $(PKGCFLAGS) $(SANFLAGS)
+LDFLAGS += -pthread $(SANFLAGS)
+LDLIBS  += $(PKGLIBS) -ljpeg -lm
+
+LIB_SRC  = $(wildcard libcore/*.c kernels/cpu/*.c)
+LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
+ifeq ($(CUDA),1)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CU_SRC   = $(wildcard kernels/cuda/*.cu)
+LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.o)
+CFLAGS  += -DVLM_CUDA=1 -I$(CUDA_HOME)/include
+LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
+	-lcublas -lcudart -lstdc++
+NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels \
+	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+endif
+LIB      = $(BUILD)/libvlm.a
+
+PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats
+BINS     = $(PROGS:%=$(BINDIR)/%)
+TEST_SRC = $(wildcard tests/test-*.c)
+TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC = $(wildcard tests/bench-*.c)
+BENCHES  = $(BENCH_SRC:tests/%.c=$(BUILD)/tests/%)
+MANS     = $(wildcard man/*.[157])
+
+all: $(BINS)
+
+$(BUILD)/%.o: %.c libcore/vlm.h $(wildcard kernels/*.h) cmd/cmd.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/%.o: %.cu $(wildcard kernels/*.h)
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c -o $@ $<
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+# a program is cmd/vlm-NAME.c plus its verb files cmd/NAME-*.c
+.SECONDEXPANSION:
+$(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard cmd/%-*.c)) \
+		$(BUILD)/cmd/common.o $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c $(LIB) tests/testutil.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+
+tests: $(TESTS)
+
+deps:
+	@sh .ci/deps
+
+# Unit tests (cmocka), CLI tests (shell), man pages, examples. Every
+# runner runs; the target fails if any did.
+check: deps
+	@$(MAKE) --no-print-directory all tests
+	@SHARED=$(SHARED) BUILD=$(BUILD) BIN=$(BINDIR) sh tests/run $(TESTS)
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@sh examples/demo.sh
+
+bench: all $(BENCHES)
+	@BUILD=$(BUILD) BIN=$(BINDIR) sh tests/bench.sh $(BENCHES)
+
+install: all
+	mkdir -p $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(MANDIR)/man1 \
+		$(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	cp $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	for m in $(MANS); do s=$${m##*.}; \
+		cp $$m $(DESTDIR)$(MANDIR)/man$$s/; done
+
+fmt:
+	clang-format -i libcore/*.[ch] kernels/*.h kernels/cpu/*.c cmd/*.c tests/*.[ch]
+
+clean:
+	rm -rf build build-san bin
+
+.SECONDARY:
+.PHONY: all tests deps check demo bench install fmt clean

@@ -1,0 +1,25 @@
+/* cmd.h - the little every vlm command shares: usage, version, output. */
+#ifndef VLM_CMD_H
+#define VLM_CMD_H
+
+#include <stdio.h>
+
+/* Print usage to stdout (asked for, exit 0) or stderr (misuse, exit 2). */
+void cmd_usage(const char *usage, int status) __attribute__((noreturn));
+void cmd_version(const char *prog) __attribute__((noreturn));
+/* Refuse to write binary data to a terminal unless forced; exits 2. */
+void cmd_binary_out(FILE *f, int force);
+/* Flush stdout and fail (exit 1) on a full disk or closed pipe. */
+int cmd_finish(int status);
+
+/*
+ * vlm-convert verbs (cmd/convert-*.c): argv[0] is the verb, optind is 1;
+ * they return the exit status and call cmd_usage(convert_usage, 2) on
+ * misuse.
+ */
+extern const char convert_usage[];
+int convert_info(int argc, char **argv);
+int convert_cast(int argc, char **argv);
+int convert_pack(int argc, char **argv);
+
+#endif

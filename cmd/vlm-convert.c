@@ -1,0 +1,69 @@
+/*
+ * vlm-convert - inspect and convert model and tensor files.
+ *
+ * Reads safetensors model files, .npy arrays and .npys record streams;
+ * writes safetensors (cast), packed .npy (pack), or a table on stdout
+ * (info). Each verb lives in cmd/convert-VERB.c.
+ */
+#include <err.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+
+const char convert_usage[] =
+    "usage: vlm-convert info file\n"
+    "       vlm-convert cast --dtype f32|f16|bf16 in out\n"
+    "       vlm-convert pack in.npys out.npy\n"
+    "       vlm-convert -h | --help | --version\n";
+
+static const struct verb {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *issue; /* where an unimplemented verb is planned */
+} verbs[] = {
+	{ "info", NULL, "the foundation (issue 3)" },
+	{ "cast", NULL, "the foundation (issue 3)" },
+	{ "pack", NULL, "the foundation (issue 3)" },
+	{ "import", NULL, "the model core (issue 4)" },
+	{ "init", NULL, "the model core (issue 4)" },
+	{ "tokenize", NULL, "the inputs work (issue 5)" },
+	{ "merge-lora", NULL, "training (issue 6)" },
+	{ "upcycle", NULL, "routing tools (issue 8)" },
+	{ "set", NULL, "routing tools (issue 8)" },
+};
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h': cmd_usage(convert_usage, 0);
+		case 'V': cmd_version("vlm-convert");
+		default: cmd_usage(convert_usage, 2);
+		}
+	}
+	if (optind >= argc)
+		cmd_usage(convert_usage, 2);
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(*verbs); i++) {
+		if (strcmp(argv[optind], verbs[i].name) != 0)
+			continue;
+		if (!verbs[i].fn)
+			errx(2, "'%s' is not implemented yet; it comes with %s",
+			    verbs[i].name, verbs[i].issue);
+		argc -= optind;
+		argv += optind;
+		optind = 1; /* the verb parses its own options */
+		return cmd_finish(verbs[i].fn(argc, argv));
+	}
+	warnx("unknown verb '%s'", argv[optind]);
+	cmd_usage(convert_usage, 2);
+}

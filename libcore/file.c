@@ -1,0 +1,110 @@
+/* file.c - file helpers shared by every tool: atomic output, pickle refusal. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vlm.h"
+
+static const char *pickle_ext[] = { ".pt", ".bin", ".pth", ".ckpt" };
+
+int
+vlm_refuse_pickle(const char *path)
+{
+	size_t n = strlen(path);
+
+	for (size_t i = 0; i < sizeof(pickle_ext) / sizeof(*pickle_ext); i++) {
+		size_t k = strlen(pickle_ext[i]);
+		if (n >= k && strcmp(path + n - k, pickle_ext[i]) == 0)
+			return vlm_error("'%s': PyTorch pickle files can run "
+			    "code and are not read; save the state dict with "
+			    "safetensors (safetensors.torch.save_file) and "
+			    "pass the .safetensors file", path);
+	}
+	return 0;
+}
+
+int
+vlm_atomic_open(struct vlm_atomic *a, const char *path)
+{
+	memset(a, 0, sizeof(*a));
+	if (strcmp(path, "-") == 0) {
+		a->f = stdout;
+		return 0;
+	}
+	a->path = strdup(path);
+	if (!a->path || asprintf(&a->tmp, "%s.tmp.%ld", path,
+	    (long)getpid()) < 0) {
+		free(a->path);
+		return vlm_error("'%s': out of memory", path);
+	}
+	a->f = fopen(a->tmp, "wb");
+	if (!a->f) {
+		int e = errno;
+		free(a->path);
+		free(a->tmp);
+		return vlm_error("'%s': %s", path, strerror(e));
+	}
+	return 0;
+}
+
+/* fsync the directory holding path so the rename itself is durable */
+static void
+sync_dir(const char *path)
+{
+	char *copy = strdup(path);
+	int fd;
+
+	if (!copy)
+		return;
+	fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	free(copy);
+}
+
+int
+vlm_atomic_commit(struct vlm_atomic *a)
+{
+	int rc = 0, e = 0;
+
+	if (!a->tmp) {
+		if (fflush(a->f) != 0 || ferror(a->f))
+			return vlm_error("<stdout>: %s", strerror(errno));
+		return 0;
+	}
+	if (fflush(a->f) != 0 || ferror(a->f) || fsync(fileno(a->f)) != 0)
+		rc = -1, e = errno;
+	if (fclose(a->f) != 0 && rc == 0)
+		rc = -1, e = errno;
+	a->f = NULL;
+	if (rc == 0 && rename(a->tmp, a->path) != 0)
+		rc = -1, e = errno;
+	if (rc != 0) {
+		unlink(a->tmp);
+		vlm_error("'%s': %s", a->path, strerror(e ? e : EIO));
+	} else {
+		sync_dir(a->path);
+	}
+	free(a->path);
+	free(a->tmp);
+	a->path = a->tmp = NULL;
+	return rc;
+}
+
+void
+vlm_atomic_abort(struct vlm_atomic *a)
+{
+	if (!a->tmp)
+		return;
+	if (a->f)
+		fclose(a->f);
+	unlink(a->tmp);
+	free(a->path);
+	free(a->tmp);
+	memset(a, 0, sizeof(*a));
+}

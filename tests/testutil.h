@@ -1,0 +1,82 @@
+/* testutil.h - helpers for the cmocka unit tests. */
+#ifndef VLM_TESTUTIL_H
+#define VLM_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vlm.h"
+
+/* Path of a file under ../shared/fixtures (or $SHARED/fixtures). */
+static inline const char *
+fixture(const char *rel)
+{
+	static char buf[4096];
+	const char *shared = getenv("SHARED");
+
+	snprintf(buf, sizeof(buf), "%s/fixtures/%s", shared ? shared :
+	    "../shared", rel);
+	return buf;
+}
+
+/* Skip the calling test (not fail) when a fixture file is missing. */
+#define NEED_FIXTURE(path) do { \
+	if (access((path), R_OK) != 0) { \
+		print_message("skipping: fixture '%s' not found\n", (path)); \
+		skip(); \
+	} \
+} while (0)
+
+/* A fresh temporary directory for this process, removed at exit. */
+static const char *test_tmpdir(void);
+
+static inline void
+rm_tmpdir(void)
+{
+	char cmd[4200];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", test_tmpdir());
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", test_tmpdir());
+}
+
+static const char *
+test_tmpdir(void)
+{
+	static char dir[4096];
+
+	if (!dir[0]) {
+		const char *t = getenv("TMPDIR");
+		snprintf(dir, sizeof(dir), "%s/vlm-unit.XXXXXX", t ? t : "/tmp");
+		if (!mkdtemp(dir))
+			abort();
+		atexit(rm_tmpdir);
+	}
+	return dir;
+}
+
+/* max |a - b| / max |b|, the parity measure the project uses. */
+static inline double
+rel_err(const float *a, const float *b, size_t n)
+{
+	double md = 0, mb = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		double d = a[i] - (double)b[i];
+		if (d < 0) d = -d;
+		if (d > md) md = d;
+		double v = b[i] < 0 ? -(double)b[i] : b[i];
+		if (v > mb) mb = v;
+	}
+	return mb > 0 ? md / mb : md;
+}
+
+#endif
