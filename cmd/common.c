@@ -9,14 +9,14 @@ void
 cmd_usage(const char *usage, int status)
 {
 	fputs(usage, status == 0 ? stdout : stderr);
-	exit(status);
+	exit(status == 0 ? cmd_finish(0) : status);
 }
 
 void
 cmd_version(const char *prog)
 {
 	printf("%s %s\n", prog, VLM_VERSION);
-	exit(0);
+	exit(cmd_finish(0));
 }
 
 void
