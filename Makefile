@@ -62,7 +62,7 @@ MANS     = $(wildcard man/*.[157])
 
 all: $(BINS)
 
-$(BUILD)/%.o: %.c libcore/vlm.h $(wildcard kernels/*.h) cmd/cmd.h
+$(BUILD)/%.o: %.c $(wildcard libcore/*.h kernels/*.h cmd/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
@@ -76,12 +76,13 @@ $(LIB): $(LIB_OBJ)
 
 # a program is cmd/vlm-NAME.c plus its verb files cmd/NAME-*.c
 .SECONDEXPANSION:
-$(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard cmd/%-*.c)) \
+verb_objs = $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/$(1)-*.c))
+$(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(call verb_objs,$$*) \
 		$(BUILD)/cmd/common.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(LIB) tests/testutil.h
+$(BUILD)/tests/%: tests/%.c $(LIB) $(wildcard tests/*.h)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 

@@ -349,3 +349,106 @@ vlm_model_flops(const struct vlm_model *m, int text)
 	return f + blocks_flops(m, &m->vis, &c->vision, N) +
 	    2 * D * c->embed_dim;
 }
+
+/* Copy a stored tensor (F32, F16 or BF16) into parameter p's slot. */
+static int
+load_param(struct vlm_model *m, const struct vlm_param *p,
+    const struct vlm_tensor *t, const char *path)
+{
+	if (t->ndim != p->ndim)
+		return vlm_error("'%s': tensor '%s' has %d dimensions, the "
+		    "config wants %d", path, p->name, t->ndim, p->ndim);
+	for (int i = 0; i < p->ndim; i++)
+		if (t->shape[i] != p->shape[i]) {
+			char a[64], b[64];
+			struct vlm_tensor want = { .ndim = p->ndim };
+			memcpy(want.shape, p->shape, sizeof(p->shape));
+			vlm_shape_str(t, a, sizeof(a));
+			vlm_shape_str(&want, b, sizeof(b));
+			return vlm_error("'%s': tensor '%s' has shape %s, the "
+			    "config wants %s", path, p->name, a, b);
+		}
+	if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
+	    t->dtype, p->n) < 0)
+		return vlm_error("'%s': tensor '%s': %s", path, p->name,
+		    vlm_errmsg());
+	return 0;
+}
+
+int
+vlm_model_load(struct vlm_model *m, const char *path)
+{
+	struct vlm_st st;
+	struct vlm_config c;
+	const char *cfg, *tok;
+	int rc = -1;
+
+	if (vlm_st_load(&st, path) < 0)
+		return -1;
+	if (!(cfg = vlm_st_meta(&st, "vlm.config"))) {
+		vlm_error("'%s': not a vlm model (no vlm.config metadata; "
+		    "use vlm-convert import for OpenCLIP or HF checkpoints)",
+		    path);
+		goto out;
+	}
+	vlm_config_preset(&c, "tiny");
+	if (vlm_config_from_json(&c, cfg) < 0 || vlm_model_init(m, &c) < 0) {
+		vlm_error("'%s': %s", path, vlm_errmsg());
+		goto out;
+	}
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(&st, p->name);
+		if (!t) {
+			vlm_error("'%s': missing tensor '%s'", path, p->name);
+			goto fail;
+		}
+		if (load_param(m, p, t, path) < 0)
+			goto fail;
+	}
+	if ((tok = vlm_st_meta(&st, "tokenizer.merges")) &&
+	    !(m->tokenizer = strdup(tok))) {
+		vlm_error("out of memory");
+		goto fail;
+	}
+	rc = 0;
+	goto out;
+fail:
+	vlm_model_release(m);
+out:
+	vlm_st_release(&st);
+	return rc;
+}
+
+int
+vlm_model_save(const struct vlm_model *m, const char *path)
+{
+	const char *keys[] = { "format", "vlm.version", "vlm.config",
+		"tokenizer.merges" };
+	const char *vals[4] = { "vlm-model", "1", NULL, m->tokenizer };
+	const char **names = calloc(m->nparams, sizeof(*names));
+	struct vlm_tensor *ts = calloc(m->nparams, sizeof(*ts));
+	char *cfg = vlm_config_to_json_alloc(&m->cfg);
+	int rc = -1;
+
+	if (!names || !ts || !cfg) {
+		vlm_error("out of memory");
+		goto out;
+	}
+	vals[2] = cfg;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		names[i] = p->name;
+		ts[i].dtype = VLM_DTYPE_F32;
+		ts[i].ndim = p->ndim;
+		memcpy(ts[i].shape, p->shape, sizeof(p->shape));
+		ts[i].data = m->w + p->off;
+	}
+	rc = vlm_st_save(path, names, ts, m->nparams, keys, vals,
+	    m->tokenizer ? 4 : 3);
+out:
+	free(names);
+	free(ts);
+	free(cfg);
+	return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * convert-import.c - `vlm-convert import`: an OpenCLIP- or HF-named CLIP
+ * checkpoint (safetensors, plus the config JSON its ecosystem ships)
+ * into one vlm model file.
+ */
+#include <err.h>
+#include <getopt.h>
+
+#include "cmd.h"
+#include "vlm.h"
+
+int
+convert_import(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *config = NULL;
+	struct vlm_model m;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+		if (c == 'c')
+			config = optarg;
+		else
+			cmd_usage(convert_usage, 2);
+	}
+	if (argc - optind != 2)
+		cmd_usage(convert_usage, 2);
+	if (vlm_model_import(&m, argv[optind], config) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (vlm_model_save(&m, argv[optind + 1]) < 0)
+		errx(1, "%s", vlm_errmsg());
+	vlm_model_release(&m);
+	return 0;
+}

@@ -1,0 +1,73 @@
+/*
+ * convert-init.c - `vlm-convert init`: write a freshly initialised model
+ * file from a preset or a config JSON, with key=value overrides.
+ */
+#include <err.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "vlm.h"
+
+/* A preset name, or a JSON file laid over the defaults of "tiny". */
+int
+cmd_config(struct vlm_config *c, const char *spec)
+{
+	FILE *f;
+	char *text = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (!strchr(spec, '.') && !strchr(spec, '/'))
+		return vlm_config_preset(c, spec);
+	if (!(f = fopen(spec, "r")))
+		return vlm_error("'%s': cannot open config", spec);
+	vlm_config_preset(c, "tiny");
+	rc = getdelim(&text, &n, '\0', f) < 0 ? vlm_error("'%s': cannot "
+	    "read config", spec) : vlm_config_from_json(c, text);
+	if (rc < 0 && text)
+		vlm_error("'%s': %s", spec, vlm_errmsg());
+	free(text);
+	fclose(f);
+	return rc;
+}
+
+int
+convert_init(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "seed", required_argument, NULL, 's' },
+		{ "set", required_argument, NULL, 'S' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct vlm_config c;
+	struct vlm_model m;
+	char **sets = calloc(argc, sizeof(*sets));
+	unsigned long long seed = 0;
+	int c_, nset = 0;
+
+	while ((c_ = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
+		if (c_ == 's')
+			seed = strtoull(optarg, NULL, 0);
+		else if (c_ == 'S')
+			sets[nset++] = optarg;
+		else
+			cmd_usage(convert_usage, 2);
+	}
+	if (argc - optind != 2)
+		cmd_usage(convert_usage, 2);
+	if (cmd_config(&c, argv[optind]) < 0)
+		errx(1, "%s", vlm_errmsg());
+	for (int i = 0; i < nset; i++)
+		if (vlm_config_set(&c, sets[i]) < 0)
+			errx(1, "%s", vlm_errmsg());
+	free(sets);
+	if (vlm_model_init(&m, &c) < 0)
+		errx(1, "%s", vlm_errmsg());
+	vlm_model_randomize(&m, seed);
+	if (vlm_model_save(&m, argv[optind + 1]) < 0)
+		errx(1, "%s", vlm_errmsg());
+	vlm_model_release(&m);
+	return 0;
+}

@@ -1,0 +1,672 @@
+/*
+ * forward.c - the forward pass of CLIP / LIMoE / VL-MoE models on the CPU:
+ * image and text embeddings, pre-LN transformer blocks with dense MLPs or
+ * sparse MoE layers (ALGORITHMS.md sections 1-3), pooling, projections,
+ * and the contrastive loss with the auxiliary router losses.
+ * Activations live in one arena planned per batch shape (run.h).
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "run.h"
+
+/* Two-pass arena: with base NULL only count, then hand out slices. */
+struct arena {
+	char *base;
+	size_t off;
+};
+
+static void *
+take(struct arena *a, size_t n, size_t size)
+{
+	void *p = a->base ? a->base + a->off : NULL;
+
+	a->off += (n * size + 63) & ~(size_t)63;
+	return p;
+}
+
+#define TAKE(a, n, T) ((T *)take((a), (n), sizeof(T)))
+
+/* Slots per expert for at most S tokens under either capacity factor. */
+static int
+capacity_max(const struct vlm_config *c, int S)
+{
+	float cf = fmaxf(c->moe.cf_train, c->moe.cf_eval);
+	int C;
+
+	if (S == 0)
+		return 0;
+	C = vlm_moe_capacity(S, c->moe.experts, c->moe.top_k, cf,
+	    c->moe.min_capacity);
+	return cf <= 0 || C > S ? S : C;
+}
+
+/* Buffers of one MoE layer's pool for at most S tokens. */
+static void
+plan_moe(struct arena *a, struct moe_acts *ma, const struct vlm_config *c,
+    int S, int D, int F, int32_t *rows, uint8_t *mod)
+{
+	int E = c->moe.experts, K = c->moe.top_k, C = capacity_max(c, S);
+
+	ma->rows = rows, ma->mod = mod, ma->C = ma->Cmax = C;
+	ma->xs = TAKE(a, (size_t)S * D, float);
+	ma->z = TAKE(a, (size_t)S * E, float);
+	ma->p = TAKE(a, (size_t)S * E, float);
+	ma->g = TAKE(a, (size_t)S * E, float);
+	ma->eps = TAKE(a, (size_t)S * E, float);
+	ma->idx = TAKE(a, (size_t)S * K, int32_t);
+	ma->slot = TAKE(a, (size_t)S * K, int32_t);
+	ma->order = TAKE(a, S, int32_t);
+	ma->fill = TAKE(a, E, int32_t);
+	ma->val = TAKE(a, (size_t)S * K, float);
+	ma->w = TAKE(a, (size_t)S * K, float);
+	ma->keep = TAKE(a, (size_t)S * K, uint8_t);
+	ma->buf = TAKE(a, (size_t)E * C * D, float);
+	ma->efc = TAKE(a, (size_t)E * C * F, float);
+	ma->eact = TAKE(a, (size_t)E * C * F, float);
+	ma->eout = TAKE(a, (size_t)E * C * D, float);
+	ma->ys = TAKE(a, (size_t)S * D, float);
+}
+
+static void
+plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m)
+{
+	int R = st->R, D = st->D, F = st->F, nl = st->nl;
+	int32_t *rows[2];
+	uint8_t *mod[2];
+
+	st->att_n = 0;
+	for (int i = 0; i < st->nseg; i++)
+		st->att_n += (int64_t)st->seg[i].B * st->H * st->seg[i].T *
+		    st->seg[i].T;
+	st->x = TAKE(a, (size_t)(st->L + 1) * R * D, float);
+	st->ln1 = TAKE(a, (size_t)nl * R * D, float);
+	st->mean1 = TAKE(a, (size_t)nl * R, float);
+	st->rstd1 = TAKE(a, (size_t)nl * R, float);
+	st->qkv = TAKE(a, (size_t)nl * R * 3 * D, float);
+	st->att = TAKE(a, (size_t)nl * st->att_n, float);
+	st->atty = TAKE(a, (size_t)nl * R * D, float);
+	st->mid = TAKE(a, (size_t)nl * R * D, float);
+	st->ln2 = TAKE(a, (size_t)nl * R * D, float);
+	st->mean2 = TAKE(a, (size_t)nl * R, float);
+	st->rstd2 = TAKE(a, (size_t)nl * R, float);
+	st->fc = TAKE(a, (size_t)nl * R * F, float);
+	st->act = TAKE(a, (size_t)nl * R * F, float);
+	st->moe = TAKE(a, (size_t)st->L * 2, struct moe_acts);
+	for (int p = 0; p < st->pools; p++) {
+		rows[p] = TAKE(a, st->S_max[p], int32_t);
+		mod[p] = TAKE(a, st->S_max[p], uint8_t);
+	}
+	for (int l = 0; l < st->L; l++) {
+		if (!st->blocks[l].moe)
+			continue;
+		for (int p = 0; p < st->pools; p++) {
+			struct moe_acts tmp, *ma = st->moe ?
+			    &st->moe[l * 2 + p] : &tmp;
+			plan_moe(a, ma, &m->cfg, st->S_max[p], D, F, rows[p],
+			    mod[p]);
+		}
+	}
+}
+
+/* Embedding and head buffers of modality i (0 images, 1 texts). */
+static void
+plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
+    int i)
+{
+	const struct vlm_config *c = &m->cfg;
+	int D = i ? c->text.width : c->vision.width, E = c->embed_dim;
+	int B = t->B, T = t->T, g = c->image_size / c->patch_size;
+	size_t P = (size_t)B * g * g;
+
+	if (i == 0) {
+		t->patches = TAKE(a, P * 3 * c->patch_size * c->patch_size,
+		    float);
+		t->emb = TAKE(a, P * D, float);
+		t->xe = TAKE(a, (size_t)B * T * D, float);
+		t->mean0 = TAKE(a, (size_t)B * T, float);
+		t->rstd0 = TAKE(a, (size_t)B * T, float);
+	} else {
+		t->ids = TAKE(a, (size_t)B * T, int32_t);
+		t->emb = TAKE(a, (size_t)B * T * D, float);
+	}
+	t->pos = TAKE(a, B, int32_t);
+	t->len = TAKE(a, B, int32_t);
+	t->lnf = TAKE(a, (size_t)B * T * D, float);
+	t->meanf = TAKE(a, (size_t)B * T, float);
+	t->rstdf = TAKE(a, (size_t)B * T, float);
+	t->pooled = TAKE(a, (size_t)B * D, float);
+	t->feat = TAKE(a, (size_t)B * E, float);
+	t->unit = TAKE(a, (size_t)B * E, float);
+	t->norm = TAKE(a, B, float);
+}
+
+/* Gradient scratch, sized for the widest stack and largest MoE layer. */
+static void
+plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
+{
+	size_t RD = 0, RF = 0, ECD = 0, ECF = 0, S = 0;
+	int E = c->moe.experts, K = c->moe.top_k;
+
+	for (int i = 0; i < r->nst; i++) {
+		struct stack *st = &r->st[i];
+		size_t rd = (size_t)st->R * st->D, rf = (size_t)st->R * st->F;
+		RD = rd > RD ? rd : RD;
+		RF = rf > RF ? rf : RF;
+		for (int l = 0; l < st->L; l++)
+			for (int p = 0; st->blocks[l].moe && p < st->pools;
+			    p++) {
+				size_t ec = (size_t)E * capacity_max(c,
+				    st->S_max[p]);
+				ECD = ec * st->D > ECD ? ec * st->D : ECD;
+				ECF = ec * st->F > ECF ? ec * st->F : ECF;
+				S = (size_t)st->S_max[p] > S ? (size_t)st->S_max[p] : S;
+			}
+	}
+	r->dx = TAKE(a, RD, float);
+	r->dnext = TAKE(a, RD, float);
+	r->dln = TAKE(a, RD, float);
+	r->datty = TAKE(a, RD, float);
+	r->dqkv = TAKE(a, 3 * RD, float);
+	r->dfc = TAKE(a, RF, float);
+	r->dact = TAKE(a, RF, float);
+	r->dbuf = TAKE(a, ECD, float);    /* (E*C, D) */
+	r->defc = TAKE(a, ECF, float);    /* (E*C, F) */
+	r->deact = TAKE(a, ECF, float);
+	r->deout = TAKE(a, ECD, float);
+	r->dxs = TAKE(a, S * (size_t)(c->vision.width > c->text.width ?
+	    c->vision.width : c->text.width), float);
+	r->dys = TAKE(a, S * (size_t)(c->vision.width > c->text.width ?
+	    c->vision.width : c->text.width), float);
+	r->dz = TAKE(a, S * E, float);
+	r->dw = TAKE(a, S * K, float);
+}
+
+static void
+init_stack(struct stack *st, const struct vlm_model *m, int tower, int train)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_tower_config *tc = tower ? &c->text : &c->vision;
+	const struct vlm_tower_off *to = tower ? &m->txt : &m->vis;
+
+	st->D = tc->width;
+	st->F = tc->width * tc->mlp_ratio;
+	st->H = tc->heads;
+	st->L = to->nblocks;
+	st->blocks = to->blocks;
+	st->nl = train ? st->L : 1;
+	st->pools = c->moe.modality_experts ? 2 : 1;
+}
+
+static void
+add_seg(struct stack *st, struct tower_acts *t, int mod, int causal)
+{
+	struct seg *s = &st->seg[st->nseg++];
+
+	s->mod = mod, s->B = t->B, s->T = t->T, s->causal = causal;
+	s->row0 = st->R;
+	t->st = st;
+	t->row0 = st->R;
+	st->R += t->B * t->T;
+	st->S_max[st->pools == 2 ? mod : 0] += t->B * t->T;
+}
+
+/* Lay out every buffer of the run; with a->base NULL only measure. */
+static void
+plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
+{
+	for (int i = 0; i < 2; i++)
+		if (r->tw[i].B)
+			plan_tower(a, &r->tw[i], m, i);
+	for (int i = 0; i < r->nst; i++) {
+		plan_stack(a, &r->st[i], m);
+		for (int s = 0; s < r->st[i].nseg; s++)
+			r->st[i].seg[s].len = r->tw[r->st[i].seg[s].mod].len;
+	}
+	r->logits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
+	r->lse2 = TAKE(a, 2 * (size_t)r->tw[0].B, float);
+	if (!r->train)
+		return;
+	r->dlogits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
+	for (int i = 0; i < 2; i++) {
+		int D = i ? m->cfg.text.width : m->cfg.vision.width;
+		r->dfeat[i] = TAKE(a, (size_t)r->tw[i].B * m->cfg.embed_dim,
+		    float);
+		r->dunit[i] = TAKE(a, (size_t)r->tw[i].B * m->cfg.embed_dim,
+		    float);
+		r->dpooled[i] = TAKE(a, (size_t)r->tw[i].B * D, float);
+	}
+	r->dlnf = TAKE(a, (size_t)(r->st[0].R > r->st[1].R ? r->st[0].R :
+	    r->st[1].R) * (m->cfg.vision.width > m->cfg.text.width ?
+	    m->cfg.vision.width : m->cfg.text.width), float);
+	plan_backward(a, r, &m->cfg);
+}
+
+struct vlm_run *
+vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct vlm_run *r = calloc(1, sizeof(*r));
+	struct arena a = { NULL, 0 };
+
+	if (!r) {
+		vlm_error("out of memory");
+		return NULL;
+	}
+	r->train = train;
+	r->tw[0].B = B_img, r->tw[0].T = vlm_config_image_tokens(c);
+	r->tw[1].B = B_txt, r->tw[1].T = c->context;
+	r->nst = c->family == VLM_ONE_TOWER ? 1 : 2;
+	init_stack(&r->st[0], m, 0, train);
+	init_stack(&r->st[1], m, 1, train);
+	if (B_img)
+		add_seg(&r->st[0], &r->tw[0], 0, 0);
+	if (B_txt)
+		add_seg(&r->st[r->nst - 1], &r->tw[1], 1, 1);
+	plan(&a, r, m);
+	if (!(r->arena = calloc(1, a.off))) {
+		free(r);
+		vlm_error("out of memory for %zu MB of activations",
+		    a.off >> 20);
+		return NULL;
+	}
+	a.base = r->arena, a.off = 0;
+	plan(&a, r, m);
+	vlm_rng_seed(&r->rng, 0);
+	return r;
+}
+
+void
+vlm_run_free(struct vlm_run *r)
+{
+	if (!r)
+		return;
+	free(r->arena);
+	free(r);
+}
+
+/* y (N, OUT) = x (N, IN) @ w (IN, OUT): OpenCLIP's projections. */
+static void
+project(float *y, const float *x, const float *w, int N, int IN, int OUT)
+{
+	if (N)
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OUT,
+		    IN, 1.0f, x, IN, w, OUT, 0.0f, y, OUT);
+}
+
+static void
+act_fwd(const struct vlm_config *c, float *y, const float *x, int64_t n)
+{
+	if (c->act == VLM_ACT_QUICKGELU)
+		vlm_quickgelu_fwd_cpu(y, x, n);
+	else
+		vlm_gelu_fwd_cpu(y, x, n);
+}
+
+/* Rows of the stack that take part in routing, per pool. */
+static void
+routing_rows(struct stack *st, struct moe_acts *first[2])
+{
+	int n[2] = { 0, 0 };
+
+	for (int i = 0; i < st->nseg; i++) {
+		const struct seg *s = &st->seg[i];
+		int p = st->pools == 2 ? s->mod : 0;
+		for (int b = 0; b < s->B; b++)
+			for (int t = 0; t < s->len[b]; t++) {
+				first[p]->rows[n[p]] = s->row0 + b * s->T + t;
+				first[p]->mod[n[p]++] = s->mod;
+			}
+	}
+	for (int p = 0; p < st->pools; p++)
+		first[p]->S = n[p];
+}
+
+/* Noise eps ~ N(0, (noise/E)^2) for training, none for evaluation. */
+static const float *
+router_noise(struct vlm_run *r, const struct vlm_config *c,
+    struct moe_acts *ma)
+{
+	int E = c->moe.experts;
+	double sd = c->moe.noise / E;
+
+	if (!r->train || sd <= 0)
+		return NULL;
+	for (int64_t i = 0; i < (int64_t)ma->S * E; i++)
+		ma->eps[i] = (float)(sd * vlm_rng_normal(&r->rng));
+	return ma->eps;
+}
+
+enum { A_IMP, A_LOAD, A_SWITCH, A_Z, A_LOC_I, A_LOC_T, A_GLOB_I, A_GLOB_T,
+	A_N };
+
+/* Weight of each aux term for this group (0: off or not applicable). */
+void
+vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
+    int train, float coef[A_N])
+{
+	const float w[A_N] = { c->aux.importance, c->aux.load,
+		c->aux.switch_bal, c->aux.zloss, c->aux.local_img,
+		c->aux.local_txt, c->aux.global_img, c->aux.global_txt };
+	int has[2] = { 0, 0 }, n = 0;
+
+	for (int s = 0; s < ma->S; s++)
+		has[ma->mod[s]] = 1;
+	for (int i = 0; i < A_N; i++) {
+		coef[i] = w[i];
+		if ((i == A_LOAD && (!train || c->moe.noise <= 0)) ||
+		    ((i == A_LOC_I || i == A_GLOB_I) && !has[0]) ||
+		    ((i == A_LOC_T || i == A_GLOB_T) && !has[1]) || ma->S == 0)
+			coef[i] = 0;
+		n += coef[i] != 0;
+	}
+	for (int i = 0; c->aux.limoe && i < A_N; i++)
+		coef[i] = coef[i] != 0 ? c->aux.w_limoe / n : 0;
+}
+
+static float
+aux_fwd(const struct vlm_config *c, const struct moe_acts *ma, int train)
+{
+	int S = ma->S, E = c->moe.experts, K = c->moe.top_k;
+	float coef[A_N], sigma = c->moe.noise / E, L = 0;
+
+	vlm_aux_coefs(c, ma, train, coef);
+	if (coef[A_IMP])
+		L += coef[A_IMP] * vlm_aux_importance_fwd_ref(ma->p, S, E);
+	if (coef[A_LOAD])
+		L += coef[A_LOAD] * vlm_aux_load_fwd_ref(ma->z, ma->eps,
+		    sigma, S, E, K);
+	if (coef[A_SWITCH])
+		L += coef[A_SWITCH] * vlm_aux_switch_fwd_ref(ma->g, ma->idx, S,
+		    E, K);
+	if (coef[A_Z])
+		L += coef[A_Z] * vlm_aux_zloss_fwd_ref(ma->z, S, E);
+	for (int m = 0; m < 2; m++) {
+		float tau = vlm_aux_entropy_tau(m ? c->aux.s_text :
+		    c->aux.s_image, E);
+		if (coef[A_LOC_I + m])
+			L += coef[A_LOC_I + m] * vlm_aux_entropy_local_fwd_ref(
+			    ma->z, ma->mod, m, S, E);
+		if (coef[A_GLOB_I + m])
+			L += coef[A_GLOB_I + m] *
+			    vlm_aux_entropy_global_fwd_ref(ma->z, ma->mod, m,
+			    tau, S, E);
+	}
+	return L;
+}
+
+/* One pool of one MoE layer: route ln2 rows, run experts, add to out. */
+static void
+moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
+    const struct vlm_block_off *o, int pool, const float *ln2, float *out,
+    int D, int F)
+{
+	const struct vlm_config *c = &m->cfg;
+	int S = ma->S, E = c->moe.experts, K = c->moe.top_k, C;
+	const float *w = m->w;
+	float cf = r->train ? c->moe.cf_train : c->moe.cf_eval;
+
+	if (S == 0)
+		return;
+	C = cf <= 0 ? S : vlm_moe_capacity(S, E, K, cf, c->moe.min_capacity);
+	ma->C = C = C > ma->Cmax ? ma->Cmax : C;
+	for (int s = 0; s < S; s++)
+		memcpy(ma->xs + (size_t)s * D, ln2 + (size_t)ma->rows[s] * D,
+		    D * sizeof(float));
+	vlm_router_fwd_cpu(ma->z, ma->p, ma->g, ma->xs, w + o->router[pool],
+	    router_noise(r, c, ma), S, D, E);
+	vlm_moe_route_fwd_cpu(ma->idx, ma->val, ma->keep, ma->slot, ma->w,
+	    ma->fill, ma->order, ma->g, S, E, K, C, c->moe.bpr,
+	    c->moe.gate_norm == VLM_GATE_TOPK);
+	vlm_moe_dispatch_fwd_cpu(ma->buf, ma->xs, ma->idx, ma->slot, S, D, E,
+	    K, C);
+	for (int e = 0; e < E; e++) {
+		int n = ma->fill[e];
+		size_t bo = (size_t)e * C;
+		if (!n)
+			continue;
+		vlm_linear_fwd_cpu(ma->efc + bo * F, ma->buf + bo * D,
+		    w + o->efc_w[pool] + (size_t)e * F * D,
+		    w + o->efc_b[pool] + (size_t)e * F, n, D, F);
+		act_fwd(c, ma->eact + bo * F, ma->efc + bo * F, (int64_t)n * F);
+		vlm_linear_fwd_cpu(ma->eout + bo * D, ma->eact + bo * F,
+		    w + o->eproj_w[pool] + (size_t)e * D * F,
+		    w + o->eproj_b[pool] + (size_t)e * D, n, F, D);
+	}
+	vlm_moe_combine_fwd_cpu(ma->ys, ma->eout, ma->idx, ma->slot, ma->w, S,
+	    D, E, K, C);
+	for (int s = 0; s < S; s++) {
+		float *dst = out + (size_t)ma->rows[s] * D;
+		for (int d = 0; d < D; d++)
+			dst[d] += ma->ys[(size_t)s * D + d];
+	}
+	ma->aux = aux_fwd(c, ma, r->train);
+}
+
+/* Stored-layer pointer: layer l's copy when training, else the one. */
+#define LAYER(st, buf, l, n) ((st)->buf + (size_t)((st)->nl > 1 ? (l) : 0) * (n))
+
+/* Attention of every segment of layer l (rows of each run apart). */
+static void
+attention_fwd(struct stack *st, int l)
+{
+	size_t R = st->R, D = st->D;
+	float *att = LAYER(st, att, l, st->att_n);
+	const float *qkv = LAYER(st, qkv, l, R * 3 * D);
+	float *y = LAYER(st, atty, l, R * D);
+
+	for (int i = 0; i < st->nseg; i++) {
+		const struct seg *s = &st->seg[i];
+		vlm_attention_fwd_cpu(y + s->row0 * D, att, qkv + s->row0 * 3 * D,
+		    NULL, s->causal, s->B, s->T, D, st->H);
+		att += (size_t)s->B * st->H * s->T * s->T;
+	}
+}
+
+/* Block l: x[l+1] = mid + mlp(ln2(mid)), mid = x[l] + attn(ln1(x[l])). */
+static void
+block_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
+    int l)
+{
+	const struct vlm_block_off *o = &st->blocks[l];
+	const float *w = m->w;
+	size_t R = st->R, D = st->D, F = st->F;
+	float *x = st->x + l * R * D, *out = st->x + (l + 1) * R * D;
+	float *ln1 = LAYER(st, ln1, l, R * D), *qkv = LAYER(st, qkv, l, R * 3 * D);
+	float *mid = LAYER(st, mid, l, R * D), *ln2 = LAYER(st, ln2, l, R * D);
+	float *fc = LAYER(st, fc, l, R * F), *act = LAYER(st, act, l, R * F);
+
+	vlm_layernorm_fwd_cpu(ln1, LAYER(st, mean1, l, R), LAYER(st, rstd1, l,
+	    R), x, w + o->ln1_w, w + o->ln1_b, R, D);
+	vlm_linear_fwd_cpu(qkv, ln1, w + o->qkv_w, w + o->qkv_b, R, D, 3 * D);
+	attention_fwd(st, l);
+	vlm_linear_fwd_cpu(mid, LAYER(st, atty, l, R * D), w + o->out_w,
+	    w + o->out_b, R, D, D);
+	for (size_t i = 0; i < R * D; i++)
+		mid[i] += x[i];
+	vlm_layernorm_fwd_cpu(ln2, LAYER(st, mean2, l, R), LAYER(st, rstd2, l,
+	    R), mid, w + o->ln2_w, w + o->ln2_b, R, D);
+	if (!o->moe) {
+		vlm_linear_fwd_cpu(fc, ln2, w + o->fc_w, w + o->fc_b, R, D, F);
+		act_fwd(&m->cfg, act, fc, R * F);
+		vlm_linear_fwd_cpu(out, act, w + o->proj_w, w + o->proj_b, R,
+		    F, D);
+		for (size_t i = 0; i < R * D; i++)
+			out[i] += mid[i];
+		return;
+	}
+	memcpy(out, mid, R * D * sizeof(float));
+	for (int p = 0; p < st->pools; p++)
+		moe_fwd(r, m, &st->moe[l * 2 + p], o, p, ln2, out, D, F);
+}
+
+static void
+stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
+{
+	struct moe_acts *first[2] = { NULL, NULL };
+
+	for (int l = 0; l < st->L; l++)
+		for (int p = 0; st->blocks[l].moe && p < st->pools; p++) {
+			if (!first[p])
+				first[p] = &st->moe[l * 2 + p];
+			st->moe[l * 2 + p].S = -1;
+		}
+	if (first[0])
+		routing_rows(st, first);
+	for (int l = 0; l < st->L; l++) {
+		for (int p = 0; st->blocks[l].moe && p < st->pools; p++)
+			st->moe[l * 2 + p].S = first[p]->S;
+		block_fwd(r, m, st, l);
+	}
+}
+
+/* Images (B,3,S,S) into the first rows of their stack's x[0]. */
+static void
+image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct tower_acts *t = &r->tw[0];
+	const struct vlm_tower_off *o = &m->vis;
+	int D = c->vision.width, p = c->patch_size, g = c->image_size / p;
+	int P = g * g, B = t->B;
+	float *x0 = t->st->x + (size_t)t->row0 * D;
+
+	vlm_patchify_fwd_ref(t->patches, img, B, 3, c->image_size,
+	    c->image_size, p);
+	vlm_linear_fwd_cpu(t->emb, t->patches, m->w + o->patch_w, NULL, B * P,
+	    3 * p * p, D);
+	if (o->cls >= 0)
+		vlm_cls_prepend_fwd_ref(t->xe, t->emb, m->w + o->cls, B, P, D);
+	else
+		memcpy(t->xe, t->emb, (size_t)B * P * D * sizeof(float));
+	vlm_posembed_fwd_ref(t->xe, t->xe, m->w + o->pos, B, t->T, D);
+	vlm_layernorm_fwd_cpu(x0, t->mean0, t->rstd0, t->xe, m->w + o->ln_pre_w,
+	    m->w + o->ln_pre_b, B * t->T, D);
+	for (int b = 0; b < B; b++) {
+		t->len[b] = t->T;
+		t->pos[b] = 0;
+	}
+}
+
+/* Token ids (B, context) into their stack's x[0]; EOT = largest id. */
+static int
+text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct tower_acts *t = &r->tw[1];
+	int D = c->text.width, B = t->B, T = t->T;
+	float *x0 = t->st->x + (size_t)t->row0 * D;
+
+	for (int64_t i = 0; i < (int64_t)B * T; i++)
+		if (ids[i] < 0 || ids[i] >= c->vocab)
+			return vlm_error("token id %d out of the vocabulary "
+			    "(%d)", ids[i], c->vocab);
+	memcpy(t->ids, ids, (size_t)B * T * sizeof(*ids));
+	vlm_eot_index(t->pos, ids, B, T);
+	for (int b = 0; b < B; b++)
+		t->len[b] = t->pos[b] + 1;
+	vlm_embed_fwd_ref(t->emb, ids, m->w + m->txt.tok_emb, B * T, c->vocab,
+	    D);
+	vlm_posembed_fwd_ref(x0, t->emb, m->w + m->txt.pos, B, T, D);
+	return 0;
+}
+
+/* Final LN, pooling and projection of modality i. */
+static void
+head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct tower_acts *t = &r->tw[i];
+	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
+	const struct vlm_tower_config *tc = i ? &c->text : &c->vision;
+	int D = tc->width, B = t->B, T = t->T;
+	const float *xl = t->st->x + ((size_t)t->st->L * t->st->R + t->row0) * D;
+
+	vlm_layernorm_fwd_cpu(t->lnf, t->meanf, t->rstdf, xl,
+	    m->w + o->ln_post_w, m->w + o->ln_post_b, B * T, D);
+	if (tc->pool == VLM_POOL_GAP)
+		vlm_pool_mean_fwd_ref(t->pooled, t->lnf, t->len, B, T, D);
+	else
+		vlm_pool_token_fwd_ref(t->pooled, t->lnf, t->pos, B, T, D);
+	project(t->feat, t->pooled, m->w + o->proj, B, D, c->embed_dim);
+	vlm_l2norm_fwd_cpu(t->unit, t->norm, t->feat, B, c->embed_dim);
+}
+
+int
+vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
+    const int32_t *tokens)
+{
+	if (r->tw[0].B)
+		image_embed(r, m, images);
+	if (r->tw[1].B && text_embed(r, m, tokens) < 0)
+		return -1;
+	for (int i = 0; i < r->nst; i++)
+		if (r->st[i].R)
+			stack_fwd(r, m, &r->st[i]);
+	for (int i = 0; i < 2; i++)
+		if (r->tw[i].B)
+			head_fwd(r, m, i);
+	return 0;
+}
+
+/* Sum of the weighted aux losses of every MoE layer and pool. */
+static float
+aux_total(const struct vlm_run *r)
+{
+	float sum = 0;
+
+	for (int i = 0; i < r->nst; i++) {
+		const struct stack *st = &r->st[i];
+		for (int l = 0; st->R && l < st->L; l++)
+			for (int p = 0; st->blocks[l].moe && p < st->pools; p++)
+				sum += st->moe[l * 2 + p].aux;
+	}
+	return sum;
+}
+
+int
+vlm_run_loss(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_loss *out)
+{
+	int B = r->tw[0].B;
+
+	if (B != r->tw[1].B || B == 0)
+		return vlm_error("the contrastive loss needs as many images as "
+		    "texts (%d and %d)", B, r->tw[1].B);
+	r->loss.logit_scale = expf(m->w[m->logit_scale]);
+	r->loss.contrastive = vlm_clip_loss_fwd_cpu(r->logits, r->lse2,
+	    r->tw[0].unit, r->tw[1].unit, m->w[m->logit_scale], B,
+	    m->cfg.embed_dim);
+	r->loss.aux = aux_total(r);
+	r->loss.total = r->loss.contrastive + r->loss.aux;
+	if (out)
+		*out = r->loss;
+	return 0;
+}
+
+const float *
+vlm_run_features(const struct vlm_run *r, int text, int unit)
+{
+	return unit ? r->tw[text].unit : r->tw[text].feat;
+}
+
+const float *
+vlm_run_stream(const struct vlm_run *r, int text, int l, int *rows, int *D)
+{
+	const struct tower_acts *t = &r->tw[text];
+
+	*rows = t->B * t->T;
+	*D = t->st->D;
+	if (l < 0) /* after the final LayerNorm */
+		return t->lnf;
+	return t->st->x + ((size_t)l * t->st->R + t->row0) * t->st->D;
+}
+
+void
+vlm_run_seed(struct vlm_run *r, uint64_t seed)
+{
+	vlm_rng_seed(&r->rng, seed);
+}

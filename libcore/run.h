@@ -1,0 +1,85 @@
+/*
+ * run.h - private to forward.c and backward.c: the activations of one
+ * batch shape, allocated once in a single arena (no allocation inside a
+ * step). A "stack" is one pass of rows through a set of blocks: in a
+ * two-tower model one stack per tower, in a one-tower model one stack
+ * whose rows are the image tokens followed by the text tokens, so that
+ * the MoE layers route both modalities in one group.
+ */
+#ifndef VLM_RUN_H
+#define VLM_RUN_H
+
+#include "vlm.h"
+
+/* A run of B sequences of T tokens inside a stack. */
+struct seg {
+	int mod;      /* 0 image, 1 text */
+	int B, T;
+	int64_t row0; /* first row in the stack */
+	int causal;
+	int32_t *len; /* (B) tokens that count (text: up to EOT) */
+};
+
+/* One MoE layer's routing state for one pool. */
+struct moe_acts {
+	int S, C, Cmax; /* tokens routed, capacity used, slots allocated */
+	int32_t *rows; /* (S) stack row of each routed token */
+	uint8_t *mod;  /* (S) modality */
+	float *xs, *z, *p, *g, *eps;       /* (S,D) (S,E) x4 */
+	int32_t *idx, *slot, *order, *fill; /* (S,K) (S,K) (S) (E) */
+	float *val, *w;                    /* (S,K) */
+	uint8_t *keep;                     /* (S,K) */
+	float *buf, *efc, *eact, *eout;    /* (E*C,D) (E*C,F) x2 (E*C,D) */
+	float *ys;                         /* (S,D) */
+	float aux;                         /* weighted aux loss */
+};
+
+struct stack {
+	int nseg;
+	struct seg seg[2];
+	int R, D, F, H, L, pools, nl;
+	const struct vlm_block_off *blocks;
+	int64_t att_n;      /* floats of attention probs per layer */
+	float *x;           /* (L+1, R, D) block inputs; x[L] the output */
+	float *ln1, *mean1, *rstd1, *qkv, *att, *atty, *mid;
+	float *ln2, *mean2, *rstd2, *fc, *act; /* per stored layer */
+	struct moe_acts *moe; /* (L * pools); unused entries for dense */
+	int S_max[2];
+};
+
+/* Embeddings and head of one modality. */
+struct tower_acts {
+	int B, T;
+	struct stack *st;   /* the stack that carries its rows */
+	int64_t row0;
+	float *patches;     /* (B*P, 3*p*p) images only */
+	float *emb;         /* (B*P, D) patch or token embeddings */
+	float *xe;          /* (B*T, D) before ln_pre (images) */
+	float *mean0, *rstd0;
+	int32_t *ids, *pos, *len; /* (B*T) tokens; (B) pooled row; (B) */
+	float *lnf, *meanf, *rstdf; /* (B*T, D) after ln_post / ln_final */
+	float *pooled, *feat;       /* (B, D) (B, embed) */
+	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
+};
+
+struct vlm_run {
+	int train, nst;
+	struct stack st[2];
+	struct tower_acts tw[2]; /* 0 images, 1 texts */
+	float *logits, *dlogits;  /* (Bi, Bt) */
+	float *lse2;              /* (2B) row and column log-sum-exps */
+	struct vlm_loss loss;
+	struct vlm_rng rng;
+	/* backward scratch */
+	float *dx, *dnext, *dln, *datty, *dqkv, *dfc, *dact;
+	float *dbuf, *defc, *deact, *deout, *dxs, *dys, *dz, *dw; /* MoE */
+	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
+	void *arena;
+};
+
+/* Weight of each aux term for one group (forward.c); index order:
+ * importance, load, switch, z, local img/txt, global img/txt. */
+void vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
+    int train, float coef[8]);
+
+#endif
