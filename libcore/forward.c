@@ -670,3 +670,21 @@ vlm_run_seed(struct vlm_run *r, uint64_t seed)
 {
 	vlm_rng_seed(&r->rng, seed);
 }
+
+int
+vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
+    struct vlm_route_view *v)
+{
+	const struct stack *st = r->tw[text].st;
+	const struct moe_acts *ma;
+
+	if (!st || l < 0 || l >= st->L || !st->blocks[l].moe ||
+	    pool >= st->pools)
+		return -1;
+	ma = &st->moe[l * 2 + pool];
+	v->S = ma->S, v->C = ma->C;
+	v->rows = ma->rows, v->mod = ma->mod;
+	v->idx = ma->idx, v->keep = ma->keep, v->w = ma->w;
+	v->z = ma->z, v->p = ma->p, v->fill = ma->fill;
+	return 0;
+}
