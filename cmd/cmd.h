@@ -21,5 +21,11 @@ extern const char convert_usage[];
 int convert_info(int argc, char **argv);
 int convert_cast(int argc, char **argv);
 int convert_pack(int argc, char **argv);
+int convert_import(int argc, char **argv);
+int convert_init(int argc, char **argv);
+int convert_tokenize(int argc, char **argv);
+/* A preset name or a config JSON file into c (cmd/convert-init.c). */
+struct vlm_config;
+int cmd_config(struct vlm_config *c, const char *spec);
 
 #endif

@@ -16,6 +16,10 @@ const char convert_usage[] =
     "usage: vlm-convert info file\n"
     "       vlm-convert cast --dtype f32|f16|bf16 in out\n"
     "       vlm-convert pack in.npys out.npy\n"
+    "       vlm-convert import [-c config.json] checkpoint out\n"
+    "       vlm-convert init [-s seed] [--set key=value] preset|config.json "
+    "out\n"
+    "       vlm-convert tokenize -m model|vocab\n"
     "       vlm-convert -h | --help | --version\n";
 
 static const struct verb {
@@ -23,12 +27,12 @@ static const struct verb {
 	int (*fn)(int, char **);
 	const char *issue; /* where an unimplemented verb is planned */
 } verbs[] = {
-	{ "info", NULL, "the foundation (issue 3)" },
-	{ "cast", NULL, "the foundation (issue 3)" },
-	{ "pack", NULL, "the foundation (issue 3)" },
-	{ "import", NULL, "the model core (issue 4)" },
-	{ "init", NULL, "the model core (issue 4)" },
-	{ "tokenize", NULL, "the inputs work (issue 5)" },
+	{ "info", convert_info, NULL },
+	{ "cast", convert_cast, NULL },
+	{ "pack", convert_pack, NULL },
+	{ "import", convert_import, NULL },
+	{ "init", convert_init, NULL },
+	{ "tokenize", convert_tokenize, NULL },
 	{ "merge-lora", NULL, "training (issue 6)" },
 	{ "upcycle", NULL, "routing tools (issue 8)" },
 	{ "set", NULL, "routing tools (issue 8)" },
