@@ -1,7 +1,7 @@
 /*
  * convert-import.c - `vlm-convert import`: an OpenCLIP- or HF-named CLIP
  * checkpoint (safetensors, plus the config JSON its ecosystem ships)
- * into one vlm model file.
+ * (and a BPE vocabulary) into one vlm model file.
  */
 #include <err.h>
 #include <getopt.h>
@@ -14,15 +14,19 @@ convert_import(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
+		{ "tokenizer", required_argument, NULL, 't' },
 		{ NULL, 0, NULL, 0 }
 	};
-	const char *config = NULL;
+	const char *config = NULL, *tok = NULL;
+	struct vlm_bpe bpe;
 	struct vlm_model m;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "c:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:t:", opts, NULL)) != -1) {
 		if (c == 'c')
 			config = optarg;
+		else if (c == 't')
+			tok = optarg;
 		else
 			cmd_usage(convert_usage, 2);
 	}
@@ -30,6 +34,13 @@ convert_import(int argc, char **argv)
 		cmd_usage(convert_usage, 2);
 	if (vlm_model_import(&m, argv[optind], config) < 0)
 		errx(1, "%s", vlm_errmsg());
+	if (tok) { /* the model file carries its tokenizer from now on */
+		if (vlm_bpe_load(&bpe, tok) < 0)
+			errx(1, "%s", vlm_errmsg());
+		if (!(m.tokenizer = vlm_bpe_merges_alloc(&bpe)))
+			errx(1, "out of memory");
+		vlm_bpe_release(&bpe);
+	}
 	if (vlm_model_save(&m, argv[optind + 1]) < 0)
 		errx(1, "%s", vlm_errmsg());
 	vlm_model_release(&m);

@@ -16,7 +16,7 @@ const char convert_usage[] =
     "usage: vlm-convert info file\n"
     "       vlm-convert cast --dtype f32|f16|bf16 in out\n"
     "       vlm-convert pack in.npys out.npy\n"
-    "       vlm-convert import [-c config.json] checkpoint out\n"
+    "       vlm-convert import [-c config.json] [-t vocab] checkpoint out\n"
     "       vlm-convert init [-s seed] [--set key=value] preset|config.json "
     "out\n"
     "       vlm-convert tokenize -m model|vocab\n"

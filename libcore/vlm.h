@@ -310,6 +310,27 @@ void vlm_optim_release(struct vlm_optim *o);
 float vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
     float lr, const uint8_t *frozen);
 
+/* ---- encoding (libcore/encode.c) ------------------------------------------- */
+
+/* A model as an image or text encoder over batches of a fixed size. */
+struct vlm_encoder {
+	const struct vlm_model *m;
+	int text;         /* 0 images, 1 texts */
+	int batch;        /* e.g. 32 */
+	struct vlm_run *r;
+	void *pad;        /* padding copy for a short last batch */
+};
+int vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m,
+    int text, int batch);
+void vlm_encoder_release(struct vlm_encoder *e);
+/* n <= batch items: pixels (n,3,S,S) or token ids (n,context) into
+ * out (n, embed_dim); unit: L2-normalised. */
+int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
+    int unit);
+/* The model's own tokenizer (merges in the file); -1 if it has none. */
+struct vlm_bpe;
+int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
+
 /* @@SECTIONS@@ (helpers add their sections below this line) */
 
 /* ---- data sets: pairs, ImageFolder (libcore/dataset.c) ---------------- */
