@@ -27,11 +27,11 @@ if have_fixtures; then
 fi
 ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
 ok "info of an MoE model" "$C" info "$T/moe.safetensors"
+check "experts are stacked tensors" \
+    "grep -q 'moe.experts.c_fc.weight' $T/out"
 fails "import of a file that is no CLIP checkpoint" 1 "$C" import \
     "$T/moe.safetensors" "$T/y.safetensors"
 check "missing tensor named" "grep -q 'missing tensor' $T/err"
-check "experts are stacked tensors" \
-    "grep -q 'moe.experts.c_fc.weight' $T/out"
 ok "init with overrides" "$C" init --set moe.experts=4 --set moe.top_k=2 \
     tiny-moe "$T/moe4.safetensors"
 fails "top_k above experts" 1 "$C" init --set moe.top_k=9 tiny-moe \
