@@ -10,29 +10,6 @@
 #include "cmd.h"
 #include "vlm.h"
 
-/* A preset name, or a JSON file laid over the defaults of "tiny". */
-int
-cmd_config(struct vlm_config *c, const char *spec)
-{
-	FILE *f;
-	char *text = NULL;
-	size_t n = 0;
-	int rc;
-
-	if (!strchr(spec, '.') && !strchr(spec, '/'))
-		return vlm_config_preset(c, spec);
-	if (!(f = fopen(spec, "r")))
-		return vlm_error("'%s': cannot open config", spec);
-	vlm_config_preset(c, "tiny");
-	rc = getdelim(&text, &n, '\0', f) < 0 ? vlm_error("'%s': cannot "
-	    "read config", spec) : vlm_config_from_json(c, text);
-	if (rc < 0 && text)
-		vlm_error("'%s': %s", spec, vlm_errmsg());
-	free(text);
-	fclose(f);
-	return rc;
-}
-
 int
 convert_init(int argc, char **argv)
 {

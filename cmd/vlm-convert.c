@@ -65,7 +65,7 @@ main(int argc, char **argv)
 			    verbs[i].name, verbs[i].issue);
 		argc -= optind;
 		argv += optind;
-		optind = 1; /* the verb parses its own options */
+		optind = 0; /* the verb parses its own options (glibc: reinit) */
 		return cmd_finish(verbs[i].fn(argc, argv));
 	}
 	warnx("unknown verb '%s'", argv[optind]);

@@ -1,33 +1,303 @@
 /*
- * vlm-train - train dense and sparse-MoE image-text models.
+ * vlm-train - train dense and sparse-MoE image-text models on the CPU.
  *
- * Not implemented yet: it comes with vlm-train (issue 6). Until then it
- * answers --help and --version and refuses to run with exit status 2.
+ * Reads a pairs file (TSV/CSV: image path, caption) and a model (preset,
+ * config JSON, or model file to fine-tune); writes RUN_DIR/metrics.jsonl
+ * and checkpoints RUN_DIR/ckpt-<step>/ with RUN_DIR/latest, the final
+ * model in RUN_DIR/latest/model.safetensors.
  */
 #include <err.h>
 #include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include "cmd.h"
+#include "train.h"
 
 static const char usage[] =
-    "usage: vlm-train -h | --help | --version\n";
+    "usage: vlm-train --data pairs.tsv -m preset|config.json|model -o run "
+    "[options]\n"
+    "       vlm-train --resume run [options]\n"
+    "       vlm-train -h | --help | --version\n";
+
+static volatile sig_atomic_t stop_signal;
+
+static void
+on_signal(int sig)
+{
+	stop_signal = sig;
+}
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
+	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
+	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
+	O_EPOCHS, O_SET, O_VAL, O_VERSION };
+
+static const struct option opts[] = {
+	{ "data", required_argument, NULL, 'd' },
+	{ "model", required_argument, NULL, 'm' },
+	{ "out", required_argument, NULL, 'o' },
+	{ "batch-size", required_argument, NULL, 'b' },
+	{ "steps", required_argument, NULL, 'n' },
+	{ "threads", required_argument, NULL, 'j' },
+	{ "epochs", required_argument, NULL, O_EPOCHS },
+	{ "set", required_argument, NULL, O_SET },
+	{ "lr", required_argument, NULL, O_LR },
+	{ "wd", required_argument, NULL, O_WD },
+	{ "beta1", required_argument, NULL, O_B1 },
+	{ "beta2", required_argument, NULL, O_B2 },
+	{ "eps", required_argument, NULL, O_EPS },
+	{ "warmup", required_argument, NULL, O_WARMUP },
+	{ "constant-lr", no_argument, NULL, O_CONST },
+	{ "grad-clip", required_argument, NULL, O_CLIP },
+	{ "seed", required_argument, NULL, O_SEED },
+	{ "lock-image", no_argument, NULL, O_LOCKI },
+	{ "lock-text", no_argument, NULL, O_LOCKT },
+	{ "tokenizer", required_argument, NULL, O_TOK },
+	{ "vocab-size", required_argument, NULL, O_VOCAB },
+	{ "log-every", required_argument, NULL, O_LOG },
+	{ "save-every", required_argument, NULL, O_SAVE },
+	{ "keep", required_argument, NULL, O_KEEP },
+	{ "stop-at", required_argument, NULL, O_STOP },
+	{ "resume", required_argument, NULL, O_RESUME },
+	{ "max-bad", required_argument, NULL, O_MAXBAD },
+	{ "alpha", required_argument, NULL, O_ALPHA },
+	{ "csv-img-key", required_argument, NULL, O_IMGKEY },
+	{ "csv-caption-key", required_argument, NULL, O_CAPKEY },
+	{ "csv-separator", required_argument, NULL, O_SEP },
+	{ "val-data", required_argument, NULL, O_VAL },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, O_VERSION },
+	{ NULL, 0, NULL, 0 }
+};
+
+static long long
+num(const char *s, const char *what)
+{
+	char *end;
+	long long v = strtoll(s, &end, 0);
+
+	if (*s == '\0' || *end != '\0' || v < 0)
+		errx(2, "%s: '%s' is not a non-negative integer", what, s);
+	return v;
+}
+
+static float
+real(const char *s, const char *what)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (*s == '\0' || *end != '\0' || !isfinite(v))
+		errx(2, "%s: '%s' is not a number", what, s);
+	return (float)v;
+}
+
+static void
+defaults(struct train *t)
+{
+	memset(t, 0, sizeof(*t));
+	vlm_optim_defaults(&t->opt);
+	t->o.batch = 64;
+	t->o.steps = 1000;
+	t->o.lr = 5e-4f;
+	t->o.warmup = 100;
+	t->o.cosine = 1;
+	t->log_every = 10;
+	t->max_bad = 0.1;
+	t->alpha = VLM_ALPHA_DROP;
+}
+
+static void
+parse(struct train *t, int argc, char **argv)
+{
+	static const char *const alphas[] = { "drop", "white", "black" };
+	int c;
+
+	t->sets = calloc(argc, sizeof(*t->sets));
+	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:h", opts, NULL)) !=
+	    -1) {
+		switch (c) {
+		case 'd': t->data = optarg; break;
+		case 'm': t->model = optarg; break;
+		case 'o': t->out = optarg; break;
+		case 'b': t->o.batch = num(optarg, "--batch-size"); break;
+		case 'n': t->o.steps = num(optarg, "--steps"); break;
+		case 'j': t->threads = num(optarg, "--threads"); break;
+		case O_EPOCHS: t->epochs = num(optarg, "--epochs"); break;
+		case O_SET: t->sets[t->nset++] = optarg; break;
+		case O_LR: t->o.lr = real(optarg, "--lr"); break;
+		case O_WD: t->opt.wd = real(optarg, "--wd"); break;
+		case O_B1: t->opt.beta1 = real(optarg, "--beta1"); break;
+		case O_B2: t->opt.beta2 = real(optarg, "--beta2"); break;
+		case O_EPS: t->opt.eps = real(optarg, "--eps"); break;
+		case O_WARMUP: t->o.warmup = num(optarg, "--warmup"); break;
+		case O_CONST: t->o.cosine = 0; break;
+		case O_CLIP: t->opt.clip = real(optarg, "--grad-clip"); break;
+		case O_SEED: t->seed = num(optarg, "--seed"); break;
+		case O_LOCKI: t->lock_image = 1; break;
+		case O_LOCKT: t->lock_text = 1; break;
+		case O_TOK: t->tokenizer = optarg; break;
+		case O_VOCAB: t->vocab_size = num(optarg, "--vocab-size"); break;
+		case O_LOG: t->log_every = num(optarg, "--log-every"); break;
+		case O_SAVE: t->save_every = num(optarg, "--save-every"); break;
+		case O_KEEP: t->keep = num(optarg, "--keep"); break;
+		case O_STOP: t->stop_at = num(optarg, "--stop-at"); break;
+		case O_RESUME: t->resume = t->out = optarg; break;
+		case O_MAXBAD: t->max_bad = real(optarg, "--max-bad"); break;
+		case O_IMGKEY: t->csv.img_key = optarg; break;
+		case O_CAPKEY: t->csv.caption_key = optarg; break;
+		case O_SEP: t->csv.sep = optarg[0]; break;
+		case O_VAL: t->val_data = optarg; break;
+		case O_ALPHA:
+			for (t->alpha = 0; t->alpha < 3 &&
+			    strcmp(alphas[t->alpha], optarg); t->alpha++)
+				;
+			if (t->alpha == 3)
+				errx(2, "--alpha: drop, white or black");
+			break;
+		case 'h': cmd_usage(usage, 0);
+		case O_VERSION: cmd_version("vlm-train");
+		default: cmd_usage(usage, 2);
+		}
+	}
+	if (optind != argc || !t->data || !t->out || (!t->model && !t->resume)
+	    || t->o.batch < 2)
+		cmd_usage(usage, 2);
+	if (t->val_data)
+		errx(2, "--val-data: validation during training is not "
+		    "implemented yet; evaluate checkpoints with vlm-eval");
+}
+
+/* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
+static void
+setup(struct train *t)
+{
+	if (t->resume) {
+		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0)
+			errx(1, "%s", vlm_errmsg());
+		t->seed = t->st.seed;
+	} else {
+		if (train_model(t) < 0)
+			errx(1, "%s", vlm_errmsg());
+		if (vlm_optim_init(&t->opt, &t->m) < 0)
+			errx(1, "%s", vlm_errmsg());
+		t->st.seed = t->seed;
+		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
+		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+			err(1, "%s", t->out);
+	}
+	if (train_data(t) < 0 || train_tokenizer(t) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (t->epochs)
+		t->o.steps = t->epochs * (t->pairs.n / t->o.batch);
+	if (!(t->run = vlm_run_new(&t->m, t->o.batch, t->o.batch, 1)) ||
+	    !(t->grad = malloc(t->m.nfloats * sizeof(float))) ||
+	    !(t->frozen = calloc(t->m.nparams, 1)) ||
+	    !(t->warned = calloc(t->pairs.n / 8 + 1, 1)))
+		errx(1, "%s", vlm_errmsg());
+	*vlm_run_rng(t->run) = t->st.rng;
+	train_freeze(t);
+	if (train_loader(t) < 0)
+		errx(1, "%s", vlm_errmsg());
+}
+
+/* Report each unreadable image once, by its file and line. */
+static void
+report(struct train *t, const struct vlm_batch *b)
+{
+	for (int i = 0; i < b->nerr; i++) {
+		int64_t k = b->err[i].index;
+		if (k >= 0 && !(t->warned[k / 8] & (1 << (k % 8)))) {
+			t->warned[k / 8] |= 1 << (k % 8);
+			warnx("%s:%d: %s (skipped)", t->data, t->pairs.line[k],
+			    b->err[i].msg);
+		}
+	}
+}
+
+static void
+checkpoint(struct train *t)
+{
+	t->st.rng = *vlm_run_rng(t->run);
+	vlm_loader_cursor(t->loader, &t->st.cursor);
+	if (vlm_ckpt_save(t->out, &t->m, &t->opt, &t->st, t->keep) < 0)
+		errx(1, "%s", vlm_errmsg());
+}
+
+/* One optimizer step on the next batch; the loss it measured. */
+static void
+step(struct train *t, struct vlm_loss *L)
+{
+	const struct vlm_batch *b;
+
+	if (vlm_loader_next(t->loader, &b) != 1)
+		errx(1, "%s", vlm_errmsg());
+	report(t, b);
+	if (b->n != t->o.batch)
+		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,
+		    t->o.batch);
+	if (vlm_forward(t->run, &t->m, b->pixels, b->tokens) < 0 ||
+	    vlm_run_loss(t->run, &t->m, L) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (!isfinite(L->total))
+		errx(1, "non-finite loss at step %lld; nothing saved over the "
+		    "last checkpoint", (long long)t->st.step + 1);
+	vlm_backward(t->run, &t->m, t->grad);
+	vlm_optim_step(&t->opt, &t->m, t->grad, vlm_lr_at(&t->o, t->st.step),
+	    t->frozen);
+	t->st.step++;
+	t->st.samples += t->o.batch;
+}
 
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
-	int c;
+	struct train t;
+	struct vlm_loss L;
+	char path[4096];
+	double t0, last;
 
-	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'h': cmd_usage(usage, 0);
-		case 'V': cmd_version("vlm-train");
-		default: cmd_usage(usage, 2);
-		}
+	defaults(&t);
+	parse(&t, argc, argv);
+	setup(&t);
+	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
+	if (!(t.metrics = fopen(path, "a")))
+		err(1, "%s", path);
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	t0 = last = now();
+	while (t.st.step < t.o.steps && !stop_signal &&
+	    (!t.stop_at || t.st.step < t.stop_at)) {
+		step(&t, &L);
+		double rate = t.st.step * (double)t.o.batch / (now() - t0);
+		train_progress(&t, &L, rate);
+		if (t.st.step % t.log_every == 0 || t.st.step == t.o.steps)
+			train_log(&t, &L, vlm_lr_at(&t.o, t.st.step - 1),
+			    now() - last, rate);
+		if (t.save_every && t.st.step % t.save_every == 0)
+			checkpoint(&t);
 	}
-	errx(2, "not implemented yet; it comes with vlm-train (issue 6)");
+	if (isatty(STDERR_FILENO))
+		fputc('\n', stderr);
+	if (!t.save_every || t.st.step % t.save_every)
+		checkpoint(&t);
+	vlm_loader_free(t.loader);
+	fclose(t.metrics);
+	if (stop_signal)
+		return 128 + stop_signal;
+	return cmd_finish(0);
 }

@@ -688,3 +688,23 @@ vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 	v->z = ma->z, v->p = ma->p, v->fill = ma->fill;
 	return 0;
 }
+
+struct vlm_rng *
+vlm_run_rng(struct vlm_run *r)
+{
+	return &r->rng;
+}
+
+int
+vlm_run_row_info(const struct vlm_run *r, int text, int row, int *example,
+    int *pos)
+{
+	const struct tower_acts *t = &r->tw[text];
+	int64_t i = (int64_t)row - t->row0;
+
+	if (!t->B || !t->st || i < 0 || i >= (int64_t)t->B * t->T)
+		return -1;
+	*example = (int)(i / t->T);
+	*pos = (int)(i % t->T);
+	return 0;
+}

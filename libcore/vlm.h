@@ -262,6 +262,8 @@ struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
 void vlm_run_free(struct vlm_run *r);
 /* Seed the router-noise generator (training). */
 void vlm_run_seed(struct vlm_run *r, uint64_t seed);
+/* That generator itself, to save and restore with checkpoints. */
+struct vlm_rng *vlm_run_rng(struct vlm_run *r);
 /* images (B_img, 3, S, S) normalised pixels; tokens (B_txt, context). */
 int vlm_forward(struct vlm_run *r, const struct vlm_model *m,
     const float *images, const int32_t *tokens);
@@ -332,6 +334,116 @@ struct vlm_bpe;
 int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
 
 /* @@SECTIONS@@ (helpers add their sections below this line) */
+
+/* ---- routing records (libcore/routes.c; vlm_run_row_info: forward.c) -- */
+
+/*
+ * A routing-record stream (man vlm-routes.5): .npy records, as .npys
+ * streams are, so np.load(f) called repeatedly reads it.
+ *  1. metadata '|u1' JSON: "format":"vlm-routes", "version":1,
+ *     "experts" E, "top_k" K, "layers" (one object per MoE layer and
+ *     pool: "tower", "block", "pool", "name"), "modalities", "family",
+ *     "image_tokens", "grid", "cls", "context", "cf", "min_capacity",
+ *     "bpr", "gate_norm";
+ *  2. optionally '|u1' JSON {"classes":[...]}: class names of labels;
+ *  3. per batch: '|u1' JSON {"batch":i,"modality":"image"|"text",
+ *     "examples":n,"layers":[{"layer":j,"S":S,"C":C,"group":G,
+ *     "fill":[E ints]},...]}, ids '<U{w}' (n,), labels '<i4' (n,) (-1:
+ *     none), then per listed layer five arrays: tok '<i4' (S,2) (example,
+ *     position), idx '<i4' (S,K), keep '|u1' (S,K), w '<f4' (S,K)
+ *     (combine weights: the gate, 0 when dropped), z '<f4' (S,E) logits;
+ *  4. end '|u1' JSON {"end":true,"batches":N,"examples":[ni,nt]}.
+ * A stream without its end record is truncated.
+ */
+struct vlm_routes_writer {
+	FILE *f;
+	const char *name;  /* for messages */
+	int E, K;
+	int nlayers;
+	struct vlm_routes_wlayer *layer; /* [nlayers] private */
+	int64_t batches, examples[2];
+	size_t cap;        /* scratch tokens allocated */
+	int32_t *tok, *idx; /* (cap,2) (cap,K) */
+	uint8_t *keep;     /* (cap,K) */
+	float *w, *z;      /* (cap,K) (cap,E) */
+};
+/* Write the metadata of model m's MoE layers; -1 if m has none. */
+int vlm_routes_writer_init(struct vlm_routes_writer *w, FILE *f,
+    const char *name, const struct vlm_model *m);
+/* Class names of the labels (optional; before the first batch). */
+int vlm_routes_writer_classes(struct vlm_routes_writer *w,
+    const char *const *names, int n);
+/*
+ * After a forward of r: the routing of the first n examples of one
+ * modality (text 0: images) in every MoE layer of its stack; ids (n)
+ * names, labels (n) class indices or NULL. Padding rows past n (a short
+ * batch) are left out; "group" and "fill" still count them.
+ */
+int vlm_routes_write_batch(struct vlm_routes_writer *w,
+    const struct vlm_run *r, const struct vlm_model *m, int text,
+    const char *const *ids, const int32_t *labels, int n);
+/* The end record; flushes; frees the writer (does not close f). */
+int vlm_routes_writer_finish(struct vlm_routes_writer *w);
+/* Free without writing the end record (an aborted run). */
+void vlm_routes_writer_release(struct vlm_routes_writer *w);
+
+/* Stack row -> example and token position of modality text; -1 if the
+ * row is not one of that modality's (forward.c). */
+int vlm_run_row_info(const struct vlm_run *r, int text, int row,
+    int *example, int *pos);
+
+/* One MoE layer and pool as the metadata lists it. */
+struct vlm_routes_layer {
+	int tower;   /* 0 vision, 1 text, 2 shared (one-tower) */
+	int block;   /* e.g. 1 */
+	int pool;    /* 0 shared or image, 1 text (VL-MoE) */
+	char name[96]; /* e.g. "transformer.resblocks.1.moe" */
+};
+
+/* One layer of the current batch (arrays owned by the reader). */
+struct vlm_routes_group {
+	int layer;   /* index into the metadata's layers */
+	int S, C;    /* tokens recorded; capacity of the group */
+	int G;       /* tokens routed in the group (padding included) */
+	int32_t *fill;       /* (E) kept per expert in the group */
+	const int32_t *tok;  /* (S,2) example, position */
+	const int32_t *idx;  /* (S,K) */
+	const uint8_t *keep; /* (S,K) */
+	const float *w;      /* (S,K) */
+	const float *z;      /* (S,E) */
+};
+
+struct vlm_routes_reader {
+	FILE *f;
+	const char *name;
+	char *meta;        /* metadata JSON text */
+	int E, K, nlayers;
+	struct vlm_routes_layer *layers; /* [nlayers] */
+	int family;        /* enum vlm_family */
+	int image_tokens, grid, cls, context;
+	int nclasses;
+	char **classes;    /* [nclasses] or NULL */
+	int64_t batches, examples[2];
+	char *end;         /* end record's JSON, once reached */
+	/* the current batch */
+	int modality;      /* 0 image, 1 text */
+	int n;             /* examples */
+	char **ids;        /* [n] */
+	const int32_t *labels; /* [n], -1: none */
+	int ng;
+	struct vlm_routes_group *g; /* [ng] */
+	/* private */
+	struct vlm_npy *rec;
+	int nrec, caprec;
+	int ngcap;
+};
+/* Read and check the metadata. Does not take ownership of f. */
+int vlm_routes_reader_init(struct vlm_routes_reader *r, FILE *f,
+    const char *name);
+/* The next batch: 1; 0 at the end record; -1 on an error, including a
+ * stream that stops without its end record ("truncated"). */
+int vlm_routes_reader_next(struct vlm_routes_reader *r);
+void vlm_routes_reader_release(struct vlm_routes_reader *r);
 
 /* ---- data sets: pairs, ImageFolder (libcore/dataset.c) ---------------- */
 
@@ -918,5 +1030,33 @@ int64_t vlm_st_numel(const struct vlm_st *st);
 int vlm_st_save(const char *path, const char *const *names,
     const struct vlm_tensor *ts, int n, const char *const *meta_keys,
     const char *const *meta_vals, int nmeta);
+
+/* ---- training runs (libcore/train.c) -------------------------------------- */
+
+struct vlm_train_opts {
+	int batch;          /* examples per step, e.g. 128 */
+	int64_t steps;      /* optimizer steps, e.g. 2000 */
+	float lr;           /* peak learning rate, e.g. 5e-4 */
+	int64_t warmup;     /* linear warmup steps, e.g. 100 */
+	int cosine;         /* cosine decay to 0 after warmup */
+};
+/* OpenCLIP's schedule: warmup (step+1)/warmup, then cosine or constant. */
+float vlm_lr_at(const struct vlm_train_opts *o, int64_t step);
+
+/* What a checkpoint restores besides parameters and moments. */
+struct vlm_train_state {
+	int64_t step;             /* optimizer steps done */
+	int64_t samples;          /* examples seen */
+	struct vlm_cursor cursor; /* where the data stream goes on */
+	struct vlm_rng rng;       /* router noise generator */
+	uint64_t seed;
+};
+/* RUN/ckpt-<step>/ written atomically, RUN/latest pointed at it, all but
+ * the newest `keep` removed (0: keep all). */
+int vlm_ckpt_save(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep);
+/* Model, moments (o is initialised here) and state from RUN/latest. */
+int vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
+    struct vlm_train_state *s);
 
 #endif /* VLM_H */

@@ -1,0 +1,105 @@
+/*
+ * train-log.c - what vlm-train reports: one JSON line per logged step in
+ * RUN/metrics.jsonl (losses, learning rate, temperature, per MoE layer
+ * and modality the effective experts exp(H(mean p)) and the dropped
+ * fraction, throughput), and a progress line when stderr is a terminal.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "train.h"
+
+/* exp(H(mean p)) over the tokens of modality mod, and dropped tokens. */
+static void
+route_summary(const struct vlm_route_view *v, int E, int K, int mod,
+    double *eff, double *dropped)
+{
+	double pbar[1024] = { 0 }, H = 0;
+	int n = 0, drop = 0;
+
+	for (int s = 0; s < v->S; s++) {
+		int kept = 0;
+		if (v->mod[s] != mod)
+			continue;
+		n++;
+		for (int e = 0; e < E && e < 1024; e++)
+			pbar[e] += v->p[(size_t)s * E + e];
+		for (int j = 0; j < K; j++)
+			kept |= v->keep[(size_t)s * K + j];
+		drop += !kept;
+	}
+	for (int e = 0; n && e < E && e < 1024; e++)
+		if (pbar[e] > 0)
+			H -= pbar[e] / n * log(pbar[e] / n);
+	*eff = n ? exp(H) : NAN;
+	*dropped = n ? (double)drop / n : NAN;
+}
+
+static json_t *
+moe_json(const struct train *t)
+{
+	const struct vlm_config *c = &t->m.cfg;
+	json_t *a = json_array();
+	static const char *const mods[2] = { "image", "text" };
+	struct vlm_route_view v;
+
+	for (int text = 0; text < 2; text++)
+		for (int l = 0; l < (text ? c->text.layers : c->vision.layers);
+		    l++)
+			for (int p = 0; p < 2; p++) {
+				if ((c->family == VLM_ONE_TOWER && text == 0) ||
+				    vlm_run_route(t->run, text, l, p, &v) < 0)
+					continue;
+				json_t *o = json_pack("{sisssi}", "layer", l,
+				    "tower", text ? "text" : "vision", "pool", p);
+				for (int m = 0; m < 2; m++) {
+					double eff, drop;
+					char k[32];
+					route_summary(&v, c->moe.experts,
+					    c->moe.top_k, m, &eff, &drop);
+					if (isnan(eff))
+						continue;
+					snprintf(k, sizeof(k), "eff_experts_%s",
+					    mods[m]);
+					json_object_set_new(o, k, json_real(eff));
+					snprintf(k, sizeof(k), "dropped_%s", mods[m]);
+					json_object_set_new(o, k, json_real(drop));
+				}
+				json_array_append_new(a, o);
+			}
+	return a;
+}
+
+void
+train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
+    double rate)
+{
+	json_t *o = json_pack("{sIsIsIsfsfsfsfsfsfsf}", "step",
+	    (json_int_t)t->st.step, "epoch", (json_int_t)t->st.cursor.epoch,
+	    "samples", (json_int_t)t->st.samples, "lr", (double)lr, "loss",
+	    (double)L->total, "contrastive", (double)L->contrastive, "aux",
+	    (double)L->aux, "logit_scale", (double)L->logit_scale,
+	    "seconds", secs, "images_per_s", rate);
+
+	if (t->m.cfg.moe.experts)
+		json_object_set_new(o, "moe", moe_json(t));
+	json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7));
+	fputc('\n', t->metrics);
+	fflush(t->metrics);
+	json_decref(o);
+}
+
+void
+train_progress(const struct train *t, const struct vlm_loss *L, double rate)
+{
+	double eta;
+
+	if (!isatty(STDERR_FILENO))
+		return;
+	eta = rate > 0 ? (t->o.steps - t->st.step) * (double)t->o.batch /
+	    rate : 0;
+	fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f img/s  eta %.0fs ",
+	    (long long)t->st.step, (long long)t->o.steps, L->total, rate, eta);
+}

@@ -1,0 +1,239 @@
+/*
+ * train.c - what a training run needs besides the model: OpenCLIP's
+ * learning-rate schedule, checkpoints that survive a crash at any
+ * moment, and the state that makes a resumed run bit-identical to an
+ * uninterrupted one (step, data cursor, router-noise generator).
+ *
+ * A checkpoint is RUN/ckpt-NNNNNNNN/ holding model.safetensors,
+ * optim.safetensors (AdamW moments as two flat tensors) and state.json.
+ * It is written as RUN/.tmp-ckpt-NNNNNNNN, every file fsynced, renamed
+ * into place, and RUN/latest (a symlink) is replaced atomically after.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "vlm.h"
+
+float
+vlm_lr_at(const struct vlm_train_opts *o, int64_t step)
+{
+	if (o->warmup > 0 && step < o->warmup)
+		return o->lr * (step + 1) / o->warmup;
+	if (!o->cosine || o->steps <= o->warmup)
+		return o->lr;
+	double e = (double)(step - o->warmup) / (o->steps - o->warmup);
+	return (float)(0.5 * (1 + cos(M_PI * e)) * o->lr);
+}
+
+static int
+fsync_path(const char *path, int dir)
+{
+	int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+	int rc;
+
+	if (fd < 0)
+		return vlm_error("'%s': %s", path, strerror(errno));
+	rc = fsync(fd);
+	close(fd);
+	return rc == 0 ? 0 : vlm_error("'%s': %s", path, strerror(errno));
+}
+
+static int
+save_state(const char *path, const struct vlm_train_state *s)
+{
+	json_t *rng = json_array(), *o;
+	struct vlm_atomic a;
+	char buf[32];
+	int rc;
+
+	for (int i = 0; i < 4; i++) {
+		snprintf(buf, sizeof(buf), "%" PRIu64, s->rng.s[i]);
+		json_array_append_new(rng, json_string(buf));
+	}
+	snprintf(buf, sizeof(buf), "%" PRIu64, s->seed);
+	o = json_pack("{sIsIsIsosssI}", "step", (json_int_t)s->step,
+	    "epoch", (json_int_t)s->cursor.epoch, "pos",
+	    (json_int_t)s->cursor.pos, "rng", rng, "seed", buf,
+	    "samples", (json_int_t)s->samples);
+	if (!o || vlm_atomic_open(&a, path) < 0) {
+		json_decref(o);
+		return -1;
+	}
+	rc = json_dumpf(o, a.f, JSON_INDENT(1)) < 0 ? -1 : 0;
+	json_decref(o);
+	if (rc < 0) {
+		vlm_atomic_abort(&a);
+		return vlm_error("'%s': cannot write", path);
+	}
+	return vlm_atomic_commit(&a);
+}
+
+static int
+load_state(const char *path, struct vlm_train_state *s)
+{
+	json_error_t e;
+	json_t *o = json_load_file(path, 0, &e), *rng;
+	json_int_t step, epoch, pos, samples = 0;
+	const char *seed;
+
+	if (!o)
+		return vlm_error("'%s': %s", path, e.text);
+	if (json_unpack(o, "{sIsIsIsos?Iss}", "step", &step, "epoch", &epoch,
+	    "pos", &pos, "rng", &rng, "samples", &samples, "seed", &seed) < 0
+	    || !json_is_array(rng) || json_array_size(rng) != 4) {
+		json_decref(o);
+		return vlm_error("'%s': not a vlm training state", path);
+	}
+	s->step = step;
+	s->cursor.epoch = epoch;
+	s->cursor.pos = pos;
+	s->samples = samples;
+	s->seed = strtoull(seed, NULL, 10);
+	for (int i = 0; i < 4; i++)
+		s->rng.s[i] = strtoull(json_string_value(json_array_get(rng,
+		    i)), NULL, 10);
+	json_decref(o);
+	return 0;
+}
+
+static int
+save_optim(const char *path, const struct vlm_model *m,
+    const struct vlm_optim *o)
+{
+	const char *names[2] = { "adamw.m", "adamw.v" };
+	const char *keys[1] = { "adamw.step" };
+	char step[32];
+	const char *vals[1] = { step };
+	struct vlm_tensor t[2] = {
+		{ VLM_DTYPE_F32, 1, { m->nfloats }, o->m },
+		{ VLM_DTYPE_F32, 1, { m->nfloats }, o->v },
+	};
+
+	snprintf(step, sizeof(step), "%" PRId64, o->step);
+	return vlm_st_save(path, names, t, 2, keys, vals, 1);
+}
+
+static int
+load_optim(const char *path, const struct vlm_model *m, struct vlm_optim *o)
+{
+	struct vlm_st st;
+	const struct vlm_tensor *tm, *tv;
+	const char *step;
+	int rc = 0;
+
+	if (vlm_st_load(&st, path) < 0)
+		return -1;
+	tm = vlm_st_get(&st, "adamw.m");
+	tv = vlm_st_get(&st, "adamw.v");
+	step = vlm_st_meta(&st, "adamw.step");
+	if (!tm || !tv || !step || tm->dtype != VLM_DTYPE_F32 ||
+	    vlm_tensor_numel(tm) != m->nfloats || vlm_tensor_numel(tv) !=
+	    m->nfloats)
+		rc = vlm_error("'%s': optimizer state does not fit the model",
+		    path);
+	else {
+		memcpy(o->m, tm->data, m->nfloats * sizeof(float));
+		memcpy(o->v, tv->data, m->nfloats * sizeof(float));
+		o->step = strtoll(step, NULL, 10);
+	}
+	vlm_st_release(&st);
+	return rc;
+}
+
+/* Remove checkpoints older than the newest `keep` (0: keep all). */
+static void
+prune(const char *run, int keep)
+{
+	struct dirent **ents;
+	int n, seen = 0;
+	char path[4096];
+
+	if (keep <= 0 || (n = scandir(run, &ents, NULL, alphasort)) < 0)
+		return;
+	for (int i = n - 1; i >= 0; i--) {
+		if (strncmp(ents[i]->d_name, "ckpt-", 5) == 0 && ++seen > keep) {
+			static const char *files[] = { "model.safetensors",
+				"optim.safetensors", "state.json" };
+			for (int f = 0; f < 3; f++) {
+				snprintf(path, sizeof(path), "%s/%s/%s", run,
+				    ents[i]->d_name, files[f]);
+				unlink(path);
+			}
+			snprintf(path, sizeof(path), "%s/%s", run,
+			    ents[i]->d_name);
+			rmdir(path);
+		}
+		free(ents[i]);
+	}
+	free(ents);
+}
+
+int
+vlm_ckpt_save(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep)
+{
+	char tmp[4096], dir[4096], f[4200], link[4096], name[64];
+
+	snprintf(name, sizeof(name), "ckpt-%08" PRId64, s->step);
+	snprintf(tmp, sizeof(tmp), "%s/.tmp-%s", run, name);
+	snprintf(dir, sizeof(dir), "%s/%s", run, name);
+	if (mkdir(tmp, 0777) < 0 && errno != EEXIST)
+		return vlm_error("'%s': %s", tmp, strerror(errno));
+	snprintf(f, sizeof(f), "%s/model.safetensors", tmp);
+	if (vlm_model_save(m, f) < 0)
+		return -1;
+	snprintf(f, sizeof(f), "%s/optim.safetensors", tmp);
+	if (save_optim(f, m, o) < 0)
+		return -1;
+	snprintf(f, sizeof(f), "%s/state.json", tmp);
+	if (save_state(f, s) < 0 || fsync_path(tmp, 1) < 0)
+		return -1;
+	if (rename(tmp, dir) < 0)
+		return vlm_error("'%s': %s", dir, strerror(errno));
+	snprintf(link, sizeof(link), "%s/.latest.tmp", run);
+	snprintf(f, sizeof(f), "%s/latest", run);
+	unlink(link);
+	if (symlink(name, link) < 0 || rename(link, f) < 0)
+		return vlm_error("'%s': %s", f, strerror(errno));
+	if (fsync_path(run, 1) < 0)
+		return -1;
+	prune(run, keep);
+	return 0;
+}
+
+int
+vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
+    struct vlm_train_state *s)
+{
+	char f[4200];
+
+	snprintf(f, sizeof(f), "%s/latest/model.safetensors", run);
+	if (access(f, R_OK) < 0)
+		return vlm_error("'%s': no checkpoint to resume from (no "
+		    "latest/model.safetensors)", run);
+	if (vlm_model_load(m, f) < 0)
+		return -1;
+	snprintf(f, sizeof(f), "%s/latest/state.json", run);
+	if (load_state(f, s) < 0)
+		goto fail;
+	if (vlm_optim_init(o, m) < 0)
+		goto fail;
+	snprintf(f, sizeof(f), "%s/latest/optim.safetensors", run);
+	if (load_optim(f, m, o) < 0) {
+		vlm_optim_release(o);
+		goto fail;
+	}
+	return 0;
+fail:
+	vlm_model_release(m);
+	return -1;
+}
