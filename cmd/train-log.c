@@ -2,7 +2,8 @@
  * train-log.c - what vlm-train reports: one JSON line per logged step in
  * RUN/metrics.jsonl (losses, learning rate, temperature, per MoE layer
  * and modality the effective experts exp(H(mean p)) and the dropped
- * fraction, throughput), and a progress line when stderr is a terminal.
+ * fraction, seconds since the last line, images/s since the start), and
+ * a progress line when stderr is a terminal.
  */
 #include <jansson.h>
 #include <math.h>

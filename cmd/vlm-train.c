@@ -197,6 +197,11 @@ setup(struct train *t)
 			errx(1, "%s", vlm_errmsg());
 		t->st.seed = t->seed;
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
+		char latest[4096];
+		snprintf(latest, sizeof(latest), "%s/latest", t->out);
+		if (access(latest, F_OK) == 0)
+			errx(1, "'%s' holds checkpoints of a run already: "
+			    "--resume it, or choose another --out", t->out);
 		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
 			err(1, "%s", t->out);
 	}
@@ -270,6 +275,7 @@ main(int argc, char **argv)
 	struct vlm_loss L;
 	char path[4096];
 	double t0, last;
+	int64_t saved;
 
 	defaults(&t);
 	parse(&t, argc, argv);
@@ -280,20 +286,25 @@ main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	t0 = last = now();
+	saved = t.st.step;
 	while (t.st.step < t.o.steps && !stop_signal &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
 		double rate = t.st.step * (double)t.o.batch / (now() - t0);
 		train_progress(&t, &L, rate);
-		if (t.st.step % t.log_every == 0 || t.st.step == t.o.steps)
+		if (t.st.step % t.log_every == 0 || t.st.step == t.o.steps) {
 			train_log(&t, &L, vlm_lr_at(&t.o, t.st.step - 1),
 			    now() - last, rate);
-		if (t.save_every && t.st.step % t.save_every == 0)
+			last = now();
+		}
+		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
+			saved = t.st.step;
+		}
 	}
 	if (isatty(STDERR_FILENO))
 		fputc('\n', stderr);
-	if (!t.save_every || t.st.step % t.save_every)
+	if (t.st.step != saved)
 		checkpoint(&t);
 	vlm_loader_free(t.loader);
 	fclose(t.metrics);

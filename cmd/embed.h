@@ -1,0 +1,83 @@
+/*
+ * embed.h - the parts of vlm-embed: where items come from
+ * (cmd/embed-input.c), where vectors go and the progress line
+ * (cmd/embed-output.c).
+ */
+#ifndef VLM_EMBED_H
+#define VLM_EMBED_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vlm.h"
+
+/*
+ * The items, as a loader stream (vlm_loader_opts.next = embed_in_next):
+ * images are the paths of a walk over the arguments (or of the list on
+ * stdin), texts are the lines of the files (or of stdin). A source that
+ * fails (a missing file, an unreadable directory) is an error of the
+ * stream; its name is queued so that the consumer, meeting that error
+ * in a batch (index -1), gets it back with embed_in_failed().
+ */
+struct embed_fail;
+struct embed_in {
+	int text;
+	char **paths;          /* the arguments */
+	int npaths;
+	struct vlm_walk walk;  /* images */
+	int ifile;             /* texts: the next file, */
+	FILE *cur;             /* the open one, */
+	const char *curname;
+	char *line;
+	size_t cap;
+	pthread_mutex_t mu;    /* guards the queue of failed names */
+	struct embed_fail *head, *tail;
+};
+int embed_in_init(struct embed_in *in, int text, char **paths, int npaths);
+int embed_in_next(void *arg, char **key);
+/* The name behind the oldest stream error not yet taken (malloc'ed). */
+char *embed_in_failed(struct embed_in *in);
+void embed_in_release(struct embed_in *in);
+/* How many items the arguments hold (a second walk); -1 for stdin. */
+int64_t embed_in_count(int text, char **paths, int npaths);
+
+enum embed_format { EMBED_NPYS, EMBED_JSONL };
+
+/*
+ * Where the vectors go: a .npys stream on stdout, its packed form
+ * (-o FILE.npy), or JSON lines on stdout or in a file (atomically).
+ */
+struct embed_out {
+	enum embed_format format;
+	const char *name;             /* for messages */
+	int64_t dim;
+	FILE *f;
+	struct vlm_npys_writer w;
+	struct vlm_npys_packer pk;    /* npys with a path */
+	struct vlm_atomic a;          /* jsonl with a path */
+	int packed, atomic;
+};
+/* meta_json: the stream's metadata ({"model":...,"dim":...}). */
+int embed_out_open(struct embed_out *o, enum embed_format format,
+    const char *path, const char *meta_json, int64_t dim);
+int embed_out_batch(struct embed_out *o, const char *const *ids,
+    const float *vec /* (k,dim) */, int k);
+/* The end record (extra_json: {"failed":[...]}), then commit. */
+int embed_out_finish(struct embed_out *o, const char *extra_json);
+/* Give up: nothing of a file output is left. */
+void embed_out_abort(struct embed_out *o);
+
+/* The progress line on stderr (only when it is a terminal). */
+struct embed_progress {
+	int on;
+	const char *unit;     /* "images" or "texts" */
+	int64_t n, total;     /* total -1: unknown */
+	double t0, last;
+};
+void embed_progress_init(struct embed_progress *p, int on, const char *unit,
+    int64_t total);
+void embed_progress_add(struct embed_progress *p, int64_t k);
+void embed_progress_end(struct embed_progress *p);
+
+#endif

@@ -1,0 +1,101 @@
+#!/bin/sh
+# cli-train.sh - vlm-train end to end on a synthetic set: metrics and
+# checkpoints, bit-identical resume, signals, SIGKILL during checkpoint
+# writes, a NaN loss, bad rows and bad configs.
+. tests/lib.sh
+
+TR=$BIN/vlm-train
+if ! /usr/bin/python3 -c 'import PIL' 2>/dev/null; then
+	echo "# skipping: /usr/bin/python3 has no PIL"; finish; exit
+fi
+/usr/bin/python3 tests/mkshapes.py "$T/d" 48
+P=$T/d/pairs.tsv
+SMALL="-m tiny-moe --set vision.layers=2 --set text.layers=2
+--set vision.width=32 --set text.width=32 --set vision.heads=2
+--set text.heads=2 --set embed_dim=16 --set image_size=16
+--set vocab=600 -b 8 --warmup 2 --seed 5"
+
+ok "train 6 steps" "$TR" --data "$P" $SMALL -o "$T/a" --steps 6 --log-every 2
+check "metrics: one line per logged step" "[ \$(wc -l <$T/a/metrics.jsonl) = 3 ]"
+check "metrics carry losses, lr, temperature, routing" \
+    "/usr/bin/python3 -c 'import json,sys
+for l in open(\"$T/a/metrics.jsonl\"):
+    o = json.loads(l)
+    for k in (\"step\",\"epoch\",\"samples\",\"lr\",\"loss\",\"contrastive\",
+              \"aux\",\"logit_scale\",\"images_per_s\",\"moe\"):
+        assert k in o, k
+    assert \"eff_experts_text\" in o[\"moe\"][0]
+'"
+check "latest points at the final checkpoint" \
+    "[ \$(readlink $T/a/latest) = ckpt-00000006 ]"
+ok "the checkpoint's model is a model" "$BIN/vlm-convert" info \
+    "$T/a/latest/model.safetensors"
+check "it carries the tokenizer learnt from the captions" \
+    "grep -q tokenizer.merges $T/out"
+
+ok "interrupted run: stop at step 3" "$TR" --data "$P" $SMALL -o "$T/b" \
+    --steps 6 --stop-at 3
+ok "resume to step 6" "$TR" --data "$P" --resume "$T/b" --steps 6 -b 8 \
+    --warmup 2
+check "resumed parameters are bit-identical" \
+    "cmp -s $T/a/latest/model.safetensors $T/b/latest/model.safetensors"
+check "and so are the optimizer moments" \
+    "cmp -s $T/a/latest/optim.safetensors $T/b/latest/optim.safetensors"
+
+for sig in INT TERM; do
+	"$TR" --data "$P" $SMALL -o "$T/s$sig" --steps 100000 \
+	    --log-every 1 >/dev/null 2>&1 &
+	pid=$!
+	i=0
+	while [ ! -s "$T/s$sig/metrics.jsonl" ] && [ $i -lt 200 ]; do
+		sleep 0.1; i=$((i + 1)); done
+	kill -$sig $pid
+	wait $pid
+	got=$?
+	want=130; [ $sig = TERM ] && want=143
+	check "SIG$sig: exit $want (got $got)" "[ $got = $want ]"
+	check "SIG$sig: a checkpoint of the step reached" \
+	    "[ -f $T/s$sig/latest/state.json ]"
+done
+
+# SIGKILL at random moments of a run that checkpoints every step: the
+# newest complete checkpoint always loads.
+for k in 1 2 3; do
+	"$TR" --data "$P" $SMALL -o "$T/k$k" --steps 100000 --save-every 1 \
+	    --keep 2 >/dev/null 2>&1 &
+	pid=$!
+	i=0
+	while [ ! -e "$T/k$k/latest" ] && [ $i -lt 300 ]; do
+		sleep 0.05; i=$((i + 1)); done
+	sleep 0.$((k * 3))
+	kill -KILL $pid; wait $pid 2>/dev/null
+	check "SIGKILL $k: latest is complete" \
+	    "'$BIN/vlm-convert' info $T/k$k/latest/model.safetensors >/dev/null 2>&1 &&
+	     '$BIN/vlm-convert' info $T/k$k/latest/optim.safetensors >/dev/null 2>&1 &&
+	     /usr/bin/python3 -c 'import json; json.load(open(\"$T/k$k/latest/state.json\"))'"
+done
+ok "a killed run resumes" "$TR" --data "$P" --resume "$T/k3" -b 8 --steps 1
+fails "a new run refuses a run directory with checkpoints" 1 "$TR" \
+    --data "$P" $SMALL -o "$T/k3" --steps 1
+check "and says to resume" "grep -q -- --resume $T/err"
+
+fails "NaN loss stops the run" 1 "$TR" --data "$P" $SMALL -o "$T/nan" \
+    --steps 50 --lr 1e30 --warmup 0
+check "message names the step" "grep -q 'non-finite loss at step' $T/err"
+check "nothing saved" "[ ! -e $T/nan/latest ]"
+
+cp "$P" "$T/d/bad.tsv"
+printf 'img/none.png\ta missing image\nimg/000.png\t\nonly-one-column\n' \
+    >>"$T/d/bad.tsv"
+ok "bad rows are skipped" "$TR" --data "$T/d/bad.tsv" $SMALL -o "$T/bad" \
+    --steps 1
+check "each bad row reported once with its line" \
+    "[ \$(grep -c 'bad.tsv:' $T/err) = 3 ] && grep -q 'bad.tsv:50' $T/err"
+fails "too many bad rows" 1 "$TR" --data "$T/d/bad.tsv" $SMALL \
+    -o "$T/bad2" --steps 1 --max-bad 0.01
+check "stopped before training" "[ ! -e $T/bad2/metrics.jsonl ]"
+fails "config error up front" 1 "$TR" --data "$P" $SMALL --set moe.top_k=9 \
+    -o "$T/cfg" --steps 1
+check "no run directory" "[ ! -e $T/cfg ]"
+fails "missing --out" 2 "$TR" --data "$P" -m tiny
+finish
