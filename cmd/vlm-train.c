@@ -21,7 +21,7 @@
 static const char usage[] =
     "usage: vlm-train --data pairs.tsv -m preset|config.json|model -o run "
     "[options]\n"
-    "       vlm-train --resume run [options]\n"
+    "       vlm-train --resume run --data pairs.tsv [options]\n"
     "       vlm-train -h | --help | --version\n";
 
 static volatile sig_atomic_t stop_signal;

@@ -3,7 +3,6 @@
  * of forward.c, in reverse order. Every kernel backward accumulates, so
  * each scratch buffer is zeroed right before the kernel that fills it.
  */
-#include <cblas.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -185,10 +184,10 @@ head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
 	zero(r->dfeat[i], (size_t)B * E);
 	vlm_l2norm_bwd_cpu(r->dfeat[i], r->dunit[i], t->unit, t->norm, B, E);
 	/* feat = pooled @ proj: dproj += pooled^T dfeat, dpooled = dfeat proj^T */
-	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, D, E, B, 1.0f,
-	    t->pooled, D, r->dfeat[i], E, 1.0f, g + o->proj, E);
-	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, D, E, 1.0f,
-	    r->dfeat[i], E, m->w + o->proj, E, 0.0f, r->dpooled[i], D);
+	vlm_gemm_cpu(1, 0, D, E, B, 1.0f, t->pooled, D, r->dfeat[i], E, 1.0f,
+	    g + o->proj, E);
+	vlm_gemm_cpu(0, 1, B, D, E, 1.0f, r->dfeat[i], E, m->w + o->proj, E,
+	    0.0f, r->dpooled[i], D);
 	zero(r->dlnf, (size_t)B * T * D);
 	if (tc->pool == VLM_POOL_GAP)
 		vlm_pool_mean_bwd_ref(r->dlnf, r->dpooled[i], t->len, B, T, D);

@@ -5,7 +5,6 @@
  * and the contrastive loss with the auxiliary router losses.
  * Activations live in one arena planned per batch shape (run.h).
  */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -293,8 +292,8 @@ static void
 project(float *y, const float *x, const float *w, int N, int IN, int OUT)
 {
 	if (N)
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OUT,
-		    IN, 1.0f, x, IN, w, OUT, 0.0f, y, OUT);
+		vlm_gemm_cpu(0, 0, N, OUT, IN, 1.0f, x, IN, w, OUT, 0.0f, y,
+		    OUT);
 }
 
 static void

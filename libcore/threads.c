@@ -268,6 +268,7 @@ vlm_blas_setup(int argc, char **argv)
 {
 	const char *core = openblas_get_corename();
 
+	(void)argc;
 	assert(argc >= 1 && argv[argc] == NULL);
 	vlm_threads();
 	if (getenv("OPENBLAS_CORETYPE") || getenv("VLM_BLAS_REEXEC") ||

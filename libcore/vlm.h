@@ -335,6 +335,128 @@ int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
 
 /* @@SECTIONS@@ (helpers add their sections below this line) */
 
+/* ---- evaluation (libcore/metrics.c, linprobe.c, emb.c) ---------------- */
+
+/*
+ * Metrics as CLIP_benchmark 1.6.1 defines them (ALGORITHMS.md section 6).
+ * Rankings are stable: among equal scores the lower index ranks first
+ * (a prediction is the first maximum; an item is in the top k when
+ * fewer than k items score more than it or as much with a lower index).
+ * Inputs must be finite. Sums run in double in a fixed order, so the
+ * results are the same for every thread count.
+ */
+#define VLM_RECALL_NK 3 /* retrieval recall@k for k = 1, 5, 10 */
+extern const int vlm_recall_ks[VLM_RECALL_NK];
+
+/*
+ * The zero-shot classifier: for each class c, the mean over its T
+ * templates of the L2-normalised text embeddings text[c*T + t] (class
+ * major), L2-normalised again, is column c of W. Norms as torch's
+ * F.normalize: x / max(|x|, 1e-12). -1 when out of memory.
+ */
+int vlm_zeroshot_classifier(float *W /* (D,C) */,
+    const float *text /* (C*T,D) */, int C, int T, int D);
+/* logits = 100 * normalise(img) @ W; -1 when out of memory. */
+int vlm_zeroshot_logits(float *logits /* (N,C) */,
+    const float *img /* (N,D) */, const float *W /* (D,C) */, int64_t N,
+    int D, int C);
+
+struct vlm_cls_metrics {
+	double acc1;   /* fraction with the label first */
+	double acc5;   /* ... in the top 5; NaN when C < 5 */
+	double mean_per_class_recall; /* mean over classes present */
+};
+/*
+ * Classification metrics of logits against labels (0..C-1), N >= 1.
+ * recall (C), if not NULL, gets each class's recall (NaN for a class
+ * with no items); confusion (C,C), if not NULL, counts items by true
+ * class (row) and prediction (column). -1 on a label out of range.
+ */
+int vlm_metrics_cls(struct vlm_cls_metrics *m,
+    const float *logits /* (N,C) */, const int *labels /* (N) */,
+    int64_t N, int C, double *recall /* (C) */,
+    int64_t *confusion /* (C,C) */);
+
+/*
+ * Retrieval recall@k for k in vlm_recall_ks, scores the cosine of
+ * normalised embeddings: image_recall[j] = mean over texts of [its
+ * image text_image[t] is in the top k images]; text_recall[j] = mean
+ * over images of [any of its texts is in the top k texts] (an image
+ * without texts counts as a miss). -1 on a bad text_image entry or
+ * out of memory.
+ */
+int vlm_metrics_retrieval(double *image_recall /* (VLM_RECALL_NK) */,
+    double *text_recall /* (VLM_RECALL_NK) */, const float *img /* (NI,D) */,
+    int64_t NI, const float *txt /* (NT,D) */, int64_t NT,
+    const int *text_image /* (NT) */, int D);
+
+/*
+ * Linear probe: multinomial logistic regression on frozen embeddings,
+ * loss mean cross-entropy + wd/2 |W|^2 (the bias not decayed), fitted
+ * from zero by full-batch L-BFGS. Unless wd > 0 is given, the weight
+ * decay is chosen from 1e-6, 1e-5.5, ..., 1 by accuracy on a validation
+ * split (val_frac of the rows, by vlm_perm_shuffle(seed, 0)) after
+ * fitting on the rest (ties: the larger wd), then the model is refitted
+ * on every row. Deterministic for every thread count.
+ */
+struct vlm_linprobe_opts {
+	double wd;       /* e.g. 0: choose it; > 0: use this one */
+	double val_frac; /* e.g. 0.2 */
+	uint64_t seed;   /* e.g. 0: the split */
+	int iters;       /* L-BFGS iterations per fit, e.g. 300 */
+};
+#define VLM_LINPROBE_DEFAULT {0, 0.2, 0, 300}
+
+struct vlm_linprobe {
+	int D, C;
+	float *W;        /* (D,C) */
+	float *b;        /* (C) */
+	double wd;       /* the weight decay used */
+	double val_acc1; /* its validation accuracy (NaN: not chosen) */
+	double loss;     /* the final objective */
+};
+int vlm_linprobe_fit(struct vlm_linprobe *p, const float *X /* (N,D) */,
+    const int *y /* (N) */, int64_t N, int D, int C,
+    const struct vlm_linprobe_opts *o);
+/* logits = X W + b; -1 only for an unfitted probe. */
+int vlm_linprobe_logits(const struct vlm_linprobe *p, float *logits /* (N,C) */,
+    const float *X /* (N,D) */, int64_t N);
+void vlm_linprobe_release(struct vlm_linprobe *p);
+
+/*
+ * A whole embeddings file in memory: a .npys stream ("-" is stdin, a
+ * pipe is always read as a stream) or the packed form STEM.npy, with
+ * STEM.ids.npy (ids) and STEM.json (metadata) beside it when present.
+ * Refuses an empty file and non-finite values (naming the row).
+ */
+struct vlm_emb {
+	int64_t n, dim;
+	float *vec;   /* (n, dim) */
+	char **ids;   /* [n], or NULL when the file has none */
+	char *meta;   /* the metadata JSON text, or NULL */
+};
+int vlm_emb_load(struct vlm_emb *e, const char *path);
+void vlm_emb_release(struct vlm_emb *e);
+
+/* ---- packing a stream as it is written (libcore/npys-packer.c) -------- */
+
+/*
+ * The packed form of vlm_npys_pack() for a producer (`-o FILE.npy`):
+ * write an ordinary .npys stream (vlm_npys_writer_*) into f; a thread
+ * reads it from a pipe and packs it into out. vlm_npys_packer_close()
+ * closes f and waits: 0 when the three files are in place, -1 with the
+ * reason otherwise (none of them left behind). Closing before the end
+ * record was written is how a producer gives up.
+ */
+struct vlm_npys_pack_job;
+struct vlm_npys_packer {
+	FILE *f;                      /* write the stream here */
+	struct vlm_npys_pack_job *job; /* private */
+};
+/* Checks that out can be created now, then starts the thread. */
+int vlm_npys_packer_open(struct vlm_npys_packer *p, const char *out);
+int vlm_npys_packer_close(struct vlm_npys_packer *p);
+
 /* ---- routing records (libcore/routes.c; vlm_run_row_info: forward.c) -- */
 
 /*
@@ -444,6 +566,106 @@ int vlm_routes_reader_init(struct vlm_routes_reader *r, FILE *f,
  * stream that stops without its end record ("truncated"). */
 int vlm_routes_reader_next(struct vlm_routes_reader *r);
 void vlm_routes_reader_release(struct vlm_routes_reader *r);
+
+/* ---- routing statistics (libcore/routestats.c) ------------------------ */
+
+/*
+ * Sums over the records of one MoE layer and one modality, from which
+ * every statistic of ALGORITHMS.md section 7 follows (see
+ * vlm_route_summarize). Assignments are (token, choice) pairs: K per
+ * token.
+ */
+struct vlm_route_acc {
+	int64_t records;  /* batch records with this layer */
+	int64_t tokens;
+	int64_t dropped;  /* tokens with every choice dropped */
+	int64_t cap;      /* sum of C over the records */
+	double ent;       /* sum over tokens of H(p) */
+	double zsq;       /* sum of logsumexp(z)^2 */
+	double zsum;      /* sum of every logit */
+	double zmax;      /* largest logit (-inf: none) */
+	double *load;     /* (E) assignments before capacity */
+	double *kept;     /* (E) kept assignments */
+	double *gate;     /* (E) sum of kept combine weights */
+	double *imp;      /* (E) importance: sum of p */
+};
+
+struct vlm_route_lstats {
+	struct vlm_route_acc m[2]; /* image, text */
+	int64_t groups;   /* records with C > 0 */
+	double *use;      /* (E) sum over records of fill[e] / C */
+	int ncls;
+	double *cls;      /* (ncls, E) image assignments by class label */
+	int npos;
+	double *pos;      /* (npos, E) image assignments by token position */
+};
+
+struct vlm_route_stats {
+	int E, K, nlayers;
+	int grid, cls, image_tokens; /* image token layout */
+	struct vlm_routes_layer *layers; /* [nlayers] */
+	struct vlm_route_lstats *l;      /* [nlayers] */
+	int nclasses;
+	char **classes;   /* [nclasses] names, or NULL */
+	int64_t batches, examples[2];
+};
+
+/* Empty statistics for the layers of a stream (after reader_init). */
+int vlm_route_stats_init(struct vlm_route_stats *s,
+    const struct vlm_routes_reader *r);
+/* Add the reader's current batch. */
+int vlm_route_stats_add(struct vlm_route_stats *s,
+    const struct vlm_routes_reader *r);
+void vlm_route_stats_release(struct vlm_route_stats *s);
+
+/* The statistics of one layer and modality (0 image, 1 text, 2 all). */
+struct vlm_route_summary {
+	int64_t tokens, assignments;
+	double drop_tokens;  /* fraction of tokens with every choice dropped */
+	double drop_assign;  /* fraction of assignments dropped */
+	double imp_cv2;      /* (std/mean)^2 of importance sum_s p[s,e] */
+	double load_cv2;     /* (std/mean)^2 of load (assignments) */
+	double eff_experts;  /* exp(H(mean_s p_s)) */
+	double entropy;      /* mean_s H(p_s) */
+	double zloss;        /* mean_s logsumexp(z_s)^2 */
+	double zmean, zmax;  /* of all logits */
+	/* (E) each; NaN where undefined */
+	double *load, *kept; /* assignments before / after capacity */
+	double *share;       /* load / assignments */
+	double *gate;        /* mean combine weight of kept assignments */
+	double *use;         /* capacity use: kept / sum C (all: mean of
+	                      * fill[e] / C over the group records) */
+	double *img_share;   /* load_img / (load_img + load_txt) */
+	double *buf;         /* private */
+};
+int vlm_route_summarize(const struct vlm_route_stats *s, int layer, int mod,
+    struct vlm_route_summary *out);
+void vlm_route_summary_release(struct vlm_route_summary *out);
+/* "image" (image share > 0.9), "text" (< 0.1), "mixed", or "-" (NaN). */
+const char *vlm_route_expert_kind(double img_share);
+/* An expert's top n classes by the fraction of each class's image
+ * assignments it takes (ties: lower class); returns how many. */
+int vlm_route_top_classes(const struct vlm_route_stats *s, int layer, int e,
+    int *top, double *frac, int n);
+
+/*
+ * How routing changed between two streams over the same inputs in the
+ * same order (two models or checkpoints, one vlm-embed command): the
+ * first choice of each token in A against B. Batches that do not line
+ * up (other ids, modality or tokens) clear `aligned` and stop the count.
+ */
+struct vlm_route_diff {
+	int E, nlayers;
+	int aligned;
+	int64_t *same;   /* (nlayers, 2) tokens whose first choice agrees */
+	int64_t *total;  /* (nlayers, 2) tokens compared */
+	int64_t *trans;  /* (nlayers, 2, E, E) first choice in A -> in B */
+};
+int vlm_route_diff_init(struct vlm_route_diff *d,
+    const struct vlm_route_stats *a, const struct vlm_route_stats *b);
+void vlm_route_diff_add(struct vlm_route_diff *d,
+    const struct vlm_routes_reader *a, const struct vlm_routes_reader *b);
+void vlm_route_diff_release(struct vlm_route_diff *d);
 
 /* ---- data sets: pairs, ImageFolder (libcore/dataset.c) ---------------- */
 

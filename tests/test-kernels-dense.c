@@ -261,7 +261,7 @@ clip_d(const double *u, const double *v, double theta, int B, int C)
 static void
 test_gemm(void **state)
 {
-	enum { M = 600, N = 391, K = 67, P = 3 };
+	enum { M = 777, N = 593, K = 37, P = 3 };	/* 3 x 2 tiles */
 	float *A = randv((M + P) * (K + P), 1);
 	float *B = randv((K + P) * (N + P), 1);
 	float *C0 = randv(M * (N + P), 1), *C[2];
@@ -1045,9 +1045,9 @@ run_all_cpu(size_t *len)
 	dy = randv(N * OUT, 1), g1 = randv(N * OUT, 1);
 	g2 = randv(OUT * OUT, 1), g3 = randv(OUT, 1), st = randv(2 * N, 1);
 	qkv = randv(B * T * 3 * A, 1), att = randv(B * H * T * T, 1);
-	y = randv(600 * 520, 1);
-	vlm_gemm_cpu(0, 1, 600, 520, 21, 1.0f, x, 21, w, 21, 0.0f, y, 520);
-	record(&r, len, y, 600 * 520);
+	y = randv(800 * 700, 1);	/* 3 x 2 tiles */
+	vlm_gemm_cpu(0, 1, 800, 700, 21, 1.0f, x, 21, w, 21, 0.0f, y, 700);
+	record(&r, len, y, 800 * 700);
 	free(y);
 	y = randv(N * OUT, 1);
 	vlm_linear_fwd_cpu(y, x, w, b, N, C, OUT);

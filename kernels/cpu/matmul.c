@@ -14,7 +14,7 @@
 #include "vlm.h"
 #include "kernels.h"
 
-#define TILE 256	/* rows and columns of a GEMM tile */
+#define TILE 384	/* rows and columns of a GEMM tile */
 
 void
 vlm_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,

@@ -1,0 +1,160 @@
+/*
+ * bench-model.c - model throughput, reported as ratios measured in the
+ * same run (these machines are shared and noisy):
+ *  - a ViT-B/32 image tower (224 px, width 768, 12 layers) forward at
+ *    batch 32: images/s, GFLOP/s and the ratio to the best SGEMM rate;
+ *  - its MoE twin (E = 8, K = 1, MoE every other block) over it;
+ *  - training steps (forward, backward, AdamW) of the tiny and s presets,
+ *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
+ * Usage: bench-model [quick]  ("quick": fewer repetitions).
+ */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vlm.h"
+
+static int reps = 3;
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Best SGEMM rate (GFLOP/s) over square sizes, as the peak to compare. */
+static double
+sgemm_peak(void)
+{
+	int n = 2048;
+	float *a = calloc((size_t)n * n, 4), *b = calloc((size_t)n * n, 4);
+	float *c = calloc((size_t)n * n, 4);
+	double best = 0;
+
+	for (int r = 0; r < reps + 1; r++) {
+		double t = now();
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n,
+		    1, a, n, b, n, 0, c, n);
+		t = now() - t;
+		if (r && 2.0 * n * n * n / t / 1e9 > best)
+			best = 2.0 * n * n * n / t / 1e9;
+	}
+	free(a), free(b), free(c);
+	return best;
+}
+
+static void
+model_of(struct vlm_model *m, const char *preset, int moe, int towers)
+{
+	struct vlm_config c;
+
+	vlm_config_preset(&c, preset);
+	if (moe) {
+		c.moe.experts = 8, c.moe.top_k = 1, c.moe.every = 2;
+		c.moe.towers = towers;
+	}
+	if (vlm_model_init(m, &c) < 0) {
+		fprintf(stderr, "%s\n", vlm_errmsg());
+		exit(1);
+	}
+	vlm_model_randomize(m, 1);
+}
+
+/* Best seconds of a forward (train: + backward + AdamW) at batch B. */
+static double
+time_model(struct vlm_model *m, int B, int train)
+{
+	int S = m->cfg.image_size, T = m->cfg.context;
+	float *px = malloc(sizeof(float) * B * 3 * S * S);
+	int32_t *ids = calloc((size_t)B * T, sizeof(int32_t));
+	struct vlm_run *r = vlm_run_new(m, B, train ? B : 0, train);
+	float *g = train ? malloc(m->nfloats * sizeof(float)) : NULL;
+	struct vlm_optim o;
+	struct vlm_loss L;
+	double best = 1e30;
+
+	for (int i = 0; i < B * 3 * S * S; i++)
+		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
+	for (int b = 0; b < B; b++) {
+		for (int t = 0; t < 9; t++)
+			ids[b * T + t] = 1 + (b * 31 + t * 7) % 200;
+		ids[b * T + 9] = m->cfg.vocab - 1;
+	}
+	vlm_optim_defaults(&o);
+	if (train)
+		vlm_optim_init(&o, m);
+	for (int k = 0; k < reps + 1; k++) {
+		double t = now();
+		vlm_forward(r, m, px, train ? ids : NULL);
+		if (train) {
+			vlm_run_loss(r, m, &L);
+			vlm_backward(r, m, g);
+			vlm_optim_step(&o, m, g, 1e-4f, NULL);
+		}
+		t = now() - t;
+		if (k && t < best)
+			best = t;
+	}
+	if (train)
+		vlm_optim_release(&o);
+	vlm_run_free(r);
+	free(px), free(ids), free(g);
+	return best;
+}
+
+static void
+bench_vitb(double peak)
+{
+	struct vlm_model d, m;
+	int B = 32;
+
+	model_of(&d, "b", 0, 0);
+	model_of(&m, "b", 1, VLM_MOE_VISION);
+	double f = vlm_model_flops(&d, 0), td = time_model(&d, B, 0);
+	double tm = time_model(&m, B, 0);
+	printf("vit-b/32 forward, batch %d: %.2f GFLOP/image, %.1f images/s, "
+	    "%.1f GFLOP/s = %.0f%% of SGEMM peak\n", B, f / 1e9, B / td,
+	    f * B / td / 1e9, 100 * f * B / td / 1e9 / peak);
+	printf("vit-b/32 MoE twin (E=8, K=1, every 2nd block) forward / dense: "
+	    "%.3f\n", tm / td);
+	vlm_model_release(&d);
+	vlm_model_release(&m);
+}
+
+static void
+bench_train(const char *preset, double peak)
+{
+	struct vlm_model d, m;
+	int B = 64;
+
+	model_of(&d, preset, 0, 0);
+	model_of(&m, preset, 1, VLM_MOE_BOTH);
+	double f = vlm_model_flops(&d, 0) + vlm_model_flops(&d, 1);
+	double td = time_model(&d, B, 1), tm = time_model(&m, B, 1);
+	printf("train %-4s batch %d: dense %.1f pairs/s, %.1f GFLOP/s = %.0f%% "
+	    "of peak; MoE twin step / dense: %.3f\n", preset, B, B / td,
+	    3 * f * B / td / 1e9, 100 * 3 * f * B / td / 1e9 / peak, tm / td);
+	vlm_model_release(&d);
+	vlm_model_release(&m);
+}
+
+int
+main(int argc, char **argv)
+{
+	double peak;
+
+	if (argc > 1 && strcmp(argv[1], "quick") == 0)
+		reps = 1;
+	peak = sgemm_peak();
+	printf("sgemm peak (2048^3, %d threads): %.1f GFLOP/s\n",
+	    vlm_threads(), peak);
+	bench_vitb(peak);
+	bench_train("tiny", peak);
+	bench_train("s", peak);
+	return 0;
+}
