@@ -88,6 +88,37 @@ print_totals(const struct vlm_st *st)
 	printf("bytes: %zu\n", bytes);
 }
 
+/* For a vlm model file: its shape, active parameters and FLOPs. */
+static void
+print_model(const char *path)
+{
+	static const char *const fam[] = { "two-tower (CLIP)",
+		"one-tower (LIMoE)" };
+	struct vlm_model m;
+	const struct vlm_config *c = &m.cfg;
+
+	if (vlm_model_load(&m, path) < 0) {
+		warnx("%s", vlm_errmsg());
+		return;
+	}
+	printf("\nmodel: %s, embedding %d, image %d px / patch %d, context "
+	    "%d, vocabulary %d%s\n", fam[c->family], c->embed_dim,
+	    c->image_size, c->patch_size, c->context, c->vocab,
+	    m.tokenizer ? ", tokenizer inside" : "");
+	if (c->moe.experts)
+		printf("experts: %d, top-%d, %s pools, capacity factor %g "
+		    "(eval %g)\n", c->moe.experts, c->moe.top_k,
+		    c->moe.modality_experts ? "per-modality" : "shared",
+		    c->moe.cf_train, c->moe.cf_eval);
+	printf("active parameters per token: %lld\n",
+	    (long long)vlm_model_active_params(&m));
+	for (int text = 0; text < 2; text++)
+		printf("forward GFLOPs per %s: %.4g (rows allocated: %.4g)\n",
+		    text ? "text" : "image", vlm_model_flops(&m, text, 0) / 1e9,
+		    vlm_model_flops(&m, text, 1) / 1e9);
+	vlm_model_release(&m);
+}
+
 int
 convert_info(int argc, char **argv)
 {
@@ -112,6 +143,8 @@ convert_info(int argc, char **argv)
 	print_tensors(&st);
 	print_meta(&st);
 	print_totals(&st);
+	if (vlm_st_meta(&st, "vlm.config") && strcmp(argv[optind], "-") != 0)
+		print_model(argv[optind]);
 	vlm_st_release(&st);
 	return 0;
 }

@@ -312,19 +312,25 @@ vlm_model_active_params(const struct vlm_model *m)
 	return active;
 }
 
-/* Forward FLOPs of one tower's blocks on N tokens (2 x multiply-adds). */
+/*
+ * Forward FLOPs of one tower's blocks on N tokens (2 x multiply-adds).
+ * MoE experts count K rows per token, or with `allocated` the E*C rows
+ * of their buffers (K * cf_eval per token, at least K).
+ */
 static double
 blocks_flops(const struct vlm_model *m, const struct vlm_tower_off *t,
-    const struct vlm_tower_config *tc, double N)
+    const struct vlm_tower_config *tc, double N, int allocated)
 {
 	const struct vlm_config *c = &m->cfg;
 	double D = tc->width, r = tc->mlp_ratio, f = 0;
+	double rows = c->moe.top_k * (allocated && c->moe.cf_eval > 1 ?
+	    c->moe.cf_eval : 1);
 
 	for (int l = 0; l < t->nblocks; l++) {
 		f += 8 * N * D * D + 4 * N * N * D; /* qkv, out; scores, sum */
 		if (t->blocks[l].moe)
 			f += N * (2 * D * c->moe.experts +
-			    c->moe.top_k * 4 * r * D * D);
+			    rows * 4 * r * D * D);
 		else
 			f += 4 * r * N * D * D;
 	}
@@ -332,21 +338,21 @@ blocks_flops(const struct vlm_model *m, const struct vlm_tower_off *t,
 }
 
 double
-vlm_model_flops(const struct vlm_model *m, int text)
+vlm_model_flops(const struct vlm_model *m, int text, int allocated)
 {
 	const struct vlm_config *c = &m->cfg;
 	double N, D, f;
 
 	if (text) {
 		N = c->context, D = c->text.width;
-		return blocks_flops(m, &m->txt, &c->text, N) +
+		return blocks_flops(m, &m->txt, &c->text, N, allocated) +
 		    2 * D * c->embed_dim;
 	}
 	N = vlm_config_image_tokens(c), D = c->vision.width;
 	f = 2.0 * (c->image_size / c->patch_size) *
 	    (c->image_size / c->patch_size) * 3 * c->patch_size *
 	    c->patch_size * D;
-	return f + blocks_flops(m, &m->vis, &c->vision, N) +
+	return f + blocks_flops(m, &m->vis, &c->vision, N, allocated) +
 	    2 * D * c->embed_dim;
 }
 

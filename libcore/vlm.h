@@ -235,8 +235,10 @@ int vlm_model_load(struct vlm_model *m, const char *path);
 int vlm_model_save(const struct vlm_model *m, const char *path);
 /* Total parameters, and parameters active per token (K of E experts). */
 int64_t vlm_model_active_params(const struct vlm_model *m);
-/* Forward FLOPs per image and per text (ALGORITHMS.md section 5). */
-double vlm_model_flops(const struct vlm_model *m, int text);
+/* Forward FLOPs per image and per text (ALGORITHMS.md section 5): MoE
+ * layers count K expert rows per token, or with allocated the E*C rows
+ * their capacity (cf_eval) sets aside. */
+double vlm_model_flops(const struct vlm_model *m, int text, int allocated);
 /*
  * Import an OpenCLIP- or HF-named CLIP checkpoint (safetensors); config
  * is its open_clip_config.json or config.json (heads, activation), or
@@ -457,7 +459,7 @@ struct vlm_npys_packer {
 int vlm_npys_packer_open(struct vlm_npys_packer *p, const char *out);
 int vlm_npys_packer_close(struct vlm_npys_packer *p);
 
-/* ---- routing records (libcore/routes.c; vlm_run_row_info: forward.c) -- */
+/* ---- routing records (libcore/routes*.c, routestats.c, upcycle.c) ----- */
 
 /*
  * A routing-record stream (man vlm-routes.5): .npy records, as .npys
@@ -661,6 +663,16 @@ struct vlm_route_diff {
 	int64_t *total;  /* (nlayers, 2) tokens compared */
 	int64_t *trans;  /* (nlayers, 2, E, E) first choice in A -> in B */
 };
+/*
+ * Sparse upcycling (libcore/upcycle.c): m := an MoE model of config c
+ * (dense's config with moe.* set) from the dense model: every other
+ * parameter copied (their shapes must not change), every expert a copy
+ * of the dense MLP it replaces, routers N(0, router_std^2) seeded (0:
+ * exactly zero), the tokenizer carried over.
+ */
+int vlm_model_upcycle(struct vlm_model *m, const struct vlm_model *dense,
+    const struct vlm_config *c, double router_std, uint64_t seed);
+
 int vlm_route_diff_init(struct vlm_route_diff *d,
     const struct vlm_route_stats *a, const struct vlm_route_stats *b);
 void vlm_route_diff_add(struct vlm_route_diff *d,

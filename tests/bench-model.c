@@ -115,7 +115,7 @@ bench_vitb(double peak)
 
 	model_of(&d, "b", 0, 0);
 	model_of(&m, "b", 1, VLM_MOE_VISION);
-	double f = vlm_model_flops(&d, 0), td = time_model(&d, B, 0);
+	double f = vlm_model_flops(&d, 0, 0), td = time_model(&d, B, 0);
 	double tm = time_model(&m, B, 0);
 	printf("vit-b/32 forward, batch %d: %.2f GFLOP/image, %.1f images/s, "
 	    "%.1f GFLOP/s = %.0f%% of SGEMM peak\n", B, f / 1e9, B / td,
@@ -134,7 +134,7 @@ bench_train(const char *preset, double peak)
 
 	model_of(&d, preset, 0, 0);
 	model_of(&m, preset, 1, VLM_MOE_BOTH);
-	double f = vlm_model_flops(&d, 0) + vlm_model_flops(&d, 1);
+	double f = vlm_model_flops(&d, 0, 0) + vlm_model_flops(&d, 1, 0);
 	double td = time_model(&d, B, 1), tm = time_model(&m, B, 1);
 	printf("train %-4s batch %d: dense %.1f pairs/s, %.1f GFLOP/s = %.0f%% "
 	    "of peak; MoE twin step / dense: %.3f\n", preset, B, B / td,

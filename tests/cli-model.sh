@@ -32,6 +32,15 @@ check "experts are stacked tensors" \
 fails "import of a file that is no CLIP checkpoint" 1 "$C" import \
     "$T/moe.safetensors" "$T/y.safetensors"
 check "missing tensor named" "grep -q 'missing tensor' $T/err"
+check "active parameters and FLOPs reported" \
+    "grep -q 'active parameters per token' $T/out && grep -q 'GFLOPs per image' $T/out"
+ok "init b (ViT-B/32 CLIP)" "$C" init b "$T/b.safetensors"
+ok "info b" "$C" info "$T/b.safetensors"
+# OpenCLIP's ViT-B-32 has 151277313 parameters; section 5 of
+# ALGORITHMS.md puts its image tower at 8.8 GFLOP per image
+check "ViT-B/32: 151277313 parameters" "grep -q '^parameters: 151277313' $T/out"
+check "ViT-B/32: 8.8 GFLOP per image" "grep -q 'GFLOPs per image: 8.8' $T/out"
+rm -f "$T/b.safetensors"
 ok "init with overrides" "$C" init --set moe.experts=4 --set moe.top_k=2 \
     tiny-moe "$T/moe4.safetensors"
 fails "top_k above experts" 1 "$C" init --set moe.top_k=9 tiny-moe \
