@@ -29,11 +29,11 @@ ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
 ok "info of an MoE model" "$C" info "$T/moe.safetensors"
 check "experts are stacked tensors" \
     "grep -q 'moe.experts.c_fc.weight' $T/out"
+check "active parameters and FLOPs reported" \
+    "grep -q 'active parameters per token' $T/out && grep -q 'GFLOPs per image' $T/out"
 fails "import of a file that is no CLIP checkpoint" 1 "$C" import \
     "$T/moe.safetensors" "$T/y.safetensors"
 check "missing tensor named" "grep -q 'missing tensor' $T/err"
-check "active parameters and FLOPs reported" \
-    "grep -q 'active parameters per token' $T/out && grep -q 'GFLOPs per image' $T/out"
 ok "init b (ViT-B/32 CLIP)" "$C" init b "$T/b.safetensors"
 ok "info b" "$C" info "$T/b.safetensors"
 # OpenCLIP's ViT-B-32 has 151277313 parameters; section 5 of
