@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cmd.h"
+#include "vlm.h"
 
 const char convert_usage[] =
     "usage: vlm-convert info file\n"
@@ -20,6 +21,10 @@ const char convert_usage[] =
     "       vlm-convert init [-s seed] [--set key=value] preset|config.json "
     "out\n"
     "       vlm-convert tokenize -m model|vocab\n"
+    "       vlm-convert upcycle --experts n [--top-k k] [--every n | "
+    "--last n]\n"
+    "           [--router-std x] [-s seed] dense out\n"
+    "       vlm-convert set model key=value ...\n"
     "       vlm-convert -h | --help | --version\n";
 
 static const struct verb {
@@ -34,8 +39,8 @@ static const struct verb {
 	{ "init", convert_init, NULL },
 	{ "tokenize", convert_tokenize, NULL },
 	{ "merge-lora", NULL, "training (issue 6)" },
-	{ "upcycle", NULL, "routing tools (issue 8)" },
-	{ "set", NULL, "routing tools (issue 8)" },
+	{ "upcycle", convert_upcycle, NULL },
+	{ "set", convert_set, NULL },
 };
 
 int
@@ -48,6 +53,7 @@ main(int argc, char **argv)
 	};
 	int c;
 
+	vlm_blas_setup(argc, argv);
 	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'h': cmd_usage(convert_usage, 0);

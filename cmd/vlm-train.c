@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "cmd.h"
+#include "vlm.h"
 #include "train.h"
 
 static const char usage[] =
@@ -277,6 +278,7 @@ main(int argc, char **argv)
 	double t0, last;
 	int64_t saved;
 
+	vlm_blas_setup(argc, argv);
 	defaults(&t);
 	parse(&t, argc, argv);
 	setup(&t);
