@@ -163,6 +163,14 @@ embed_progress_add(struct embed_progress *p, int64_t k)
 }
 
 void
+embed_progress_clear(struct embed_progress *p)
+{
+	if (p->on)
+		fputs("\r\033[K", stderr);
+	p->last = 0;
+}
+
+void
 embed_progress_end(struct embed_progress *p)
 {
 	if (!p->on)

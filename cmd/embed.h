@@ -78,6 +78,49 @@ struct embed_progress {
 void embed_progress_init(struct embed_progress *p, int on, const char *unit,
     int64_t total);
 void embed_progress_add(struct embed_progress *p, int64_t k);
+/* Clear the line before a warning; the next add redraws it. */
+void embed_progress_clear(struct embed_progress *p);
 void embed_progress_end(struct embed_progress *p);
+
+/* What the command line asked for. */
+struct embed_opts {
+	const char *model, *output, *routes;
+	enum embed_format format;
+	int text, raw, force, quiet;
+	int batch;    /* e.g. 32 */
+	int threads;  /* loader workers and kernel threads; 0: all cores */
+};
+
+/* One run of vlm-embed (cmd/embed-run.c). */
+struct embed {
+	struct embed_opts o;
+	struct vlm_model m;
+	struct vlm_bpe bpe;            /* texts: the model's tokenizer */
+	struct vlm_items items;
+	struct vlm_encoder enc;
+	struct embed_in in;
+	int in_ok;
+	struct vlm_loader *ld;
+	struct embed_out out;
+	struct vlm_atomic ra;          /* the routes file */
+	struct vlm_routes_writer rw;
+	int routes;
+	struct json_t *failed;         /* names of the inputs that failed */
+	float *vec;                    /* (batch, dim) */
+	const char **ids;              /* [batch] */
+	char (*num)[24];               /* [batch] line numbers of texts */
+	struct embed_progress prog;
+};
+/* Load the model (and its tokenizer for texts), make the encoder. */
+int embed_setup_model(struct embed *e);
+/* Start the loader over paths (none: stdin) and open the outputs. */
+int embed_setup_io(struct embed *e, char **paths, int npaths);
+/* Embed and write every batch; -1 stops the run (output error, ...). */
+int embed_all(struct embed *e);
+/* The end records; commit the files. */
+int embed_finish(struct embed *e);
+/* Stop the workers and remove partial output files. */
+void embed_abort(struct embed *e);
+void embed_release(struct embed *e);
 
 #endif
