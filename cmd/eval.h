@@ -1,0 +1,96 @@
+/* eval.h - what the vlm-eval verbs (cmd/eval-*.c) share. */
+#ifndef VLM_EVAL_H
+#define VLM_EVAL_H
+
+#include <stdint.h>
+
+#include "vlm.h"
+
+extern const char eval_usage[];
+/* The verbs: argv[0] is the verb, optind 1; they return the exit status. */
+int eval_zeroshot(int argc, char **argv);
+int eval_retrieval(int argc, char **argv);
+int eval_linear_probe(int argc, char **argv);
+
+#define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
+
+/* Options every verb parses: -m, -b, --json, --per-class. */
+struct eval_common {
+	const char *model;  /* -m */
+	int batch;          /* -b */
+	int json;           /* --json */
+	int per_class;      /* --per-class */
+};
+/* Handle one of those options (c from getopt_long); 0 if not one. */
+int eval_common_opt(struct eval_common *o, int c, const char *arg);
+/* A positive integer option value, or exit 2. */
+int eval_positive(const char *opt, const char *arg);
+
+/* Load a model (-m): 0, or -1 after a warning. */
+int eval_model_load(struct vlm_model *m, const char *path);
+
+/* A labelled image set: embeddings (n, dim) and labels. */
+struct eval_set {
+	int64_t n;
+	int dim;
+	float *vec;  /* (n, dim) */
+	int *labels; /* (n) */
+	char *model; /* from the embeddings' metadata, or NULL */
+};
+void eval_set_release(struct eval_set *s);
+/*
+ * The embeddings of d's images by model m (failed images warned about
+ * and left out, setting *failed), or of the rows of the file emb
+ * with labels from the file labels (row for row) or, without one, from
+ * matching the rows' ids to d's paths. 0, or -1 after a warning.
+ */
+int eval_set_load(struct eval_set *s, const struct vlm_model *m,
+    const struct vlm_imagefolder *d, const char *emb, const char *labels,
+    int nclasses, int batch, int *failed);
+
+/*
+ * Embed n images by path with the model (OpenCLIP's validation
+ * transform, L2-normalised): out (n, embed_dim); ok[i] 0 for a failed
+ * image (warned about, its row zero). Returns the failures, or -1.
+ */
+int64_t eval_embed_images(const struct vlm_model *m, char *const *paths,
+    int64_t n, int batch, float *out, unsigned char *ok);
+/* Embed n texts with the tokenizer of model m (file name): out (n,
+ * embed_dim), L2-normalised. 0, or -1 after a warning. */
+int eval_embed_texts(const struct vlm_model *m, const char *name,
+    char *const *texts, int64_t n, int batch, float *out);
+/*
+ * row[i] := the row of e whose id names paths[i] (-1: none). An id
+ * names a path when they are equal or one ends with "/" and the other
+ * (leading "./" ignored). -1 after a warning when e has no ids, or an
+ * id names two paths, or two ids one path.
+ */
+int eval_match_ids(const struct vlm_emb *e, const char *name,
+    char *const *paths, int64_t n, int64_t *row);
+/* Labels, one a row: a text file of integers or a 1-D integer .npy. */
+int eval_labels_load(const char *path, int64_t n, int nclasses,
+    int **labels);
+/* Lines of a text file (class names), trailing blank lines dropped. */
+int eval_lines_load(const char *path, char ***lines, int *n);
+void eval_lines_free(char **lines, int n);
+
+/* What a run reports: printed as a table, or one JSON object. */
+#define EVAL_MAX_METRICS 8
+struct eval_report {
+	const char *dataset, *model, *task;
+	int n;
+	const char *names[EVAL_MAX_METRICS];
+	double values[EVAL_MAX_METRICS]; /* NaN prints as null / nan */
+	int exp[EVAL_MAX_METRICS];       /* printed %g (e.g. a weight
+	                                  * decay), not %.6f */
+	int nclasses;                    /* with --per-class: */
+	char *const *classes;            /* [nclasses] names */
+	const double *recall;            /* [nclasses] */
+	const int64_t *confusion;        /* (nclasses, nclasses) */
+};
+void eval_report_add(struct eval_report *r, const char *name, double v);
+void eval_report_print(const struct eval_report *r, int json);
+/* The "model" key of an embeddings file's metadata (malloc'ed), or NULL. */
+char *eval_meta_model(const struct vlm_emb *e);
+
+#endif
