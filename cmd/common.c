@@ -4,7 +4,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cblas.h>
+
 #include "cmd.h"
+#include "kernels.h"
 #include "vlm.h"
 
 void
@@ -18,6 +21,15 @@ void
 cmd_version(const char *prog)
 {
 	printf("%s %s\n", prog, VLM_VERSION);
+	printf("backend cpu: OpenBLAS %s kernels, %d threads\n",
+	    openblas_get_corename(), vlm_threads());
+#ifdef VLM_CUDA
+	char name[256];
+	int n = vlm_cuda_device_count();
+	printf("backend cuda: %d device%s%s%s\n", n, n == 1 ? "" : "s",
+	    n ? ", " : "", n && vlm_cuda_device_name(0, name, sizeof(name)) ?
+	    name : "");
+#endif
 	exit(cmd_finish(0));
 }
 

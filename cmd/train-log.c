@@ -77,8 +77,12 @@ void
 train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
     double rate)
 {
-	json_t *o = json_pack("{sIsIsIsfsfsfsfsfsfsf}", "step",
-	    (json_int_t)t->st.step, "epoch", (json_int_t)t->st.cursor.epoch,
+	struct vlm_cursor at;
+	json_t *o;
+
+	vlm_loader_cursor(t->loader, &at);
+	o = json_pack("{sIsIsIsfsfsfsfsfsfsf}", "step",
+	    (json_int_t)t->st.step, "epoch", (json_int_t)at.epoch,
 	    "samples", (json_int_t)t->st.samples, "lr", (double)lr, "loss",
 	    (double)L->total, "contrastive", (double)L->contrastive, "aux",
 	    (double)L->aux, "logit_scale", (double)L->logit_scale,

@@ -458,4 +458,12 @@ void vlm_token_learner_bwd_cpu(float *dx, float *dln_w, float *dln_b,
     float *act, const float *x, const float *ln_w, const float *w1,
     const float *w2, int B, int N, int D, int Hd, int M);
 
+/* ---- CUDA (kernels/cuda/, built with CUDA=1) ----------------------------- */
+#ifdef VLM_CUDA
+/* Devices visible to the CUDA runtime (0 without driver or device). */
+int vlm_cuda_device_count(void);
+/* "NAME (sm_XY, N MiB)" of device i into buf, or NULL. */
+const char *vlm_cuda_device_name(int i, char *buf, int len);
+#endif
+
 #endif /* VLM_KERNELS_H */

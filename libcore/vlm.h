@@ -395,11 +395,12 @@ int vlm_metrics_retrieval(double *image_recall /* (VLM_RECALL_NK) */,
 /*
  * Linear probe: multinomial logistic regression on frozen embeddings,
  * loss mean cross-entropy + wd/2 |W|^2 (the bias not decayed), fitted
- * from zero by full-batch L-BFGS. Unless wd > 0 is given, the weight
- * decay is chosen from 1e-6, 1e-5.5, ..., 1 by accuracy on a validation
- * split (val_frac of the rows, by vlm_perm_shuffle(seed, 0)) after
- * fitting on the rest (ties: the larger wd), then the model is refitted
- * on every row. Deterministic for every thread count.
+ * by full-batch L-BFGS. Unless wd > 0 is given, the weight decay is
+ * chosen from 1, 1e-0.5, ..., 1e-6 (each fit from the last one's
+ * minimum) by accuracy on a validation split (val_frac of the rows, by
+ * vlm_perm_shuffle(seed, 0)) after fitting on the rest (ties: the
+ * larger wd); then the model is fitted on every row from zero.
+ * Deterministic for every thread count.
  */
 struct vlm_linprobe_opts {
 	double wd;       /* e.g. 0: choose it; > 0: use this one */
