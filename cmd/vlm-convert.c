@@ -21,7 +21,7 @@ const char convert_usage[] =
     "       vlm-convert init [-s seed] [--set key=value] preset|config.json "
     "out\n"
     "       vlm-convert tokenize -m model|vocab\n"
-    "       vlm-convert upcycle --experts n [--top-k k] [--every n | "
+    "       vlm-convert upcycle --experts e [--top-k k] [--every n | "
     "--last n]\n"
     "           [--router-std x] [-s seed] dense out\n"
     "       vlm-convert set model key=value ...\n"

@@ -38,6 +38,8 @@ capacity_max(const struct vlm_config *c, int S)
 
 	if (S == 0)
 		return 0;
+	if (c->moe.cf_train <= 0 || c->moe.cf_eval <= 0)
+		return S; /* one of them never drops: room for every token */
 	C = vlm_moe_capacity(S, c->moe.experts, c->moe.top_k, cf,
 	    c->moe.min_capacity);
 	return cf <= 0 || C > S ? S : C;
