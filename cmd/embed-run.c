@@ -58,7 +58,8 @@ embed_setup_model(struct embed *e)
 		return vlm_error("'%s': %s", e->o.model, msg);
 	}
 	e->items = (struct vlm_items){ .size = c->image_size, .mean = c->mean,
-	    .std = c->std, .bpe = &e->bpe, .ctx = c->context };
+	    .std = c->std, .alpha = c->image_alpha, .bpe = &e->bpe,
+	    .ctx = c->context };
 	e->vec = malloc((size_t)e->o.batch * c->embed_dim * sizeof(float));
 	e->ids = calloc(e->o.batch, sizeof(*e->ids));
 	e->num = calloc(e->o.batch, sizeof(*e->num));

@@ -47,7 +47,7 @@ eval_embed_images(const struct vlm_model *m, char *const *paths, int64_t n,
 {
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_items it = { .paths = paths, .size = c->image_size,
-	    .mean = c->mean, .std = c->std };
+	    .mean = c->mean, .std = c->std, .alpha = c->image_alpha };
 	struct vlm_loader_opts o = { .n = n, .batch = batch, .epochs = 1,
 	    .on_fail = VLM_LOADER_SKIP, .arg = &it, .image = vlm_items_image,
 	    .image_floats = 3 * (int64_t)c->image_size * c->image_size };

@@ -124,7 +124,7 @@ run_images(struct vlm_routes_writer *w, const struct vlm_model *m,
 {
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_items items = { .size = c->image_size, .mean = c->mean,
-		.std = c->std };
+		.std = c->std, .alpha = c->image_alpha };
 	struct vlm_loader_opts lo = { .batch = batch, .image_floats = 3LL *
 		c->image_size * c->image_size, .image = vlm_items_image,
 		.arg = &items, .epochs = 1 };

@@ -107,11 +107,10 @@ train_loader(struct train *t)
 	const struct vlm_config *c = &t->m.cfg;
 	struct vlm_loader_opts lo = { 0 };
 
-	t->imopts.alpha = t->alpha;
 	t->items = (struct vlm_items){ .paths = t->pairs.paths,
 		.captions = t->pairs.captions, .size = c->image_size,
 		.mean = c->mean, .std = c->std, .train = 1,
-		.image_opts = &t->imopts, .bpe = &t->bpe, .ctx = c->context };
+		.alpha = c->image_alpha, .bpe = &t->bpe, .ctx = c->context };
 	lo.n = t->pairs.n;
 	lo.batch = t->o.batch;
 	lo.threads = t->threads;

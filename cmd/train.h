@@ -18,13 +18,11 @@ struct train {
 	int keep, threads, vocab_size, lock_image, lock_text;
 	uint64_t seed;
 	double max_bad;
-	enum vlm_alpha alpha;
 	/* state */
 	struct vlm_model m;
 	struct vlm_bpe bpe;
 	struct vlm_pairs pairs;
 	struct vlm_items items;
-	struct vlm_image_opts imopts;
 	struct vlm_loader *loader;
 	struct vlm_train_state st;
 	struct vlm_run *run;

@@ -119,13 +119,11 @@ defaults(struct train *t)
 	t->o.cosine = 1;
 	t->log_every = 10;
 	t->max_bad = 0.1;
-	t->alpha = VLM_ALPHA_DROP;
 }
 
 static void
 parse(struct train *t, int argc, char **argv)
 {
-	static const char *const alphas[] = { "drop", "white", "black" };
 	int c;
 
 	t->sets = calloc(argc, sizeof(*t->sets));
@@ -163,12 +161,10 @@ parse(struct train *t, int argc, char **argv)
 		case O_CAPKEY: t->csv.caption_key = optarg; break;
 		case O_SEP: t->csv.sep = optarg[0]; break;
 		case O_VAL: t->val_data = optarg; break;
-		case O_ALPHA:
-			for (t->alpha = 0; t->alpha < 3 &&
-			    strcmp(alphas[t->alpha], optarg); t->alpha++)
-				;
-			if (t->alpha == 3)
-				errx(2, "--alpha: drop, white or black");
+		case O_ALPHA: /* a model property: --set image_alpha=... */
+			if (asprintf(&t->sets[t->nset++], "image_alpha=%s",
+			    optarg) < 0)
+				errx(1, "out of memory");
 			break;
 		case 'h': cmd_usage(usage, 0);
 		case O_VERSION: cmd_version("vlm-train");

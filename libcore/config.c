@@ -24,6 +24,7 @@ static const char *const act_names[] = { "gelu", "quickgelu", NULL };
 static const char *const pool_names[] = { "cls", "eot", "gap", "map", NULL };
 static const char *const gate_names[] = { "none", "topk", NULL };
 static const char *const tower_names[] = { "both", "vision", "text", NULL };
+static const char *const alpha_names[] = { "drop", "white", "black", NULL };
 
 #define O(f) offsetof(struct vlm_config, f)
 #define TOWER(p, t) \
@@ -44,6 +45,7 @@ static const struct key keys[] = {
 	{ "logit_scale_init", K_FLOAT, O(logit_scale_init), NULL },
 	{ "image_mean", K_FLOAT3, O(mean), NULL },
 	{ "image_std", K_FLOAT3, O(std), NULL },
+	{ "image_alpha", K_ENUM, O(image_alpha), alpha_names },
 	TOWER("vision", vision),
 	TOWER("text", text),
 	{ "moe.experts", K_INT, O(moe.experts), NULL },

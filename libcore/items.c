@@ -14,12 +14,14 @@ vlm_items_image(void *arg, int64_t index, const char *key, uint64_t seed,
 	const struct vlm_items *it = arg;
 	const char *path = it->paths ? it->paths[index] : key;
 	struct vlm_image im;
+	struct vlm_image_opts alpha = { .alpha = it->alpha };
 	struct vlm_rng r;
 	int rc;
 
 	if (!path)
 		return vlm_error("item %lld: no image path", (long long)index);
-	if (vlm_image_load(&im, path, it->image_opts) < 0)
+	if (vlm_image_load(&im, path, it->image_opts ? it->image_opts :
+	    &alpha) < 0)
 		return -1;
 	if (it->train) {
 		vlm_rng_seed(&r, seed);

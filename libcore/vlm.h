@@ -127,6 +127,7 @@ struct vlm_config {
 	int vocab;              /* e.g. 49408 */
 	float logit_scale_init; /* e.g. log(1/0.07) = 2.6593 */
 	float mean[3], std[3];  /* image normalisation (OpenAI values) */
+	int image_alpha;        /* enum vlm_alpha: drop (OpenCLIP), white... */
 	struct vlm_tower_config vision, text;
 
 	/* sparse MoE (ALGORITHMS.md sections 1-2); experts == 0: dense */
@@ -910,7 +911,8 @@ struct vlm_items {
 	const float *mean, *std;   /* NULL: OpenAI's */
 	int train;                 /* augment (else the validation crop) */
 	const struct vlm_augment *augment;      /* NULL: the defaults */
-	const struct vlm_image_opts *image_opts; /* NULL: the defaults */
+	const struct vlm_image_opts *image_opts; /* NULL: the defaults, */
+	int alpha;                 /* with this enum vlm_alpha (model's) */
 	const struct vlm_bpe *bpe;
 	int ctx;                   /* e.g. VLM_BPE_CONTEXT */
 };
