@@ -137,7 +137,7 @@ parse(struct train *t, int argc, char **argv)
 		case 'n': t->o.steps = num(optarg, "--steps"); break;
 		case 'j': t->threads = num(optarg, "--threads"); break;
 		case O_EPOCHS: t->epochs = num(optarg, "--epochs"); break;
-		case O_SET: t->sets[t->nset++] = optarg; break;
+		case O_SET: t->sets[t->nset++] = strdup(optarg); break;
 		case O_LR: t->o.lr = real(optarg, "--lr"); break;
 		case O_WD: t->opt.wd = real(optarg, "--wd"); break;
 		case O_B1: t->opt.beta1 = real(optarg, "--beta1"); break;
@@ -265,6 +265,23 @@ step(struct train *t, struct vlm_loss *L)
 	t->st.samples += t->o.batch;
 }
 
+static void
+teardown(struct train *t)
+{
+	vlm_loader_free(t->loader);
+	vlm_run_free(t->run);
+	vlm_optim_release(&t->opt);
+	vlm_bpe_release(&t->bpe);
+	vlm_pairs_release(&t->pairs);
+	vlm_model_release(&t->m);
+	for (int i = 0; i < t->nset; i++)
+		free(t->sets[i]);
+	free(t->sets);
+	free(t->grad);
+	free(t->frozen);
+	free(t->warned);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -304,8 +321,8 @@ main(int argc, char **argv)
 		fputc('\n', stderr);
 	if (t.st.step != saved)
 		checkpoint(&t);
-	vlm_loader_free(t.loader);
 	fclose(t.metrics);
+	teardown(&t);
 	if (stop_signal)
 		return 128 + stop_signal;
 	return cmd_finish(0);
