@@ -12,6 +12,17 @@ void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */
 int cmd_finish(int status);
 
+/* A program of verbs: fn gets argv from the verb on (optind reset);
+ * a verb without fn is refused with exit 2, naming `issue`. */
+struct cmd_verb {
+	const char *name;
+	int (*fn)(int, char **);
+	const char *issue;
+};
+/* -h/--help and --version, then the verb; returns the exit status. */
+int cmd_verbs(const char *prog, const char *usage, const struct cmd_verb *v,
+    size_t n, int argc, char **argv);
+
 /*
  * vlm-convert verbs (cmd/convert-*.c): argv[0] is the verb, optind is 1;
  * they return the exit status and call cmd_usage(convert_usage, 2) on

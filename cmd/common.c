@@ -1,5 +1,6 @@
 /* common.c - usage, version and output checks shared by the commands. */
 #include <err.h>
+#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -72,4 +73,39 @@ cmd_config(struct vlm_config *c, const char *spec)
 	free(text);
 	fclose(f);
 	return rc;
+}
+
+int
+cmd_verbs(const char *prog, const char *usage, const struct cmd_verb *v,
+    size_t n, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	int c;
+
+	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'h': cmd_usage(usage, 0);
+		case 'V': cmd_version(prog);
+		default: cmd_usage(usage, 2);
+		}
+	}
+	if (optind >= argc)
+		cmd_usage(usage, 2);
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(argv[optind], v[i].name) != 0)
+			continue;
+		if (!v[i].fn)
+			errx(2, "'%s' is not implemented yet; it comes with %s",
+			    v[i].name, v[i].issue);
+		argc -= optind;
+		argv += optind;
+		optind = 0; /* the verb parses its own options (glibc: reinit) */
+		return cmd_finish(v[i].fn(argc, argv));
+	}
+	warnx("unknown verb '%s'", argv[optind]);
+	cmd_usage(usage, 2);
 }

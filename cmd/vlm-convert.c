@@ -27,11 +27,7 @@ const char convert_usage[] =
     "       vlm-convert set model key=value ...\n"
     "       vlm-convert -h | --help | --version\n";
 
-static const struct verb {
-	const char *name;
-	int (*fn)(int, char **);
-	const char *issue; /* where an unimplemented verb is planned */
-} verbs[] = {
+static const struct cmd_verb verbs[] = {
 	{ "info", convert_info, NULL },
 	{ "cast", convert_cast, NULL },
 	{ "pack", convert_pack, NULL },
@@ -46,34 +42,7 @@ static const struct verb {
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
-	int c;
-
 	vlm_blas_setup(argc, argv);
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'h': cmd_usage(convert_usage, 0);
-		case 'V': cmd_version("vlm-convert");
-		default: cmd_usage(convert_usage, 2);
-		}
-	}
-	if (optind >= argc)
-		cmd_usage(convert_usage, 2);
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(*verbs); i++) {
-		if (strcmp(argv[optind], verbs[i].name) != 0)
-			continue;
-		if (!verbs[i].fn)
-			errx(2, "'%s' is not implemented yet; it comes with %s",
-			    verbs[i].name, verbs[i].issue);
-		argc -= optind;
-		argv += optind;
-		optind = 0; /* the verb parses its own options (glibc: reinit) */
-		return cmd_finish(verbs[i].fn(argc, argv));
-	}
-	warnx("unknown verb '%s'", argv[optind]);
-	cmd_usage(convert_usage, 2);
+	return cmd_verbs("vlm-convert", convert_usage, verbs, sizeof(verbs) / sizeof(*verbs),
+	    argc, argv);
 }

@@ -29,43 +29,16 @@ const char eval_usage[] =
     "           [--per-class]\n"
     "       vlm-eval -h | --help | --version\n";
 
-static const struct verb {
-	const char *name;
-	int (*fn)(int, char **);
-} verbs[] = {
-	{ "zeroshot", eval_zeroshot },
-	{ "retrieval", eval_retrieval },
-	{ "linear-probe", eval_linear_probe },
+static const struct cmd_verb verbs[] = {
+	{ "zeroshot", eval_zeroshot, NULL },
+	{ "retrieval", eval_retrieval, NULL },
+	{ "linear-probe", eval_linear_probe, NULL },
 };
 
 int
 main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "help", no_argument, NULL, 'h' },
-		{ "version", no_argument, NULL, 'V' },
-		{ NULL, 0, NULL, 0 }
-	};
-	int c;
-
 	vlm_blas_setup(argc, argv);
-	while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-		switch (c) {
-		case 'h': cmd_usage(eval_usage, 0);
-		case 'V': cmd_version("vlm-eval");
-		default: cmd_usage(eval_usage, 2);
-		}
-	}
-	if (optind >= argc)
-		cmd_usage(eval_usage, 2);
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(*verbs); i++) {
-		if (strcmp(argv[optind], verbs[i].name) != 0)
-			continue;
-		argc -= optind;
-		argv += optind;
-		optind = 1; /* the verb parses its own options */
-		return cmd_finish(verbs[i].fn(argc, argv));
-	}
-	warnx("unknown verb '%s'", argv[optind]);
-	cmd_usage(eval_usage, 2);
+	return cmd_verbs("vlm-eval", eval_usage, verbs, sizeof(verbs) / sizeof(*verbs),
+	    argc, argv);
 }
