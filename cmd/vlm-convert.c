@@ -5,10 +5,6 @@
  * writes safetensors (cast), packed .npy (pack), or a table on stdout
  * (info). Each verb lives in cmd/convert-VERB.c.
  */
-#include <err.h>
-#include <getopt.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "cmd.h"
 #include "vlm.h"

@@ -7,9 +7,6 @@
  * files, e.g. from vlm-embed); writes the metrics on stdout, a table or
  * one JSON object per run (--json). Each verb lives in cmd/eval-VERB.c.
  */
-#include <err.h>
-#include <getopt.h>
-#include <string.h>
 
 #include "cmd.h"
 #include "eval.h"
