@@ -75,7 +75,7 @@ moe_json(const struct train *t)
 
 void
 train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
-    double rate)
+    double rate, const double *val)
 {
 	struct vlm_cursor at;
 	json_t *o;
@@ -90,6 +90,13 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
+	for (int i = 0; val && i < 2 * VLM_RECALL_NK; i++) {
+		char k[64];
+		snprintf(k, sizeof(k), "val_%s_retrieval_recall@%d",
+		    i < VLM_RECALL_NK ? "image" : "text",
+		    vlm_recall_ks[i % VLM_RECALL_NK]);
+		json_object_set_new(o, k, json_real(val[i]));
+	}
 	json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7));
 	fputc('\n', t->metrics);
 	fflush(t->metrics);

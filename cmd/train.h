@@ -21,7 +21,10 @@ struct train {
 	/* state */
 	struct vlm_model m;
 	struct vlm_bpe bpe;
-	struct vlm_pairs pairs;
+	struct vlm_pairs pairs, val;
+	float *val_px;         /* (nimages, 3, S, S) validation images */
+	int32_t *val_ids;      /* (n, context) validation captions */
+	int64_t val_every;
 	struct vlm_items items;
 	struct vlm_loader *loader;
 	struct vlm_train_state st;
@@ -38,9 +41,12 @@ int train_data(struct train *t);
 int train_tokenizer(struct train *t);
 int train_loader(struct train *t);
 void train_freeze(struct train *t);
-/* cmd/train-log.c */
+/* cmd/train-val.c */
+int train_val_load(struct train *t);
+int train_val(struct train *t, double r[2 * VLM_RECALL_NK]);
+/* cmd/train-log.c; val NULL when no validation ran this step */
 void train_log(struct train *t, const struct vlm_loss *L, float lr,
-    double secs, double rate);
+    double secs, double rate, const double *val);
 void train_progress(const struct train *t, const struct vlm_loss *L,
     double rate);
 

@@ -45,7 +45,7 @@ now(void)
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
-	O_EPOCHS, O_SET, O_VAL, O_VERSION };
+	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_VERSION };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -80,6 +80,7 @@ static const struct option opts[] = {
 	{ "csv-caption-key", required_argument, NULL, O_CAPKEY },
 	{ "csv-separator", required_argument, NULL, O_SEP },
 	{ "val-data", required_argument, NULL, O_VAL },
+	{ "val-every", required_argument, NULL, O_VALEVERY },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -161,6 +162,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_CAPKEY: t->csv.caption_key = optarg; break;
 		case O_SEP: t->csv.sep = optarg[0]; break;
 		case O_VAL: t->val_data = optarg; break;
+		case O_VALEVERY: t->val_every = num(optarg, "--val-every"); break;
 		case O_ALPHA: /* a model property: --set image_alpha=... */
 			if (asprintf(&t->sets[t->nset++], "image_alpha=%s",
 			    optarg) < 0)
@@ -174,9 +176,6 @@ parse(struct train *t, int argc, char **argv)
 	if (optind != argc || !t->data || !t->out || (!t->model && !t->resume)
 	    || t->o.batch < 2)
 		cmd_usage(usage, 2);
-	if (t->val_data)
-		errx(2, "--val-data: validation during training is not "
-		    "implemented yet; evaluate checkpoints with vlm-eval");
 }
 
 /* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
@@ -202,7 +201,8 @@ setup(struct train *t)
 		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
 			err(1, "%s", t->out);
 	}
-	if (train_data(t) < 0 || train_tokenizer(t) < 0)
+	if (train_data(t) < 0 || train_tokenizer(t) < 0 ||
+	    (t->val_data && train_val_load(t) < 0))
 		errx(1, "%s", vlm_errmsg());
 	if (t->epochs)
 		t->o.steps = t->epochs * (t->pairs.n / t->o.batch);
@@ -273,6 +273,10 @@ teardown(struct train *t)
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
 	vlm_pairs_release(&t->pairs);
+	if (t->val_data)
+		vlm_pairs_release(&t->val);
+	free(t->val_px);
+	free(t->val_ids);
 	vlm_model_release(&t->m);
 	for (int i = 0; i < t->nset; i++)
 		free(t->sets[i]);
@@ -307,9 +311,15 @@ main(int argc, char **argv)
 		step(&t, &L);
 		double rate = t.st.step * (double)t.o.batch / (now() - t0);
 		train_progress(&t, &L, rate);
-		if (t.st.step % t.log_every == 0 || t.st.step == t.o.steps) {
+		int end = t.st.step == t.o.steps || t.st.step == t.stop_at ||
+		    stop_signal, val = t.val_data && (end || (t.val_every &&
+		    t.st.step % t.val_every == 0));
+		double recall[2 * VLM_RECALL_NK];
+		if (val && train_val(&t, recall) < 0)
+			errx(1, "%s: %s", t.val_data, vlm_errmsg());
+		if (t.st.step % t.log_every == 0 || end || val) {
 			train_log(&t, &L, vlm_lr_at(&t.o, t.st.step - 1),
-			    now() - last, rate);
+			    now() - last, rate, val ? recall : NULL);
 			last = now();
 		}
 		if (t.save_every && t.st.step % t.save_every == 0) {

@@ -33,6 +33,17 @@ ok "the checkpoint's model is a model" "$BIN/vlm-convert" info \
 check "it carries the tokenizer learnt from the captions" \
     "grep -q tokenizer.merges $T/out"
 
+ok "validation during training" "$TR" --data "$P" $SMALL -o "$T/v" \
+    --steps 4 --val-data "$P" --val-every 2 --log-every 100
+check "val recall logged at steps 2 and 4, values in [0, 1]" \
+    "/usr/bin/python3 -c 'import json
+L = [json.loads(l) for l in open(\"$T/v/metrics.jsonl\")]
+assert [l[\"step\"] for l in L] == [2, 4], L
+for l in L:
+    for d in (\"image\", \"text\"):
+        r = [l[\"val_%s_retrieval_recall@%d\" % (d, k)] for k in (1, 5, 10)]
+        assert 0 <= r[0] <= r[1] <= r[2] <= 1, r
+'"
 ok "interrupted run: stop at step 3" "$TR" --data "$P" $SMALL -o "$T/b" \
     --steps 6 --stop-at 3
 ok "resume to step 6" "$TR" --data "$P" --resume "$T/b" --steps 6 -b 8 \
