@@ -258,10 +258,12 @@ cpu_has_avx512(void)
 /*
  * OpenBLAS picks its kernels in its library constructor, before main and
  * before any constructor of ours, from OPENBLAS_CORETYPE or from cpuid.
- * Where its cpuid tables miss an AVX-512 CPU (Debian's 0.3.21 on AMD
- * Zen 4 falls back to AVX2 kernels, half the speed), run this program
- * again with OPENBLAS_CORETYPE=SkylakeX. The variable set by the user
- * is respected; VLM_BLAS_REEXEC stops any second re-exec.
+ * Where it ends up with AVX2 kernels on an AVX-512 CPU, half the speed
+ * (its cpuid tables miss the CPU, as Debian's 0.3.21 does on AMD Zen 4,
+ * or an environment forces OPENBLAS_CORETYPE=Haswell, as some machine
+ * images do), run this program again with OPENBLAS_CORETYPE=SkylakeX.
+ * VLM_BLAS_KEEP=1 keeps whatever OpenBLAS chose; VLM_BLAS_REEXEC stops
+ * any second re-exec.
  */
 int
 vlm_blas_setup(int argc, char **argv)
@@ -271,7 +273,7 @@ vlm_blas_setup(int argc, char **argv)
 	(void)argc;
 	assert(argc >= 1 && argv[argc] == NULL);
 	vlm_threads();
-	if (getenv("OPENBLAS_CORETYPE") || getenv("VLM_BLAS_REEXEC") ||
+	if (getenv("VLM_BLAS_KEEP") || getenv("VLM_BLAS_REEXEC") ||
 	    !cpu_has_avx512() || !core || avx512_core(core))
 		return 0;
 	if (setenv("OPENBLAS_CORETYPE", "SkylakeX", 1) ||

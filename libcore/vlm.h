@@ -1108,13 +1108,13 @@ void vlm_parallel_for_cost(int64_t n, int64_t flops,
     void (*fn)(void *ctx, int64_t i0, int64_t i1), void *ctx);
 /*
  * Call first in main. Sets up the threads (vlm_threads), and on an
- * AVX-512 CPU that OpenBLAS did not recognise (it chose AVX2 kernels:
- * Debian's 0.3.21 on some AMD EPYC), re-executes the program with
- * OPENBLAS_CORETYPE=SkylakeX, about twice the SGEMM speed. Returns 0
- * without re-executing when OPENBLAS_CORETYPE is set (the user's choice
- * wins), OpenBLAS already uses AVX-512 kernels, the CPU lacks AVX-512,
- * or after one re-exec (VLM_BLAS_REEXEC); -1 if the exec failed (the
- * program may go on). argc and argv as main's.
+ * AVX-512 CPU where OpenBLAS runs AVX2 kernels (its cpuid tables missed
+ * the CPU, or OPENBLAS_CORETYPE forces e.g. Haswell), re-executes the
+ * program with OPENBLAS_CORETYPE=SkylakeX, about twice the SGEMM speed.
+ * Returns 0 without re-executing when VLM_BLAS_KEEP is set (keep what
+ * OpenBLAS chose), OpenBLAS already uses AVX-512 kernels, the CPU lacks
+ * AVX-512, or after one re-exec (VLM_BLAS_REEXEC); -1 if the exec failed
+ * (the program may go on). argc and argv as main's.
  */
 int vlm_blas_setup(int argc, char **argv);
 
