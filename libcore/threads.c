@@ -279,6 +279,13 @@ vlm_blas_setup(int argc, char **argv)
 	if (setenv("OPENBLAS_CORETYPE", "SkylakeX", 1) ||
 	    setenv("VLM_BLAS_REEXEC", "1", 1))
 		return vlm_error("cannot set OPENBLAS_CORETYPE");
+	/* by its real path, so that ps and top still show its name */
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		execv(self, argv);
+	}
 	execv("/proc/self/exe", argv);
 	unsetenv("OPENBLAS_CORETYPE");
 	return vlm_error("'/proc/self/exe': cannot re-execute with "

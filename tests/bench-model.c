@@ -6,7 +6,8 @@
  *  - its MoE twin (E = 8, K = 1, MoE every other block) over it;
  *  - training steps (forward, backward, AdamW) of the tiny and s presets,
  *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
- * Usage: bench-model [quick]  ("quick": fewer repetitions).
+ * Usage: bench-model [quick | vitb-only]  ("quick": fewer repetitions;
+ * "vitb-only": just the ViT-B/32 forward lines, for bench-embed.sh).
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -118,8 +119,10 @@ bench_vitb(double peak)
 	double f = vlm_model_flops(&d, 0, 0), td = time_model(&d, B, 0);
 	double tm = time_model(&m, B, 0);
 	printf("vit-b/32 forward, batch %d: %.2f GFLOP/image, %.1f images/s, "
-	    "%.1f GFLOP/s = %.0f%% of SGEMM peak\n", B, f / 1e9, B / td,
-	    f * B / td / 1e9, 100 * f * B / td / 1e9 / peak);
+	    "%.1f GFLOP/s", B, f / 1e9, B / td, f * B / td / 1e9);
+	if (peak > 0)
+		printf(" = %.0f%% of SGEMM peak", 100 * f * B / td / 1e9 / peak);
+	printf("\n");
 	printf("vit-b/32 MoE twin (E=8, K=1, every 2nd block) forward / dense: "
 	    "%.3f\n", tm / td);
 	vlm_model_release(&d);
@@ -151,6 +154,10 @@ main(int argc, char **argv)
 	vlm_blas_setup(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "quick") == 0)
 		reps = 1;
+	if (argc > 1 && strcmp(argv[1], "vitb-only") == 0) {
+		bench_vitb(0); /* images/s for bench-embed.sh */
+		return 0;
+	}
 	peak = sgemm_peak();
 	printf("OpenBLAS %s kernels; sgemm peak (2048^3, %d threads, "
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
