@@ -109,7 +109,7 @@ train_loader(struct train *t)
 
 	t->items = (struct vlm_items){ .paths = t->pairs.paths,
 		.captions = t->pairs.captions, .size = c->image_size,
-		.mean = c->mean, .std = c->std, .train = 1,
+		.mean = c->mean, .std = c->std, .train = 1, .augment = &t->aug,
 		.alpha = c->image_alpha, .bpe = &t->bpe, .ctx = c->context };
 	lo.n = t->pairs.n;
 	lo.batch = t->o.batch;

@@ -18,6 +18,7 @@ struct train {
 	int keep, threads, vocab_size, lock_image, lock_text;
 	uint64_t seed;
 	double max_bad;
+	struct vlm_augment aug; /* RandomResizedCrop */
 	/* state */
 	struct vlm_model m;
 	struct vlm_bpe bpe;

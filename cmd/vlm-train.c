@@ -45,7 +45,7 @@ now(void)
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
-	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_VERSION };
+	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_VERSION };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -81,6 +81,7 @@ static const struct option opts[] = {
 	{ "csv-separator", required_argument, NULL, O_SEP },
 	{ "val-data", required_argument, NULL, O_VAL },
 	{ "val-every", required_argument, NULL, O_VALEVERY },
+	{ "crop-scale", required_argument, NULL, O_CROP },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -120,6 +121,7 @@ defaults(struct train *t)
 	t->o.cosine = 1;
 	t->log_every = 10;
 	t->max_bad = 0.1;
+	t->aug = (struct vlm_augment)VLM_AUGMENT_DEFAULT;
 }
 
 static void
@@ -163,6 +165,11 @@ parse(struct train *t, int argc, char **argv)
 		case O_SEP: t->csv.sep = optarg[0]; break;
 		case O_VAL: t->val_data = optarg; break;
 		case O_VALEVERY: t->val_every = num(optarg, "--val-every"); break;
+		case O_CROP:
+			t->aug.scale_lo = real(optarg, "--crop-scale");
+			if (!(t->aug.scale_lo > 0 && t->aug.scale_lo <= 1))
+				errx(2, "--crop-scale: a fraction in (0, 1]");
+			break;
 		case O_ALPHA: /* a model property: --set image_alpha=... */
 			if (asprintf(&t->sets[t->nset++], "image_alpha=%s",
 			    optarg) < 0)
