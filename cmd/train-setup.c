@@ -21,6 +21,30 @@ is_model_file(const char *spec)
 	return n > 12 && strcmp(spec + n - 12, ".safetensors") == 0;
 }
 
+/* Overrides on a model file may change routing, never parameters. */
+static int
+same_shapes(struct vlm_model *m, const struct vlm_config *c,
+    const char *path)
+{
+	struct vlm_model twin;
+	int same;
+
+	if (vlm_model_init(&twin, c) < 0)
+		return -1;
+	same = twin.nparams == m->nparams;
+	for (int i = 0; same && i < m->nparams; i++)
+		same = strcmp(twin.params[i].name, m->params[i].name) == 0 &&
+		    memcmp(twin.params[i].shape, m->params[i].shape,
+		    sizeof(m->params[i].shape)) == 0;
+	vlm_model_release(&twin);
+	if (!same)
+		return vlm_error("'%s': --set would change the model's "
+		    "parameters; only routing and loss settings can change "
+		    "when fine-tuning", path);
+	m->cfg = *c;
+	return 0;
+}
+
 int
 train_model(struct train *t)
 {
@@ -38,11 +62,8 @@ train_model(struct train *t)
 			return -1;
 	if (vlm_config_check(&c) < 0)
 		return -1;
-	if (is_model_file(t->model)) {
-		if (t->nset && memcmp(&c, &t->m.cfg, sizeof(c)) != 0)
-			t->m.cfg = c; /* routing-time keys only (shapes fixed) */
-		return 0;
-	}
+	if (is_model_file(t->model))
+		return same_shapes(&t->m, &c, t->model);
 	if (vlm_model_init(&t->m, &c) < 0)
 		return -1;
 	vlm_model_randomize(&t->m, t->seed);

@@ -108,5 +108,12 @@ check "stopped before training" "[ ! -e $T/bad2/metrics.jsonl ]"
 fails "config error up front" 1 "$TR" --data "$P" $SMALL --set moe.top_k=9 \
     -o "$T/cfg" --steps 1
 check "no run directory" "[ ! -e $T/cfg ]"
+ok "fine-tune a model file with a routing override" "$TR" --data "$P" \
+    -m "$T/a/latest/model.safetensors" --set moe.cf_train=2 -b 8 \
+    --steps 2 -o "$T/ft"
+fails "fine-tuning refuses shape-changing overrides" 1 "$TR" --data "$P" \
+    -m "$T/a/latest/model.safetensors" --set moe.experts=16 -b 8 \
+    --steps 2 -o "$T/ft2"
+check "and says why" "grep -q 'change the model' $T/err"
 fails "missing --out" 2 "$TR" --data "$P" -m tiny
 finish
