@@ -6,11 +6,11 @@
 # image<->text retrieval over the 1911 base emoji, zero-shot category
 # classification, and how the experts split the work.
 #
-# Environment: BIN (bin), DEMO_STEPS (500), DEMO_RUN (a new temporary
+# Environment: BIN (bin), DEMO_STEPS (600), DEMO_RUN (a new temporary
 # directory, removed at the end unless given), VLM_THREADS.
 set -eu
 BIN=${BIN:-bin}
-steps=${DEMO_STEPS:-500}
+steps=${DEMO_STEPS:-600}
 E=${XDG_CACHE_HOME:-$HOME/.cache}/vlm/emoji
 w=$(mktemp -d "${TMPDIR:-/tmp}/vlm-demo.XXXXXX")
 trap 'rm -rf "$w"' EXIT
@@ -20,10 +20,11 @@ run=${DEMO_RUN:-$w/run}
 echo "== emoji data (npm: emoji-datasource-google, -twitter 16.0.0)"
 sh examples/fetch-emoji.sh "$E"
 
-echo "== training tiny-moe on $E/google.tsv ($steps steps of 128)"
+echo "== training tiny-moe on $E/google.tsv ($steps steps of 256)"
 start=$(date +%s)
 "$BIN/vlm-train" --data "$E/google.tsv" -m tiny-moe --alpha white \
-    -o "$run" --steps "$steps" -b 128 --lr 1e-3 --warmup 50 --log-every 50
+    -o "$run" --steps "$steps" -b 256 --lr 1.5e-3 --warmup 25 \
+    --log-every 50
 echo "trained in $(( $(date +%s) - start )) s; last metrics line:"
 tail -n 1 "$run/metrics.jsonl" | cut -c 1-200
 M=$run/latest/model.safetensors
