@@ -4,6 +4,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "vlm.h"
@@ -26,12 +27,34 @@ vlm_refuse_pickle(const char *path)
 	return 0;
 }
 
+/*
+ * A path that exists and is no regular file (a device such as /dev/full
+ * or /dev/stdout, a FIFO) is written in place: renaming a temporary file
+ * over it would replace the device itself.
+ */
+static int
+special_file(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
 int
 vlm_atomic_open(struct vlm_atomic *a, const char *path)
 {
 	memset(a, 0, sizeof(*a));
 	if (strcmp(path, "-") == 0) {
 		a->f = stdout;
+		return 0;
+	}
+	if (special_file(path)) {
+		if (!(a->f = fopen(path, "wb")))
+			return vlm_error("'%s': %s", path, strerror(errno));
+		if (!(a->path = strdup(path))) {
+			fclose(a->f);
+			return vlm_error("'%s': out of memory", path);
+		}
 		return 0;
 	}
 	a->path = strdup(path);
@@ -72,10 +95,18 @@ vlm_atomic_commit(struct vlm_atomic *a)
 {
 	int rc = 0, e = 0;
 
-	if (!a->tmp) {
-		if (fflush(a->f) != 0 || ferror(a->f))
-			return vlm_error("<stdout>: %s", strerror(errno));
-		return 0;
+	if (!a->tmp) { /* stdout, or a special file written in place */
+		const char *name = a->path ? a->path : "<stdout>";
+		int bad = fflush(a->f) != 0 || ferror(a->f);
+		e = errno;
+		if (a->path && fclose(a->f) != 0 && !bad)
+			bad = 1, e = errno;
+		if (bad)
+			vlm_error("'%s': %s", name, strerror(e ? e : EIO));
+		free(a->path);
+		a->path = NULL;
+		a->f = NULL;
+		return bad ? -1 : 0;
 	}
 	if (fflush(a->f) != 0 || ferror(a->f) || fsync(fileno(a->f)) != 0)
 		rc = -1, e = errno;
@@ -99,8 +130,14 @@ vlm_atomic_commit(struct vlm_atomic *a)
 void
 vlm_atomic_abort(struct vlm_atomic *a)
 {
-	if (!a->tmp)
+	if (!a->tmp) {
+		if (a->path) { /* a special file: nothing to remove */
+			fclose(a->f);
+			free(a->path);
+		}
+		memset(a, 0, sizeof(*a));
 		return;
+	}
 	if (a->f)
 		fclose(a->f);
 	unlink(a->tmp);

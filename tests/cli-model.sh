@@ -26,6 +26,10 @@ if have_fixtures; then
 	check "pickle message names safetensors" "grep -q safetensors $T/err"
 fi
 ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
+fails "a model written to /dev/full" 1 "$C" init tiny "/dev/full"
+check "fails in place: /dev/full is still the device" "[ -c /dev/full ]"
+ok "a model written to /dev/stdout" sh -c "'$C' init tiny /dev/stdout >'$T/so.safetensors'"
+ok "and that output is a model" "$C" info "$T/so.safetensors"
 ok "info of an MoE model" "$C" info "$T/moe.safetensors"
 check "experts are stacked tensors" \
     "grep -q 'moe.experts.c_fc.weight' $T/out"
