@@ -28,9 +28,9 @@ vlm_refuse_pickle(const char *path)
 }
 
 /*
- * A path that exists and is no regular file (a device such as /dev/full
- * or /dev/stdout, a FIFO) is written in place: renaming a temporary file
- * over it would replace the device itself.
+ * A path that exists and is no regular file (a device such as /dev/full,
+ * a FIFO, /dev/stdout on a pipe) is written in place: renaming a
+ * temporary file over it would replace the device itself.
  */
 static int
 special_file(const char *path)
@@ -38,6 +38,18 @@ special_file(const char *path)
 	struct stat st;
 
 	return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
+/* The file a symbolic link leads to, so the rename replaces that file
+ * and not the link (/dev/stdout on a regular file); else a copy. */
+static char *
+target_alloc(const char *path)
+{
+	struct stat st;
+
+	if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode))
+		return realpath(path, NULL);
+	return strdup(path);
 }
 
 int
@@ -57,9 +69,9 @@ vlm_atomic_open(struct vlm_atomic *a, const char *path)
 		}
 		return 0;
 	}
-	a->path = strdup(path);
-	if (!a->path || asprintf(&a->tmp, "%s.tmp.%ld", path,
-	    (long)getpid()) < 0) {
+	if (!(a->path = target_alloc(path)))
+		return vlm_error("'%s': %s", path, strerror(errno));
+	if (asprintf(&a->tmp, "%s.tmp.%ld", a->path, (long)getpid()) < 0) {
 		free(a->path);
 		return vlm_error("'%s': out of memory", path);
 	}
