@@ -226,7 +226,7 @@ setup(struct train *t)
 
 /* Report each unreadable image once, by its file and line. */
 static void
-report(struct train *t, const struct vlm_batch *b)
+report_errors(struct train *t, const struct vlm_batch *b)
 {
 	for (int i = 0; i < b->nerr; i++) {
 		int64_t k = b->err[i].index;
@@ -255,7 +255,7 @@ step(struct train *t, struct vlm_loss *L)
 
 	if (vlm_loader_next(t->loader, &b) != 1)
 		errx(1, "%s", vlm_errmsg());
-	report(t, b);
+	report_errors(t, b);
 	if (b->n != t->o.batch)
 		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,
 		    t->o.batch);
@@ -270,6 +270,26 @@ step(struct train *t, struct vlm_loss *L)
 	    t->frozen);
 	t->st.step++;
 	t->st.samples += t->o.batch;
+}
+
+/* After a step: progress, validation when due, a metrics line when due. */
+static void
+report(struct train *t, const struct vlm_loss *L, double rate, double *last)
+{
+	int64_t s = t->st.step;
+	int end = s == t->o.steps || s == t->stop_at || stop_signal;
+	int val = t->val_data && (end || (t->val_every && s % t->val_every ==
+	    0));
+	double recall[2 * VLM_RECALL_NK];
+
+	train_progress(t, L, rate);
+	if (val && train_val(t, recall) < 0)
+		errx(1, "%s: %s", t->val_data, vlm_errmsg());
+	if (s % t->log_every == 0 || end || val) {
+		train_log(t, L, vlm_lr_at(&t->o, s - 1), now() - *last, rate,
+		    val ? recall : NULL);
+		*last = now();
+	}
 }
 
 static void
@@ -300,7 +320,7 @@ main(int argc, char **argv)
 	struct vlm_loss L;
 	char path[4096];
 	double t0, last;
-	int64_t saved;
+	int64_t first, saved;
 
 	vlm_blas_setup(argc, argv);
 	defaults(&t);
@@ -312,23 +332,12 @@ main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	t0 = last = now();
-	saved = t.st.step;
+	first = saved = t.st.step;
 	while (t.st.step < t.o.steps && !stop_signal &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		double rate = t.st.step * (double)t.o.batch / (now() - t0);
-		train_progress(&t, &L, rate);
-		int end = t.st.step == t.o.steps || t.st.step == t.stop_at ||
-		    stop_signal, val = t.val_data && (end || (t.val_every &&
-		    t.st.step % t.val_every == 0));
-		double recall[2 * VLM_RECALL_NK];
-		if (val && train_val(&t, recall) < 0)
-			errx(1, "%s: %s", t.val_data, vlm_errmsg());
-		if (t.st.step % t.log_every == 0 || end || val) {
-			train_log(&t, &L, vlm_lr_at(&t.o, t.st.step - 1),
-			    now() - last, rate, val ? recall : NULL);
-			last = now();
-		}
+		report(&t, &L, (t.st.step - first) * (double)t.o.batch /
+		    (now() - t0), &last);
 		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
 			saved = t.st.step;
