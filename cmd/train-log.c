@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "train.h"
@@ -73,6 +74,26 @@ moe_json(const struct train *t)
 	return a;
 }
 
+/*
+ * Peak resident memory against what the config implies: parameters,
+ * gradients and two AdamW moments (4 floats each) plus the activation
+ * arena; the rest is libraries, OpenBLAS buffers and the loader's batches.
+ */
+static void
+memory_json(const struct train *t, json_t *o)
+{
+	struct rusage ru;
+	double need = 16.0 * t->m.nfloats + vlm_run_bytes(t->run);
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return;
+	json_object_set_new(o, "peak_rss_mb", json_real(ru.ru_maxrss / 1024.0));
+	json_object_set_new(o, "model_optimizer_activations_mb",
+	    json_real(need / 1048576));
+	json_object_set_new(o, "peak_ratio", json_real(ru.ru_maxrss * 1024.0 /
+	    need));
+}
+
 void
 train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
     double rate, const double *val)
@@ -90,6 +111,7 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
+	memory_json(t, o);
 	for (int i = 0; val && i < 2 * VLM_RECALL_NK; i++) {
 		char k[64];
 		snprintf(k, sizeof(k), "val_%s_retrieval_recall@%d",

@@ -246,6 +246,12 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 	plan_backward(a, r, &m->cfg);
 }
 
+size_t
+vlm_run_bytes(const struct vlm_run *r)
+{
+	return r->bytes;
+}
+
 struct vlm_run *
 vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 {
@@ -274,6 +280,7 @@ vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 		    a.off >> 20);
 		return NULL;
 	}
+	r->bytes = a.off;
 	a.base = r->arena, a.off = 0;
 	plan(&a, r, m);
 	vlm_rng_seed(&r->rng, 0);

@@ -75,6 +75,7 @@ struct vlm_run {
 	float *dbuf, *defc, *deact, *deout, *dxs, *dys, *dz, *dw; /* MoE */
 	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
 	void *arena;
+	size_t bytes;             /* of the arena */
 };
 
 /* Weight of each aux term for one group (forward.c); index order:

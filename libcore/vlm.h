@@ -263,6 +263,8 @@ struct vlm_run;
 struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
     int train);
 void vlm_run_free(struct vlm_run *r);
+/* Bytes of activations (and gradient scratch) the run holds. */
+size_t vlm_run_bytes(const struct vlm_run *r);
 /* Seed the router-noise generator (training). */
 void vlm_run_seed(struct vlm_run *r, uint64_t seed);
 /* That generator itself, to save and restore with checkpoints. */

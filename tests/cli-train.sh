@@ -22,7 +22,8 @@ check "metrics carry losses, lr, temperature, routing" \
 for l in open(\"$T/a/metrics.jsonl\"):
     o = json.loads(l)
     for k in (\"step\",\"epoch\",\"samples\",\"lr\",\"loss\",\"contrastive\",
-              \"aux\",\"logit_scale\",\"images_per_s\",\"moe\"):
+              \"aux\",\"logit_scale\",\"images_per_s\",\"moe\",
+              \"peak_rss_mb\",\"peak_ratio\"):
         assert k in o, k
     assert \"eff_experts_text\" in o[\"moe\"][0]
 '"
