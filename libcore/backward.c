@@ -169,6 +169,31 @@ block_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 	    LAYER(st, rstd1, l, R), R, D);
 }
 
+/* Attention pooling backward: d pooled -> r->dlnf, parameter grads. */
+static void
+map_bwd(struct vlm_run *r, const struct tower_acts *t, const float *w,
+    float *g, const struct vlm_tower_off *o, int B, int T, int D, int H,
+    const float *dpooled)
+{
+	size_t DD = (size_t)D * D, BTD = (size_t)B * T * D;
+
+	zero(r->dmpatt, (size_t)B * D);
+	vlm_linear_bwd_cpu(r->dmpatt, g + o->map_out_w, g + o->map_out_b,
+	    dpooled, t->mpatt, w + o->map_out_w, B, D, D);
+	zero(r->dmq, D);
+	zero(r->dmk, BTD);
+	zero(r->dmv, BTD);
+	vlm_pool_map_bwd_ref(r->dmq, r->dmk, r->dmv, r->dmpatt, t->matt, t->mq,
+	    t->mk, t->mv, t->len, B, T, D, H);
+	vlm_linear_bwd_cpu(r->dlnf, g + o->map_in_w + DD, g + o->map_in_b + D,
+	    r->dmk, t->lnf, w + o->map_in_w + DD, B * T, D, D);
+	vlm_linear_bwd_cpu(r->dlnf, g + o->map_in_w + 2 * DD,
+	    g + o->map_in_b + 2 * D, r->dmv, t->lnf, w + o->map_in_w + 2 * DD,
+	    B * T, D, D);
+	vlm_linear_bwd_cpu(g + o->map_q, g + o->map_in_w, g + o->map_in_b,
+	    r->dmq, w + o->map_q, w + o->map_in_w, 1, D, D);
+}
+
 /* d unit features -> d stack output rows of modality i (into dtop). */
 static void
 head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
@@ -191,6 +216,8 @@ head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
 	zero(r->dlnf, (size_t)B * T * D);
 	if (tc->pool == VLM_POOL_GAP)
 		vlm_pool_mean_bwd_ref(r->dlnf, r->dpooled[i], t->len, B, T, D);
+	else if (tc->pool == VLM_POOL_MAP)
+		map_bwd(r, t, m->w, g, o, B, T, D, tc->heads, r->dpooled[i]);
 	else
 		vlm_pool_token_bwd_ref(r->dlnf, r->dpooled[i], t->pos, B, T, D);
 	vlm_layernorm_bwd_cpu(dtop + (size_t)t->row0 * D, g + o->ln_post_w,

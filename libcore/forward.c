@@ -141,6 +141,14 @@ plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
 	t->rstdf = TAKE(a, (size_t)B * T, float);
 	t->pooled = TAKE(a, (size_t)B * D, float);
 	t->feat = TAKE(a, (size_t)B * E, float);
+	if ((i ? c->text.pool : c->vision.pool) == VLM_POOL_MAP) {
+		int H = i ? c->text.heads : c->vision.heads;
+		t->mq = TAKE(a, D, float);
+		t->mk = TAKE(a, (size_t)B * T * D, float);
+		t->mv = TAKE(a, (size_t)B * T * D, float);
+		t->matt = TAKE(a, (size_t)B * H * T, float);
+		t->mpatt = TAKE(a, (size_t)B * D, float);
+	}
 	t->unit = TAKE(a, (size_t)B * E, float);
 	t->norm = TAKE(a, B, float);
 }
@@ -240,9 +248,17 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 		    float);
 		r->dpooled[i] = TAKE(a, (size_t)r->tw[i].B * D, float);
 	}
-	r->dlnf = TAKE(a, (size_t)(r->st[0].R > r->st[1].R ? r->st[0].R :
+	size_t RD = (size_t)(r->st[0].R > r->st[1].R ? r->st[0].R :
 	    r->st[1].R) * (m->cfg.vision.width > m->cfg.text.width ?
-	    m->cfg.vision.width : m->cfg.text.width), float);
+	    m->cfg.vision.width : m->cfg.text.width);
+	r->dlnf = TAKE(a, RD, float);
+	if (m->cfg.vision.pool == VLM_POOL_MAP ||
+	    m->cfg.text.pool == VLM_POOL_MAP) {
+		r->dmq = TAKE(a, RD, float);  /* only D of it is used */
+		r->dmk = TAKE(a, RD, float);
+		r->dmv = TAKE(a, RD, float);
+		r->dmpatt = TAKE(a, RD, float);
+	}
 	plan_backward(a, r, &m->cfg);
 }
 
@@ -582,6 +598,25 @@ text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
 	return 0;
 }
 
+/* Attention pooling: the query attends over lnf, then out-projection. */
+static void
+map_fwd(struct tower_acts *t, const float *w, const struct vlm_tower_off *o,
+    int B, int T, int D, int H)
+{
+	size_t DD = (size_t)D * D;
+
+	vlm_linear_fwd_cpu(t->mq, w + o->map_q, w + o->map_in_w,
+	    w + o->map_in_b, 1, D, D);
+	vlm_linear_fwd_cpu(t->mk, t->lnf, w + o->map_in_w + DD,
+	    w + o->map_in_b + D, B * T, D, D);
+	vlm_linear_fwd_cpu(t->mv, t->lnf, w + o->map_in_w + 2 * DD,
+	    w + o->map_in_b + 2 * D, B * T, D, D);
+	vlm_pool_map_fwd_ref(t->mpatt, t->matt, t->mq, t->mk, t->mv, t->len, B,
+	    T, D, H);
+	vlm_linear_fwd_cpu(t->pooled, t->mpatt, w + o->map_out_w,
+	    w + o->map_out_b, B, D, D);
+}
+
 /* Final LN, pooling and projection of modality i. */
 static void
 head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
@@ -597,6 +632,8 @@ head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
 	    m->w + o->ln_post_w, m->w + o->ln_post_b, B * T, D);
 	if (tc->pool == VLM_POOL_GAP)
 		vlm_pool_mean_fwd_ref(t->pooled, t->lnf, t->len, B, T, D);
+	else if (tc->pool == VLM_POOL_MAP)
+		map_fwd(t, m->w, o, B, T, D, tc->heads);
 	else
 		vlm_pool_token_fwd_ref(t->pooled, t->lnf, t->pos, B, T, D);
 	project(t->feat, t->pooled, m->w + o->proj, B, D, c->embed_dim);

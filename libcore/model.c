@@ -133,6 +133,25 @@ add_blocks(struct builder *b, struct vlm_tower_off *t, const char *pre,
 	return b->err;
 }
 
+/* Attention pooling (pool: map): a learned query attending over the
+ * tokens after the final LN, OpenCLIP's nn.MultiheadAttention layout. */
+static void
+add_map(struct builder *b, struct vlm_tower_off *t, const char *pre, int D,
+    int map)
+{
+	t->map_q = t->map_in_w = t->map_in_b = t->map_out_w = t->map_out_b = -1;
+	if (!map)
+		return;
+	t->map_q = add(b, 1, S1(D), "%sattn_pool.query", pre);
+	t->map_in_w = add(b, 2, S2(3 * D, D), "%sattn_pool.attn.in_proj_weight",
+	    pre);
+	t->map_in_b = add(b, 1, S1(3 * D), "%sattn_pool.attn.in_proj_bias",
+	    pre);
+	t->map_out_w = add(b, 2, S2(D, D), "%sattn_pool.attn.out_proj.weight",
+	    pre);
+	t->map_out_b = add(b, 1, S1(D), "%sattn_pool.attn.out_proj.bias", pre);
+}
+
 static void
 add_vision(struct builder *b)
 {
@@ -152,6 +171,7 @@ add_vision(struct builder *b)
 		add_blocks(b, v, "visual.", 0);
 	v->ln_post_w = add(b, 1, S1(D), "visual.ln_post.weight");
 	v->ln_post_b = add(b, 1, S1(D), "visual.ln_post.bias");
+	add_map(b, v, "visual.", D, c->vision.pool == VLM_POOL_MAP);
 	v->proj = add(b, 2, S2(D, c->embed_dim), "visual.proj");
 }
 
@@ -168,6 +188,7 @@ add_text(struct builder *b)
 	add_blocks(b, t, "", 1);
 	t->ln_post_w = add(b, 1, S1(D), "ln_final.weight");
 	t->ln_post_b = add(b, 1, S1(D), "ln_final.bias");
+	add_map(b, t, "", D, c->text.pool == VLM_POOL_MAP);
 	t->proj = add(b, 2, S2(D, c->embed_dim), "text_projection");
 }
 
@@ -180,11 +201,9 @@ vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
 	if (vlm_config_check(c) < 0)
 		return -1;
 	m->cfg = *c;
-	if (c->vision.pool == VLM_POOL_MAP || c->text.pool == VLM_POOL_MAP ||
-	    c->tl.after >= 0) {
-		return vlm_error("config: attention pooling (map) and token "
-		    "reduction are not supported by the model yet");
-	}
+	if (c->tl.after >= 0)
+		return vlm_error("config: token reduction is not supported by "
+		    "the model yet");
 	add_text(&b);
 	add_vision(&b);
 	if (c->family == VLM_ONE_TOWER) { /* one set of blocks for both */

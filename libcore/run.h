@@ -59,6 +59,8 @@ struct tower_acts {
 	int32_t *ids, *pos, *len; /* (B*T) tokens; (B) pooled row; (B) */
 	float *lnf, *meanf, *rstdf; /* (B*T, D) after ln_post / ln_final */
 	float *pooled, *feat;       /* (B, D) (B, embed) */
+	float *mq, *mk, *mv, *matt, *mpatt; /* map pooling: (D) (B*T,D) x2
+	                                     * (B,H,T) (B,D) */
 	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
 };
 
@@ -74,6 +76,7 @@ struct vlm_run {
 	float *dx, *dnext, *dln, *datty, *dqkv, *dfc, *dact;
 	float *dbuf, *defc, *deact, *deout, *dxs, *dys, *dz, *dw; /* MoE */
 	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
+	float *dmq, *dmk, *dmv, *dmpatt; /* map pooling */
 	void *arena;
 	size_t bytes;             /* of the arena */
 };

@@ -207,6 +207,7 @@ struct vlm_block_off {
 struct vlm_tower_off {
 	int64_t patch_w, cls, tok_emb, pos, ln_pre_w, ln_pre_b;
 	int64_t ln_post_w, ln_post_b, proj; /* proj (width, embed_dim): x @ proj */
+	int64_t map_q, map_in_w, map_in_b, map_out_w, map_out_b; /* pool: map */
 	int nblocks;
 	struct vlm_block_off *blocks;       /* shared by both in one-tower */
 };

@@ -6,7 +6,8 @@
  * from the same seed for every evaluation, so the loss is a fixed
  * function of the parameters; top-K and capacity decisions are
  * piecewise constant, and a probe whose +-h runs route differently is
- * skipped (counted, and required to be rare).
+ * skipped (counted, and required to be rare). A third model pools both
+ * towers by multi-head attention (pool: map).
  */
 #include <math.h>
 
@@ -15,7 +16,7 @@
 #define B 3
 
 static void
-tiny_config(struct vlm_config *c, int vlmoe)
+tiny_config(struct vlm_config *c, int vlmoe, int map)
 {
 	vlm_config_preset(c, "tiny-moe");
 	c->embed_dim = 8, c->image_size = 16, c->patch_size = 8;
@@ -30,6 +31,8 @@ tiny_config(struct vlm_config *c, int vlmoe)
 	c->moe.modality_experts = vlmoe;
 	c->aux.switch_bal = 1;
 	c->aux.w_limoe = 0.5f; /* large, so aux gradients matter here */
+	if (map)
+		c->vision.pool = c->text.pool = VLM_POOL_MAP;
 }
 
 /* FNV-1a over every MoE layer's choices and kept flags */
@@ -78,7 +81,7 @@ loss_at(struct vlm_run *r, const struct vlm_model *m, const float *img,
 }
 
 static void
-check_model(int vlmoe)
+check_model(int vlmoe, int map)
 {
 	struct vlm_config c;
 	struct vlm_model m;
@@ -89,7 +92,7 @@ check_model(int vlmoe)
 	uint64_t h0, hp, hm;
 	struct vlm_run *r;
 
-	tiny_config(&c, vlmoe);
+	tiny_config(&c, vlmoe, map);
 	assert_int_equal(vlm_model_init(&m, &c), 0);
 	vlm_model_randomize(&m, 3);
 	vlm_rng_seed(&rng, 11);
@@ -110,7 +113,7 @@ check_model(int vlmoe)
 		const struct vlm_param *p = &m.params[i];
 		for (int k = 0; k < 3 && k < p->n; k++) {
 			int64_t j = p->off + vlm_rng_below(&rng, p->n);
-			float w0 = m.w[j], h = 2e-3f;
+			float w0 = m.w[j], h = 1e-3f;
 			m.w[j] = w0 + h;
 			double lp = loss_at(r, &m, img, ids, &hp);
 			m.w[j] = w0 - h;
@@ -143,14 +146,21 @@ static void
 test_limoe_gradient(void **state)
 {
 	(void)state;
-	check_model(0);
+	check_model(0, 0);
 }
 
 static void
 test_vlmoe_gradient(void **state)
 {
 	(void)state;
-	check_model(1);
+	check_model(1, 0);
+}
+
+static void
+test_map_pooling_gradient(void **state)
+{
+	(void)state;
+	check_model(0, 1);
 }
 
 int
@@ -159,6 +169,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_limoe_gradient),
 		cmocka_unit_test(test_vlmoe_gradient),
+		cmocka_unit_test(test_map_pooling_gradient),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
