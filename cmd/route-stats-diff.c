@@ -40,15 +40,6 @@ rs_agree(const struct vlm_route_diff *d, int l, int m)
 	return d->aligned && total > 0 ? (double)same / total : NAN;
 }
 
-static void
-num(int width, int prec, double v)
-{
-	if (isnan(v))
-		printf(" %*s", width, "-");
-	else
-		printf(" %*.*f", width, prec, v);
-}
-
 /* One layer and modality: a summary line (tsv 0) or TSV rows. */
 static void
 diff_rows(const struct vlm_route_summary *a, const struct vlm_route_summary *b,
@@ -60,10 +51,10 @@ diff_rows(const struct vlm_route_summary *a, const struct vlm_route_summary *b,
 	if (!tsv) {
 		printf("%-8s %9lld %9lld", mod_names[m], (long long)a->tokens,
 		    (long long)b->tokens);
-		num(8, 4, tv), num(10, 4, b->drop_tokens - a->drop_tokens);
-		num(9, 3, b->eff_experts - a->eff_experts);
-		num(9, 4, b->entropy - a->entropy);
-		num(9, 4, b->load_cv2 - a->load_cv2), num(7, 4, ag);
+		rs_num(8, 4, tv), rs_num(10, 4, b->drop_tokens - a->drop_tokens);
+		rs_num(9, 3, b->eff_experts - a->eff_experts);
+		rs_num(9, 4, b->entropy - a->entropy);
+		rs_num(9, 4, b->load_cv2 - a->load_cv2), rs_num(7, 4, ag);
 		putchar('\n');
 		return;
 	}
@@ -84,8 +75,8 @@ expert_rows(const struct vlm_route_summary *a,
 {
 	for (int e = 0; e < E; e++) {
 		printf("%-8s %6d", mod_names[m], e);
-		num(8, 4, a->share[e]), num(8, 4, b->share[e]);
-		num(8, 4, b->share[e] - a->share[e]);
+		rs_num(8, 4, a->share[e]), rs_num(8, 4, b->share[e]);
+		rs_num(8, 4, b->share[e] - a->share[e]);
 		printf(" %9.0f %9.0f\n", a->kept[e], b->kept[e]);
 	}
 }

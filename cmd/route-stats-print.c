@@ -56,8 +56,8 @@ mods(const struct vlm_route_stats *s, int l, int *m)
 }
 
 /* printf a number with prec decimals, or "-" when it is NaN. */
-static void
-num(int width, int prec, double v)
+void
+rs_num(int width, int prec, double v)
 {
 	if (isnan(v))
 		printf(" %*s", width, "-");
@@ -69,15 +69,15 @@ static void
 layer_line(const struct vlm_route_summary *u, int m)
 {
 	printf("%-8s %9lld", mod_names[m], (long long)u->tokens);
-	num(8, 4, u->drop_tokens);
-	num(8, 4, u->drop_assign);
-	num(8, 4, u->imp_cv2);
-	num(8, 4, u->load_cv2);
-	num(7, 3, u->eff_experts);
-	num(7, 4, u->entropy);
-	num(8, 4, u->zloss);
-	num(7, 3, u->zmean);
-	num(7, 3, u->zmax);
+	rs_num(8, 4, u->drop_tokens);
+	rs_num(8, 4, u->drop_assign);
+	rs_num(8, 4, u->imp_cv2);
+	rs_num(8, 4, u->load_cv2);
+	rs_num(7, 3, u->eff_experts);
+	rs_num(7, 4, u->entropy);
+	rs_num(8, 4, u->zloss);
+	rs_num(7, 3, u->zmean);
+	rs_num(7, 3, u->zmax);
 	putchar('\n');
 }
 
@@ -86,11 +86,11 @@ expert_line(const struct vlm_route_summary *u, int m, int e)
 {
 	printf("%-8s %6d %9.0f %9.0f", mod_names[m], e, u->load[e],
 	    u->kept[e]);
-	num(7, 4, u->share[e]);
-	num(7, 4, u->gate[e]);
-	num(7, 4, u->use[e]);
+	rs_num(7, 4, u->share[e]);
+	rs_num(7, 4, u->gate[e]);
+	rs_num(7, 4, u->use[e]);
 	if (m == 2) {
-		num(9, 4, u->img_share[e]);
+		rs_num(9, 4, u->img_share[e]);
 		printf("  %s", vlm_route_expert_kind(u->img_share[e]));
 	}
 	putchar('\n');
@@ -149,7 +149,7 @@ class_matrix(const struct vlm_route_stats *s, int l)
 		printf("%-20.20s %8.0f", class_name(s, c, name, sizeof(name)),
 		    n);
 		for (int e = 0; e < s->E; e++)
-			num(6, 3, n > 0 ? row[e] / n : NAN);
+			rs_num(6, 3, n > 0 ? row[e] / n : NAN);
 		putchar('\n');
 	}
 }

@@ -53,6 +53,8 @@ void rs_close(FILE *f);
 void rs_layer_label(char *buf, size_t n, const struct vlm_routes_layer *l);
 /* Does layer l of s carry tokens of modality mod (0, 1; 2 either)? */
 int rs_has(const struct vlm_route_stats *s, int l, int mod);
+/* printf " %*.*f", or "-" in that width when v is NaN (route-stats-print.c) */
+void rs_num(int width, int prec, double v);
 
 /* Terminal heatmaps: layer x expert share per modality, class x expert. */
 void rs_print_heatmap(const struct vlm_route_stats *s,

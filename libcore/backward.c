@@ -8,7 +8,6 @@
 #include "kernels.h"
 #include "run.h"
 
-#define LAYER(st, buf, l, n) ((st)->buf + (size_t)((st)->nl > 1 ? (l) : 0) * (n))
 
 static void
 zero(float *x, size_t n)

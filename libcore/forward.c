@@ -470,8 +470,6 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	ma->aux = aux_fwd(c, ma, r->train);
 }
 
-/* Stored-layer pointer: layer l's copy when training, else the one. */
-#define LAYER(st, buf, l, n) ((st)->buf + (size_t)((st)->nl > 1 ? (l) : 0) * (n))
 
 /* Attention of every segment of layer l (rows of each run apart). */
 static void

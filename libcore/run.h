@@ -34,6 +34,11 @@ struct moe_acts {
 	float aux;                         /* weighted aux loss */
 };
 
+/* A stored activation of layer l: its own copy when training (nl = L),
+ * else the one copy every layer shares (inference). */
+#define LAYER(st, buf, l, n) \
+	((st)->buf + (size_t)((st)->nl > 1 ? (l) : 0) * (n))
+
 struct stack {
 	int nseg;
 	struct seg seg[2];
