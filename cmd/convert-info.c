@@ -110,8 +110,17 @@ print_model(const char *path)
 		    "(eval %g)\n", c->moe.experts, c->moe.top_k,
 		    c->moe.modality_experts ? "per-modality" : "shared",
 		    c->moe.cf_train, c->moe.cf_eval);
+	if (c->tl.after >= 0)
+		printf("token reduction: TokenLearner (hidden %d) after "
+		    "block %d, %d -> %d image tokens\n", c->tl.hidden,
+		    c->tl.after, vlm_config_image_tokens(c), c->tl.tokens);
 	printf("active parameters per token: %lld\n",
 	    (long long)vlm_model_active_params(&m));
+	if (c->lora.rank > 0)
+		printf("LoRA adapters: rank %d, scale %g, %d tensors, %lld "
+		    "parameters\n", c->lora.rank, vlm_lora_scale(c),
+		    m.nparams - vlm_lora_first(&m), (long long)(m.nfloats -
+		    m.params[vlm_lora_first(&m)].off));
 	for (int text = 0; text < 2; text++)
 		printf("forward GFLOPs per %s: %.4g (rows allocated: %.4g)\n",
 		    text ? "text" : "image", vlm_model_flops(&m, text, 0) / 1e9,

@@ -173,7 +173,8 @@ position_map(const struct vlm_route_stats *s, int l)
 {
 	int g = s->grid, c = s->cls, d;
 
-	if (!rs_has(s, l, 0) || g * g + c != s->image_tokens)
+	if (!rs_has(s, l, 0) || g * g + c != s->image_tokens ||
+	    s->l[l].npos != s->image_tokens) /* learned tokens: no grid */
 		return;
 	printf("\ndominant expert per patch (%dx%d)", g, g);
 	if (c && (d = dominant(s, l, 0)) >= 0)

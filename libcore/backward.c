@@ -232,9 +232,9 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[i];
 	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
-	int D = i ? c->text.width : c->vision.width, B = t->B, T = t->T;
+	int D = i ? c->text.width : c->vision.width, B = t->B, T = t->Te;
 	int p = c->patch_size, P = (c->image_size / p) * (c->image_size / p);
-	const float *d = dx0 + (size_t)t->row0 * D;
+	const float *d = dx0 + (size_t)t->row0e * D;
 
 	if (i == 1) {
 		vlm_posembed_bwd_ref(NULL, g + o->pos, d, B, T, D);
@@ -269,6 +269,33 @@ stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 	return dout;
 }
 
+/* d x[0] of st->next (r->dcut) -> d output rows of st (dtop). */
+static void
+cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
+    float *dtop, float *g)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_tower_off *o = &m->vis;
+	const float *w = m->w, *top = st->x + (size_t)st->L * st->R * st->D;
+	size_t D = st->D;
+
+	for (int i = 0; i < st->nseg; i++) {
+		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
+		const float *d0 = r->dcut + b->row0 * D;
+		float *dt = dtop + a->row0 * D;
+		if (a->mod) {
+			for (size_t k = 0; k < (size_t)a->B * a->T * D; k++)
+				dt[k] += d0[k];
+			continue;
+		}
+		vlm_token_learner_bwd_cpu(dt, g + o->tl_ln_w, g + o->tl_ln_b,
+		    g + o->tl_w1, g + o->tl_b1, g + o->tl_w2, g + o->tl_b2, d0,
+		    r->tw[0].tl_act, top + a->row0 * D, w + o->tl_ln_w,
+		    w + o->tl_w1, w + o->tl_w2, a->B, a->T, D, c->tl.hidden,
+		    b->T);
+	}
+}
+
 int
 vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
@@ -282,17 +309,22 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 	vlm_clip_loss_bwd_cpu(r->dunit[0], r->dunit[1], g + m->logit_scale,
 	    r->dlogits, r->logits, r->lse2, r->tw[0].unit, r->tw[1].unit,
 	    m->w[m->logit_scale], 1.0f, B, m->cfg.embed_dim);
-	for (int s = 0; s < r->nst; s++) {
+	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
 		float *dx0;
 		zero(r->dnext, (size_t)st->R * st->D);
 		for (int i = 0; i < 2; i++)
 			if (r->tw[i].st == st)
 				head_bwd(r, m, i, r->dnext, g);
+		if (st->next && st->R)
+			cut_bwd(r, m, st, r->dnext, g);
 		dx0 = stack_bwd(r, m, st, g);
 		for (int i = 0; i < 2; i++)
-			if (r->tw[i].st == st)
+			if (r->tw[i].st0 == st)
 				embed_bwd(r, m, i, dx0, g);
+		if (s > 0 && r->st[s - 1].next == st)
+			memcpy(r->dcut, dx0, (size_t)st->R * st->D *
+			    sizeof(float));
 	}
 	return 0;
 }

@@ -25,6 +25,7 @@ static const char *const pool_names[] = { "cls", "eot", "gap", "map", NULL };
 static const char *const gate_names[] = { "none", "topk", NULL };
 static const char *const tower_names[] = { "both", "vision", "text", NULL };
 static const char *const alpha_names[] = { "drop", "white", "black", NULL };
+static const char *const lora_names[] = { "all", "attn", "mlp", NULL };
 
 #define O(f) offsetof(struct vlm_config, f)
 #define TOWER(p, t) \
@@ -74,6 +75,10 @@ static const struct key keys[] = {
 	{ "aux.s_text", K_FLOAT, O(aux.s_text), NULL },
 	{ "token_reduction.after", K_INT, O(tl.after), NULL },
 	{ "token_reduction.tokens", K_INT, O(tl.tokens), NULL },
+	{ "token_reduction.hidden", K_INT, O(tl.hidden), NULL },
+	{ "lora.rank", K_INT, O(lora.rank), NULL },
+	{ "lora.alpha", K_FLOAT, O(lora.alpha), NULL },
+	{ "lora.targets", K_ENUM, O(lora.targets), lora_names },
 };
 #define NKEYS (sizeof(keys) / sizeof(*keys))
 
@@ -116,6 +121,7 @@ defaults(struct vlm_config *c)
 	c->aux.s_text = 9;
 	c->tl.after = -1;
 	c->tl.tokens = 8;
+	c->tl.hidden = 64;
 }
 
 static void
@@ -382,6 +388,9 @@ vlm_config_check(const struct vlm_config *c)
 		return vlm_error("config: vision.pool cannot be eot");
 	if (t->pool == VLM_POOL_CLS)
 		return vlm_error("config: text.pool cannot be cls");
+	if (c->lora.rank < 0 || !(c->lora.alpha >= 0))
+		return vlm_error("config: lora.rank and lora.alpha must not be "
+		    "negative");
 	return vlm_config_check_moe(c);
 }
 
@@ -392,10 +401,13 @@ vlm_config_check_moe(const struct vlm_config *c)
 	int E = c->moe.experts, K = c->moe.top_k;
 
 	if (c->tl.after >= 0 && (c->tl.after >= c->vision.layers ||
-	    c->tl.tokens <= 0))
+	    c->tl.tokens <= 0 || c->tl.hidden <= 0))
 		return vlm_error("config: token_reduction.after must be a "
-		    "vision block index (< %d) and tokens positive",
+		    "vision block index (< %d), tokens and hidden positive",
 		    c->vision.layers);
+	if (c->tl.after >= 0 && c->vision.pool == VLM_POOL_CLS)
+		return vlm_error("config: token reduction replaces the class "
+		    "token: choose vision.pool gap or map");
 	if (E == 0)
 		return 0;
 	if (E < 0 || K < 1)

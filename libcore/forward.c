@@ -127,9 +127,12 @@ plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
 		t->patches = TAKE(a, P * 3 * c->patch_size * c->patch_size,
 		    float);
 		t->emb = TAKE(a, P * D, float);
-		t->xe = TAKE(a, (size_t)B * T * D, float);
-		t->mean0 = TAKE(a, (size_t)B * T, float);
-		t->rstd0 = TAKE(a, (size_t)B * T, float);
+		t->xe = TAKE(a, (size_t)B * t->Te * D, float);
+		t->mean0 = TAKE(a, (size_t)B * t->Te, float);
+		t->rstd0 = TAKE(a, (size_t)B * t->Te, float);
+		if (t->st0 != t->st)
+			t->tl_act = TAKE(a, vlm_token_learner_act_floats(B,
+			    t->Te, D, c->tl.hidden, T), float);
 	} else {
 		t->ids = TAKE(a, (size_t)B * T, int32_t);
 		t->emb = TAKE(a, (size_t)B * T * D, float);
@@ -192,35 +195,49 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 	    c->vision.width : c->text.width), float);
 	r->dz = TAKE(a, S * E, float);
 	r->dw = TAKE(a, S * K, float);
+	if (r->st[0].next)
+		r->dcut = TAKE(a, RD, float);
 }
 
-static void
-init_stack(struct stack *st, const struct vlm_model *m, int tower, int train)
+/* Blocks l0 .. l0+L-1 of a tower as a stack (no rows yet). */
+static struct stack *
+init_stack(struct vlm_run *r, const struct vlm_model *m, int tower, int l0,
+    int L)
 {
 	const struct vlm_config *c = &m->cfg;
 	const struct vlm_tower_config *tc = tower ? &c->text : &c->vision;
 	const struct vlm_tower_off *to = tower ? &m->txt : &m->vis;
+	struct stack *st = &r->st[r->nst++];
+	int train = r->train;
 
 	st->D = tc->width;
 	st->F = tc->width * tc->mlp_ratio;
 	st->H = tc->heads;
-	st->L = to->nblocks;
-	st->blocks = to->blocks;
+	st->l0 = l0;
+	st->L = L;
+	st->blocks = to->blocks + l0;
 	st->nl = train ? st->L : 1;
 	st->pools = c->moe.modality_experts ? 2 : 1;
+	return st;
 }
 
+/* B sequences of T tokens of modality mod into stack st; the first
+ * stack a modality enters takes its embeddings, the last its head. */
 static void
-add_seg(struct stack *st, struct tower_acts *t, int mod, int causal)
+add_seg(struct stack *st, struct tower_acts *t, int mod, int T, int causal)
 {
 	struct seg *s = &st->seg[st->nseg++];
 
-	s->mod = mod, s->B = t->B, s->T = t->T, s->causal = causal;
+	s->mod = mod, s->B = t->B, s->T = T, s->causal = causal;
 	s->row0 = st->R;
+	if (!t->st0) {
+		t->st0 = st;
+		t->row0e = st->R;
+	}
 	t->st = st;
 	t->row0 = st->R;
-	st->R += t->B * t->T;
-	st->S_max[st->pools == 2 ? mod : 0] += t->B * t->T;
+	st->R += t->B * T;
+	st->S_max[st->pools == 2 ? mod : 0] += t->B * T;
 }
 
 /* Lay out every buffer of the run; with a->base NULL only measure. */
@@ -232,8 +249,9 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 			plan_tower(a, &r->tw[i], m, i);
 	for (int i = 0; i < r->nst; i++) {
 		plan_stack(a, &r->st[i], m);
-		for (int s = 0; s < r->st[i].nseg; s++)
-			r->st[i].seg[s].len = r->tw[r->st[i].seg[s].mod].len;
+		for (int s = 0; s < r->st[i].nseg; s++) /* images: all T */
+			r->st[i].seg[s].len = r->st[i].seg[s].mod ?
+			    r->tw[1].len : NULL;
 	}
 	r->logits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
 	r->lse2 = TAKE(a, 2 * (size_t)r->tw[0].B, float);
@@ -248,9 +266,10 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 		    float);
 		r->dpooled[i] = TAKE(a, (size_t)r->tw[i].B * D, float);
 	}
-	size_t RD = (size_t)(r->st[0].R > r->st[1].R ? r->st[0].R :
-	    r->st[1].R) * (m->cfg.vision.width > m->cfg.text.width ?
-	    m->cfg.vision.width : m->cfg.text.width);
+	size_t RD = 0;
+	for (int i = 0; i < r->nst; i++)
+		RD = (size_t)r->st[i].R * r->st[i].D > RD ?
+		    (size_t)r->st[i].R * r->st[i].D : RD;
 	r->dlnf = TAKE(a, RD, float);
 	if (m->cfg.vision.pool == VLM_POOL_MAP ||
 	    m->cfg.text.pool == VLM_POOL_MAP) {
@@ -274,21 +293,31 @@ vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_run *r = calloc(1, sizeof(*r));
 	struct arena a = { NULL, 0 };
+	int cut = B_img && c->tl.after >= 0;
+	struct stack *st;
 
 	if (!r) {
 		vlm_error("out of memory");
 		return NULL;
 	}
 	r->train = train;
-	r->tw[0].B = B_img, r->tw[0].T = vlm_config_image_tokens(c);
-	r->tw[1].B = B_txt, r->tw[1].T = c->context;
-	r->nst = c->family == VLM_ONE_TOWER ? 1 : 2;
-	init_stack(&r->st[0], m, 0, train);
-	init_stack(&r->st[1], m, 1, train);
-	if (B_img)
-		add_seg(&r->st[0], &r->tw[0], 0, 0);
-	if (B_txt)
-		add_seg(&r->st[r->nst - 1], &r->tw[1], 1, 1);
+	r->tw[0].B = B_img, r->tw[0].Te = vlm_config_image_tokens(c);
+	r->tw[1].B = B_txt, r->tw[1].T = r->tw[1].Te = c->context;
+	r->tw[0].T = cut ? c->tl.tokens : r->tw[0].Te;
+	st = init_stack(r, m, 0, 0, cut ? c->tl.after + 1 : m->vis.nblocks);
+	if (cut)
+		st->next = init_stack(r, m, 0, c->tl.after + 1,
+		    m->vis.nblocks - c->tl.after - 1);
+	if (c->family == VLM_TWO_TOWER)
+		init_stack(r, m, 1, 0, m->txt.nblocks);
+	for (int i = 0; i < r->nst; i++) {
+		st = &r->st[i];
+		if (B_img && i <= cut)
+			add_seg(st, &r->tw[0], 0, i ? r->tw[0].T : r->tw[0].Te,
+			    0);
+		if (B_txt && (c->family == VLM_ONE_TOWER || i == r->nst - 1))
+			add_seg(st, &r->tw[1], 1, c->context, 1);
+	}
 	plan(&a, r, m);
 	if (!(r->arena = calloc(1, a.off))) {
 		free(r);
@@ -340,7 +369,7 @@ routing_rows(struct stack *st, struct moe_acts *first[2])
 		const struct seg *s = &st->seg[i];
 		int p = st->pools == 2 ? s->mod : 0;
 		for (int b = 0; b < s->B; b++)
-			for (int t = 0; t < s->len[b]; t++) {
+			for (int t = 0; t < (s->len ? s->len[b] : s->T); t++) {
 				first[p]->rows[n[p]] = s->row0 + b * s->T + t;
 				first[p]->mod[n[p]++] = s->mod;
 			}
@@ -554,7 +583,7 @@ image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
 	const struct vlm_tower_off *o = &m->vis;
 	int D = c->vision.width, p = c->patch_size, g = c->image_size / p;
 	int P = g * g, B = t->B;
-	float *x0 = t->st->x + (size_t)t->row0 * D;
+	float *x0 = t->st0->x + (size_t)t->row0e * D;
 
 	vlm_patchify_fwd_ref(t->patches, img, B, 3, c->image_size,
 	    c->image_size, p);
@@ -564,9 +593,9 @@ image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
 		vlm_cls_prepend_fwd_ref(t->xe, t->emb, m->w + o->cls, B, P, D);
 	else
 		memcpy(t->xe, t->emb, (size_t)B * P * D * sizeof(float));
-	vlm_posembed_fwd_ref(t->xe, t->xe, m->w + o->pos, B, t->T, D);
+	vlm_posembed_fwd_ref(t->xe, t->xe, m->w + o->pos, B, t->Te, D);
 	vlm_layernorm_fwd_cpu(x0, t->mean0, t->rstd0, t->xe, m->w + o->ln_pre_w,
-	    m->w + o->ln_pre_b, B * t->T, D);
+	    m->w + o->ln_pre_b, B * t->Te, D);
 	for (int b = 0; b < B; b++) {
 		t->len[b] = t->T;
 		t->pos[b] = 0;
@@ -580,7 +609,7 @@ text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[1];
 	int D = c->text.width, B = t->B, T = t->T;
-	float *x0 = t->st->x + (size_t)t->row0 * D;
+	float *x0 = t->st0->x + (size_t)t->row0e * D;
 
 	for (int64_t i = 0; i < (int64_t)B * T; i++)
 		if (ids[i] < 0 || ids[i] >= c->vocab)
@@ -638,17 +667,47 @@ head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
 	vlm_l2norm_fwd_cpu(t->unit, t->norm, t->feat, B, c->embed_dim);
 }
 
+/* Stack st's output into x[0] of st->next: image rows through the
+ * TokenLearner (N -> M tokens each), text rows as they are. */
+static void
+cut_fwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_tower_off *o = &m->vis;
+	const float *w = m->w, *top = st->x + (size_t)st->L * st->R * st->D;
+	size_t D = st->D;
+
+	for (int i = 0; i < st->nseg; i++) {
+		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
+		float *x0 = st->next->x + b->row0 * D;
+		if (a->mod)
+			memcpy(x0, top + a->row0 * D, (size_t)a->B * a->T * D *
+			    sizeof(float));
+		else
+			vlm_token_learner_fwd_cpu(x0, r->tw[0].tl_act,
+			    top + a->row0 * D, w + o->tl_ln_w, w + o->tl_ln_b,
+			    w + o->tl_w1, w + o->tl_b1, w + o->tl_w2,
+			    w + o->tl_b2, a->B, a->T, D, c->tl.hidden, b->T);
+	}
+}
+
 int
 vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
     const int32_t *tokens)
 {
+	if (m->cfg.lora.rank > 0) /* lora.c: a view, or vlm_lora_merge() */
+		return vlm_error("model has unmerged LoRA adapters: merge "
+		    "them first (vlm-convert merge-lora)");
 	if (r->tw[0].B)
 		image_embed(r, m, images);
 	if (r->tw[1].B && text_embed(r, m, tokens) < 0)
 		return -1;
-	for (int i = 0; i < r->nst; i++)
+	for (int i = 0; i < r->nst; i++) {
 		if (r->st[i].R)
 			stack_fwd(r, m, &r->st[i]);
+		if (r->st[i].next)
+			cut_fwd(r, m, &r->st[i]);
+	}
 	for (int i = 0; i < 2; i++)
 		if (r->tw[i].B)
 			head_fwd(r, m, i);
@@ -696,16 +755,40 @@ vlm_run_features(const struct vlm_run *r, int text, int unit)
 	return unit ? r->tw[text].unit : r->tw[text].feat;
 }
 
+/* The stack whose x[l - l0] is the stream entering block l of modality
+ * text (l = depth: the output), and that modality's segment in it. */
+static const struct stack *
+stack_at(const struct vlm_run *r, int text, int l, const struct seg **sg)
+{
+	for (int i = 0; i < r->nst; i++) {
+		const struct stack *st = &r->st[i];
+		if (l < st->l0 || l > st->l0 + st->L ||
+		    (l == st->l0 + st->L && st->next))
+			continue;
+		for (int k = 0; k < st->nseg; k++)
+			if (st->seg[k].mod == text) {
+				*sg = &st->seg[k];
+				return st;
+			}
+	}
+	return NULL;
+}
+
 const float *
 vlm_run_stream(const struct vlm_run *r, int text, int l, int *rows, int *D)
 {
 	const struct tower_acts *t = &r->tw[text];
+	const struct stack *st;
+	const struct seg *sg;
 
 	*rows = t->B * t->T;
 	*D = t->st->D;
 	if (l < 0) /* after the final LayerNorm */
 		return t->lnf;
-	return t->st->x + ((size_t)l * t->st->R + t->row0) * t->st->D;
+	if (!(st = stack_at(r, text, l, &sg)))
+		return NULL;
+	*rows = sg->B * sg->T;
+	return st->x + ((size_t)(l - st->l0) * st->R + sg->row0) * st->D;
 }
 
 void
@@ -718,14 +801,15 @@ int
 vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v)
 {
-	const struct stack *st = r->tw[text].st;
+	const struct seg *sg;
+	const struct stack *st = stack_at(r, text, l, &sg);
 	const struct moe_acts *ma;
 
-	if (!st || l < 0 || l >= st->L || !st->blocks[l].moe ||
+	if (!st || l >= st->l0 + st->L || !st->blocks[l - st->l0].moe ||
 	    pool >= st->pools)
 		return -1;
-	ma = &st->moe[l * 2 + pool];
-	v->S = ma->S, v->C = ma->C;
+	ma = &st->moe[(l - st->l0) * 2 + pool];
+	v->S = ma->S, v->C = ma->C, v->block = l;
 	v->rows = ma->rows, v->mod = ma->mod;
 	v->idx = ma->idx, v->keep = ma->keep, v->w = ma->w;
 	v->z = ma->z, v->p = ma->p, v->fill = ma->fill;
@@ -739,15 +823,16 @@ vlm_run_rng(struct vlm_run *r)
 }
 
 int
-vlm_run_row_info(const struct vlm_run *r, int text, int row, int *example,
-    int *pos)
+vlm_run_row_info(const struct vlm_run *r, int text, int l, int row,
+    int *example, int *pos)
 {
-	const struct tower_acts *t = &r->tw[text];
-	int64_t i = (int64_t)row - t->row0;
+	const struct seg *sg;
+	const struct stack *st = stack_at(r, text, l, &sg);
+	int64_t i = st ? (int64_t)row - sg->row0 : -1;
 
-	if (!t->B || !t->st || i < 0 || i >= (int64_t)t->B * t->T)
+	if (!st || i < 0 || i >= (int64_t)sg->B * sg->T)
 		return -1;
-	*example = (int)(i / t->T);
-	*pos = (int)(i % t->T);
+	*example = (int)(i / sg->T);
+	*pos = (int)(i % sg->T);
 	return 0;
 }

@@ -152,6 +152,26 @@ add_map(struct builder *b, struct vlm_tower_off *t, const char *pre, int D,
 	t->map_out_b = add(b, 1, S1(D), "%sattn_pool.attn.out_proj.bias", pre);
 }
 
+/* TokenLearner (token_reduction): LN, MLP D -> hidden -> M. */
+static void
+add_token_learner(struct builder *b, struct vlm_tower_off *v, int D)
+{
+	const struct vlm_config *c = &b->m->cfg;
+	int H = c->tl.hidden, M = c->tl.tokens;
+
+	v->tl_ln_w = v->tl_ln_b = v->tl_w1 = v->tl_b1 = v->tl_w2 = -1;
+	v->tl_b2 = -1;
+	if (c->tl.after < 0)
+		return;
+	v->tl_ln_w = add(b, 1, S1(D), "visual.token_learner.ln.weight");
+	v->tl_ln_b = add(b, 1, S1(D), "visual.token_learner.ln.bias");
+	v->tl_w1 = add(b, 2, S2(H, D), "visual.token_learner.mlp.c_fc.weight");
+	v->tl_b1 = add(b, 1, S1(H), "visual.token_learner.mlp.c_fc.bias");
+	v->tl_w2 = add(b, 2, S2(M, H),
+	    "visual.token_learner.mlp.c_proj.weight");
+	v->tl_b2 = add(b, 1, S1(M), "visual.token_learner.mlp.c_proj.bias");
+}
+
 static void
 add_vision(struct builder *b)
 {
@@ -167,6 +187,7 @@ add_vision(struct builder *b)
 	    "visual.positional_embedding");
 	v->ln_pre_w = add(b, 1, S1(D), "visual.ln_pre.weight");
 	v->ln_pre_b = add(b, 1, S1(D), "visual.ln_pre.bias");
+	add_token_learner(b, v, D);
 	if (c->family == VLM_TWO_TOWER)
 		add_blocks(b, v, "visual.", 0);
 	v->ln_post_w = add(b, 1, S1(D), "visual.ln_post.weight");
@@ -183,6 +204,8 @@ add_text(struct builder *b)
 	int D = c->text.width;
 
 	t->patch_w = t->cls = t->ln_pre_w = t->ln_pre_b = -1;
+	t->tl_ln_w = t->tl_ln_b = t->tl_w1 = t->tl_b1 = t->tl_w2 = -1;
+	t->tl_b2 = -1;
 	t->tok_emb = add(b, 2, S2(c->vocab, D), "token_embedding.weight");
 	t->pos = add(b, 2, S2(c->context, D), "positional_embedding");
 	add_blocks(b, t, "", 1);
@@ -190,6 +213,26 @@ add_text(struct builder *b)
 	t->ln_post_b = add(b, 1, S1(D), "ln_final.bias");
 	add_map(b, t, "", D, c->text.pool == VLM_POOL_MAP);
 	t->proj = add(b, 2, S2(D, c->embed_dim), "text_projection");
+}
+
+/* LoRA pairs (lora.c) A (r, IN), B (OUT, r) for each targeted weight
+ * (OUT, IN), per expert (E, r, IN), (E, OUT, r) for stacked experts;
+ * after every base parameter, so base offsets are the plain model's. */
+static void
+add_lora(struct builder *b)
+{
+	int n = b->m->nparams, r = b->m->cfg.lora.rank;
+
+	for (int i = 0; i < n; i++) {
+		struct vlm_param p = b->m->params[i]; /* add() reallocates */
+		int64_t *s = p.shape; /* (OUT, IN) or (E, OUT, IN) */
+		if (!vlm_lora_target(&b->m->cfg, p.name))
+			continue;
+		add(b, p.ndim, p.ndim == 3 ? S3(s[0], r, s[2]) : S2(r, s[1]),
+		    "%s.lora_A", p.name);
+		add(b, p.ndim, p.ndim == 3 ? S3(s[0], s[1], r) : S2(s[0], r),
+		    "%s.lora_B", p.name);
+	}
 }
 
 int
@@ -201,9 +244,6 @@ vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
 	if (vlm_config_check(c) < 0)
 		return -1;
 	m->cfg = *c;
-	if (c->tl.after >= 0)
-		return vlm_error("config: token reduction is not supported by "
-		    "the model yet");
 	add_text(&b);
 	add_vision(&b);
 	if (c->family == VLM_ONE_TOWER) { /* one set of blocks for both */
@@ -211,6 +251,8 @@ vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
 		m->vis.blocks = m->txt.blocks;
 	}
 	m->logit_scale = add(&b, 0, NULL, "logit_scale");
+	if (c->lora.rank > 0)
+		add_lora(&b);
 	if (!b.err && !(m->w = calloc(m->nfloats, sizeof(float))))
 		b.err = vlm_error("out of memory for %lld parameters",
 		    (long long)m->nfloats);
@@ -294,7 +336,7 @@ vlm_model_randomize(struct vlm_model *m, uint64_t seed)
 	struct vlm_rng r;
 
 	vlm_rng_seed(&r, seed);
-	for (int i = 0; i < m->nparams; i++) {
+	for (int i = 0; i < vlm_lora_first(m); i++) { /* then the adapters */
 		const struct vlm_param *p = &m->params[i];
 		int vis = strncmp(p->name, "visual.", 7) == 0;
 		const struct vlm_tower_config *t = vis && m->cfg.family ==
@@ -310,6 +352,7 @@ vlm_model_randomize(struct vlm_model *m, uint64_t seed)
 			    &r);
 	}
 	m->w[m->logit_scale] = m->cfg.logit_scale_init;
+	vlm_lora_randomize(m, seed);
 }
 
 int64_t
@@ -338,12 +381,12 @@ vlm_model_active_params(const struct vlm_model *m)
  */
 static double
 blocks_flops(const struct vlm_model *m, const struct vlm_tower_off *t,
-    const struct vlm_tower_config *tc, double N, int allocated)
+    const struct vlm_tower_config *tc, double N, int cut, int allocated)
 {
 	const struct vlm_config *c = &m->cfg;
 	double D = tc->width, r = tc->mlp_ratio, f = 0;
 	double rows = c->moe.top_k * (allocated && c->moe.cf_eval > 1 ?
-	    c->moe.cf_eval : 1);
+	    c->moe.cf_eval : 1), H = c->tl.hidden, M = c->tl.tokens;
 
 	for (int l = 0; l < t->nblocks; l++) {
 		f += 8 * N * D * D + 4 * N * N * D; /* qkv, out; scores, sum */
@@ -352,6 +395,10 @@ blocks_flops(const struct vlm_model *m, const struct vlm_tower_off *t,
 			    rows * 4 * r * D * D);
 		else
 			f += 4 * r * N * D * D;
+		if (l == cut) { /* TokenLearner: its MLP, M sums of N rows */
+			f += 2 * N * H * (D + M) + 2 * M * N * D;
+			N = M;
+		}
 	}
 	return f;
 }
@@ -364,14 +411,15 @@ vlm_model_flops(const struct vlm_model *m, int text, int allocated)
 
 	if (text) {
 		N = c->context, D = c->text.width;
-		return blocks_flops(m, &m->txt, &c->text, N, allocated) +
+		return blocks_flops(m, &m->txt, &c->text, N, -1, allocated) +
 		    2 * D * c->embed_dim;
 	}
 	N = vlm_config_image_tokens(c), D = c->vision.width;
 	f = 2.0 * (c->image_size / c->patch_size) *
 	    (c->image_size / c->patch_size) * 3 * c->patch_size *
 	    c->patch_size * D;
-	return f + blocks_flops(m, &m->vis, &c->vision, N, allocated) +
+	return f + blocks_flops(m, &m->vis, &c->vision, N, c->tl.after,
+	    allocated) +
 	    2 * D * c->embed_dim;
 }
 

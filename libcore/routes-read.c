@@ -109,6 +109,10 @@ read_layers(struct vlm_routes_reader *r, json_t *a)
 			return vlm_error("'%s': bad layer %zu in the metadata",
 			    r->name, i);
 		snprintf(l->name, sizeof(l->name), "%s", json_string_value(nm));
+		l->image_tokens = -1; /* older records: the global count */
+		if (json_object_get(v, "image_tokens") && get_int(r, v,
+		    "image_tokens", 0, 1 << 24, &l->image_tokens) < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -136,7 +140,12 @@ read_meta(struct vlm_routes_reader *r, json_t *m)
 	    get_int(r, m, "context", 0, 1 << 24, &r->context) < 0)
 		return -1;
 	r->cls = json_is_true(json_object_get(m, "cls"));
-	return read_layers(r, json_object_get(m, "layers"));
+	if (read_layers(r, json_object_get(m, "layers")) < 0)
+		return -1;
+	for (int i = 0; i < r->nlayers; i++)
+		if (r->layers[i].image_tokens < 0)
+			r->layers[i].image_tokens = r->image_tokens;
+	return 0;
 }
 
 int
@@ -192,7 +201,7 @@ get_array(struct vlm_routes_reader *r, enum vlm_dtype dt, int64_t d0,
 static int
 check_group(struct vlm_routes_reader *r, const struct vlm_routes_group *g)
 {
-	int T = r->modality ? r->context : r->image_tokens;
+	int T = r->modality ? r->context : r->layers[g->layer].image_tokens;
 
 	for (int s = 0; s < g->S; s++) {
 		if (g->tok[2 * s] < 0 || g->tok[2 * s] >= r->n ||

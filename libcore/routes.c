@@ -88,9 +88,12 @@ meta_json(const struct vlm_routes_writer *w, const struct vlm_model *m)
 	for (int i = 0; ls && i < w->nlayers; i++) {
 		const struct vlm_routes_wlayer *l = &w->layer[i];
 		layer_name(name, sizeof(name), m, l);
-		json_array_append_new(ls, json_pack("{s:s,s:i,s:i,s:s}",
+		int cut = c->tl.after >= 0 && l->tower != 1 &&
+		    l->block > c->tl.after;
+		json_array_append_new(ls, json_pack("{s:s,s:i,s:i,s:s,s:i}",
 		    "tower", tower_names[l->tower], "block", l->block,
-		    "pool", l->pool, "name", name));
+		    "pool", l->pool, "name", name, "image_tokens", cut ?
+		    c->tl.tokens : vlm_config_image_tokens(c)));
 	}
 	o = json_pack("{s:s,s:i,s:s,s:i,s:i,s:[ss],s:o,s:i,s:i,s:b,s:i,"
 	    "s:f,s:i,s:b,s:s}", "format", "vlm-routes", "version", 1,
@@ -164,7 +167,8 @@ token_of(const struct vlm_run *r, const struct vlm_route_view *v, int s,
     int text, int n, int *ex, int *pos)
 {
 	return v->mod[s] == text &&
-	    vlm_run_row_info(r, text, v->rows[s], ex, pos) == 0 && *ex < n;
+	    vlm_run_row_info(r, text, v->block, v->rows[s], ex, pos) == 0 &&
+	    *ex < n;
 }
 
 /* Tokens of the first n examples of text in view v. */

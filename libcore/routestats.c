@@ -42,7 +42,9 @@ vlm_route_stats_init(struct vlm_route_stats *s,
 		if (acc_init(&l->m[0], s->E) < 0 ||
 		    acc_init(&l->m[1], s->E) < 0)
 			goto oom;
-		l->npos = r->image_tokens;
+		/* patch heatmaps only where tokens are still patches */
+		l->npos = r->layers[i].image_tokens == r->image_tokens ?
+		    r->image_tokens : 0;
 		l->use = calloc(s->E, sizeof(double));
 		l->pos = calloc((size_t)(l->npos ? l->npos : 1) * s->E,
 		    sizeof(double));

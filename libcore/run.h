@@ -4,7 +4,10 @@
  * step). A "stack" is one pass of rows through a set of blocks: in a
  * two-tower model one stack per tower, in a one-tower model one stack
  * whose rows are the image tokens followed by the text tokens, so that
- * the MoE layers route both modalities in one group.
+ * the MoE layers route both modalities in one group. Token reduction
+ * (TokenLearner after vision block `after`) cuts the image rows from N to
+ * M tokens, so the blocks after it form a stack of their own: the first
+ * stack's `next`, whose x[0] is the cut of the first one's output.
  */
 #ifndef VLM_RUN_H
 #define VLM_RUN_H
@@ -43,6 +46,8 @@ struct stack {
 	int nseg;
 	struct seg seg[2];
 	int R, D, F, H, L, pools, nl;
+	int l0;             /* the tower's index of blocks[0] */
+	struct stack *next; /* the stack after a token-reduction cut */
 	const struct vlm_block_off *blocks;
 	int64_t att_n;      /* floats of attention probs per layer */
 	float *x;           /* (L+1, R, D) block inputs; x[L] the output */
@@ -54,9 +59,12 @@ struct stack {
 
 /* Embeddings and head of one modality. */
 struct tower_acts {
-	int B, T;
-	struct stack *st;   /* the stack that carries its rows */
+	int B, T;           /* T: tokens at the head */
+	struct stack *st;   /* the stack that carries its rows to the head */
 	int64_t row0;
+	int Te;             /* tokens at the embedding (images: N before a cut) */
+	struct stack *st0;  /* the stack its embeddings enter */
+	int64_t row0e;
 	float *patches;     /* (B*P, 3*p*p) images only */
 	float *emb;         /* (B*P, D) patch or token embeddings */
 	float *xe;          /* (B*T, D) before ln_pre (images) */
@@ -67,11 +75,12 @@ struct tower_acts {
 	float *mq, *mk, *mv, *matt, *mpatt; /* map pooling: (D) (B*T,D) x2
 	                                     * (B,H,T) (B,D) */
 	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
+	float *tl_act;              /* TokenLearner activations (images) */
 };
 
 struct vlm_run {
 	int train, nst;
-	struct stack st[2];
+	struct stack st[3];       /* in forward order */
 	struct tower_acts tw[2]; /* 0 images, 1 texts */
 	float *logits, *dlogits;  /* (Bi, Bt) */
 	float *lse2;              /* (2B) row and column log-sum-exps */
@@ -82,6 +91,7 @@ struct vlm_run {
 	float *dbuf, *defc, *deact, *deout, *dxs, *dys, *dz, *dw; /* MoE */
 	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
 	float *dmq, *dmk, *dmv, *dmpatt; /* map pooling */
+	float *dcut;              /* d x[0] of a token-reduction cut's next */
 	void *arena;
 	size_t bytes;             /* of the arena */
 };

@@ -163,7 +163,15 @@ struct vlm_config {
 	struct {
 		int after;  /* block index after which image tokens are cut */
 		int tokens; /* M, e.g. 8 */
+		int hidden; /* its MLP's width, e.g. 64 */
 	} tl;
+
+	/* LoRA adapters (libcore/lora.c); rank 0: none */
+	struct {
+		int rank;     /* r, e.g. 8 */
+		float alpha;  /* scale alpha / r, e.g. 16; 0: alpha = r */
+		int targets;  /* enum vlm_lora_targets, e.g. all */
+	} lora;
 };
 
 /* Named presets: "tiny", "s", "b", "openclip-tiny"...; -1 if unknown. */
@@ -208,6 +216,7 @@ struct vlm_tower_off {
 	int64_t patch_w, cls, tok_emb, pos, ln_pre_w, ln_pre_b;
 	int64_t ln_post_w, ln_post_b, proj; /* proj (width, embed_dim): x @ proj */
 	int64_t map_q, map_in_w, map_in_b, map_out_w, map_out_b; /* pool: map */
+	int64_t tl_ln_w, tl_ln_b, tl_w1, tl_b1, tl_w2, tl_b2; /* TokenLearner */
 	int nblocks;
 	struct vlm_block_off *blocks;       /* shared by both in one-tower */
 };
@@ -287,6 +296,7 @@ const float *vlm_run_stream(const struct vlm_run *r, int text, int l,
  * probabilities p (S,E), kept per expert fill (E), capacity C. */
 struct vlm_route_view {
 	int S, C;
+	int block;  /* the block asked for (for vlm_run_row_info) */
 	const int32_t *rows, *idx, *fill;
 	const uint8_t *mod, *keep;
 	const float *w, *z, *p;
@@ -340,6 +350,150 @@ struct vlm_bpe;
 int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
 
 /* @@SECTIONS@@ (helpers add their sections below this line) */
+
+/* ---- data sources, the adaptive sampler (libcore/sampler.c, rowloss.c) - */
+
+/*
+ * Feed mode of the batch loader (vlm_loader_opts.feed): the consumer
+ * hands over each batch's items, at most depth - 1 batches ahead of the
+ * one it asks vlm_loader_next() for (none fed: an error); they come back
+ * in the order fed. Item i's callbacks get seed; under REPLACE a failed
+ * item's attempt a >= 1 loads lo + splitmix(seed ^ a) mod n with seed
+ * vlm_item_seed(seed, a, that index). The cursor means nothing here.
+ */
+struct vlm_feed {
+	int64_t index;   /* item to load, 0..n-1 */
+	uint64_t seed;   /* its callbacks' seed */
+	int64_t lo, n;   /* REPLACE: replacements from items lo..lo+n-1 */
+};
+struct vlm_loader;
+int vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items,
+    int n);
+
+/*
+ * Several data sources: source s is items lo[s]..lo[s]+n[s]-1 (the
+ * sources' items one after the other), walked epoch after epoch in the
+ * order vlm_perm_shuffle(perm, n[s], vlm_item_seed(seed, -1, s), epoch),
+ * item k of it with seed vlm_item_seed(that seed, epoch, k), each
+ * source with its own cursor. The B examples of micro-batch m of step k
+ * (1-based) come from the sources in order, count[s] from source s, by
+ * systematic sampling: positions (u + j) / B, j < B, u uniform from
+ * (seed, k, m), source s taking those in [P(s-1), P(s)), P the cumulative
+ * probabilities: floor or ceil of B p[s], B p[s] on average.
+ *
+ * The probabilities: w, the weights normalised; adaptive:
+ *     p[s] = (1 - eps) q[s] + eps / S,  q[s] ~ w[s] exp(L[s] / tau)
+ * L[s] the exponential moving average (decay d) of source s's mean
+ * per-example contrastive loss (vlm_run_row_loss) in the steps that drew
+ * from it, starting at its first mean; a source not seen yet counts the
+ * mean of those seen (q = w while none is). Hard sources (high loss) are
+ * drawn more, none less than eps / S. Step k's batches use the losses
+ * through step k - 2: its first batch is loaded while step k - 1 runs.
+ */
+#define VLM_SOURCES_MAX 64
+
+struct vlm_source_state {
+	int64_t epoch, pos;   /* next item: epoch, position in its order */
+	double ema, ema_prev; /* L after the last step, the one before */
+	int seen, seen_prev;  /* ema, ema_prev hold a value */
+};
+
+struct vlm_sampler_opts {
+	int adaptive;     /* else p = w */
+	double tau;       /* temperature, e.g. 1 */
+	double decay;     /* d, e.g. 0.9 */
+	double eps;       /* floor, e.g. 0.1 */
+	uint64_t seed;
+};
+
+struct vlm_sampler {
+	struct vlm_sampler_opts o;
+	int S;
+	int64_t n[VLM_SOURCES_MAX], lo[VLM_SOURCES_MAX];
+	double w[VLM_SOURCES_MAX];              /* normalised */
+	struct vlm_source_state st[VLM_SOURCES_MAX]; /* saved and restored */
+	int64_t done;                           /* last step folded in */
+	double sum[VLM_SOURCES_MAX];            /* the step in progress */
+	int64_t cnt[VLM_SOURCES_MAX];
+	uint32_t *perm[VLM_SOURCES_MAX];
+	int64_t perm_epoch[VLM_SOURCES_MAX];
+};
+
+/* S sources of n[s] items, weights w (> 0; NULL: n); -1 with a message. */
+int vlm_sampler_init(struct vlm_sampler *s, int S, const int64_t *n,
+    const double *w, const struct vlm_sampler_opts *o);
+void vlm_sampler_release(struct vlm_sampler *s);
+/* The rule above: p (S) from w (S, normalised), L and seen (S). */
+void vlm_sampler_rule(int S, const double *w, const double *L,
+    const int *seen, const struct vlm_sampler_opts *o, double *p);
+/* p (S) for the batches of step (s->done + 1 or s->done + 2). */
+void vlm_sampler_probs(const struct vlm_sampler *s, int64_t step,
+    double *p);
+/* count (S) summing to B, by systematic sampling of p. */
+void vlm_sampler_counts(const double *p, int S, int B, uint64_t seed,
+    int64_t step, int micro, int *count);
+/* The B items of micro-batch micro of step, and each one's source src
+ * (B); the sources' cursors move on. */
+void vlm_sampler_plan(struct vlm_sampler *s, int64_t step, int micro,
+    int B, struct vlm_feed *items, int *src);
+/* Per-example losses (B) of a batch of the step in progress. */
+void vlm_sampler_add(struct vlm_sampler *s, const int *src,
+    const double *loss, int B);
+/* Fold the step's mean loss per source into the averages. */
+void vlm_sampler_update(struct vlm_sampler *s, int64_t step);
+
+/* Each example's contrastive loss after vlm_run_loss: (CE of its image's
+ * row + CE of its text's column) / 2, whose mean is the batch's loss:
+ * loss (B). */
+struct vlm_run;
+int vlm_run_row_loss(const struct vlm_run *r, double *loss);
+
+/* ---- LoRA adapters (libcore/lora.c) ------------------------------------ */
+
+/*
+ * With lora.rank = r > 0, each targeted weight W (OUT, IN) of the
+ * transformer blocks (attention in/out projections, MLP and stacked
+ * expert c_fc/c_proj) is used as W + s B A, s = vlm_lora_scale(), with
+ * trainable A (r, IN) "<W>.lora_A" and B (OUT, r) "<W>.lora_B"; stacked
+ * experts (E, OUT, IN) have a pair per expert, A (E, r, IN), B (E, OUT, r).
+ * The pairs come after every base parameter (base offsets are the plain
+ * model's), are saved in the model file like any tensor, and follow the
+ * OpenCLIP weight-decay rule (2-D: decayed). vlm_model_randomize() draws
+ * A ~ N(0, 1/IN) and sets B = 0, so a fresh adapted model computes what
+ * its base computes. vlm_run_new() refuses a model with adapters:
+ * train through a view, infer after vlm_lora_merge().
+ */
+enum vlm_lora_targets { VLM_LORA_ALL, VLM_LORA_ATTN, VLM_LORA_MLP };
+
+/* Does config c put adapters on the parameter called name? */
+int vlm_lora_target(const struct vlm_config *c, const char *name);
+/* s = alpha / r (alpha 0 means alpha = r: s = 1); 0 when rank is 0. */
+float vlm_lora_scale(const struct vlm_config *c);
+/* Index of m's first adapter parameter (m->nparams: none). */
+int vlm_lora_first(const struct vlm_model *m);
+/* Every A ~ N(0, 1/IN) from seed's own stream, every B = 0. */
+void vlm_lora_randomize(struct vlm_model *m, uint64_t seed);
+/* w (m's base floats; may be m->w) := the base weights, each adapted
+ * one plus s B A, per expert for stacked experts. */
+void vlm_lora_merge_into(const struct vlm_model *m, float *w);
+/* grad (m->nfloats) holds dL/dW of the merged weights in its base part
+ * (a backward on the view): set each pair's dA = s B^T dW and
+ * dB = s dW A^T, then zero the base part (the base is frozen). */
+void vlm_lora_grad(const struct vlm_model *m, float *grad);
+/* Fold the adapters into the base weights and drop them: m becomes the
+ * plain model (lora.* reset). No-op (0) for a model without adapters. */
+int vlm_lora_merge(struct vlm_model *m);
+/* m (plain) := the model of config c, whose only change to m's table is
+ * c->lora's adapters: base values kept, adapters seeded, tokenizer
+ * moved over. */
+int vlm_lora_add(struct vlm_model *m, const struct vlm_config *c,
+    uint64_t seed);
+/* view := a plain model sharing m's table and offsets (base part) with
+ * its own slab, the merged weights; refresh it with
+ * vlm_lora_merge_into(m, view->w). Release only with the function below
+ * (never vlm_model_release); m must outlive it. */
+int vlm_lora_view_init(struct vlm_model *view, const struct vlm_model *m);
+void vlm_lora_view_release(struct vlm_model *view);
 
 /* ---- evaluation (libcore/metrics.c, linprobe.c, emb.c) ---------------- */
 
@@ -516,9 +670,11 @@ int vlm_routes_writer_finish(struct vlm_routes_writer *w);
 /* Free without writing the end record (an aborted run). */
 void vlm_routes_writer_release(struct vlm_routes_writer *w);
 
-/* Stack row -> example and token position of modality text; -1 if the
- * row is not one of that modality's (forward.c). */
-int vlm_run_row_info(const struct vlm_run *r, int text, int row,
+/* Row of block l's stack (as vlm_run_route gives them) -> example and
+ * token position of modality text; -1 if the row is not one of that
+ * modality's. Images after a token-reduction cut have M learned tokens,
+ * their positions 0..M-1 (forward.c). */
+int vlm_run_row_info(const struct vlm_run *r, int text, int l, int row,
     int *example, int *pos);
 
 /* One MoE layer and pool as the metadata lists it. */
@@ -526,6 +682,7 @@ struct vlm_routes_layer {
 	int tower;   /* 0 vision, 1 text, 2 shared (one-tower) */
 	int block;   /* e.g. 1 */
 	int pool;    /* 0 shared or image, 1 text (VL-MoE) */
+	int image_tokens; /* per image here: fewer after token reduction */
 	char name[96]; /* e.g. "transformer.resblocks.1.moe" */
 };
 
@@ -853,6 +1010,7 @@ struct vlm_loader_opts {
 	int64_t epochs;        /* stop after this many; 0: never */
 	enum vlm_loader_fail on_fail;
 	struct vlm_cursor start; /* where to begin, e.g. a saved cursor */
+	int feed;              /* batches by vlm_loader_feed() (sampler) */
 	int64_t image_floats;  /* per item, e.g. 3*224*224; 0: no image */
 	int ctx;               /* tokens per item, e.g. 77; 0: no text */
 	void *arg;             /* for the callbacks */
@@ -1290,6 +1448,9 @@ struct vlm_train_state {
 	struct vlm_cursor cursor; /* where the data stream goes on */
 	struct vlm_rng rng;       /* router noise generator */
 	uint64_t seed;
+	int nsources;             /* several data sources: S; else 0 */
+	struct vlm_source_state sources[VLM_SOURCES_MAX]; /* their cursors,
+	                                                   * loss averages */
 };
 /* RUN/ckpt-<step>/ written atomically, RUN/latest pointed at it, all but
  * the newest `keep` removed (0: keep all). */

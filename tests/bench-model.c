@@ -3,7 +3,9 @@
  * same run (these machines are shared and noisy):
  *  - a ViT-B/32 image tower (224 px, width 768, 12 layers) forward at
  *    batch 32: images/s, GFLOP/s and the ratio to the best SGEMM rate;
- *  - its MoE twin (E = 8, K = 1, MoE every other block) over it;
+ *  - its MoE twin (E = 8, K = 1, MoE every other block) over it, and a
+ *    TokenLearner twin (49 patches cut to 8 tokens after block 5, GAP)
+ *    over it, beside the ratio of their FLOPs;
  *  - training steps (forward, backward, AdamW) of the tiny and s presets,
  *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
  * Usage: bench-model [quick | vitb-only]  ("quick": fewer repetitions;
@@ -50,11 +52,16 @@ sgemm_peak(void)
 }
 
 static void
-model_of(struct vlm_model *m, const char *preset, int moe, int towers)
+model_of(struct vlm_model *m, const char *preset, int moe, int towers,
+    int cut)
 {
 	struct vlm_config c;
 
 	vlm_config_preset(&c, preset);
+	if (cut >= 0) {
+		c.tl.after = cut, c.tl.tokens = 8;
+		c.vision.pool = VLM_POOL_GAP;
+	}
 	if (moe) {
 		c.moe.experts = 8, c.moe.top_k = 1, c.moe.every = 2;
 		c.moe.towers = towers;
@@ -114,8 +121,8 @@ bench_vitb(double peak)
 	struct vlm_model d, m;
 	int B = 32;
 
-	model_of(&d, "b", 0, 0);
-	model_of(&m, "b", 1, VLM_MOE_VISION);
+	model_of(&d, "b", 0, 0, -1);
+	model_of(&m, "b", 1, VLM_MOE_VISION, -1);
 	double f = vlm_model_flops(&d, 0, 0), td = time_model(&d, B, 0);
 	double tm = time_model(&m, B, 0);
 	printf("vit-b/32 forward, batch %d: %.2f GFLOP/image, %.1f images/s, "
@@ -125,6 +132,12 @@ bench_vitb(double peak)
 	printf("\n");
 	printf("vit-b/32 MoE twin (E=8, K=1, every 2nd block) forward / dense: "
 	    "%.3f\n", tm / td);
+	vlm_model_release(&m);
+	model_of(&m, "b", 0, 0, 5);
+	tm = time_model(&m, B, 0);
+	printf("vit-b/32 TokenLearner twin (49 -> 8 tokens after block 5) "
+	    "forward / dense: %.3f (FLOPs %.3f)\n", tm / td,
+	    vlm_model_flops(&m, 0, 0) / f);
 	vlm_model_release(&d);
 	vlm_model_release(&m);
 }
@@ -135,8 +148,8 @@ bench_train(const char *preset, double peak)
 	struct vlm_model d, m;
 	int B = 64;
 
-	model_of(&d, preset, 0, 0);
-	model_of(&m, preset, 1, VLM_MOE_BOTH);
+	model_of(&d, preset, 0, 0, -1);
+	model_of(&m, preset, 1, VLM_MOE_BOTH, -1);
 	double f = vlm_model_flops(&d, 0, 0) + vlm_model_flops(&d, 1, 0);
 	double td = time_model(&d, B, 1), tm = time_model(&m, B, 1);
 	printf("train %-4s batch %d: dense %.1f pairs/s, %.1f GFLOP/s = %.0f%% "

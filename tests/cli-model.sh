@@ -63,5 +63,18 @@ ok "init from a config file" "$C" init "$T/cfg.json" "$T/cfgm.safetensors"
 printf '{"moe": {"experts": 4,}}' >"$T/badcfg.json"
 fails "bad config JSON" 1 "$C" init "$T/badcfg.json" "$T/bad.safetensors"
 check "config file named" "grep -q badcfg.json $T/err"
+ok "init with token reduction" "$C" init --set token_reduction.after=1 \
+    --set vision.pool=gap tiny-moe "$T/tl.safetensors"
+ok "info of it" "$C" info "$T/tl.safetensors"
+check "TokenLearner parameters in the file" \
+    "grep -q 'visual.token_learner.mlp.c_proj.weight .*\[8, 64\]' $T/out"
+check "info says where the tokens are cut" \
+    "grep -q 'after block 1, 16 -> 8 image tokens' $T/out"
+fails "token reduction with a class token" 1 "$C" init \
+    --set token_reduction.after=1 tiny-moe "$T/bad.safetensors"
+check "message says why" "grep -q 'replaces the class token' $T/err"
+fails "token reduction after a block that is not there" 1 "$C" init \
+    --set token_reduction.after=4 --set vision.pool=gap tiny-moe \
+    "$T/bad.safetensors"
 check "no file left by any failure" "[ -z \"\$(ls $T | grep bad.safetensors)\" ]"
 finish

@@ -148,6 +148,20 @@ if "$BIN/vlm-embed" --help 2>&1 | grep -q -- --routes; then
 	check "the same 204 image tokens" "grep -q '^image  *204 ' $T/out"
 fi
 
+# token reduction: the blocks after the cut route 8 learned tokens/image
+ok "init with a TokenLearner after block 1" "$C" init --seed 3 \
+    --set token_reduction.after=1 --set vision.pool=gap tiny-moe \
+    "$T/tl.safetensors"
+ok "route-stats over it" "$R" -m "$T/tl.safetensors" --images \
+    "$T/set" -o "$T/tl.routes"
+check "block 1: 12 images x 16 patches" \
+    "sed -n '/block 1 /,/^\$/p' $T/out | grep -q '^image  *192 '"
+check "block 3: 12 images x 8 learned tokens" \
+    "sed -n '/block 3 /,/^\$/p' $T/out | grep -q '^image  *96 '"
+ok "positions of the record" "$R" --positions "$T/tl.routes"
+check "no patch grid for learned tokens" \
+    "[ \$(grep -c 'dominant expert per patch' $T/out) -eq 1 ]"
+
 # vlm-convert upcycle and set
 ok "info" "$C" info "$T/u.safetensors"
 check "MoE in the last odd block only" \

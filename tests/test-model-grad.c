@@ -7,7 +7,10 @@
  * function of the parameters; top-K and capacity decisions are
  * piecewise constant, and a probe whose +-h runs route differently is
  * skipped (counted, and required to be rare). A third model pools both
- * towers by multi-head attention (pool: map).
+ * towers by multi-head attention (pool: map). Two more cut the image
+ * tokens by a TokenLearner: a one-tower model after its first block
+ * (the second block routes the learned tokens with the text), and a
+ * two-tower MoE model after its last vision block.
  */
 #include <math.h>
 
@@ -15,8 +18,10 @@
 
 #define B 3
 
+enum { T_LIMOE, T_VLMOE, T_MAP, T_CUT, T_CUT2 };
+
 static void
-tiny_config(struct vlm_config *c, int vlmoe, int map)
+tiny_config(struct vlm_config *c, int kind)
 {
 	vlm_config_preset(c, "tiny-moe");
 	c->embed_dim = 8, c->image_size = 16, c->patch_size = 8;
@@ -28,11 +33,18 @@ tiny_config(struct vlm_config *c, int vlmoe, int map)
 	c->moe.experts = 4, c->moe.top_k = 2, c->moe.every = 1;
 	c->moe.cf_train = 0.6f, c->moe.min_capacity = 1;
 	c->moe.gate_norm = VLM_GATE_TOPK;
-	c->moe.modality_experts = vlmoe;
+	c->moe.modality_experts = kind == T_VLMOE;
 	c->aux.switch_bal = 1;
 	c->aux.w_limoe = 0.5f; /* large, so aux gradients matter here */
-	if (map)
+	if (kind == T_MAP)
 		c->vision.pool = c->text.pool = VLM_POOL_MAP;
+	if (kind == T_CUT || kind == T_CUT2) {
+		c->vision.pool = VLM_POOL_GAP;
+		c->tl.after = kind == T_CUT ? 0 : 1;
+		c->tl.tokens = 3, c->tl.hidden = 5;
+	}
+	if (kind == T_CUT2)
+		c->family = VLM_TWO_TOWER;
 }
 
 /* FNV-1a over every MoE layer's choices and kept flags */
@@ -42,9 +54,10 @@ route_hash(const struct vlm_run *r, const struct vlm_model *m)
 	uint64_t h = 1469598103934665603ULL;
 	struct vlm_route_view v;
 
-	for (int l = 0; l < m->cfg.text.layers; l++)
-		for (int p = 0; p < 2; p++) {
-			if (vlm_run_route(r, 1, l, p, &v) < 0)
+	for (int l = 0; l < 2 * m->cfg.text.layers; l++)
+		for (int p = 0; p < 2; p++) { /* text, then image layers */
+			if (vlm_run_route(r, l < m->cfg.text.layers, l %
+			    m->cfg.text.layers, p, &v) < 0)
 				continue;
 			for (int i = 0; i < v.S * m->cfg.moe.top_k; i++)
 				h = (h ^ (uint64_t)(v.idx[i] * 2 + v.keep[i])) *
@@ -61,7 +74,7 @@ dropped(const struct vlm_run *r, const struct vlm_model *m)
 
 	for (int l = 0; l < m->cfg.text.layers; l++)
 		for (int p = 0; p < 2; p++)
-			for (int i = 0; vlm_run_route(r, 1, l, p, &v) == 0 &&
+			for (int i = 0; vlm_run_route(r, 0, l, p, &v) == 0 &&
 			    i < v.S * m->cfg.moe.top_k; i++)
 				n += !v.keep[i];
 	return n;
@@ -81,7 +94,7 @@ loss_at(struct vlm_run *r, const struct vlm_model *m, const float *img,
 }
 
 static void
-check_model(int vlmoe, int map)
+check_model(int kind)
 {
 	struct vlm_config c;
 	struct vlm_model m;
@@ -92,7 +105,7 @@ check_model(int vlmoe, int map)
 	uint64_t h0, hp, hm;
 	struct vlm_run *r;
 
-	tiny_config(&c, vlmoe, map);
+	tiny_config(&c, kind);
 	assert_int_equal(vlm_model_init(&m, &c), 0);
 	vlm_model_randomize(&m, 3);
 	vlm_rng_seed(&rng, 11);
@@ -146,21 +159,35 @@ static void
 test_limoe_gradient(void **state)
 {
 	(void)state;
-	check_model(0, 0);
+	check_model(T_LIMOE);
 }
 
 static void
 test_vlmoe_gradient(void **state)
 {
 	(void)state;
-	check_model(1, 0);
+	check_model(T_VLMOE);
 }
 
 static void
 test_map_pooling_gradient(void **state)
 {
 	(void)state;
-	check_model(0, 1);
+	check_model(T_MAP);
+}
+
+static void
+test_token_learner_gradient(void **state)
+{
+	(void)state;
+	check_model(T_CUT);
+}
+
+static void
+test_token_learner_last_block_gradient(void **state)
+{
+	(void)state;
+	check_model(T_CUT2);
 }
 
 int
@@ -170,6 +197,8 @@ main(void)
 		cmocka_unit_test(test_limoe_gradient),
 		cmocka_unit_test(test_vlmoe_gradient),
 		cmocka_unit_test(test_map_pooling_gradient),
+		cmocka_unit_test(test_token_learner_gradient),
+		cmocka_unit_test(test_token_learner_last_block_gradient),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

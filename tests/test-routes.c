@@ -503,7 +503,7 @@ check_group(const struct vlm_routes_reader *rd,
 	for (int s = 0; s < v.S; s++) {
 		int t;
 		if (v.mod[s] != rd->modality || vlm_run_row_info(r,
-		    rd->modality, v.rows[s], &ex, &pos) < 0 || ex >= n)
+		    rd->modality, v.block, v.rows[s], &ex, &pos) < 0 || ex >= n)
 			continue;
 		assert_true((t = at[ex * T + pos]) >= 0);
 		assert_memory_equal(g->idx + t * K, v.idx + s * K, K * 4);
