@@ -21,6 +21,7 @@ const char convert_usage[] =
     "--last n]\n"
     "           [--router-std x] [-s seed] dense out\n"
     "       vlm-convert set model key=value ...\n"
+    "       vlm-convert merge-lora in out\n"
     "       vlm-convert -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -30,7 +31,7 @@ static const struct cmd_verb verbs[] = {
 	{ "import", convert_import, NULL },
 	{ "init", convert_init, NULL },
 	{ "tokenize", convert_tokenize, NULL },
-	{ "merge-lora", NULL, "training (issue 6)" },
+	{ "merge-lora", convert_merge_lora, NULL },
 	{ "upcycle", convert_upcycle, NULL },
 	{ "set", convert_set, NULL },
 };

@@ -1,0 +1,35 @@
+/*
+ * convert-lora.c - `vlm-convert merge-lora IN OUT`: fold a model's LoRA
+ * adapters into its weights (W + alpha/r B A, per expert for stacked
+ * experts) and write the plain model, atomically. A model without
+ * adapters is an error.
+ */
+#include <err.h>
+#include <getopt.h>
+
+#include "cmd.h"
+#include "vlm.h"
+
+int
+convert_merge_lora(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	struct vlm_model m;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+		cmd_usage(convert_usage, c == 'h' ? 0 : 2);
+	if (argc - optind != 2)
+		cmd_usage(convert_usage, 2);
+	if (vlm_model_load(&m, argv[optind]) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (m.cfg.lora.rank == 0)
+		errx(1, "'%s': no LoRA adapters to merge", argv[optind]);
+	if (vlm_lora_merge(&m) < 0 || vlm_model_save(&m, argv[optind + 1]) < 0)
+		errx(1, "%s", vlm_errmsg());
+	vlm_model_release(&m);
+	return 0;
+}
