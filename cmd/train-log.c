@@ -2,8 +2,10 @@
  * train-log.c - what vlm-train reports: one JSON line per logged step in
  * RUN/metrics.jsonl (losses, learning rate, temperature, per MoE layer
  * and modality the effective experts exp(H(mean p)) and the dropped
- * fraction, seconds since the last line, images/s since the start), and
- * a progress line when stderr is a terminal.
+ * fraction, seconds since the last line, images/s since the start; with
+ * several data sources each one's sampling probability, loss average,
+ * examples since the last line and epoch), and a progress line when
+ * stderr is a terminal.
  */
 #include <jansson.h>
 #include <math.h>
@@ -98,12 +100,10 @@ void
 train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
     double rate, const double *val)
 {
-	struct vlm_cursor at;
 	json_t *o;
 
-	vlm_loader_cursor(t->loader, &at);
 	o = json_pack("{sIsIsIsfsfsfsfsfsfsf}", "step",
-	    (json_int_t)t->st.step, "epoch", (json_int_t)at.epoch,
+	    (json_int_t)t->st.step, "epoch", (json_int_t)train_epoch(t),
 	    "samples", (json_int_t)t->st.samples, "lr", (double)lr, "loss",
 	    (double)L->total, "contrastive", (double)L->contrastive, "aux",
 	    (double)L->aux, "logit_scale", (double)L->logit_scale,
@@ -112,6 +112,7 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
 	memory_json(t, o);
+	train_sources_log(t, o);
 	for (int i = 0; val && i < 2 * VLM_RECALL_NK; i++) {
 		char k[64];
 		snprintf(k, sizeof(k), "val_%s_retrieval_recall@%d",
@@ -132,8 +133,8 @@ train_progress(const struct train *t, const struct vlm_loss *L, double rate)
 
 	if (!isatty(STDERR_FILENO))
 		return;
-	eta = rate > 0 ? (t->o.steps - t->st.step) * (double)t->o.batch /
-	    rate : 0;
+	eta = rate > 0 ? (t->o.steps - t->st.step) * (double)t->o.batch *
+	    t->accum / rate : 0;
 	fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f img/s  eta %.0fs ",
 	    (long long)t->st.step, (long long)t->o.steps, L->total, rate, eta);
 }

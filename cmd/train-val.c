@@ -53,7 +53,7 @@ embed(struct train *t, int text, const void *in, int n, float *out)
 	struct vlm_encoder e;
 	int rc = 0;
 
-	if (vlm_encoder_init(&e, &t->m, text, t->o.batch) < 0)
+	if (vlm_encoder_init(&e, t->net, text, t->o.batch) < 0)
 		return -1;
 	for (int i = 0; rc == 0 && i < n; i += t->o.batch)
 		rc = vlm_encode(&e, (const char *)in + item * i, n - i <

@@ -6,6 +6,20 @@
 
 #include "vlm.h"
 
+/* One --data file: its pairs are items lo..lo+pairs.n-1 of the run's. */
+struct train_src {
+	const char *path;
+	struct vlm_pairs pairs;
+	int64_t lo;
+	int usable;            /* rows whose image can be read */
+};
+
+/* A batch fed to the loader and not consumed yet (several sources). */
+struct train_fed {
+	int *src;              /* [B] each item's source */
+	int64_t *epoch, *pos;  /* [S] the sources' cursors before it */
+};
+
 struct train {
 	/* options */
 	const char *data, *val_data, *model, *out, *resume, *tokenizer;
@@ -19,10 +33,28 @@ struct train {
 	uint64_t seed;
 	double max_bad;
 	struct vlm_augment aug; /* RandomResizedCrop */
+	/* data sources and steps (cmd/train-sources.c) */
+	struct train_src *src; /* [nsrc] the --data files */
+	int nsrc, accum;       /* accum: micro-batches per step, e.g. 1 */
+	const char *weights;   /* --data-weights, e.g. "1,3" */
+	double *w;             /* [nsrc] its numbers, or NULL */
+	struct vlm_sampler_opts so;
 	/* state */
 	struct vlm_model m;
+	const struct vlm_model *net; /* what forward runs: &m or &lora_view */
+	struct vlm_model lora_view;  /* LoRA: the merged weights */
 	struct vlm_bpe bpe;
-	struct vlm_pairs pairs, val;
+	struct vlm_pairs val;
+	char **paths, **captions; /* [nitems] all sources' pairs, in order */
+	int nitems;
+	struct vlm_sampler sampler; /* several sources */
+	struct train_fed fed[3];    /* a ring of nfed from fed0 */
+	int nfed, fed0, feed_micro;
+	int64_t feed_step, last_step; /* next to feed; the run's last step */
+	int64_t *step_count;        /* [nsrc] examples of each in the step */
+	double *rowloss;            /* [batch] */
+	struct vlm_feed *feed;      /* [batch] the batch being fed */
+	float *gacc;                /* accum: a micro-batch's gradient */
 	float *val_px;         /* (nimages, 3, S, S) validation images */
 	int32_t *val_ids;      /* (n, context) validation captions */
 	int64_t val_every;
@@ -38,10 +70,20 @@ struct train {
 
 /* cmd/train-setup.c */
 int train_model(struct train *t);
-int train_data(struct train *t);
 int train_tokenizer(struct train *t);
-int train_loader(struct train *t);
 void train_freeze(struct train *t);
+/* cmd/train-sources.c */
+void train_sources_check(struct train *t);
+int train_data(struct train *t);
+int train_loader(struct train *t);
+const struct vlm_batch *train_next(struct train *t, const int **src);
+void train_sources_loss(struct train *t, const int *src, int n);
+void train_sources_step(struct train *t);
+void train_sources_save(struct train *t);
+int64_t train_epoch(const struct train *t);
+struct json_t;
+void train_sources_log(struct train *t, struct json_t *o);
+void train_sources_free(struct train *t);
 /* cmd/train-val.c */
 int train_val_load(struct train *t);
 int train_val(struct train *t, double r[2 * VLM_RECALL_NK]);
@@ -50,5 +92,12 @@ void train_log(struct train *t, const struct vlm_loss *L, float lr,
     double secs, double rate, const double *val);
 void train_progress(const struct train *t, const struct vlm_loss *L,
     double rate);
+/* cmd/train-lora.c: LoRA adapters; each a no-op for a plain model */
+int train_lora_model(struct train *t, const struct vlm_config *c);
+int train_lora_init(struct train *t);
+void train_lora_freeze(struct train *t);
+void train_lora_grad(struct train *t);
+void train_lora_sync(struct train *t);
+void train_lora_free(struct train *t);
 
 #endif

@@ -1,7 +1,8 @@
 /*
  * vlm-train - train dense and sparse-MoE image-text models on the CPU.
  *
- * Reads a pairs file (TSV/CSV: image path, caption) and a model (preset,
+ * Reads pairs files (TSV/CSV: image path, caption; several sources mixed
+ * by weight or adaptively, cmd/train-sources.c) and a model (preset,
  * config JSON, or model file to fine-tune); writes RUN_DIR/metrics.jsonl
  * and checkpoints RUN_DIR/ckpt-<step>/ with RUN_DIR/latest, the final
  * model in RUN_DIR/latest/model.safetensors.
@@ -45,7 +46,8 @@ now(void)
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
-	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_VERSION };
+	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_LORA_R, O_LORA_A,
+	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -82,6 +84,14 @@ static const struct option opts[] = {
 	{ "val-data", required_argument, NULL, O_VAL },
 	{ "val-every", required_argument, NULL, O_VALEVERY },
 	{ "crop-scale", required_argument, NULL, O_CROP },
+	{ "data-weights", required_argument, NULL, O_WEIGHTS },
+	{ "adaptive", no_argument, NULL, O_ADAPT },
+	{ "adaptive-tau", required_argument, NULL, O_TAU },
+	{ "adaptive-decay", required_argument, NULL, O_DECAY },
+	{ "adaptive-floor", required_argument, NULL, O_FLOOR },
+	{ "accum-freq", required_argument, NULL, O_ACCUM },
+	{ "lora-rank", required_argument, NULL, O_LORA_R },
+	{ "lora-alpha", required_argument, NULL, O_LORA_A },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -122,6 +132,8 @@ defaults(struct train *t)
 	t->log_every = 10;
 	t->max_bad = 0.1;
 	t->aug = (struct vlm_augment)VLM_AUGMENT_DEFAULT;
+	t->accum = 1;
+	t->so = (struct vlm_sampler_opts){ .tau = 1, .decay = 0.9, .eps = 0.1 };
 }
 
 static void
@@ -130,10 +142,14 @@ parse(struct train *t, int argc, char **argv)
 	int c;
 
 	t->sets = calloc(argc, sizeof(*t->sets));
+	t->src = calloc(argc, sizeof(*t->src));
 	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:h", opts, NULL)) !=
 	    -1) {
 		switch (c) {
-		case 'd': t->data = optarg; break;
+		case 'd':
+			t->src[t->nsrc++].path = optarg;
+			t->data = t->data ? t->data : optarg;
+			break;
 		case 'm': t->model = optarg; break;
 		case 'o': t->out = optarg; break;
 		case 'b': t->o.batch = num(optarg, "--batch-size"); break;
@@ -165,6 +181,14 @@ parse(struct train *t, int argc, char **argv)
 		case O_SEP: t->csv.sep = optarg[0]; break;
 		case O_VAL: t->val_data = optarg; break;
 		case O_VALEVERY: t->val_every = num(optarg, "--val-every"); break;
+		case O_WEIGHTS: t->weights = optarg; break;
+		case O_ADAPT: t->so.adaptive = 1; break;
+		case O_TAU: t->so.tau = real(optarg, "--adaptive-tau"); break;
+		case O_DECAY: t->so.decay = real(optarg, "--adaptive-decay");
+			break;
+		case O_FLOOR: t->so.eps = real(optarg, "--adaptive-floor");
+			break;
+		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
 		case O_CROP:
 			t->aug.scale_lo = real(optarg, "--crop-scale");
 			if (!(t->aug.scale_lo > 0 && t->aug.scale_lo <= 1))
@@ -175,6 +199,16 @@ parse(struct train *t, int argc, char **argv)
 			    optarg) < 0)
 				errx(1, "out of memory");
 			break;
+		case O_LORA_R: /* model properties too: lora.rank, lora.alpha */
+			if (asprintf(&t->sets[t->nset++], "lora.rank=%lld",
+			    num(optarg, "--lora-rank")) < 0)
+				errx(1, "out of memory");
+			break;
+		case O_LORA_A:
+			if (asprintf(&t->sets[t->nset++], "lora.alpha=%.9g",
+			    real(optarg, "--lora-alpha")) < 0)
+				errx(1, "out of memory");
+			break;
 		case 'h': cmd_usage(usage, 0);
 		case O_VERSION: cmd_version("vlm-train");
 		default: cmd_usage(usage, 2);
@@ -183,6 +217,7 @@ parse(struct train *t, int argc, char **argv)
 	if (optind != argc || !t->data || !t->out || (!t->model && !t->resume)
 	    || t->o.batch < 2)
 		cmd_usage(usage, 2);
+	train_sources_check(t);
 }
 
 /* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
@@ -212,30 +247,20 @@ setup(struct train *t)
 	    (t->val_data && train_val_load(t) < 0))
 		errx(1, "%s", vlm_errmsg());
 	if (t->epochs)
-		t->o.steps = t->epochs * (t->pairs.n / t->o.batch);
-	if (!(t->run = vlm_run_new(&t->m, t->o.batch, t->o.batch, 1)) ||
+		t->o.steps = t->epochs * (t->nitems / ((int64_t)t->o.batch *
+		    t->accum));
+	if (train_lora_init(t) < 0 ||
+	    !(t->run = vlm_run_new(t->net, t->o.batch, t->o.batch, 1)) ||
 	    !(t->grad = malloc(t->m.nfloats * sizeof(float))) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)) ||
-	    !(t->warned = calloc(t->pairs.n / 8 + 1, 1)))
+	    (t->accum > 1 && !(t->gacc = malloc(t->m.nfloats *
+	    sizeof(float)))))
 		errx(1, "%s", vlm_errmsg());
 	*vlm_run_rng(t->run) = t->st.rng;
 	train_freeze(t);
+	train_lora_freeze(t);
 	if (train_loader(t) < 0)
 		errx(1, "%s", vlm_errmsg());
-}
-
-/* Report each unreadable image once, by its file and line. */
-static void
-report_errors(struct train *t, const struct vlm_batch *b)
-{
-	for (int i = 0; i < b->nerr; i++) {
-		int64_t k = b->err[i].index;
-		if (k >= 0 && !(t->warned[k / 8] & (1 << (k % 8)))) {
-			t->warned[k / 8] |= 1 << (k % 8);
-			warnx("%s:%d: %s (skipped)", t->data, t->pairs.line[k],
-			    b->err[i].msg);
-		}
-	}
 }
 
 static void
@@ -243,33 +268,57 @@ checkpoint(struct train *t)
 {
 	t->st.rng = *vlm_run_rng(t->run);
 	vlm_loader_cursor(t->loader, &t->st.cursor);
+	train_sources_save(t);
 	if (vlm_ckpt_save(t->out, &t->m, &t->opt, &t->st, t->keep) < 0)
 		errx(1, "%s", vlm_errmsg());
 }
 
-/* One optimizer step on the next batch; the loss it measured. */
+/* Micro-batch m's loss into the mean L, its gradient into t->grad. */
+static void
+micro_step(struct train *t, int m, struct vlm_loss *L)
+{
+	const int *src;
+	const struct vlm_batch *b = train_next(t, &src);
+	struct vlm_loss l;
+	float k = 1.0f / t->accum;
+
+	if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
+	    vlm_run_loss(t->run, t->net, &l) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (!isfinite(l.total))
+		errx(1, "non-finite loss at step %lld; nothing saved over the "
+		    "last checkpoint", (long long)t->st.step + 1);
+	train_sources_loss(t, src, b->n);
+	if (t->accum == 1) {
+		*L = l;
+		vlm_backward(t->run, t->net, t->grad);
+		return;
+	}
+	/* plain accumulation: the mean of the micro-batches' gradients */
+	vlm_backward(t->run, t->net, m ? t->gacc : t->grad);
+	for (int64_t i = 0; m && i < t->net->nfloats; i++)
+		t->grad[i] += t->gacc[i];
+	for (int64_t i = 0; m == t->accum - 1 && i < t->net->nfloats; i++)
+		t->grad[i] *= k;
+	L->total = (m ? L->total : 0) + k * l.total;
+	L->contrastive = (m ? L->contrastive : 0) + k * l.contrastive;
+	L->aux = (m ? L->aux : 0) + k * l.aux;
+	L->logit_scale = l.logit_scale;
+}
+
+/* One optimizer step on --accum-freq micro-batches; their mean loss. */
 static void
 step(struct train *t, struct vlm_loss *L)
 {
-	const struct vlm_batch *b;
-
-	if (vlm_loader_next(t->loader, &b) != 1)
-		errx(1, "%s", vlm_errmsg());
-	report_errors(t, b);
-	if (b->n != t->o.batch)
-		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,
-		    t->o.batch);
-	if (vlm_forward(t->run, &t->m, b->pixels, b->tokens) < 0 ||
-	    vlm_run_loss(t->run, &t->m, L) < 0)
-		errx(1, "%s", vlm_errmsg());
-	if (!isfinite(L->total))
-		errx(1, "non-finite loss at step %lld; nothing saved over the "
-		    "last checkpoint", (long long)t->st.step + 1);
-	vlm_backward(t->run, &t->m, t->grad);
+	for (int m = 0; m < t->accum; m++)
+		micro_step(t, m, L);
+	train_lora_grad(t);
 	vlm_optim_step(&t->opt, &t->m, t->grad, vlm_lr_at(&t->o, t->st.step),
 	    t->frozen);
+	train_lora_sync(t);
 	t->st.step++;
-	t->st.samples += t->o.batch;
+	t->st.samples += (int64_t)t->o.batch * t->accum;
+	train_sources_step(t);
 }
 
 /* After a step: progress, validation when due, a metrics line when due. */
@@ -296,10 +345,11 @@ static void
 teardown(struct train *t)
 {
 	vlm_loader_free(t->loader);
+	train_sources_free(t);
 	vlm_run_free(t->run);
+	train_lora_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
-	vlm_pairs_release(&t->pairs);
 	if (t->val_data)
 		vlm_pairs_release(&t->val);
 	free(t->val_px);
@@ -309,6 +359,7 @@ teardown(struct train *t)
 		free(t->sets[i]);
 	free(t->sets);
 	free(t->grad);
+	free(t->gacc);
 	free(t->frozen);
 	free(t->warned);
 }
@@ -336,8 +387,8 @@ main(int argc, char **argv)
 	while (t.st.step < t.o.steps && !stop_signal &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		report(&t, &L, (t.st.step - first) * (double)t.o.batch /
-		    (now() - t0), &last);
+		report(&t, &L, (t.st.step - first) * (double)t.o.batch *
+		    t.accum / (now() - t0), &last);
 		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
 			saved = t.st.step;

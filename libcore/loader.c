@@ -8,7 +8,9 @@
  * augmentation seed from (seed, epoch, index), a failed item is dropped
  * or replaced by an index computed from (seed, epoch, position, attempt),
  * and the failures are handed over with the batch, in item order. The
- * consumer's cursor (epoch, position) resumes the same stream.
+ * consumer's cursor (epoch, position) resumes the same stream. In feed
+ * mode the consumer chooses instead: it hands over the items (index,
+ * seed, replacement range) of each batch ahead of asking for it.
  *
  * One mutex guards the ring; workers wait on `work`, the consumer on
  * `ready`. A slot goes FREE -> FILLING (indices assigned, items claimed
@@ -31,6 +33,7 @@ struct slot {
 	int64_t seq;          /* batch number in the stream */
 	int count, claimed, done;
 	unsigned char *ok;    /* [B] item loaded */
+	struct vlm_feed *fed; /* [B] feed mode: the items as fed */
 	struct vlm_batch b;   /* arrays of capacity B */
 	int errcap;
 	int *erritem;         /* [errcap] item position of each error */
@@ -228,6 +231,9 @@ load_item(struct vlm_loader *l, struct slot *s, int i, struct slot *e)
 
 	for (int a = 0; a < MAX_ATTEMPTS; a++) {
 		uint64_t seed = vlm_item_seed(o->seed, epoch, index);
+		if (o->feed)
+			seed = a == 0 ? s->fed[i].seed :
+			    vlm_item_seed(s->fed[i].seed, a, index);
 		if ((!o->image || !o->image(o->arg, index, key, seed, px)) &&
 		    (!o->text || !o->text(o->arg, index, key, seed, tok))) {
 			s->b.index[i] = index;
@@ -237,7 +243,11 @@ load_item(struct vlm_loader *l, struct slot *s, int i, struct slot *e)
 			return -1;
 		if (o->on_fail != VLM_LOADER_REPLACE)
 			return 0;
-		index = replacement(l, epoch, s->b.at.pos + i, a + 1);
+		if (o->feed)
+			index = s->fed[i].lo + (int64_t)(mix64(s->fed[i].seed ^
+			    (uint64_t)(a + 1)) % (uint64_t)s->fed[i].n);
+		else
+			index = replacement(l, epoch, s->b.at.pos + i, a + 1);
 	}
 	return 0;
 }
@@ -268,11 +278,16 @@ free_errors(struct vlm_batch *b)
 static void
 give_up(struct vlm_loader *l, struct slot *s, int i)
 {
-	char msg[1024];
+	char msg[1024], where[64];
 
-	snprintf(msg, sizeof(msg), "epoch %lld position %lld: %d tries to "
-	    "load an item failed, the last: %.900s", (long long)s->b.at.epoch,
-	    (long long)(s->b.at.pos + i), MAX_ATTEMPTS,
+	if (l->o.feed)
+		snprintf(where, sizeof(where), "fed batch %lld item %d",
+		    (long long)s->seq, i);
+	else
+		snprintf(where, sizeof(where), "epoch %lld position %lld",
+		    (long long)s->b.at.epoch, (long long)(s->b.at.pos + i));
+	snprintf(msg, sizeof(msg), "%s: %d tries to load an item failed, "
+	    "the last: %.900s", where, MAX_ATTEMPTS,
 	    s->b.nerr > 0 ? s->b.err[s->b.nerr - 1].msg : "");
 	set_fatal(l, msg);
 }
@@ -303,7 +318,7 @@ worker(void *arg)
 				s->state = READY;
 				pthread_cond_broadcast(&l->ready);
 			}
-		} else if (s->state == FREE && !l->end) {
+		} else if (s->state == FREE && !l->end && !l->o.feed) {
 			fill_slot(l, s);
 		} else {
 			pthread_cond_wait(&l->work, &l->mu);
@@ -395,6 +410,10 @@ vlm_loader_next(struct vlm_loader *l, const struct vlm_batch **batch)
 	pthread_mutex_lock(&l->mu);
 	release_held(l);
 	s = &l->slots[l->tail % l->o.depth];
+	if (l->o.feed && l->tail == l->made && !l->fatal) {
+		pthread_mutex_unlock(&l->mu);
+		return vlm_error("loader: no batch was fed");
+	}
 	while (!l->fatal && !(s->state == READY && s->seq == l->tail) &&
 	    !(l->end && l->tail == l->made))
 		pthread_cond_wait(&l->ready, &l->mu);
@@ -410,9 +429,48 @@ vlm_loader_next(struct vlm_loader *l, const struct vlm_batch **batch)
 	l->tail++;
 	pthread_mutex_unlock(&l->mu);
 	finish_batch(l, s);
-	advance(l, s);
+	if (!l->o.feed)
+		advance(l, s);
 	*batch = &s->b;
 	return 1;
+}
+
+/* feed mode: the next batch's items, loaded while the consumer works */
+int
+vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items, int n)
+{
+	struct slot *s;
+
+	assert(l->o.feed && n >= 1 && n <= l->o.batch);
+	for (int i = 0; i < n; i++)
+		if (items[i].index < 0 || items[i].index >= l->o.n ||
+		    items[i].lo < 0 || items[i].n < 1 ||
+		    items[i].lo + items[i].n > l->o.n)
+			return vlm_error("loader: fed item %lld (replacements "
+			    "%lld+%lld) is not one of the %lld", (long long)
+			    items[i].index, (long long)items[i].lo, (long long)
+			    items[i].n, (long long)l->o.n);
+	pthread_mutex_lock(&l->mu);
+	s = &l->slots[l->made % l->o.depth];
+	if (l->fatal || s->state != FREE) {
+		pthread_mutex_unlock(&l->mu);
+		return l->fatal ? vlm_error("%s", l->msg) : vlm_error("loader: "
+		    "more than %d batches fed ahead", l->o.depth - 1);
+	}
+	s->count = n;
+	s->claimed = s->done = 0;
+	s->b.nerr = 0;
+	s->b.at = (struct vlm_cursor){ 0, l->fill.pos };
+	l->fill.pos += n;
+	for (int i = 0; i < n; i++) {
+		s->fed[i] = items[i];
+		s->b.index[i] = items[i].index;
+	}
+	s->seq = l->made++;
+	s->state = FILLING;
+	pthread_cond_broadcast(&l->work);
+	pthread_mutex_unlock(&l->mu);
+	return 0;
 }
 
 void
@@ -442,6 +500,10 @@ check_opts(struct vlm_loader_opts *o)
 		    "replace failed items");
 	if (o->n < 0 && (o->start.epoch != 0 || o->start.pos != 0))
 		return vlm_error("loader: a stream cannot start at a cursor");
+	if (o->feed && (o->n <= 0 || o->start.epoch != 0 ||
+	    o->start.pos != 0))
+		return vlm_error("loader: feed mode needs items to index and "
+		    "no cursor");
 	if (o->n > (int64_t)UINT32_MAX)
 		return vlm_error("loader: %lld items, at most %lu", (long long)
 		    o->n, (unsigned long)UINT32_MAX);
@@ -466,9 +528,11 @@ alloc_slot(struct slot *s, const struct vlm_loader_opts *o)
 	s->ok = calloc(B, 1);
 	s->b.index = calloc(B, sizeof(*s->b.index));
 	s->b.key = o->n < 0 ? calloc(B, sizeof(*s->b.key)) : NULL;
+	s->fed = o->feed ? calloc(B, sizeof(*s->fed)) : NULL;
 	s->b.pixels = px ? malloc(px) : NULL;
 	s->b.tokens = tk ? malloc(tk) : NULL;
 	if (!s->ok || !s->b.index || (o->n < 0 && !s->b.key) ||
+	    (o->feed && !s->fed) ||
 	    (px && !s->b.pixels) || (tk && !s->b.tokens))
 		return -1;
 	return 0;
@@ -543,6 +607,7 @@ vlm_loader_free(struct vlm_loader *l)
 		free(s->b.err);
 		free(s->erritem);
 		free(s->ok);
+		free(s->fed);
 		free(s->b.index);
 		free(s->b.key);
 		free(s->b.pixels);

@@ -2,7 +2,9 @@
  * train.c - what a training run needs besides the model: OpenCLIP's
  * learning-rate schedule, checkpoints that survive a crash at any
  * moment, and the state that makes a resumed run bit-identical to an
- * uninterrupted one (step, data cursor, router-noise generator).
+ * uninterrupted one (step, data cursor, router-noise generator; with
+ * several data sources each one's cursor and loss averages, the doubles
+ * written with 17 digits so that they read back exactly).
  *
  * A checkpoint is RUN/ckpt-NNNNNNNN/ holding model.safetensors,
  * optim.safetensors (AdamW moments as two flat tensors) and state.json.
@@ -47,6 +49,56 @@ fsync_path(const char *path, int dir)
 	return rc == 0 ? 0 : vlm_error("'%s': %s", path, strerror(errno));
 }
 
+/* a loss average, or null before the first */
+static json_t *
+ema_json(double v, int seen)
+{
+	return seen ? json_real(v) : json_null();
+}
+
+static json_t *
+sources_json(const struct vlm_train_state *s)
+{
+	json_t *a = json_array();
+
+	for (int i = 0; a && i < s->nsources; i++) {
+		const struct vlm_source_state *x = &s->sources[i];
+		json_array_append_new(a, json_pack("{sIsIsoso}", "epoch",
+		    (json_int_t)x->epoch, "pos", (json_int_t)x->pos, "loss_ema",
+		    ema_json(x->ema, x->seen), "loss_ema_prev",
+		    ema_json(x->ema_prev, x->seen_prev)));
+	}
+	return a;
+}
+
+/* "sources" of state.json into s; -1 when malformed */
+static int
+sources_read(json_t *a, struct vlm_train_state *s)
+{
+	if (!json_is_array(a) || json_array_size(a) < 2 ||
+	    json_array_size(a) > VLM_SOURCES_MAX)
+		return -1;
+	s->nsources = (int)json_array_size(a);
+	for (int i = 0; i < s->nsources; i++) {
+		struct vlm_source_state *x = &s->sources[i];
+		json_int_t epoch, pos;
+		json_t *e, *ep;
+		if (json_unpack(json_array_get(a, i), "{sIsIsoso}", "epoch",
+		    &epoch, "pos", &pos, "loss_ema", &e, "loss_ema_prev",
+		    &ep) < 0 || epoch < 0 || pos < 0 ||
+		    !(json_is_null(e) || json_is_number(e)) ||
+		    !(json_is_null(ep) || json_is_number(ep)))
+			return -1;
+		x->epoch = epoch;
+		x->pos = pos;
+		x->seen = !json_is_null(e);
+		x->ema = x->seen ? json_number_value(e) : 0;
+		x->seen_prev = !json_is_null(ep);
+		x->ema_prev = x->seen_prev ? json_number_value(ep) : 0;
+	}
+	return 0;
+}
+
 static int
 save_state(const char *path, const struct vlm_train_state *s)
 {
@@ -64,6 +116,8 @@ save_state(const char *path, const struct vlm_train_state *s)
 	    "epoch", (json_int_t)s->cursor.epoch, "pos",
 	    (json_int_t)s->cursor.pos, "rng", rng, "seed", buf,
 	    "samples", (json_int_t)s->samples);
+	if (o && s->nsources > 0)
+		json_object_set_new(o, "sources", sources_json(s));
 	if (!o || vlm_atomic_open(&a, path) < 0) {
 		json_decref(o);
 		return -1;
@@ -81,7 +135,7 @@ static int
 load_state(const char *path, struct vlm_train_state *s)
 {
 	json_error_t e;
-	json_t *o = json_load_file(path, 0, &e), *rng;
+	json_t *o = json_load_file(path, 0, &e), *rng, *src;
 	json_int_t step, epoch, pos, samples = 0;
 	const char *seed;
 
@@ -98,6 +152,11 @@ load_state(const char *path, struct vlm_train_state *s)
 	s->cursor.pos = pos;
 	s->samples = samples;
 	s->seed = strtoull(seed, NULL, 10);
+	s->nsources = 0;
+	if ((src = json_object_get(o, "sources")) && sources_read(src, s) < 0) {
+		json_decref(o);
+		return vlm_error("'%s': bad \"sources\"", path);
+	}
 	for (int i = 0; i < 4; i++)
 		s->rng.s[i] = strtoull(json_string_value(json_array_get(rng,
 		    i)), NULL, 10);

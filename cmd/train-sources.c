@@ -1,0 +1,366 @@
+/*
+ * train-sources.c - where vlm-train's examples come from: one or more
+ * pairs files (--data, repeatable), each read and checked on its own (bad
+ * rows and unreadable images reported by its file and line, the --max-bad
+ * rule per file), their pairs one after the other as the loader's items.
+ * One source is walked as before, in the loader's shuffled epochs. With
+ * several, the sampler (libcore/sampler.c) chooses each batch's items,
+ * by the weights or adaptively by each source's recent loss, and they
+ * are fed to the loader one batch ahead of the one being computed; a
+ * checkpoint keeps each source's cursor as it was before the batch that
+ * was fed but not used, so a resumed run draws the same batches.
+ */
+#include <err.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cmd.h"
+#include "train.h"
+
+#define NFED 3 /* the ring of fed batches: 2 in use, one being filled */
+
+/* Options about sources and steps, checked before anything is read. */
+void
+train_sources_check(struct train *t)
+{
+	const char *s = t->weights;
+	char *end;
+	int k = 0;
+
+	if (t->nsrc > VLM_SOURCES_MAX)
+		errx(2, "--data: at most %d sources", VLM_SOURCES_MAX);
+	if (t->accum < 1)
+		errx(2, "--accum-freq: at least 1");
+	if (!(t->so.tau > 0) || !(t->so.decay >= 0 && t->so.decay < 1) ||
+	    !(t->so.eps >= 0 && t->so.eps <= 1))
+		errx(2, "--adaptive-tau > 0, 0 <= --adaptive-decay < 1, "
+		    "0 <= --adaptive-floor <= 1");
+	if (!s)
+		return;
+	if (!(t->w = calloc(t->nsrc, sizeof(*t->w))))
+		errx(1, "out of memory");
+	for (;; s = end + 1) {
+		double v = strtod(s, &end);
+		if (end == s || !(v > 0) || !isfinite(v) || k == t->nsrc ||
+		    (*end != ',' && *end != '\0')) {
+			k = -1;
+			break;
+		}
+		t->w[k++] = v;
+		if (*end == '\0')
+			break;
+	}
+	if (k != t->nsrc)
+		errx(2, "--data-weights: '%s' is not %d positive numbers, one "
+		    "per --data", t->weights, t->nsrc);
+}
+
+/* A pairs file read: bad rows and missing images reported (marked in
+ * t->warned), its rules checked. */
+static int
+check_source(struct train *t, struct train_src *s)
+{
+	struct vlm_pairs *p = &s->pairs;
+	int missing = 0, total, need = t->nsrc == 1 ? t->o.batch : 1;
+
+	for (int i = 0; i < p->nbadmsg; i++)
+		warnx("%s", p->bad[i]);
+	for (int i = 0; i < p->n; i++)
+		if (access(p->paths[i], R_OK) < 0) {
+			int64_t k = s->lo + i; /* reported: not again */
+			t->warned[k / 8] |= 1 << (k % 8);
+			warnx("%s:%d: cannot read image '%s'", s->path,
+			    p->line[i], p->paths[i]);
+			missing++;
+		}
+	total = p->n + p->nbad;
+	s->usable = p->n - missing;
+	if (total == 0 || s->usable < need)
+		return vlm_error("'%s': %d usable pairs, fewer than %s (%d)",
+		    s->path, s->usable, t->nsrc == 1 ? "a batch" : "one",
+		    need);
+	if (p->nbad + missing > t->max_bad * total)
+		return vlm_error("'%s': %d of %d rows are bad, more than "
+		    "--max-bad %.3g allows", s->path, p->nbad + missing, total,
+		    t->max_bad);
+	return 0;
+}
+
+/* Every source read and checked; their pairs as one list of items. */
+int
+train_data(struct train *t)
+{
+	int64_t n = 0;
+	int usable = 0;
+
+	for (int i = 0; i < t->nsrc; i++) {
+		t->src[i].lo = n;
+		if (vlm_pairs_load(&t->src[i].pairs, t->src[i].path,
+		    &t->csv) < 0)
+			return -1;
+		n += t->src[i].pairs.n;
+		if (n > INT_MAX / 2)
+			return vlm_error("%lld pairs: too many", (long long)n);
+	}
+	if (!(t->warned = calloc(n / 8 + 1, 1)))
+		return vlm_error("out of memory");
+	for (int i = 0; i < t->nsrc; i++) {
+		if (check_source(t, &t->src[i]) < 0)
+			return -1;
+		usable += t->src[i].usable;
+	}
+	if (usable < t->o.batch)
+		return vlm_error("%d sources: %d usable pairs, fewer than a "
+		    "batch (%d)", t->nsrc, usable, t->o.batch);
+	t->nitems = (int)n;
+	t->paths = malloc(n * sizeof(*t->paths));
+	t->captions = malloc(n * sizeof(*t->captions));
+	if (!t->paths || !t->captions)
+		return vlm_error("out of memory");
+	for (int i = 0; i < t->nsrc; i++) {
+		const struct vlm_pairs *p = &t->src[i].pairs;
+		memcpy(t->paths + t->src[i].lo, p->paths,
+		    p->n * sizeof(char *));
+		memcpy(t->captions + t->src[i].lo, p->captions,
+		    p->n * sizeof(char *));
+	}
+	return 0;
+}
+
+/* Several sources: the sampler, fresh or as the checkpoint left it. */
+static int
+sampler_setup(struct train *t)
+{
+	int64_t n[VLM_SOURCES_MAX];
+	double w[VLM_SOURCES_MAX];
+	int S = t->nsrc, B = t->o.batch;
+
+	for (int i = 0; i < S; i++) {
+		n[i] = t->src[i].pairs.n;
+		w[i] = t->w ? t->w[i] : t->src[i].usable;
+	}
+	t->so.seed = t->seed;
+	if (vlm_sampler_init(&t->sampler, S, n, w, &t->so) < 0)
+		return -1;
+	if (t->resume) {
+		memcpy(t->sampler.st, t->st.sources,
+		    S * sizeof(*t->st.sources));
+		t->sampler.done = t->st.step;
+	}
+	for (int i = 0; i < NFED; i++) {
+		struct train_fed *f = &t->fed[i];
+		f->src = malloc(B * sizeof(*f->src));
+		f->epoch = malloc(S * sizeof(*f->epoch));
+		f->pos = malloc(S * sizeof(*f->pos));
+		if (!f->src || !f->epoch || !f->pos)
+			return vlm_error("out of memory");
+	}
+	t->step_count = calloc(S, sizeof(*t->step_count));
+	t->rowloss = malloc(B * sizeof(*t->rowloss));
+	t->feed = malloc(B * sizeof(*t->feed));
+	if (!t->step_count || !t->rowloss || !t->feed)
+		return vlm_error("out of memory");
+	t->feed_step = t->st.step + 1;
+	t->last_step = t->stop_at && t->stop_at < t->o.steps ? t->stop_at :
+	    t->o.steps;
+	return 0;
+}
+
+int
+train_loader(struct train *t)
+{
+	const struct vlm_config *c = &t->m.cfg;
+	struct vlm_loader_opts lo = { 0 };
+	int multi = t->nsrc > 1;
+
+	if (t->resume && t->st.nsources != (multi ? t->nsrc : 0))
+		return vlm_error("'%s': the run was trained on %d data "
+		    "sources, not %d", t->resume, t->st.nsources ?
+		    t->st.nsources : 1, t->nsrc);
+	if (multi && sampler_setup(t) < 0)
+		return -1;
+	t->items = (struct vlm_items){ .paths = t->paths,
+		.captions = t->captions, .size = c->image_size,
+		.mean = c->mean, .std = c->std, .train = 1, .augment = &t->aug,
+		.alpha = c->image_alpha, .bpe = &t->bpe, .ctx = c->context };
+	lo.n = t->nitems;
+	lo.batch = t->o.batch;
+	lo.threads = t->threads;
+	lo.seed = t->seed;
+	lo.shuffle = !multi;
+	lo.drop_last = !multi;
+	lo.feed = multi;
+	lo.on_fail = VLM_LOADER_REPLACE;
+	lo.start = multi ? (struct vlm_cursor){ 0, 0 } : t->st.cursor;
+	lo.image_floats = 3 * (int64_t)c->image_size * c->image_size;
+	lo.ctx = c->context;
+	lo.arg = &t->items;
+	lo.image = vlm_items_image;
+	lo.text = vlm_items_text;
+	t->loader = vlm_loader_new(&lo);
+	return t->loader ? 0 : -1;
+}
+
+/* Report each unreadable image once, by its source's file and line. */
+static void
+report_errors(struct train *t, const struct vlm_batch *b)
+{
+	for (int i = 0; i < b->nerr; i++) {
+		int64_t k = b->err[i].index;
+		int s = 0;
+		if (k < 0 || (t->warned[k / 8] & (1 << (k % 8))))
+			continue;
+		t->warned[k / 8] |= 1 << (k % 8);
+		while (s + 1 < t->nsrc && k >= t->src[s + 1].lo)
+			s++;
+		warnx("%s:%d: %s (skipped)", t->src[s].path,
+		    t->src[s].pairs.line[k - t->src[s].lo], b->err[i].msg);
+	}
+}
+
+/* Several sources: keep the loader fed one batch ahead of the next. */
+static int
+feed_ahead(struct train *t)
+{
+	while (t->nfed < 2 && t->feed_step <= t->last_step) {
+		struct train_fed *f = &t->fed[(t->fed0 + t->nfed) % NFED];
+		for (int i = 0; i < t->nsrc; i++) {
+			f->epoch[i] = t->sampler.st[i].epoch;
+			f->pos[i] = t->sampler.st[i].pos;
+		}
+		vlm_sampler_plan(&t->sampler, t->feed_step, t->feed_micro,
+		    t->o.batch, t->feed, f->src);
+		if (vlm_loader_feed(t->loader, t->feed, t->o.batch) < 0)
+			return -1;
+		t->nfed++;
+		if (++t->feed_micro == t->accum) {
+			t->feed_micro = 0;
+			t->feed_step++;
+		}
+	}
+	return 0;
+}
+
+/* The next micro-batch, full; *src its items' sources (one: NULL). */
+const struct vlm_batch *
+train_next(struct train *t, const int **src)
+{
+	const struct vlm_batch *b;
+
+	*src = NULL;
+	if (t->nsrc > 1 && feed_ahead(t) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (vlm_loader_next(t->loader, &b) != 1)
+		errx(1, "%s", vlm_errmsg());
+	report_errors(t, b);
+	if (b->n != t->o.batch)
+		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,
+		    t->o.batch);
+	if (t->nsrc > 1) {
+		*src = t->fed[t->fed0].src;
+		t->fed0 = (t->fed0 + 1) % NFED;
+		t->nfed--;
+	}
+	return b;
+}
+
+/* After a micro-batch's loss: each example's, by source. */
+void
+train_sources_loss(struct train *t, const int *src, int n)
+{
+	if (!src)
+		return;
+	if (vlm_run_row_loss(t->run, t->rowloss) < 0)
+		errx(1, "%s", vlm_errmsg());
+	vlm_sampler_add(&t->sampler, src, t->rowloss, n);
+	for (int j = 0; j < n; j++)
+		t->step_count[src[j]]++;
+}
+
+/* After an optimizer step (t->st.step done): the loss averages. */
+void
+train_sources_step(struct train *t)
+{
+	if (t->nsrc > 1)
+		vlm_sampler_update(&t->sampler, t->st.step);
+}
+
+/* Into t->st: each source's cursor before the batch fed ahead. */
+void
+train_sources_save(struct train *t)
+{
+	const struct train_fed *f = &t->fed[t->fed0];
+
+	t->st.nsources = t->nsrc > 1 ? t->nsrc : 0;
+	for (int i = 0; i < t->st.nsources; i++) {
+		t->st.sources[i] = t->sampler.st[i];
+		if (t->nfed > 0) {
+			t->st.sources[i].epoch = f->epoch[i];
+			t->st.sources[i].pos = f->pos[i];
+		}
+	}
+}
+
+/* Passes over the data: the loader's epoch, or examples / pairs. */
+int64_t
+train_epoch(const struct train *t)
+{
+	struct vlm_cursor at;
+
+	if (t->nsrc > 1)
+		return t->st.samples / t->nitems;
+	vlm_loader_cursor(t->loader, &at);
+	return at.epoch;
+}
+
+/* Several sources: probabilities the losses so far give, the averages,
+ * examples drawn since the last line and epochs, one entry a source. */
+void
+train_sources_log(struct train *t, struct json_t *o)
+{
+	const struct vlm_sampler *s = &t->sampler;
+	json_t *p, *l, *n, *e;
+	double prob[VLM_SOURCES_MAX];
+
+	if (t->nsrc < 2)
+		return;
+	vlm_sampler_probs(s, s->done + 2, prob);
+	p = json_array(), l = json_array(), n = json_array(), e = json_array();
+	for (int i = 0; i < t->nsrc; i++) {
+		json_array_append_new(p, json_real(prob[i]));
+		json_array_append_new(l, s->st[i].seen ?
+		    json_real(s->st[i].ema) : json_null());
+		json_array_append_new(n, json_integer(t->step_count[i]));
+		json_array_append_new(e, json_integer(s->st[i].epoch));
+		t->step_count[i] = 0;
+	}
+	json_object_set_new(o, "source_p", p);
+	json_object_set_new(o, "source_loss", l);
+	json_object_set_new(o, "source_examples", n);
+	json_object_set_new(o, "source_epoch", e);
+}
+
+void
+train_sources_free(struct train *t)
+{
+	for (int i = 0; i < t->nsrc; i++)
+		vlm_pairs_release(&t->src[i].pairs);
+	if (t->nsrc > 1)
+		vlm_sampler_release(&t->sampler);
+	for (int i = 0; i < NFED; i++) {
+		free(t->fed[i].src);
+		free(t->fed[i].epoch);
+		free(t->fed[i].pos);
+	}
+	free(t->src);
+	free(t->w);
+	free(t->paths);
+	free(t->captions);
+	free(t->step_count);
+	free(t->rowloss);
+	free(t->feed);
+}
