@@ -46,7 +46,7 @@ now(void)
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
-	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_LORA_R, O_LORA_A,
+	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM };
 
 static const struct option opts[] = {
@@ -84,6 +84,7 @@ static const struct option opts[] = {
 	{ "val-data", required_argument, NULL, O_VAL },
 	{ "val-every", required_argument, NULL, O_VALEVERY },
 	{ "crop-scale", required_argument, NULL, O_CROP },
+	{ "hflip", no_argument, NULL, O_HFLIP },
 	{ "data-weights", required_argument, NULL, O_WEIGHTS },
 	{ "adaptive", no_argument, NULL, O_ADAPT },
 	{ "adaptive-tau", required_argument, NULL, O_TAU },
@@ -189,6 +190,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_FLOOR: t->so.eps = real(optarg, "--adaptive-floor");
 			break;
 		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
+		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_CROP:
 			t->aug.scale_lo = real(optarg, "--crop-scale");
 			if (!(t->aug.scale_lo > 0 && t->aug.scale_lo <= 1))

@@ -48,6 +48,7 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
     float lr, const uint8_t *frozen)
 {
 	float norm = 0;
+	int clamp = 0;
 
 	if (o->clip > 0)
 		norm = vlm_grad_clip_cpu(grad, m->nfloats, o->clip);
@@ -56,11 +57,13 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
 		const struct vlm_param *p = &m->params[i];
 		if (frozen && frozen[i])
 			continue;
+		clamp |= p->off == m->logit_scale;
 		vlm_adamw_step_cpu(m->w + p->off, o->m + p->off, o->v + p->off,
 		    grad + p->off, p->n, o->step, lr, o->beta1, o->beta2,
 		    o->eps, p->decay ? o->wd : 0);
 	}
-	m->w[m->logit_scale] = fminf(fmaxf(m->w[m->logit_scale], 0),
-	    logf(100));
+	if (clamp) /* a frozen temperature stays as it was */
+		m->w[m->logit_scale] = fminf(fmaxf(m->w[m->logit_scale], 0),
+		    logf(100));
 	return norm;
 }
