@@ -46,7 +46,7 @@ now(void)
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
-	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_LORA_R, O_LORA_A,
+	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM };
 
 static const struct option opts[] = {
@@ -85,6 +85,9 @@ static const struct option opts[] = {
 	{ "val-every", required_argument, NULL, O_VALEVERY },
 	{ "crop-scale", required_argument, NULL, O_CROP },
 	{ "hflip", no_argument, NULL, O_HFLIP },
+	{ "color-jitter", required_argument, NULL, O_JITTER },
+	{ "hue", required_argument, NULL, O_HUE },
+	{ "grayscale", required_argument, NULL, O_GRAY },
 	{ "data-weights", required_argument, NULL, O_WEIGHTS },
 	{ "adaptive", no_argument, NULL, O_ADAPT },
 	{ "adaptive-tau", required_argument, NULL, O_TAU },
@@ -191,6 +194,21 @@ parse(struct train *t, int argc, char **argv)
 			break;
 		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
 		case O_HFLIP: t->aug.hflip = 1; break;
+		case O_JITTER:
+			t->aug.jitter = real(optarg, "--color-jitter");
+			if (!(t->aug.jitter >= 0 && t->aug.jitter < 1))
+				errx(2, "--color-jitter: a fraction in [0, 1)");
+			break;
+		case O_HUE:
+			t->aug.hue = real(optarg, "--hue");
+			if (!(t->aug.hue >= 0 && t->aug.hue <= 0.5))
+				errx(2, "--hue: a fraction of a turn in [0, 0.5]");
+			break;
+		case O_GRAY:
+			t->aug.gray = real(optarg, "--grayscale");
+			if (!(t->aug.gray >= 0 && t->aug.gray <= 1))
+				errx(2, "--grayscale: a probability");
+			break;
 		case O_CROP:
 			t->aug.scale_lo = real(optarg, "--crop-scale");
 			if (!(t->aug.scale_lo > 0 && t->aug.scale_lo <= 1))

@@ -147,6 +147,67 @@ vlm_image_crop_resize(uint8_t *out /* (S,S,3) */, const struct vlm_image *im,
 	    (size_t)im->w * 3);
 }
 
+static double
+luma(const double *p)
+{
+	return 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+}
+
+void
+vlm_color_apply(uint8_t *px, int64_t n, double b, double c, double s,
+    double h, int gray)
+{
+	double mean = 0, ch = cos(2 * M_PI * h), sh = sin(2 * M_PI * h);
+
+	for (int64_t i = 0; c != 1 && i < n; i++) { /* after brightness */
+		double p[3];
+		for (int k = 0; k < 3; k++)
+			p[k] = fmin(fmax(px[3 * i + k] * b, 0), 255);
+		mean += luma(p);
+	}
+	mean /= n > 0 ? n : 1;
+	for (int64_t i = 0; i < n; i++) {
+		uint8_t *q = px + 3 * i;
+		double p[3], y, I, Q, t;
+		for (int k = 0; k < 3; k++)
+			p[k] = fmin(fmax(q[k] * b, 0), 255);
+		for (int k = 0; c != 1 && k < 3; k++)
+			p[k] = fmin(fmax(c * p[k] + (1 - c) * mean, 0), 255);
+		y = luma(p);
+		for (int k = 0; s != 1 && k < 3; k++)
+			p[k] = fmin(fmax(s * p[k] + (1 - s) * y, 0), 255);
+		if (h != 0) { /* YIQ: Y stays, (I, Q) turn by 2 pi h */
+			y = luma(p);
+			I = 0.596 * p[0] - 0.274 * p[1] - 0.322 * p[2];
+			Q = 0.211 * p[0] - 0.523 * p[1] + 0.312 * p[2];
+			t = ch * I - sh * Q, Q = sh * I + ch * Q, I = t;
+			p[0] = y + 0.956 * I + 0.621 * Q;
+			p[1] = y - 0.272 * I - 0.647 * Q;
+			p[2] = y - 1.106 * I + 1.703 * Q;
+		}
+		if (gray)
+			p[0] = p[1] = p[2] = luma(p);
+		for (int k = 0; k < 3; k++)
+			q[k] = (uint8_t)lrint(fmin(fmax(p[k], 0), 255));
+	}
+}
+
+void
+vlm_augment_color(uint8_t *px, int64_t n, const struct vlm_augment *a,
+    struct vlm_rng *r)
+{
+	double f[3] = { 1, 1, 1 }, h = 0;
+	int gray;
+
+	for (int k = 0; a->jitter > 0 && k < 3; k++)
+		f[k] = 1 - a->jitter + 2 * a->jitter * vlm_rng_uniform(r);
+	if (a->hue > 0)
+		h = a->hue * (2 * vlm_rng_uniform(r) - 1);
+	gray = a->gray > 0 && vlm_rng_uniform(r) < a->gray;
+	if (a->jitter > 0 || a->hue > 0 || gray)
+		vlm_color_apply(px, n, f[0], f[1], f[2], h, gray);
+}
+
 int
 vlm_preprocess_train(float *out /* (3,S,S) */, const struct vlm_image *im,
     int S, const float mean[3], const float std[3],
@@ -168,6 +229,7 @@ vlm_preprocess_train(float *out /* (3,S,S) */, const struct vlm_image *im,
 		free(px);
 		return -1;
 	}
+	vlm_augment_color(px, (int64_t)S * S, a, r);
 	vlm_image_normalize(out, px, S, mean, std, flip);
 	free(px);
 	return 0;

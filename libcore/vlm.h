@@ -1227,8 +1227,11 @@ struct vlm_augment {
 	double scale_lo, scale_hi; /* e.g. 0.9, 1.0: crop area fraction */
 	double ratio_lo, ratio_hi; /* e.g. 3/4, 4/3: crop width / height */
 	int hflip;                 /* e.g. 0; 1: mirror half the images */
+	double jitter; /* e.g. 0.4: brightness, contrast, saturation x[1-j,1+j] */
+	double hue;    /* e.g. 0.1: hue turned by up to this fraction of a turn */
+	double gray;   /* e.g. 0.2: probability of greyscale */
 };
-#define VLM_AUGMENT_DEFAULT {0.9, 1.0, 3.0 / 4.0, 4.0 / 3.0, 0}
+#define VLM_AUGMENT_DEFAULT {0.9, 1.0, 3.0 / 4.0, 4.0 / 3.0, 0, 0, 0, 0}
 struct vlm_crop {
 	int x, y, w, h;
 };
@@ -1238,7 +1241,19 @@ void vlm_augment_crop(struct vlm_crop *c, int w, int h,
 /* Crop c of im resized to S x S (PIL bicubic of the cropped image). */
 int vlm_image_crop_resize(uint8_t *out /* (S,S,3) */,
     const struct vlm_image *im, const struct vlm_crop *c, int S);
-/* RandomResizedCrop (a NULL: defaults), optional flip, normalise. */
+/*
+ * Colour changes on n RGB pixels, in this order (PIL ImageEnhance's and
+ * torchvision ColorJitter's definitions): brightness b (x b), contrast c
+ * (blend with the mean luma), saturation s (blend with each pixel's
+ * luma), hue h (a turn of h in YIQ's chroma plane), then greyscale when
+ * gray; luma is 0.299 R + 0.587 G + 0.114 B; one rounding at the end.
+ */
+void vlm_color_apply(uint8_t *px /* (n,3) */, int64_t n, double b, double c,
+    double s, double h, int gray);
+/* Draw vlm_color_apply's factors from a (nothing drawn for what is off). */
+void vlm_augment_color(uint8_t *px /* (n,3) */, int64_t n,
+    const struct vlm_augment *a, struct vlm_rng *r);
+/* RandomResizedCrop (a NULL: defaults), optional flip, colour, normalise. */
 int vlm_preprocess_train(float *out /* (3,S,S) */, const struct vlm_image *im,
     int S, const float mean[3], const float std[3],
     const struct vlm_augment *a, struct vlm_rng *r);
