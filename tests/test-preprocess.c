@@ -151,7 +151,7 @@ test_resize_matches_pil(void **state)
 static void
 test_train_whole_image(void **state)
 {
-	const struct vlm_augment a = {1.0, 1.0, 4.0 / 3, 4.0 / 3, 0};
+	const struct vlm_augment a = {1.0, 1.0, 4.0 / 3, 4.0 / 3, 0, 0, 0, 0};
 	const char *d = test_tmpdir();
 	struct vlm_image im;
 	struct vlm_rng r;
