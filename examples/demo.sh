@@ -2,21 +2,21 @@
 # examples/demo.sh - the main job end to end, run by `make demo`:
 # fetch the emoji image-text data (npm), train a tiny one-tower LIMoE
 # (8 experts, top-1, MoE in every other block) on the 1911 Google-style
-# base emoji (no skin-tone variants) for about 8 minutes, then on the
+# base emoji (no skin-tone variants) for about 10 minutes, then on the
 # Twitter style, which it never saw:
 # image<->text retrieval over the 1911 base emoji, zero-shot category
 # classification, and how the experts split the work.
 #
-# The recipe (measured in the README): batches of 256 for 700 steps,
+# The recipe (measured in the README): batches of 256 for 900 steps,
 # peak lr 1.5e-3 after 25 warmup steps, transparent pixels white, seed 1;
 # evaluation routes with capacity factor 2 (moe.cf_eval), as the MoE
 # papers evaluate with more room per expert than they train with.
 #
-# Environment: BIN (bin), DEMO_STEPS (700), DEMO_RUN (a new temporary
+# Environment: BIN (bin), DEMO_STEPS (900), DEMO_RUN (a new temporary
 # directory, removed at the end unless given), VLM_THREADS.
 set -eu
 BIN=${BIN:-bin}
-steps=${DEMO_STEPS:-700}
+steps=${DEMO_STEPS:-900}
 E=${XDG_CACHE_HOME:-$HOME/.cache}/vlm/emoji
 w=$(mktemp -d "${TMPDIR:-/tmp}/vlm-demo.XXXXXX")
 trap 'rm -rf "$w"' EXIT
