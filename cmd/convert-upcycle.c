@@ -55,8 +55,7 @@ convert_upcycle(int argc, char **argv)
 	}
 	if (argc - optind != 2 || E == 0 || std < 0 || (every && last > 0))
 		cmd_usage(convert_usage, 2);
-	if (vlm_model_load(&dense, argv[optind]) < 0 ||
-	    vlm_lora_merge(&dense) < 0)
+	if (vlm_model_load_merged(&dense, argv[optind]) < 0)
 		errx(1, "%s", vlm_errmsg());
 	c = dense.cfg;
 	c.moe.experts = E, c.moe.top_k = K;

@@ -50,7 +50,7 @@ embed_setup_model(struct embed *e)
 	const struct vlm_config *c;
 	char msg[1024];
 
-	if (vlm_model_load(&e->m, e->o.model) < 0 || vlm_lora_merge(&e->m) < 0)
+	if (vlm_model_load_merged(&e->m, e->o.model) < 0)
 		return -1;
 	c = &e->m.cfg;
 	if (e->o.text && vlm_model_tokenizer(&e->m, &e->bpe) < 0) {

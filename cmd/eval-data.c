@@ -14,7 +14,7 @@
 int
 eval_model_load(struct vlm_model *m, const char *path)
 {
-	if (vlm_model_load(m, path) == 0 && vlm_lora_merge(m) == 0)
+	if (vlm_model_load_merged(m, path) == 0)
 		return 0;
 	warnx("%s", vlm_errmsg());
 	return -1;

@@ -240,7 +240,7 @@ rs_run(FILE *out, const char *model, const char *dir, const char *text,
 	struct vlm_model m;
 	int rc = -1, bad = 0;
 
-	if (vlm_model_load(&m, model) < 0 || vlm_lora_merge(&m) < 0)
+	if (vlm_model_load_merged(&m, model) < 0)
 		return -1;
 	if (vlm_routes_writer_init(&w, out, model, &m) < 0)
 		goto out;

@@ -180,6 +180,12 @@ vlm_lora_merge(struct vlm_model *m)
 	return 0;
 }
 
+int
+vlm_model_load_merged(struct vlm_model *m, const char *path)
+{
+	return vlm_model_load(m, path) < 0 ? -1 : vlm_lora_merge(m);
+}
+
 /* Do the first n parameters of a and b have the same names and shapes? */
 static int
 same_table(const struct vlm_model *a, const struct vlm_model *b, int n)

@@ -460,7 +460,7 @@ int vlm_run_row_loss(const struct vlm_run *r, double *loss);
  * model's), are saved in the model file like any tensor, and follow the
  * OpenCLIP weight-decay rule (2-D: decayed). vlm_model_randomize() draws
  * A ~ N(0, 1/IN) and sets B = 0, so a fresh adapted model computes what
- * its base computes. vlm_run_new() refuses a model with adapters:
+ * its base computes. vlm_forward() refuses a model with adapters:
  * train through a view, infer after vlm_lora_merge().
  */
 enum vlm_lora_targets { VLM_LORA_ALL, VLM_LORA_ATTN, VLM_LORA_MLP };
@@ -483,6 +483,8 @@ void vlm_lora_grad(const struct vlm_model *m, float *grad);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
+/* vlm_model_load() for inference: adapters, if any, merged. */
+int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
  * moved over. */
