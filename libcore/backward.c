@@ -203,7 +203,7 @@ head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
 	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
 	const struct vlm_tower_config *tc = i ? &c->text : &c->vision;
 	int D = tc->width, B = t->B, T = t->T, E = c->embed_dim;
-	const float *xl = t->st->x + ((size_t)t->st->L * t->st->R + t->row0) * D;
+	const float *xl = STACK_TOP(t->st) + (size_t)t->row0 * D;
 
 	zero(r->dfeat[i], (size_t)B * E);
 	vlm_l2norm_bwd_cpu(r->dfeat[i], r->dunit[i], t->unit, t->norm, B, E);
@@ -276,7 +276,7 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 {
 	const struct vlm_config *c = &m->cfg;
 	const struct vlm_tower_off *o = &m->vis;
-	const float *w = m->w, *top = st->x + (size_t)st->L * st->R * st->D;
+	const float *w = m->w, *top = STACK_TOP(st);
 	size_t D = st->D;
 
 	for (int i = 0; i < st->nseg; i++) {

@@ -57,6 +57,9 @@ struct stack {
 	int S_max[2];
 };
 
+/* x[L], the stack's output rows (R, D). */
+#define STACK_TOP(st) ((st)->x + (size_t)(st)->L * (st)->R * (st)->D)
+
 /* Embeddings and head of one modality. */
 struct tower_acts {
 	int B, T;           /* T: tokens at the head */
