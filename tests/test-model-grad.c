@@ -23,12 +23,7 @@ enum { T_LIMOE, T_VLMOE, T_MAP, T_CUT, T_CUT2 };
 static void
 tiny_config(struct vlm_config *c, int kind)
 {
-	vlm_config_preset(c, "tiny-moe");
-	c->embed_dim = 8, c->image_size = 16, c->patch_size = 8;
-	c->vocab = 40, c->context = 7;
-	c->vision.width = c->text.width = 16;
-	c->vision.layers = c->text.layers = 2;
-	c->vision.heads = c->text.heads = 2;
+	tiny_grad_config(c);
 	c->vision.mlp_ratio = c->text.mlp_ratio = 2;
 	c->moe.experts = 4, c->moe.top_k = 2, c->moe.every = 1;
 	c->moe.cf_train = 0.6f, c->moe.min_capacity = 1;

@@ -14,12 +14,7 @@
 static void
 tiny(struct vlm_config *c, int two_tower)
 {
-	vlm_config_preset(c, "tiny-moe");
-	c->embed_dim = 8, c->image_size = 16, c->patch_size = 8;
-	c->vocab = 40, c->context = 7;
-	c->vision.width = c->text.width = 16;
-	c->vision.layers = c->text.layers = 2;
-	c->vision.heads = c->text.heads = 2;
+	tiny_grad_config(c);
 	c->moe.experts = 4, c->moe.top_k = 1;
 	if (two_tower) {
 		c->family = VLM_TWO_TOWER;

@@ -27,6 +27,20 @@ fixture(const char *rel)
 	return buf;
 }
 
+/* The small shape of the whole-model gradient tests: tiny-moe with
+ * 16 px images of 4 patches, 7 tokens of 40 ids, width 16, 2 blocks of
+ * 2 heads, embeddings of 8 (each test sets its MoE and family). */
+static inline void
+tiny_grad_config(struct vlm_config *c)
+{
+	vlm_config_preset(c, "tiny-moe");
+	c->embed_dim = 8, c->image_size = 16, c->patch_size = 8;
+	c->vocab = 40, c->context = 7;
+	c->vision.width = c->text.width = 16;
+	c->vision.layers = c->text.layers = 2;
+	c->vision.heads = c->text.heads = 2;
+}
+
 /* Skip the calling test (not fail) when a fixture file is missing. */
 #define NEED_FIXTURE(path) do { \
 	if (access((path), R_OK) != 0) { \
