@@ -123,7 +123,7 @@ list_dir(struct vlm_walk *w, char ***names, int *n)
 	}
 	closedir(d);
 	w->path[len] = '\0';
-	if (rc == 0)
+	if (rc == 0 && *n > 1) /* qsort wants a non-NULL array */
 		qsort(*names, *n, sizeof(**names), cmp_names);
 	return rc;
 }
