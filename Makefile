@@ -148,7 +148,8 @@ $(FUZZ_DIR)/%.o: %.c $(wildcard libcore/*.h kernels/*.h)
 
 $(FUZZ_DIR)/fuzz-%: tests/fuzz/fuzz-%.c $(wildcard tests/fuzz/*.h) \
 		$(FUZZ_OBJ)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< \
+	@echo "$(FUZZ_CC) -fsanitize=fuzzer -o $@ $< (libcore, kernels)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< \
 		$(FUZZ_OBJ) $(PKGLIBS) -ljpeg -lm
 
 fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz-%)

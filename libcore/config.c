@@ -194,9 +194,10 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 		*(int *)p = (int)json_integer_value(v);
 		return 0;
 	case K_FLOAT:
-		if (!json_is_number(v))
-			return vlm_error("config key '%s': expected a number",
-			    k->name);
+		if (!json_is_number(v) ||
+		    !isfinite((float)json_number_value(v)))
+			return vlm_error("config key '%s': expected a number "
+			    "(finite as a float)", k->name);
 		*(float *)p = (float)json_number_value(v);
 		return 0;
 	case K_BOOL:
@@ -212,9 +213,10 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 			    k->name);
 		for (int i = 0; i < 3; i++) {
 			json_t *e = json_array_get(v, i);
-			if (!json_is_number(e))
+			if (!json_is_number(e) ||
+			    !isfinite((float)json_number_value(e)))
 				return vlm_error("config key '%s': expected 3 "
-				    "numbers", k->name);
+				    "numbers (finite as floats)", k->name);
 			((float *)p)[i] = (float)json_number_value(e);
 		}
 		return 0;

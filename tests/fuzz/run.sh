@@ -18,7 +18,7 @@ for name in "$@"; do
 	esac
 	work=$dir/corpus/$name
 	art=$dir/artifacts/$name
-	rm -rf "$work"
+	rm -rf "$work" "$art"
 	mkdir -p "$work" "$art"
 	cp tests/fuzz/corpus/"$name"/* "$work"/
 	log=$dir/fuzz-$name.log
