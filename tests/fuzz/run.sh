@@ -2,7 +2,8 @@
 # tests/fuzz/run.sh DIR NAME... - `make fuzz`: run each harness DIR/fuzz-NAME
 # under libFuzzer for $FUZZ_SECONDS seconds (default 60), one at a time,
 # over a scratch copy of its seed corpus (DIR/corpus/NAME: what it finds
-# stays there, out of git), crashes into DIR/artifacts/NAME/. Prints per
+# stays there, out of git), with tests/fuzz/dict/NAME.dict if there is
+# one (format keywords), crashes into DIR/artifacts/NAME/. Prints per
 # harness the executions, coverage (cov: edges, ft: features) and crashes;
 # fails if any harness crashed. Extra libFuzzer flags: $FUZZ_FLAGS (e.g.
 # "-fork=1 -ignore_crashes=1 -ignore_ooms=1" to go on past a crash).
@@ -22,10 +23,13 @@ for name in "$@"; do
 	mkdir -p "$work" "$art"
 	cp tests/fuzz/corpus/"$name"/* "$work"/
 	log=$dir/fuzz-$name.log
+	dict=
+	[ -f tests/fuzz/dict/"$name".dict ] &&
+		dict=-dict=tests/fuzz/dict/$name.dict
 	# shellcheck disable=SC2086
 	"$dir/fuzz-$name" -max_total_time="$FUZZ_SECONDS" \
 	    -print_final_stats=1 -rss_limit_mb=2048 -max_len=$max \
-	    -timeout=20 -artifact_prefix="$art/" $FUZZ_FLAGS \
+	    -timeout=20 -artifact_prefix="$art/" $dict $FUZZ_FLAGS \
 	    "$work" >"$log" 2>&1
 	rc=$?
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" |
