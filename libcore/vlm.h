@@ -85,6 +85,14 @@ struct vlm_atomic {
 int vlm_atomic_open(struct vlm_atomic *a, const char *path);
 int vlm_atomic_commit(struct vlm_atomic *a);
 void vlm_atomic_abort(struct vlm_atomic *a);
+/*
+ * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
+ * process kills itself (SIGKILL) the Nth time (default 1) it reaches the
+ * named point: atomic-commit (an output complete under its temporary
+ * name), ckpt-dir, ckpt-model, ckpt-optim, ckpt-state, ckpt-rename,
+ * ckpt-latest, ckpt-remove (libcore/train.c).
+ */
+void vlm_crash_point(const char *point);
 
 /* ---- random numbers (libcore/rng.c) --------------------------------------- */
 
