@@ -23,7 +23,7 @@
 static const char usage[] =
     "usage: vlm-train --data pairs.tsv -m preset|config.json|model -o run "
     "[options]\n"
-    "       vlm-train --resume run --data pairs.tsv [options]\n"
+    "       vlm-train --resume run [options]\n"
     "       vlm-train -h | --help | --version\n";
 
 static volatile sig_atomic_t stop_signal;
@@ -112,7 +112,7 @@ num(const char *s, const char *what)
 	return v;
 }
 
-static float
+static double
 real(const char *s, const char *what)
 {
 	char *end;
@@ -120,7 +120,7 @@ real(const char *s, const char *what)
 
 	if (*s == '\0' || *end != '\0' || !isfinite(v))
 		errx(2, "%s: '%s' is not a number", what, s);
-	return (float)v;
+	return v;
 }
 
 static void
@@ -140,6 +140,16 @@ defaults(struct train *t)
 	t->so = (struct vlm_sampler_opts){ .tau = 1, .decay = 0.9, .eps = 0.1 };
 }
 
+/* The long name of option c, for cmd/train-params.c. */
+static const char *
+opt_name(int c)
+{
+	for (const struct option *o = opts; o->name; o++)
+		if (o->val == c)
+			return o->name;
+	return "";
+}
+
 static void
 parse(struct train *t, int argc, char **argv)
 {
@@ -149,6 +159,7 @@ parse(struct train *t, int argc, char **argv)
 	t->src = calloc(argc, sizeof(*t->src));
 	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:h", opts, NULL)) !=
 	    -1) {
+		train_params_given(t, opt_name(c));
 		switch (c) {
 		case 'd':
 			t->src[t->nsrc++].path = optarg;
@@ -234,8 +245,11 @@ parse(struct train *t, int argc, char **argv)
 		default: cmd_usage(usage, 2);
 		}
 	}
-	if (optind != argc || !t->data || !t->out || (!t->model && !t->resume)
-	    || t->o.batch < 2)
+	if (optind != argc || !t->out || (!t->model && !t->resume))
+		cmd_usage(usage, 2);
+	if (t->resume)
+		train_params_resume(t);
+	if (!t->data || t->o.batch < 2)
 		cmd_usage(usage, 2);
 	train_sources_check(t);
 }
@@ -368,6 +382,7 @@ teardown(struct train *t)
 	train_sources_free(t);
 	vlm_run_free(t->run);
 	train_lora_free(t);
+	train_params_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
 	if (t->val_data)
@@ -397,6 +412,8 @@ main(int argc, char **argv)
 	defaults(&t);
 	parse(&t, argc, argv);
 	setup(&t);
+	if (train_params_save(&t) < 0)
+		errx(1, "%s", vlm_errmsg());
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
 	if (!(t.metrics = fopen(path, "a")))
 		err(1, "%s", path);
