@@ -7,9 +7,12 @@
  * examples since the last line and epoch), and a progress line when
  * stderr is a terminal.
  */
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -140,4 +143,44 @@ train_progress(const struct train *t, const struct vlm_loss *L, double rate)
 	    t->accum / rate : 0;
 	fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f img/s  eta %.0fs ",
 	    (long long)t->st.step, (long long)t->o.steps, L->total, rate, eta);
+}
+
+/*
+ * --resume: RUN/metrics.jsonl rewritten without the lines of steps past
+ * the checkpoint (a killed run logged them; they are logged again) and
+ * without a line a kill cut short. -1 and a message on failure.
+ */
+int
+train_log_resume(const struct train *t, const char *path)
+{
+	FILE *in = fopen(path, "r");
+	struct vlm_atomic a;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int bad;
+
+	if (!in)
+		return errno == ENOENT ? 0 : vlm_error("'%s': %s", path,
+		    strerror(errno));
+	if (vlm_atomic_open(&a, path) < 0) {
+		fclose(in);
+		return -1;
+	}
+	while ((len = getline(&line, &cap, in)) > 0) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *s = json_object_get(o, "step");
+		if (line[len - 1] == '\n' && json_is_integer(s) &&
+		    json_integer_value(s) <= t->st.step)
+			fwrite(line, 1, len, a.f);
+		json_decref(o);
+	}
+	free(line);
+	bad = ferror(in);
+	fclose(in);
+	if (bad) {
+		vlm_atomic_abort(&a);
+		return vlm_error("'%s': cannot read", path);
+	}
+	return vlm_atomic_commit(&a);
 }

@@ -101,6 +101,7 @@ void train_log(struct train *t, const struct vlm_loss *L, float lr,
     double secs, double rate, const double *val);
 void train_progress(const struct train *t, const struct vlm_loss *L,
     double rate);
+int train_log_resume(const struct train *t, const char *path);
 /* cmd/train-lora.c: LoRA adapters; each a no-op for a plain model */
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);

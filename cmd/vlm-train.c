@@ -8,11 +8,13 @@
  * model in RUN_DIR/latest/model.safetensors.
  */
 #include <err.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -254,12 +256,26 @@ parse(struct train *t, int argc, char **argv)
 	train_sources_check(t);
 }
 
+/* One vlm-train a run: RUN itself locked, until exit or kill. */
+static void
+lock_run(const char *run)
+{
+	int fd = open(run, O_RDONLY | O_DIRECTORY);
+
+	if (fd < 0)
+		err(1, "%s", run);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		errx(1, "'%s': another vlm-train is working on this run", run);
+}
+
 /* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
 static void
 setup(struct train *t)
 {
 	if (t->resume) {
-		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0)
+		lock_run(t->resume);
+		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0 ||
+		    vlm_ckpt_prune(t->resume, t->st.step, t->keep) < 0)
 			errx(1, "%s", vlm_errmsg());
 		t->seed = t->st.seed;
 	} else {
@@ -271,11 +287,12 @@ setup(struct train *t)
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
 		char latest[4096];
 		snprintf(latest, sizeof(latest), "%s/latest", t->out);
+		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+			err(1, "%s", t->out);
+		lock_run(t->out);
 		if (access(latest, F_OK) == 0)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
-		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
-			err(1, "%s", t->out);
 	}
 	if (train_data(t) < 0 || train_tokenizer(t) < 0 ||
 	    (t->val_data && train_val_load(t) < 0))
@@ -415,6 +432,8 @@ main(int argc, char **argv)
 	if (train_params_save(&t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
+	if (t.resume && train_log_resume(&t, path) < 0)
+		errx(1, "%s", vlm_errmsg());
 	if (!(t.metrics = fopen(path, "a")))
 		err(1, "%s", path);
 	signal(SIGINT, on_signal);

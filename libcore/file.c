@@ -173,5 +173,5 @@ vlm_crash_point(const char *point)
 	if (!s || strncmp(s, point, n) != 0 || (s[n] != '\0' && s[n] != ':'))
 		return;
 	if (++hits >= (s[n] ? atol(s + n + 1) : 1))
-		raise(SIGKILL);
+		raise(strstr(s + n, ":stop") ? SIGSTOP : SIGKILL);
 }

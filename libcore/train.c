@@ -248,6 +248,20 @@ retire(const char *run, const char *name)
 	return remove_dir(to);
 }
 
+/* NAME.tmp.PID: an atomic output a killed process left (libcore/file.c) */
+static int
+stray_tmp(const char *name)
+{
+	const char *s = strstr(name, ".tmp.");
+
+	if (!s || s == name || !s[5])
+		return 0;
+	for (s += 5; *s; s++)
+		if (*s < '0' || *s > '9')
+			return 0;
+	return 1;
+}
+
 /* The step of a name "ckpt-NNNNNNNN", or -1. */
 static int64_t
 ckpt_step(const char *name)
@@ -271,12 +285,12 @@ by_step_desc(const void *a, const void *b)
 
 /*
  * After the checkpoint of `step`: remove what interrupted saves and
- * prunes left (.tmp-ckpt-*, .del-ckpt-*, .latest.tmp) and, with keep > 0,
+ * prunes left (.tmp-ckpt-*, .del-ckpt-*, NAME.tmp.PID) and, with keep > 0,
  * every checkpoint but the newest `keep` up to `step`, including those
  * past it that a killed run wrote before this one resumed behind them.
  */
-static int
-prune(const char *run, int64_t step, int keep)
+int
+vlm_ckpt_prune(const char *run, int64_t step, int keep)
 {
 	DIR *d = opendir(run);
 	struct dirent *e;
@@ -292,6 +306,11 @@ prune(const char *run, int64_t step, int keep)
 		    strncmp(e->d_name, ".del-ckpt-", 10) == 0) {
 			snprintf(path, sizeof(path), "%s/%s", run, e->d_name);
 			rc = remove_dir(path);
+		} else if (stray_tmp(e->d_name)) {
+			if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno !=
+			    ENOENT)
+				rc = vlm_error("'%s/%s': %s", run, e->d_name,
+				    strerror(errno));
 		} else if (s >= 0 && keep > 0) {
 			if (n == cap) {
 				cap = 2 * cap + 16;
@@ -372,7 +391,7 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 	if (fsync_path(run, 1) < 0)
 		return -1;
 	vlm_crash_point("ckpt-latest");
-	return prune(run, s->step, keep);
+	return vlm_ckpt_prune(run, s->step, keep);
 }
 
 int
