@@ -7,6 +7,7 @@
  * examples since the last line and epoch), and a progress line when
  * stderr is a terminal.
  */
+#include <err.h>
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -126,9 +127,9 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 		    vlm_recall_ks[i % VLM_RECALL_NK]);
 		json_object_set_new(o, k, json_real(val[i]));
 	}
-	json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7));
-	fputc('\n', t->metrics);
-	fflush(t->metrics);
+	if (json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7))
+	    < 0 || fputc('\n', t->metrics) == EOF || fflush(t->metrics) != 0)
+		err(1, "%s/metrics.jsonl", t->out);
 	json_decref(o);
 }
 

@@ -425,6 +425,7 @@ main(int argc, char **argv)
 	double t0, last;
 	int64_t first, saved;
 
+	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	defaults(&t);
 	parse(&t, argc, argv);
@@ -454,7 +455,8 @@ main(int argc, char **argv)
 		fputc('\n', stderr);
 	if (t.st.step != saved)
 		checkpoint(&t);
-	fclose(t.metrics);
+	if (fclose(t.metrics) != 0)
+		err(1, "%s", path);
 	teardown(&t);
 	if (stop_signal)
 		return 128 + stop_signal;

@@ -375,10 +375,15 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 		return vlm_error("'%s': %s", tmp, strerror(errno));
 	vlm_crash_point("ckpt-dir");
 	if (save_files(tmp, m, o, s) < 0) {
-		char msg[1024];
+		char msg[1024], prev[64];
+		ssize_t n;
 		snprintf(msg, sizeof(msg), "%s", vlm_errmsg());
 		remove_dir(tmp);
-		return vlm_error("%s; the previous checkpoint is kept", msg);
+		snprintf(f, sizeof(f), "%s/latest", run);
+		if ((n = readlink(f, prev, sizeof(prev) - 1)) < 0)
+			return vlm_error("%s; no checkpoint saved", msg);
+		prev[n] = '\0';
+		return vlm_error("%s; %s/latest (%s) is kept", msg, run, prev);
 	}
 	if (rename(tmp, dir) < 0)
 		return vlm_error("'%s': %s", dir, strerror(errno));
