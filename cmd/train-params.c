@@ -233,6 +233,9 @@ merge_given(const struct train *t, const struct param *p, json_t *old,
 	}
 	was = show_alloc(p, old);
 	is = show_alloc(p, now);
+	if (p->type == P_DATA && json_array_size(old) != (size_t)t->nsrc)
+		errx(1, "'%s': the run was trained on %zu data sources, not "
+		    "%d: %s", file, json_array_size(old), t->nsrc, was);
 	if (!p->may_change)
 		errx(1, "'%s': --%s %s differs from the run's %s; a resumed "
 		    "run keeps it (start a new run to change it)", file,
