@@ -146,42 +146,60 @@ train_progress(const struct train *t, const struct vlm_loss *L, double rate)
 	    (long long)t->st.step, (long long)t->o.steps, L->total, rate, eta);
 }
 
+/* The lines of in a resume at step keeps, onto out (NULL: counted
+ * only); the number of lines dropped. */
+static int64_t
+keep_lines(FILE *in, FILE *out, int64_t step)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int64_t dropped = 0;
+
+	while ((len = getline(&line, &cap, in)) > 0) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *s = json_object_get(o, "step");
+		if (line[len - 1] == '\n' && json_is_integer(s) &&
+		    json_integer_value(s) <= step) {
+			if (out)
+				fwrite(line, 1, len, out);
+		} else {
+			dropped++;
+		}
+		json_decref(o);
+	}
+	free(line);
+	return dropped;
+}
+
 /*
  * --resume: RUN/metrics.jsonl rewritten without the lines of steps past
  * the checkpoint (a killed run logged them; they are logged again) and
- * without a line a kill cut short. -1 and a message on failure.
+ * without a line a kill cut short, when it has such lines. -1 and a
+ * message on failure.
  */
 int
 train_log_resume(const struct train *t, const char *path)
 {
 	FILE *in = fopen(path, "r");
 	struct vlm_atomic a;
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t len;
-	int bad;
+	int rc = 0;
 
 	if (!in)
 		return errno == ENOENT ? 0 : vlm_error("'%s': %s", path,
 		    strerror(errno));
-	if (vlm_atomic_open(&a, path) < 0) {
-		fclose(in);
-		return -1;
+	if (keep_lines(in, NULL, t->st.step) > 0 && !ferror(in)) {
+		rewind(in);
+		if ((rc = vlm_atomic_open(&a, path)) == 0) {
+			keep_lines(in, a.f, t->st.step);
+			if (ferror(in))
+				vlm_atomic_abort(&a);
+			else
+				rc = vlm_atomic_commit(&a);
+		}
 	}
-	while ((len = getline(&line, &cap, in)) > 0) {
-		json_t *o = json_loads(line, 0, NULL);
-		json_t *s = json_object_get(o, "step");
-		if (line[len - 1] == '\n' && json_is_integer(s) &&
-		    json_integer_value(s) <= t->st.step)
-			fwrite(line, 1, len, a.f);
-		json_decref(o);
-	}
-	free(line);
-	bad = ferror(in);
+	if (ferror(in))
+		rc = vlm_error("'%s': cannot read", path);
 	fclose(in);
-	if (bad) {
-		vlm_atomic_abort(&a);
-		return vlm_error("'%s': cannot read", path);
-	}
-	return vlm_atomic_commit(&a);
+	return rc;
 }

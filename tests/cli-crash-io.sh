@@ -136,6 +136,10 @@ VLM_CRASH_AT=atomic-commit "$E" -m "$M" -o "$T/o/e.npy" "$T/d/img" \
     >/dev/null 2>&1
 check "vlm-embed -o killed as its first output is complete: no output" \
     "! ls $T/o/e.npy $T/o/e.ids.npy $T/o/e.json >/dev/null 2>&1"
+VLM_CRASH_AT=atomic-commit "$E" -m "$M" --format jsonl -o "$T/o/e.jsonl" \
+    "$T/d/img" >/dev/null 2>&1
+check "vlm-embed --format jsonl -o killed as it is complete: no output" \
+    "[ ! -e $T/o/e.jsonl ] && [ -s $T/o/e.jsonl.tmp.* ]"
 "$E" -m "$M" -o "$T/o/f.npy" $dirs $dirs >/dev/null 2>&1 &
 pid=$!
 i=0
