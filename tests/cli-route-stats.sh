@@ -14,8 +14,7 @@ fails "--images without a model" 2 "$R" --images x
 fails "--diff wants two streams" 2 "$R" --diff x
 ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
 
-if ! $PY -c 'import numpy, PIL' 2>/dev/null; then
-	echo "# skipping the model runs: $PY lacks numpy or PIL"
+if ! have_py "the model runs (the rest)" numpy PIL; then
 	finish
 	exit $?
 fi

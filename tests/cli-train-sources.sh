@@ -9,8 +9,8 @@
 
 TR=$BIN/vlm-train
 PY=/usr/bin/python3
-if ! $PY -c 'import PIL, numpy' 2>/dev/null; then
-	echo "# skipping: /usr/bin/python3 has no PIL or numpy"; finish; exit
+if ! have_py "the training runs (all)" PIL numpy; then
+	finish; exit
 fi
 $PY tests/mkshapes.py "$T/a" 48
 $PY tests/mkshapes.py "$T/b" 20
