@@ -140,12 +140,10 @@ check "vision and text tower layers" "grep -q 'vision 3' $T/out && \
     grep -q 'text 3' $T/out"
 
 # vlm-embed --routes writes the same records
-if "$BIN/vlm-embed" --help 2>&1 | grep -q -- --routes; then
-	ok "vlm-embed --routes" sh -c "'$BIN/vlm-embed' -m \
-	    '$T/moe.safetensors' --routes '$T/e.routes' '$T/set' >/dev/null"
-	ok "route-stats reads them" "$R" "$T/e.routes"
-	check "the same 204 image tokens" "grep -q '^image  *204 ' $T/out"
-fi
+ok "vlm-embed --routes" sh -c "'$BIN/vlm-embed' -m \
+    '$T/moe.safetensors' --routes '$T/e.routes' '$T/set' >/dev/null"
+ok "route-stats reads them" "$R" "$T/e.routes"
+check "the same 204 image tokens" "grep -q '^image  *204 ' $T/out"
 
 # token reduction: the blocks after the cut route 8 learned tokens/image
 ok "init with a TokenLearner after block 1" "$C" init --seed 3 \
