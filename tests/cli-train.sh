@@ -5,8 +5,8 @@
 . tests/lib.sh
 
 TR=$BIN/vlm-train
-if ! /usr/bin/python3 -c 'import PIL' 2>/dev/null; then
-	echo "# skipping: /usr/bin/python3 has no PIL"; finish; exit
+if ! have_py "the training runs (all)" PIL; then
+	finish; exit
 fi
 /usr/bin/python3 tests/mkshapes.py "$T/d" 48
 P=$T/d/pairs.tsv
