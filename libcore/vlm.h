@@ -997,8 +997,9 @@ int vlm_walk_key(void *arg, char **key);
  *  - n = -1: a stream of unknown length; next() gives each item a key
  *    (e.g. a path from vlm_walk); index is then the item's number in the
  *    stream; one epoch, no shuffle, SKIP only, no resume. next() runs
- *    under the loader's lock (one call at a time); its -1 is reported as
- *    an error with index -1.
+ *    on one worker at a time, outside the loader's lock (a slow source
+ *    stalls no worker decoding items read before); its -1 is reported
+ *    as an error with index -1.
  * The image and text callbacks run concurrently on the workers (they must
  * be thread-safe) and write one item: pixels (image_floats floats) and
  * tokens (ctx int32s).

@@ -109,7 +109,7 @@ if mount -t tmpfs -o size=3000k tmpfs "$FULL" 2>/dev/null; then
 	full_outputs plain "$FULL" fill m.safetensors
 	umount "$FULL"
 else
-	echo "# skipping the tmpfs cases: mount -t tmpfs is not permitted"
+	skip "the tmpfs cases" "mount -t tmpfs is not permitted"
 fi
 
 # ---- vlm-embed killed mid-stream ----------------------------------

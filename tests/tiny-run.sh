@@ -2,8 +2,8 @@
 # tests: skips the test without PIL, else draws 48 shapes into $T/d and
 # sets P, their pairs file, and SMALL, the options of a tiny-moe small
 # enough to train a step in milliseconds.
-if ! /usr/bin/python3 -c 'import PIL' 2>/dev/null; then
-	echo "# skipping: /usr/bin/python3 has no PIL"; finish; exit
+if ! have_py "the training runs (all)" PIL; then
+	finish; exit
 fi
 /usr/bin/python3 tests/mkshapes.py "$T/d" 48
 P=$T/d/pairs.tsv
