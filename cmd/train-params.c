@@ -264,6 +264,10 @@ train_params_resume(struct train *t)
 	if (!(o = json_load_file(file, 0, &e))) {
 		if (access(file, F_OK) == 0)
 			errx(1, "'%s': %s", file, e.text);
+		snprintf(file, sizeof(file), "%s/latest", t->resume);
+		if (access(file, F_OK) < 0)
+			errx(1, "'%s': no run to resume (no params.json, no "
+			    "latest checkpoint)", t->resume);
 		warnx("'%s': no params.json: options from the command line",
 		    t->resume);
 		return;

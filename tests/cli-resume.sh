@@ -59,6 +59,8 @@ check "are applied and said" \
     "[ \$(readlink $T/b/latest) = ckpt-00000008 ] &&
      grep -q -- '--steps 8 (the run had 6)' $T/err"
 
+fails "--resume of no run" 1 "$TR" --resume "$T/none"
+check "says so" "grep -q \"none': no run to resume\" $T/err"
 ok "a run from before params.json" "$TR" --data "$P" $SMALL -o "$T/old" \
     --steps 2 --stop-at 1
 rm "$T/old/params.json"
