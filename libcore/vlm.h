@@ -85,6 +85,15 @@ struct vlm_atomic {
 int vlm_atomic_open(struct vlm_atomic *a, const char *path);
 int vlm_atomic_commit(struct vlm_atomic *a);
 void vlm_atomic_abort(struct vlm_atomic *a);
+/*
+ * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
+ * process kills itself (SIGKILL) the Nth time (default 1) it reaches the
+ * named point: atomic-commit (an output complete under its temporary
+ * name), ckpt-dir, ckpt-model, ckpt-optim, ckpt-state, ckpt-rename,
+ * ckpt-latest, ckpt-remove (libcore/train.c). POINT:N:stop stops it
+ * (SIGSTOP) instead, for a test to kill at a moment of its choosing.
+ */
+void vlm_crash_point(const char *point);
 
 /* ---- random numbers (libcore/rng.c) --------------------------------------- */
 
@@ -1474,6 +1483,9 @@ struct vlm_train_state {
  * the newest `keep` removed (0: keep all). */
 int vlm_ckpt_save(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep);
+/* Remove what killed saves left and, keep > 0, checkpoints beyond the
+ * newest `keep` up to step (vlm_ckpt_save does it after each save). */
+int vlm_ckpt_prune(const char *run, int64_t step, int keep);
 /* Model, moments (o is initialised here) and state from RUN/latest. */
 int vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
     struct vlm_train_state *s);
