@@ -100,6 +100,38 @@ for kv in "vision.width=1000000000 vision.width" \
 	refused "init --set $1" "'$2': .* is out of range" \
 	    "$C" init --set "$1" tiny-moe "$T/o"
 done
+# The ranges the code enforces are the ones vlm-model(5) lists: each
+# key set past its documented maximum is refused, and the error names
+# the documented range.
+awk -F' Ta ' '/^\.Ss Limits/ { on = 1 } on && /^\.El/ { exit }
+    on && /^\.It Li / { k = $1; sub(/^\.It Li /, "", k); gsub(/ , /, " ", k)
+	gsub(/\\-/, "-", $2); split($2, r, " "); sub(/,$/, "", r[3])
+	if (r[3] ~ /^-?[0-9.]+$/) { n = split(k, ks, " ")
+		for (i = 1; i <= n; i++) print ks[i], r[1], r[3] } }' \
+    man/vlm-model.5 >"$T/limits"
+# every numeric key of config.c's table (TOWER() ones for both towers),
+# but token_reduction.after, whose maximum is vision.layers - 1
+{ sed -n 's/^	[IF]("\([a-z_.]*\)".*/\1/p; s/^	{ "\([a-z_]*\)", K_FLOAT3.*/\1/p' \
+    libcore/config.c; for t in vision text; do
+	for k in width layers heads mlp_ratio; do echo $t.$k; done; done; } |
+    grep -v token_reduction.after | sort >"$T/keys"
+cut -d' ' -f1 "$T/limits" | sort >"$T/listed"
+check "vlm-model(5) lists the range of each of the $(wc -l <"$T/keys") \
+numeric keys" "[ -s '$T/keys' ] && cmp -s '$T/keys' '$T/listed'"
+while read -r key lo hi; do
+	v=$(awk "BEGIN { printf \"%.0f\", 2 * $hi + 1 }")
+	case $key in image_mean | image_std) v="[$v,$v,$v]" ;; esac
+	"$C" init --set "$key=$v" tiny-moe "$T/o" >"$T/out" 2>"$T/err"
+	got=$(sed -n 's/.*out of range (\(.*\) to \(.*\))$/\1 \2/p' "$T/err")
+	if [ -n "$got" ] && [ ! -e "$T/o" ] && awk -v lo="$lo" -v hi="$hi" \
+	    "BEGIN { split(\"$got\", g, \" \"); exit !(g[1] + 0 == lo + 0 &&
+	    g[2] + 0 == hi + 0) }"; then
+		pass "$key: $lo to $hi, as documented"
+	else
+		fail "$key=$v: want 'out of range ($lo to $hi)'"
+		sed 's/^/#   /' "$T/err"
+	fi
+done <"$T/limits"
 refused "heads that do not divide the width" \
     "vision.heads \(3\) do not divide vision.width \(128\)" \
     "$C" init --set vision.heads=3 tiny "$T/o"
