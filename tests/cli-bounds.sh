@@ -192,6 +192,12 @@ if have_fixtures && $PY -c 'import json' 2>/dev/null; then
 m['tokenizer.merges'] = json.loads(open('$T/oc.safetensors', 'rb').read()[8:
     8 + struct.unpack('<Q', open('$T/oc.safetensors', 'rb').read(8))[0]]
     )['__metadata__']['tokenizer.merges']"
+	printf '{"vision_cfg": {"head_width": 0}, "text_cfg": {"heads": %s}}' \
+	    4294967297 >"$T/hw.json"
+	refused "import: head_width 0 and heads past 2^32" \
+	    "weights.openclip.safetensors'.*'vision.heads': 0 is out of range" \
+	    "$C" import -c "$T/hw.json" "$O/weights.openclip.safetensors" \
+	    "$T/o"
 	echo 'a photo of a cat' >"$T/cap"
 	refused "embed: a tokenizer larger than the vocabulary" \
 	    "vt.safetensors'.*49408 tokens.*vocabulary only 1000" \
