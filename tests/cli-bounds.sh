@@ -156,6 +156,17 @@ printf '{"vision": {"heads": 3}}\n' >"$T/heads.json"
 refused "a config file's cross-key error names the file" \
     "heads.json': config: vision.heads" "$C" init "$T/heads.json" "$T/o"
 
+# Routing settings changed in a model file: refused, the file unchanged.
+ok "a tiny MoE model" "$C" init tiny-moe "$T/moe.safetensors"
+cp "$T/moe.safetensors" "$T/moe.orig"
+refused "set: top_k above the experts names the file" \
+    "moe.safetensors': config: moe.top_k \(9\) exceeds moe.experts" \
+    "$C" set "$T/moe.safetensors" moe.top_k=9
+refused "set: a capacity factor of 1e9" \
+    "'moe.cf_eval': 1e\+09 is out of range \(0 to 64\)" \
+    "$C" set "$T/moe.safetensors" moe.cf_eval=1e9
+check "the model file is unchanged" "cmp -s '$T/moe.safetensors' '$T/moe.orig'"
+
 # Model files whose config claims more than their tensors hold.
 ok "a tiny model" "$C" init tiny "$T/tiny.safetensors"
 if $PY -c 'import json' 2>/dev/null; then
