@@ -202,7 +202,11 @@ vlm_config_preset(struct vlm_config *c, const char *name)
 static int
 in_range(const struct key *k, double v)
 {
-	if (v >= k->lo && v <= k->hi) /* false for NaN */
+	/* a float field is compared as stored, with its bounds as floats */
+	double lo = k->type == K_INT ? k->lo : (float)k->lo;
+	double hi = k->type == K_INT ? k->hi : (float)k->hi;
+
+	if (v >= lo && v <= hi) /* false for NaN */
 		return 0;
 	if (k->type == K_INT)
 		return vlm_error("config key '%s': %.0f is out of range (%.0f "
@@ -230,7 +234,7 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 		if (!json_is_number(v))
 			return vlm_error("config key '%s': expected a number",
 			    k->name);
-		if (in_range(k, json_number_value(v)) < 0)
+		if (in_range(k, (float)json_number_value(v)) < 0)
 			return -1;
 		*(float *)p = (float)json_number_value(v);
 		return 0;
@@ -250,7 +254,7 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 			if (!json_is_number(e))
 				return vlm_error("config key '%s': expected 3 "
 				    "numbers", k->name);
-			if (in_range(k, json_number_value(e)) < 0)
+			if (in_range(k, (float)json_number_value(e)) < 0)
 				return -1;
 			((float *)p)[i] = (float)json_number_value(e);
 		}
@@ -510,7 +514,8 @@ vlm_config_image_tokens(const struct vlm_config *c)
 {
 	int g;
 
-	assert(c->patch_size >= 1 && c->image_size <= VLM_MAX_IMAGE); /* checked */
+	/* a checked config: g * g cannot overflow */
+	assert(c->patch_size >= 1 && c->image_size <= VLM_MAX_IMAGE);
 	g = c->image_size / c->patch_size;
 
 	return g * g + (c->vision.pool == VLM_POOL_CLS);

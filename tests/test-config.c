@@ -116,6 +116,10 @@ test_json_ranges(void **state)
 	assert_int_equal(vlm_config_from_json(&c,
 	    "{\"image_std\": [0.5, 0, 0.5]}"), -1);
 	assert_non_null(strstr(vlm_errmsg(), "'image_std'"));
+	/* a bound no float holds exactly: parsed and checked alike */
+	assert_int_equal(vlm_config_from_json(&c,
+	    "{\"image_std\": [0.000001, 1000, 0.5]}"), 0);
+	assert_int_equal(vlm_config_check(&c), 0);
 }
 
 /* A model past the parameter limit is refused while its table is built,
