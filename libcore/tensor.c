@@ -63,11 +63,7 @@ vlm_size_mul(int64_t a, int64_t b)
 int64_t
 vlm_size_add(int64_t a, int64_t b)
 {
-	int64_t r;
-
-	if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &r))
-		return -1;
-	return r;
+	return a < 0 || b < 0 || a > INT64_MAX - b ? -1 : a + b;
 }
 
 int64_t
