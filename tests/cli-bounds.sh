@@ -32,6 +32,9 @@ refused() {
 		(ulimit -v $VMEM; exec timeout 60 "$@") >"$T/out" 2>"$T/err"
 	fi
 	got=$?
+	# under ASan a refused allocation also warns: not the program's line
+	sed -i '/^==[0-9]*==WARNING: AddressSanitizer failed to allocate/d' \
+	    "$T/err"
 	if [ -s "$T/rss" ]; then # time's own line comes last when killed
 		rss=$(tail -n 1 "$T/rss")
 	else
