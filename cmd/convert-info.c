@@ -88,8 +88,9 @@ print_totals(const struct vlm_st *st)
 	printf("bytes: %zu\n", bytes);
 }
 
-/* For a vlm model file: its shape, active parameters and FLOPs. */
-static void
+/* For a vlm model file: its shape, active parameters and FLOPs; -1 if
+ * the file is no valid model (warned). */
+static int
 print_model(const char *path)
 {
 	static const char *const fam[] = { "two-tower (CLIP)",
@@ -99,7 +100,7 @@ print_model(const char *path)
 
 	if (vlm_model_load(&m, path) < 0) {
 		warnx("%s", vlm_errmsg());
-		return;
+		return -1;
 	}
 	printf("\nmodel: %s, embedding %d, image %d px / patch %d, context "
 	    "%d, vocabulary %d%s\n", fam[c->family], c->embed_dim,
@@ -126,6 +127,7 @@ print_model(const char *path)
 		    text ? "text" : "image", vlm_model_flops(&m, text, 0) / 1e9,
 		    vlm_model_flops(&m, text, 1) / 1e9);
 	vlm_model_release(&m);
+	return 0;
 }
 
 int
@@ -136,7 +138,7 @@ convert_info(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	struct vlm_st st;
-	int c;
+	int c, rc = 0;
 
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		if (c == 'h')
@@ -153,7 +155,7 @@ convert_info(int argc, char **argv)
 	print_meta(&st);
 	print_totals(&st);
 	if (vlm_st_meta(&st, "vlm.config") && strcmp(argv[optind], "-") != 0)
-		print_model(argv[optind]);
+		rc = print_model(argv[optind]) < 0;
 	vlm_st_release(&st);
-	return 0;
+	return rc;
 }

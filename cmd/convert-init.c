@@ -40,6 +40,8 @@ convert_init(int argc, char **argv)
 		if (vlm_config_set(&c, sets[i]) < 0)
 			errx(1, "%s", vlm_errmsg());
 	free(sets);
+	if (vlm_config_check(&c) < 0)
+		errx(1, "'%s': %s", argv[optind], vlm_errmsg());
 	if (vlm_model_init(&m, &c) < 0)
 		errx(1, "%s", vlm_errmsg());
 	vlm_model_randomize(&m, seed);

@@ -60,7 +60,7 @@ new_config(const struct vlm_st *st, const char *path, char **kv, int n)
 	if (c.moe.experts == 0)
 		errx(1, "'%s': a dense model has no routing to set", path);
 	if (vlm_config_check(&c) < 0)
-		errx(1, "%s", vlm_errmsg());
+		errx(1, "'%s': %s", path, vlm_errmsg());
 	return vlm_config_to_json_alloc(&c);
 }
 

@@ -3,7 +3,7 @@
  * memory stays flat: image paths from a walk over the arguments (files
  * as given, directories recursively in byte order) or over a list of
  * paths on stdin, or text lines from files or stdin. The loader calls
- * embed_in_next() under its lock, one call at a time.
+ * embed_in_next() one call at a time.
  */
 #include <errno.h>
 #include <stdlib.h>

@@ -7,9 +7,13 @@
  * examples since the last line and epoch), and a progress line when
  * stderr is a terminal.
  */
+#include <err.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -123,9 +127,9 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 		    vlm_recall_ks[i % VLM_RECALL_NK]);
 		json_object_set_new(o, k, json_real(val[i]));
 	}
-	json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7));
-	fputc('\n', t->metrics);
-	fflush(t->metrics);
+	if (json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7))
+	    < 0 || fputc('\n', t->metrics) == EOF || fflush(t->metrics) != 0)
+		err(1, "%s/metrics.jsonl", t->out);
 	json_decref(o);
 }
 
@@ -140,4 +144,62 @@ train_progress(const struct train *t, const struct vlm_loss *L, double rate)
 	    t->accum / rate : 0;
 	fprintf(stderr, "\rstep %lld/%lld  loss %.4f  %.1f img/s  eta %.0fs ",
 	    (long long)t->st.step, (long long)t->o.steps, L->total, rate, eta);
+}
+
+/* The lines of in a resume at step keeps, onto out (NULL: counted
+ * only); the number of lines dropped. */
+static int64_t
+keep_lines(FILE *in, FILE *out, int64_t step)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int64_t dropped = 0;
+
+	while ((len = getline(&line, &cap, in)) > 0) {
+		json_t *o = json_loads(line, 0, NULL);
+		json_t *s = json_object_get(o, "step");
+		if (line[len - 1] == '\n' && json_is_integer(s) &&
+		    json_integer_value(s) <= step) {
+			if (out)
+				fwrite(line, 1, len, out);
+		} else {
+			dropped++;
+		}
+		json_decref(o);
+	}
+	free(line);
+	return dropped;
+}
+
+/*
+ * --resume: RUN/metrics.jsonl rewritten without the lines of steps past
+ * the checkpoint (a killed run logged them; they are logged again) and
+ * without a line a kill cut short, when it has such lines. -1 and a
+ * message on failure.
+ */
+int
+train_log_resume(const struct train *t, const char *path)
+{
+	FILE *in = fopen(path, "r");
+	struct vlm_atomic a;
+	int rc = 0;
+
+	if (!in)
+		return errno == ENOENT ? 0 : vlm_error("'%s': %s", path,
+		    strerror(errno));
+	if (keep_lines(in, NULL, t->st.step) > 0 && !ferror(in)) {
+		rewind(in);
+		if ((rc = vlm_atomic_open(&a, path)) == 0) {
+			keep_lines(in, a.f, t->st.step);
+			if (ferror(in))
+				vlm_atomic_abort(&a);
+			else
+				rc = vlm_atomic_commit(&a);
+		}
+	}
+	if (ferror(in))
+		rc = vlm_error("'%s': cannot read", path);
+	fclose(in);
+	return rc;
 }

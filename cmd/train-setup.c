@@ -74,7 +74,7 @@ train_model(struct train *t)
 int
 train_tokenizer(struct train *t)
 {
-	if (t->tokenizer) {
+	if (t->tokenizer && !t->resume) { /* a checkpoint has its own */
 		if (vlm_bpe_load(&t->bpe, t->tokenizer) < 0)
 			return -1;
 	} else if (t->m.tokenizer) {

@@ -6,6 +6,8 @@
 
 #include "vlm.h"
 
+struct json_t;
+
 /* One --data file: its pairs are items lo..lo+pairs.n-1 of the run's. */
 struct train_src {
 	const char *path;
@@ -33,6 +35,9 @@ struct train {
 	uint64_t seed;
 	double max_bad;
 	struct vlm_augment aug; /* RandomResizedCrop */
+	uint64_t given;         /* options on the command line, one bit each
+	                         * (cmd/train-params.c) */
+	struct json_t *params;  /* RUN/params.json read on --resume */
 	/* data sources and steps (cmd/train-sources.c) */
 	struct train_src *src; /* [nsrc] the --data files */
 	int nsrc, accum;       /* accum: micro-batches per step, e.g. 1 */
@@ -81,9 +86,13 @@ void train_sources_loss(struct train *t, const int *src, int n);
 void train_sources_step(struct train *t);
 void train_sources_save(struct train *t);
 int64_t train_epoch(const struct train *t);
-struct json_t;
 void train_sources_log(struct train *t, struct json_t *o);
 void train_sources_free(struct train *t);
+/* cmd/train-params.c: RUN/params.json */
+void train_params_given(struct train *t, const char *name);
+void train_params_resume(struct train *t);
+int train_params_save(const struct train *t);
+void train_params_free(struct train *t);
 /* cmd/train-val.c */
 int train_val_load(struct train *t);
 int train_val(struct train *t, double r[2 * VLM_RECALL_NK]);
@@ -92,6 +101,7 @@ void train_log(struct train *t, const struct vlm_loss *L, float lr,
     double secs, double rate, const double *val);
 void train_progress(const struct train *t, const struct vlm_loss *L,
     double rate);
+int train_log_resume(const struct train *t, const char *path);
 /* cmd/train-lora.c: LoRA adapters; each a no-op for a plain model */
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);

@@ -6,6 +6,8 @@
  * (info). Each verb lives in cmd/convert-VERB.c.
  */
 
+#include <signal.h>
+
 #include "cmd.h"
 #include "vlm.h"
 
@@ -39,6 +41,7 @@ static const struct cmd_verb verbs[] = {
 int
 main(int argc, char **argv)
 {
+	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	return cmd_verbs("vlm-convert", convert_usage, verbs, sizeof(verbs) / sizeof(*verbs),
 	    argc, argv);

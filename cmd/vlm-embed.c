@@ -14,6 +14,7 @@
  */
 #include <err.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -108,6 +109,7 @@ main(int argc, char **argv)
 	int64_t total = -1;
 	int status;
 
+	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	parse(argc, argv, &e.o);
 	if (!e.o.output && e.o.format == EMBED_NPYS)

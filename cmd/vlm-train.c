@@ -8,11 +8,13 @@
  * model in RUN_DIR/latest/model.safetensors.
  */
 #include <err.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -23,7 +25,7 @@
 static const char usage[] =
     "usage: vlm-train --data pairs.tsv -m preset|config.json|model -o run "
     "[options]\n"
-    "       vlm-train --resume run --data pairs.tsv [options]\n"
+    "       vlm-train --resume run [options]\n"
     "       vlm-train -h | --help | --version\n";
 
 static volatile sig_atomic_t stop_signal;
@@ -112,7 +114,7 @@ num(const char *s, const char *what)
 	return v;
 }
 
-static float
+static double
 real(const char *s, const char *what)
 {
 	char *end;
@@ -120,7 +122,7 @@ real(const char *s, const char *what)
 
 	if (*s == '\0' || *end != '\0' || !isfinite(v))
 		errx(2, "%s: '%s' is not a number", what, s);
-	return (float)v;
+	return v;
 }
 
 static void
@@ -140,6 +142,16 @@ defaults(struct train *t)
 	t->so = (struct vlm_sampler_opts){ .tau = 1, .decay = 0.9, .eps = 0.1 };
 }
 
+/* The long name of option c, for cmd/train-params.c. */
+static const char *
+opt_name(int c)
+{
+	for (const struct option *o = opts; o->name; o++)
+		if (o->val == c)
+			return o->name;
+	return "";
+}
+
 static void
 parse(struct train *t, int argc, char **argv)
 {
@@ -149,6 +161,7 @@ parse(struct train *t, int argc, char **argv)
 	t->src = calloc(argc, sizeof(*t->src));
 	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:h", opts, NULL)) !=
 	    -1) {
+		train_params_given(t, opt_name(c));
 		switch (c) {
 		case 'd':
 			t->src[t->nsrc++].path = optarg;
@@ -234,10 +247,25 @@ parse(struct train *t, int argc, char **argv)
 		default: cmd_usage(usage, 2);
 		}
 	}
-	if (optind != argc || !t->data || !t->out || (!t->model && !t->resume)
-	    || t->o.batch < 2)
+	if (optind != argc || !t->out || (!t->model && !t->resume))
+		cmd_usage(usage, 2);
+	if (t->resume)
+		train_params_resume(t);
+	if (!t->data || t->o.batch < 2)
 		cmd_usage(usage, 2);
 	train_sources_check(t);
+}
+
+/* One vlm-train a run: RUN itself locked, until exit or kill. */
+static void
+lock_run(const char *run)
+{
+	int fd = open(run, O_RDONLY | O_DIRECTORY);
+
+	if (fd < 0)
+		err(1, "%s", run);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		errx(1, "'%s': another vlm-train is working on this run", run);
 }
 
 /* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
@@ -245,7 +273,9 @@ static void
 setup(struct train *t)
 {
 	if (t->resume) {
-		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0)
+		lock_run(t->resume);
+		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0 ||
+		    vlm_ckpt_prune(t->resume, t->st.step, t->keep) < 0)
 			errx(1, "%s", vlm_errmsg());
 		t->seed = t->st.seed;
 	} else {
@@ -257,11 +287,12 @@ setup(struct train *t)
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
 		char latest[4096];
 		snprintf(latest, sizeof(latest), "%s/latest", t->out);
+		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+			err(1, "%s", t->out);
+		lock_run(t->out);
 		if (access(latest, F_OK) == 0)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
-		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
-			err(1, "%s", t->out);
 	}
 	if (train_data(t) < 0 || train_tokenizer(t) < 0 ||
 	    (t->val_data && train_val_load(t) < 0))
@@ -368,6 +399,7 @@ teardown(struct train *t)
 	train_sources_free(t);
 	vlm_run_free(t->run);
 	train_lora_free(t);
+	train_params_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
 	if (t->val_data)
@@ -393,11 +425,16 @@ main(int argc, char **argv)
 	double t0, last;
 	int64_t first, saved;
 
+	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	defaults(&t);
 	parse(&t, argc, argv);
 	setup(&t);
+	if (train_params_save(&t) < 0)
+		errx(1, "%s", vlm_errmsg());
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
+	if (t.resume && train_log_resume(&t, path) < 0)
+		errx(1, "%s", vlm_errmsg());
 	if (!(t.metrics = fopen(path, "a")))
 		err(1, "%s", path);
 	signal(SIGINT, on_signal);
@@ -418,7 +455,8 @@ main(int argc, char **argv)
 		fputc('\n', stderr);
 	if (t.st.step != saved)
 		checkpoint(&t);
-	fclose(t.metrics);
+	if (fclose(t.metrics) != 0)
+		err(1, "%s", path);
 	teardown(&t);
 	if (stop_signal)
 		return 128 + stop_signal;

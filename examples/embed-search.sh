@@ -15,8 +15,8 @@ set -e
 BIN=${BIN:-bin}
 PY=/usr/bin/python3
 if ! $PY -c 'import numpy, PIL' 2>/dev/null; then
-	echo "embed-search: skipped, $PY lacks numpy or PIL"
-	exit 0
+	echo "embed-search: skipped, $PY lacks numpy or PIL" >&2
+	exit 77
 fi
 d=$(mktemp -d "${TMPDIR:-/tmp}/vlm-search.XXXXXX")
 trap 'rm -rf "$d"' EXIT

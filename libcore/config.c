@@ -3,11 +3,13 @@
  * VL-MoE shapes, stored as JSON in the model file. A table of keys
  * drives parsing, printing and command-line overrides alike.
  */
+#include <assert.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels.h" /* VLM_MAX_EXPERTS: the aux losses' stack buffers */
 #include "vlm.h"
 
 enum ktype { K_INT, K_FLOAT, K_BOOL, K_ENUM, K_FLOAT3 };
@@ -17,6 +19,7 @@ struct key {
 	enum ktype type;
 	size_t off;
 	const char *const *names; /* K_ENUM: value names in enum order */
+	double lo, hi; /* K_INT, K_FLOAT, K_FLOAT3: the allowed range */
 };
 
 static const char *const family_names[] = { "two-tower", "one-tower", NULL };
@@ -27,60 +30,75 @@ static const char *const tower_names[] = { "both", "vision", "text", NULL };
 static const char *const alpha_names[] = { "drop", "white", "black", NULL };
 static const char *const lora_names[] = { "all", "attn", "mlp", NULL };
 
+/*
+ * Every size a file can set is bounded here, where it enters: the limits
+ * keep each derived size (tokens, parameters, activations) far from
+ * overflow, and they are the table in vlm-model(5).
+ */
 #define O(f) offsetof(struct vlm_config, f)
+#define I(n, f, lo, hi) { n, K_INT, O(f), NULL, lo, hi }
+#define F(n, f, lo, hi) { n, K_FLOAT, O(f), NULL, lo, hi }
+#define B(n, f) { n, K_BOOL, O(f), NULL, 0, 1 }
+#define E(n, f, names) { n, K_ENUM, O(f), names, 0, 0 }
+#define W 1e6 /* loss weights, alpha: any sane value */
 #define TOWER(p, t) \
-	{ p ".width", K_INT, O(t.width), NULL }, \
-	{ p ".layers", K_INT, O(t.layers), NULL }, \
-	{ p ".heads", K_INT, O(t.heads), NULL }, \
-	{ p ".mlp_ratio", K_INT, O(t.mlp_ratio), NULL }, \
-	{ p ".pool", K_ENUM, O(t.pool), pool_names }
+	I(p ".width", t.width, 1, VLM_MAX_WIDTH), \
+	I(p ".layers", t.layers, 1, VLM_MAX_LAYERS), \
+	I(p ".heads", t.heads, 1, VLM_MAX_HEADS), \
+	I(p ".mlp_ratio", t.mlp_ratio, 1, VLM_MAX_MLP_RATIO), \
+	E(p ".pool", t.pool, pool_names)
 
 static const struct key keys[] = {
-	{ "family", K_ENUM, O(family), family_names },
-	{ "act", K_ENUM, O(act), act_names },
-	{ "embed_dim", K_INT, O(embed_dim), NULL },
-	{ "image_size", K_INT, O(image_size), NULL },
-	{ "patch_size", K_INT, O(patch_size), NULL },
-	{ "context", K_INT, O(context), NULL },
-	{ "vocab", K_INT, O(vocab), NULL },
-	{ "logit_scale_init", K_FLOAT, O(logit_scale_init), NULL },
-	{ "image_mean", K_FLOAT3, O(mean), NULL },
-	{ "image_std", K_FLOAT3, O(std), NULL },
-	{ "image_alpha", K_ENUM, O(image_alpha), alpha_names },
+	E("family", family, family_names),
+	E("act", act, act_names),
+	I("embed_dim", embed_dim, 1, VLM_MAX_WIDTH),
+	I("image_size", image_size, 1, VLM_MAX_IMAGE),
+	I("patch_size", patch_size, 1, VLM_MAX_IMAGE),
+	I("context", context, 2, VLM_MAX_CONTEXT),
+	I("vocab", vocab, 1, VLM_MAX_VOCAB),
+	F("logit_scale_init", logit_scale_init, -20, 20),
+	{ "image_mean", K_FLOAT3, O(mean), NULL, -10, 10 },
+	{ "image_std", K_FLOAT3, O(std), NULL, 1e-6, 1e3 },
+	E("image_alpha", image_alpha, alpha_names),
 	TOWER("vision", vision),
 	TOWER("text", text),
-	{ "moe.experts", K_INT, O(moe.experts), NULL },
-	{ "moe.top_k", K_INT, O(moe.top_k), NULL },
-	{ "moe.every", K_INT, O(moe.every), NULL },
-	{ "moe.last", K_INT, O(moe.last), NULL },
-	{ "moe.towers", K_ENUM, O(moe.towers), tower_names },
-	{ "moe.cf_train", K_FLOAT, O(moe.cf_train), NULL },
-	{ "moe.cf_eval", K_FLOAT, O(moe.cf_eval), NULL },
-	{ "moe.min_capacity", K_INT, O(moe.min_capacity), NULL },
-	{ "moe.bpr", K_BOOL, O(moe.bpr), NULL },
-	{ "moe.noise", K_FLOAT, O(moe.noise), NULL },
-	{ "moe.gate_norm", K_ENUM, O(moe.gate_norm), gate_names },
-	{ "moe.modality_experts", K_BOOL, O(moe.modality_experts), NULL },
-	{ "aux.limoe", K_BOOL, O(aux.limoe), NULL },
-	{ "aux.w_limoe", K_FLOAT, O(aux.w_limoe), NULL },
-	{ "aux.importance", K_FLOAT, O(aux.importance), NULL },
-	{ "aux.load", K_FLOAT, O(aux.load), NULL },
-	{ "aux.switch", K_FLOAT, O(aux.switch_bal), NULL },
-	{ "aux.zloss", K_FLOAT, O(aux.zloss), NULL },
-	{ "aux.local_img", K_FLOAT, O(aux.local_img), NULL },
-	{ "aux.local_txt", K_FLOAT, O(aux.local_txt), NULL },
-	{ "aux.global_img", K_FLOAT, O(aux.global_img), NULL },
-	{ "aux.global_txt", K_FLOAT, O(aux.global_txt), NULL },
-	{ "aux.s_image", K_FLOAT, O(aux.s_image), NULL },
-	{ "aux.s_text", K_FLOAT, O(aux.s_text), NULL },
-	{ "token_reduction.after", K_INT, O(tl.after), NULL },
-	{ "token_reduction.tokens", K_INT, O(tl.tokens), NULL },
-	{ "token_reduction.hidden", K_INT, O(tl.hidden), NULL },
-	{ "lora.rank", K_INT, O(lora.rank), NULL },
-	{ "lora.alpha", K_FLOAT, O(lora.alpha), NULL },
-	{ "lora.targets", K_ENUM, O(lora.targets), lora_names },
+	I("moe.experts", moe.experts, 0, VLM_MAX_EXPERTS),
+	I("moe.top_k", moe.top_k, 1, VLM_MAX_EXPERTS),
+	I("moe.every", moe.every, 1, VLM_MAX_LAYERS),
+	I("moe.last", moe.last, 0, VLM_MAX_LAYERS),
+	E("moe.towers", moe.towers, tower_names),
+	F("moe.cf_train", moe.cf_train, 0, VLM_MAX_CF),
+	F("moe.cf_eval", moe.cf_eval, 0, VLM_MAX_CF),
+	I("moe.min_capacity", moe.min_capacity, 0, VLM_MAX_PATCHES),
+	B("moe.bpr", moe.bpr),
+	F("moe.noise", moe.noise, 0, 100),
+	E("moe.gate_norm", moe.gate_norm, gate_names),
+	B("moe.modality_experts", moe.modality_experts),
+	B("aux.limoe", aux.limoe),
+	F("aux.w_limoe", aux.w_limoe, 0, W),
+	F("aux.importance", aux.importance, 0, W),
+	F("aux.load", aux.load, 0, W),
+	F("aux.switch", aux.switch_bal, 0, W),
+	F("aux.zloss", aux.zloss, 0, W),
+	F("aux.local_img", aux.local_img, 0, W),
+	F("aux.local_txt", aux.local_txt, 0, W),
+	F("aux.global_img", aux.global_img, 0, W),
+	F("aux.global_txt", aux.global_txt, 0, W),
+	F("aux.s_image", aux.s_image, 1, W), /* experts, clamped to E */
+	F("aux.s_text", aux.s_text, 1, W),
+	I("token_reduction.after", tl.after, -1, VLM_MAX_LAYERS - 1),
+	I("token_reduction.tokens", tl.tokens, 1, VLM_MAX_PATCHES),
+	I("token_reduction.hidden", tl.hidden, 1, VLM_MAX_WIDTH),
+	I("lora.rank", lora.rank, 0, VLM_MAX_LORA_RANK),
+	F("lora.alpha", lora.alpha, 0, W),
+	E("lora.targets", lora.targets, lora_names),
 };
 #define NKEYS (sizeof(keys) / sizeof(*keys))
+#undef I
+#undef F
+#undef B
+#undef E
+#undef W
 
 static const struct key *
 find_key(const char *name, size_t len)
@@ -180,7 +198,24 @@ vlm_config_preset(struct vlm_config *c, const char *name)
 	return 0;
 }
 
-/* Store a JSON value into the field a key names. */
+/* Is v inside key k's range? If not, say so: the key, value and range. */
+static int
+in_range(const struct key *k, double v)
+{
+	/* a float field is compared as stored, with its bounds as floats */
+	double lo = k->type == K_INT ? k->lo : (float)k->lo;
+	double hi = k->type == K_INT ? k->hi : (float)k->hi;
+
+	if (v >= lo && v <= hi) /* false for NaN */
+		return 0;
+	if (k->type == K_INT)
+		return vlm_error("config key '%s': %.0f is out of range (%.0f "
+		    "to %.0f)", k->name, v, k->lo, k->hi);
+	return vlm_error("config key '%s': %g is out of range (%g to %g)",
+	    k->name, v, k->lo, k->hi);
+}
+
+/* Store a JSON value into the field a key names, range-checked. */
 static int
 set_value(struct vlm_config *c, const struct key *k, json_t *v)
 {
@@ -191,13 +226,16 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 		if (!json_is_integer(v))
 			return vlm_error("config key '%s': expected an integer",
 			    k->name);
+		if (in_range(k, (double)json_integer_value(v)) < 0)
+			return -1;
 		*(int *)p = (int)json_integer_value(v);
 		return 0;
 	case K_FLOAT:
-		if (!json_is_number(v) ||
-		    !isfinite((float)json_number_value(v)))
-			return vlm_error("config key '%s': expected a number "
-			    "(finite as a float)", k->name);
+		if (!json_is_number(v))
+			return vlm_error("config key '%s': expected a number",
+			    k->name);
+		if (in_range(k, (float)json_number_value(v)) < 0)
+			return -1;
 		*(float *)p = (float)json_number_value(v);
 		return 0;
 	case K_BOOL:
@@ -213,10 +251,11 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 			    k->name);
 		for (int i = 0; i < 3; i++) {
 			json_t *e = json_array_get(v, i);
-			if (!json_is_number(e) ||
-			    !isfinite((float)json_number_value(e)))
+			if (!json_is_number(e))
 				return vlm_error("config key '%s': expected 3 "
-				    "numbers (finite as floats)", k->name);
+				    "numbers", k->name);
+			if (in_range(k, (float)json_number_value(e)) < 0)
+				return -1;
 			((float *)p)[i] = (float)json_number_value(e);
 		}
 		return 0;
@@ -231,6 +270,37 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 		    k->name, k->names[0], k->names[1] ? ", " : "",
 		    k->names[1] ? k->names[1] : "", k->names[2] ? ", " : "",
 		    k->names[2] ? k->names[2] : "");
+	}
+	return 0;
+}
+
+/* Every field of c inside its key's range (configs built in code too). */
+static int
+check_ranges(const struct vlm_config *c)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		const struct key *k = &keys[i];
+		const void *p = (const char *)c + k->off;
+		int n = 0, rc = 0;
+
+		switch (k->type) {
+		case K_INT: rc = in_range(k, *(const int *)p); break;
+		case K_FLOAT: rc = in_range(k, *(const float *)p); break;
+		case K_FLOAT3:
+			for (int j = 0; j < 3 && rc == 0; j++)
+				rc = in_range(k, ((const float *)p)[j]);
+			break;
+		case K_BOOL: break;
+		case K_ENUM:
+			while (k->names[n])
+				n++;
+			if (*(const int *)p < 0 || *(const int *)p >= n)
+				rc = vlm_error("config key '%s': no value %d",
+				    k->name, *(const int *)p);
+			break;
+		}
+		if (rc < 0)
+			return -1;
 	}
 	return 0;
 }
@@ -357,13 +427,9 @@ vlm_config_to_json_alloc(const struct vlm_config *c)
 static int
 check_tower(const char *name, const struct vlm_tower_config *t)
 {
-	if (t->width <= 0 || t->layers <= 0 || t->heads <= 0 ||
-	    t->mlp_ratio <= 0)
-		return vlm_error("config: %s width, layers, heads and mlp_ratio "
-		    "must be positive", name);
 	if (t->width % t->heads)
-		return vlm_error("config: %s heads (%d) do not divide width "
-		    "(%d)", name, t->heads, t->width);
+		return vlm_error("config: %s.heads (%d) do not divide "
+		    "%s.width (%d)", name, t->heads, name, t->width);
 	return 0;
 }
 
@@ -371,15 +437,18 @@ int
 vlm_config_check(const struct vlm_config *c)
 {
 	const struct vlm_tower_config *v = &c->vision, *t = &c->text;
+	int64_t g = c->image_size / (c->patch_size > 0 ? c->patch_size : 1);
 
-	if (check_tower("vision", v) < 0 || check_tower("text", t) < 0)
+	if (check_ranges(c) < 0 || check_tower("vision", v) < 0 ||
+	    check_tower("text", t) < 0)
 		return -1;
-	if (c->embed_dim <= 0 || c->context <= 1 || c->vocab <= 0)
-		return vlm_error("config: embed_dim, context and vocab must be "
-		    "positive");
-	if (c->patch_size <= 0 || c->image_size % c->patch_size)
+	if (c->image_size % c->patch_size)
 		return vlm_error("config: patch_size (%d) must divide "
 		    "image_size (%d)", c->patch_size, c->image_size);
+	if (vlm_size_mul(g, g) > VLM_MAX_PATCHES)
+		return vlm_error("config: image_size / patch_size = %lld "
+		    "makes %lld patches, more than %d", (long long)g,
+		    (long long)vlm_size_mul(g, g), VLM_MAX_PATCHES);
 	if (c->family == VLM_ONE_TOWER && (v->width != t->width ||
 	    v->layers != t->layers || v->heads != t->heads ||
 	    v->mlp_ratio != t->mlp_ratio))
@@ -390,44 +459,31 @@ vlm_config_check(const struct vlm_config *c)
 		return vlm_error("config: vision.pool cannot be eot");
 	if (t->pool == VLM_POOL_CLS)
 		return vlm_error("config: text.pool cannot be cls");
-	if (c->lora.rank < 0 || !(c->lora.alpha >= 0))
-		return vlm_error("config: lora.rank and lora.alpha must not be "
-		    "negative");
 	return vlm_config_check_moe(c);
 }
 
-/* The MoE and token-reduction part of vlm_config_check(). */
+/* The MoE and token-reduction part of vlm_config_check() (the ranges of
+ * single keys are checked there). */
 int
 vlm_config_check_moe(const struct vlm_config *c)
 {
 	int E = c->moe.experts, K = c->moe.top_k;
 
-	if (c->tl.after >= 0 && (c->tl.after >= c->vision.layers ||
-	    c->tl.tokens <= 0 || c->tl.hidden <= 0))
-		return vlm_error("config: token_reduction.after must be a "
-		    "vision block index (< %d), tokens and hidden positive",
+	if (c->tl.after >= c->vision.layers)
+		return vlm_error("config: token_reduction.after (%d) must be "
+		    "a vision block index (< %d)", c->tl.after,
 		    c->vision.layers);
 	if (c->tl.after >= 0 && c->vision.pool == VLM_POOL_CLS)
 		return vlm_error("config: token reduction replaces the class "
 		    "token: choose vision.pool gap or map");
 	if (E == 0)
 		return 0;
-	if (E < 0 || K < 1)
-		return vlm_error("config: moe.experts and moe.top_k must be "
-		    "positive");
 	if (K > E)
 		return vlm_error("config: moe.top_k (%d) exceeds moe.experts "
 		    "(%d)", K, E);
 	if (K == 1 && c->moe.gate_norm == VLM_GATE_TOPK)
 		return vlm_error("config: moe.gate_norm=topk with top_k=1 "
 		    "makes every gate 1 and the router untrainable");
-	if (c->moe.every < 1 || c->moe.last < 0)
-		return vlm_error("config: moe.every must be >= 1 and moe.last "
-		    ">= 0");
-	if (c->moe.cf_train < 0 || c->moe.cf_eval < 0 ||
-	    c->moe.min_capacity < 0 || c->moe.noise < 0)
-		return vlm_error("config: capacity factors, min_capacity and "
-		    "noise must not be negative");
 	if (c->moe.modality_experts && c->family != VLM_ONE_TOWER)
 		return vlm_error("config: moe.modality_experts needs a "
 		    "one-tower model (a two-tower model's pools are already "
@@ -456,7 +512,11 @@ vlm_config_is_moe(const struct vlm_config *c, int tower, int l)
 int
 vlm_config_image_tokens(const struct vlm_config *c)
 {
-	int g = c->image_size / c->patch_size;
+	int g;
+
+	/* a checked config: g * g cannot overflow */
+	assert(c->patch_size >= 1 && c->image_size <= VLM_MAX_IMAGE);
+	g = c->image_size / c->patch_size;
 
 	return g * g + (c->vision.pool == VLM_POOL_CLS);
 }

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -120,7 +121,11 @@ vlm_atomic_commit(struct vlm_atomic *a)
 		a->f = NULL;
 		return bad ? -1 : 0;
 	}
-	if (fflush(a->f) != 0 || ferror(a->f) || fsync(fileno(a->f)) != 0)
+	if (fflush(a->f) != 0 || ferror(a->f))
+		rc = -1, e = errno;
+	if (rc == 0)
+		vlm_crash_point("atomic-commit");
+	if (rc == 0 && fsync(fileno(a->f)) != 0)
 		rc = -1, e = errno;
 	if (fclose(a->f) != 0 && rc == 0)
 		rc = -1, e = errno;
@@ -156,4 +161,17 @@ vlm_atomic_abort(struct vlm_atomic *a)
 	free(a->path);
 	free(a->tmp);
 	memset(a, 0, sizeof(*a));
+}
+
+void
+vlm_crash_point(const char *point)
+{
+	static long hits;
+	const char *s = getenv("VLM_CRASH_AT");
+	size_t n = strlen(point);
+
+	if (!s || strncmp(s, point, n) != 0 || (s[n] != '\0' && s[n] != ':'))
+		return;
+	if (++hits >= (s[n] ? atol(s + n + 1) : 1))
+		raise(strstr(s + n, ":stop") ? SIGSTOP : SIGKILL);
 }

@@ -6,6 +6,7 @@
  * The name mapping is in ../shared/fixtures/README.md.
  */
 #include <jansson.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,14 @@ need(const struct vlm_st *st, const char *name, int ndim)
 	return t;
 }
 
+/* A dimension as a config value: past INT_MAX it saturates, for the
+ * config's range check to refuse rather than a cast to wrap. */
+static int
+dim(int64_t v)
+{
+	return v > INT_MAX ? INT_MAX : (int)v;
+}
+
 /* Shapes of the towers from the tensors of either naming. */
 static int
 shapes(struct vlm_config *c, const struct vlm_st *st, enum naming nm)
@@ -76,40 +85,46 @@ shapes(struct vlm_config *c, const struct vlm_st *st, enum naming nm)
 	};
 	const struct vlm_tensor *conv, *vpos, *tok, *tpos, *proj, *fc;
 	char name[160];
-	int g;
+	int64_t g;
 
 	if (!(conv = need(st, n[nm][0], 4)) || !(vpos = need(st, n[nm][1], 2))
 	    || !(tok = need(st, n[nm][2], 2)) || !(tpos = need(st, n[nm][3], 2))
 	    || !(proj = need(st, n[nm][4], 2)))
 		return -1;
-	c->vision.width = conv->shape[0];
-	c->patch_size = conv->shape[2];
-	for (g = 1; (g + 1) * (g + 1) <= vpos->shape[0] - 1; g++)
+	c->vision.width = dim(conv->shape[0]);
+	c->patch_size = dim(conv->shape[2]);
+	for (g = 1; g <= VLM_MAX_IMAGE && (g + 1) * (g + 1) <=
+	    vpos->shape[0] - 1; g++)
 		;
-	c->image_size = g * c->patch_size;
-	c->vocab = tok->shape[0];
-	c->text.width = tok->shape[1];
-	c->context = tpos->shape[0];
-	c->embed_dim = proj->shape[nm == OPENCLIP ? 1 : 0];
+	c->image_size = dim(g * c->patch_size);
+	c->vocab = dim(tok->shape[0]);
+	c->text.width = dim(tok->shape[1]);
+	c->context = dim(tpos->shape[0]);
+	c->embed_dim = dim(proj->shape[nm == OPENCLIP ? 1 : 0]);
 	c->vision.layers = count_layers(st, n[nm][5], n[nm][7]);
 	c->text.layers = count_layers(st, n[nm][6], n[nm][7]);
 	snprintf(name, sizeof(name), "%s0.%s", n[nm][5], n[nm][7]);
 	if (!(fc = need(st, name, 2)))
 		return -1;
-	c->vision.mlp_ratio = fc->shape[0] / c->vision.width;
+	c->vision.mlp_ratio = dim(fc->shape[0] / (c->vision.width ?
+	    c->vision.width : 1));
 	snprintf(name, sizeof(name), "%s0.%s", n[nm][6], n[nm][7]);
 	if (!(fc = need(st, name, 2)))
 		return -1;
-	c->text.mlp_ratio = fc->shape[0] / c->text.width;
+	c->text.mlp_ratio = dim(fc->shape[0] / (c->text.width ?
+	    c->text.width : 1));
 	return 0;
 }
 
+/* The integer at key of o (past INT_MAX saturated, negative -1), or def. */
 static int
 jint(json_t *o, const char *key, int def)
 {
 	json_t *v = json_object_get(o, key);
 
-	return json_is_integer(v) ? (int)json_integer_value(v) : def;
+	if (!json_is_integer(v))
+		return def;
+	return json_integer_value(v) < 0 ? -1 : dim(json_integer_value(v));
 }
 
 /* Heads and activation from open_clip_config.json or HF config.json. */
@@ -127,8 +142,9 @@ ecosystem_config(struct vlm_config *c, const char *path)
 		return vlm_error("'%s': %s (line %d)", path, e.text, e.line);
 	if ((v = json_object_get(root, "vision_cfg"))) { /* OpenCLIP */
 		t = json_object_get(root, "text_cfg");
-		c->vision.heads = jint(v, "heads", c->vision.width /
-		    jint(v, "head_width", 64));
+		int hw = jint(v, "head_width", 64);
+		c->vision.heads = jint(v, "heads", hw > 0 ?
+		    c->vision.width / hw : 0);
 		c->text.heads = jint(t, "heads", 8);
 		c->act = json_is_true(json_object_get(root, "quick_gelu"));
 	} else if ((v = json_object_get(root, "vision_config"))) { /* HF */

@@ -15,7 +15,8 @@
  * One mutex guards the ring; workers wait on `work`, the consumer on
  * `ready`. A slot goes FREE -> FILLING (indices assigned, items claimed
  * one at a time by workers) -> READY (all items done) -> HELD (the
- * consumer's, until its next call) -> FREE.
+ * consumer's, until its next call) -> FREE. A stream's slot is FETCHING
+ * first, while one worker reads its keys without the lock.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -26,7 +27,7 @@
 
 #define MAX_ATTEMPTS 16 /* REPLACE: an item and its replacements */
 
-enum { FREE, FILLING, READY, HELD };
+enum { FREE, FETCHING, FILLING, READY, HELD };
 
 struct slot {
 	int state;
@@ -140,26 +141,43 @@ add_error(struct slot *s, int item, int64_t index, const char *key,
 	return 0;
 }
 
-/* the items of the next batch from the stream source (under the lock) */
+/*
+ * The items of the next batch from the stream source. Called under the
+ * lock, it reads outside it: a slow source (a pipe) must not stall the
+ * workers finishing earlier batches. The slot is FETCHING meanwhile, and
+ * only the head slot is ever filled, so one reader at a time, in order.
+ */
 static int
 fill_stream(struct vlm_loader *l, struct slot *s)
 {
+	int64_t pos = l->fill.pos;
+	int rc = 0, end = 0;
+
+	s->state = FETCHING;
+	pthread_mutex_unlock(&l->mu);
 	while (s->count < l->o.batch) {
 		char *key = NULL;
-		int rc = l->o.next(l->o.next_arg, &key);
-		if (rc == 0) {
-			l->end = 1;
+		int r = l->o.next(l->o.next_arg, &key);
+		if (r == 0) {
+			end = 1;
 			break;
 		}
-		if (rc < 0) {
-			if (add_error(s, s->count, -1, NULL, vlm_errmsg()) < 0)
-				return -1;
-			continue;
+		if (r < 0 && add_error(s, s->count, -1, NULL,
+		    vlm_errmsg()) < 0) {
+			rc = -1;
+			break;
 		}
+		if (r < 0)
+			continue;
 		s->b.key[s->count] = key;
-		s->b.index[s->count++] = l->fill.pos++;
+		s->b.index[s->count++] = pos++;
 	}
-	return 0;
+	pthread_mutex_lock(&l->mu);
+	s->state = FREE;
+	l->fill.pos = pos;
+	if (end)
+		l->end = 1;
+	return rc;
 }
 
 /* the items of the next batch of the epoch permutation (under the lock) */

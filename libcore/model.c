@@ -51,14 +51,20 @@ add(struct builder *b, int ndim, const int64_t *shape, const char *fmt, ...)
 	p->n = 1;
 	for (int i = 0; i < ndim; i++) {
 		p->shape[i] = shape[i];
-		p->n *= shape[i];
+		p->n = vlm_size_mul(p->n, shape[i]);
 	}
 	/* OpenCLIP: no decay for ndim < 2, "bn", "ln", "bias", logit_scale */
 	p->decay = ndim >= 2 && !strstr(p->name, "bn") &&
 	    !strstr(p->name, "ln") && !strstr(p->name, "bias") &&
 	    !strstr(p->name, "logit_scale");
 	p->off = m->nfloats;
-	m->nfloats += p->n;
+	m->nfloats = vlm_size_add(m->nfloats, p->n);
+	if (m->nfloats < 0 || m->nfloats > VLM_MAX_PARAMS) {
+		b->err = vlm_error("config: the model would hold more than "
+		    "%lld parameters (at '%s')", (long long)VLM_MAX_PARAMS,
+		    p->name);
+		return -1;
+	}
 	return p->off;
 }
 
@@ -235,8 +241,9 @@ add_lora(struct builder *b)
 	}
 }
 
-int
-vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
+/* The parameter table of config c (checked), without the slab. */
+static int
+build(struct vlm_model *m, const struct vlm_config *c)
 {
 	struct builder b = { m, 0, 0 };
 
@@ -253,15 +260,29 @@ vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
 	m->logit_scale = add(&b, 0, NULL, "logit_scale");
 	if (c->lora.rank > 0)
 		add_lora(&b);
-	if (!b.err && !(m->w = calloc(m->nfloats, sizeof(float))))
-		b.err = vlm_error("out of memory for %lld parameters",
-		    (long long)m->nfloats);
-	if (b.err) {
+	if (b.err)
+		vlm_model_release(m);
+	return b.err;
+}
+
+/* The zeroed parameter slab of a built table (released on failure). */
+static int
+alloc_slab(struct vlm_model *m)
+{
+	if (!(m->w = calloc(m->nfloats, sizeof(float)))) {
+		vlm_error("out of memory for %lld parameters (%.1f GiB)",
+		    (long long)m->nfloats, m->nfloats * 4.0 / (1 << 30));
 		vlm_model_release(m);
 		return -1;
 	}
-	m->w[m->logit_scale] = c->logit_scale_init;
+	m->w[m->logit_scale] = m->cfg.logit_scale_init;
 	return 0;
+}
+
+int
+vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
+{
+	return build(m, c) < 0 ? -1 : alloc_slab(m);
 }
 
 void
@@ -423,11 +444,13 @@ vlm_model_flops(const struct vlm_model *m, int text, int allocated)
 	    2 * D * c->embed_dim;
 }
 
-/* Copy a stored tensor (F32, F16 or BF16) into parameter p's slot. */
+/* Does stored tensor t (absent: NULL) have parameter p's shape? */
 static int
-load_param(struct vlm_model *m, const struct vlm_param *p,
-    const struct vlm_tensor *t, const char *path)
+check_param(const struct vlm_param *p, const struct vlm_tensor *t,
+    const char *path)
 {
+	if (!t)
+		return vlm_error("'%s': missing tensor '%s'", path, p->name);
 	if (t->ndim != p->ndim)
 		return vlm_error("'%s': tensor '%s' has %d dimensions, the "
 		    "config wants %d", path, p->name, t->ndim, p->ndim);
@@ -441,10 +464,47 @@ load_param(struct vlm_model *m, const struct vlm_param *p,
 			return vlm_error("'%s': tensor '%s' has shape %s, the "
 			    "config wants %s", path, p->name, a, b);
 		}
-	if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
-	    t->dtype, p->n) < 0)
-		return vlm_error("'%s': tensor '%s': %s", path, p->name,
-		    vlm_errmsg());
+	return 0;
+}
+
+/*
+ * The model of a file: its config (checked), every tensor's shape checked
+ * against it before the slab is allocated (so a config claiming a huge
+ * model over small tensors costs nothing), then the floats (F32, F16 or
+ * BF16) copied in.
+ */
+static int
+load_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
+{
+	const char *cfg = vlm_st_meta(st, "vlm.config");
+	struct vlm_config c;
+
+	if (!cfg)
+		return vlm_error("'%s': not a vlm model (no vlm.config "
+		    "metadata; use vlm-convert import for OpenCLIP or HF "
+		    "checkpoints)", path);
+	vlm_config_preset(&c, "tiny");
+	if (vlm_config_from_json(&c, cfg) < 0 || build(m, &c) < 0)
+		return vlm_error("'%s': %s", path, vlm_errmsg());
+	for (int i = 0; i < m->nparams; i++)
+		if (check_param(&m->params[i], vlm_st_get(st,
+		    m->params[i].name), path) < 0) {
+			vlm_model_release(m);
+			return -1;
+		}
+	if (alloc_slab(m) < 0)
+		return vlm_error("'%s': %s", path, vlm_errmsg());
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(st, p->name);
+		if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
+		    t->dtype, p->n) < 0) {
+			vlm_error("'%s': tensor '%s': %s", path, p->name,
+			    vlm_errmsg());
+			vlm_model_release(m);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -452,43 +512,17 @@ int
 vlm_model_load(struct vlm_model *m, const char *path)
 {
 	struct vlm_st st;
-	struct vlm_config c;
-	const char *cfg, *tok;
-	int rc = -1;
+	const char *tok;
+	int rc;
 
 	if (vlm_st_load(&st, path) < 0)
 		return -1;
-	if (!(cfg = vlm_st_meta(&st, "vlm.config"))) {
-		vlm_error("'%s': not a vlm model (no vlm.config metadata; "
-		    "use vlm-convert import for OpenCLIP or HF checkpoints)",
-		    path);
-		goto out;
-	}
-	vlm_config_preset(&c, "tiny");
-	if (vlm_config_from_json(&c, cfg) < 0 || vlm_model_init(m, &c) < 0) {
-		vlm_error("'%s': %s", path, vlm_errmsg());
-		goto out;
-	}
-	for (int i = 0; i < m->nparams; i++) {
-		const struct vlm_param *p = &m->params[i];
-		const struct vlm_tensor *t = vlm_st_get(&st, p->name);
-		if (!t) {
-			vlm_error("'%s': missing tensor '%s'", path, p->name);
-			goto fail;
-		}
-		if (load_param(m, p, t, path) < 0)
-			goto fail;
-	}
-	if ((tok = vlm_st_meta(&st, "tokenizer.merges")) &&
+	rc = load_params(m, &st, path);
+	if (rc == 0 && (tok = vlm_st_meta(&st, "tokenizer.merges")) &&
 	    !(m->tokenizer = strdup(tok))) {
-		vlm_error("out of memory");
-		goto fail;
+		rc = vlm_error("out of memory");
+		vlm_model_release(m);
 	}
-	rc = 0;
-	goto out;
-fail:
-	vlm_model_release(m);
-out:
 	vlm_st_release(&st);
 	return rc;
 }

@@ -1,6 +1,6 @@
 /*
- * tensor.c - dtypes, tensor sizes, and the float conversions between
- * F32, F16 (IEEE binary16) and BF16 (bfloat16).
+ * tensor.c - dtypes, tensor sizes (64-bit, overflow-checked), and the
+ * float conversions between F32, F16 (IEEE binary16) and BF16 (bfloat16).
  *
  * Narrowing rounds to nearest, ties to even, as NumPy, PyTorch and the
  * hardware do; NaN stays NaN (payload kept where it fits, the quiet bit
@@ -48,6 +48,22 @@ vlm_dtype_parse(const char *name, enum vlm_dtype *dt)
 		}
 	}
 	return vlm_error("unknown dtype '%s'", name);
+}
+
+int64_t
+vlm_size_mul(int64_t a, int64_t b)
+{
+	int64_t r;
+
+	if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &r))
+		return -1;
+	return r;
+}
+
+int64_t
+vlm_size_add(int64_t a, int64_t b)
+{
+	return a < 0 || b < 0 || a > INT64_MAX - b ? -1 : a + b;
 }
 
 int64_t

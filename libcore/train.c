@@ -208,32 +208,155 @@ load_optim(const char *path, const struct vlm_model *m, struct vlm_optim *o)
 	return rc;
 }
 
-/* Remove checkpoints older than the newest `keep` (0: keep all). */
-static void
-prune(const char *run, int keep)
+/* Remove dir and every file in it; a missing dir is no error. */
+static int
+remove_dir(const char *path)
 {
-	struct dirent **ents;
-	int n, seen = 0;
-	char path[4096];
+	DIR *d = opendir(path);
+	struct dirent *e;
+	int rc = 0;
 
-	if (keep <= 0 || (n = scandir(run, &ents, NULL, alphasort)) < 0)
-		return;
-	for (int i = n - 1; i >= 0; i--) {
-		if (strncmp(ents[i]->d_name, "ckpt-", 5) == 0 && ++seen > keep) {
-			static const char *files[] = { "model.safetensors",
-				"optim.safetensors", "state.json" };
-			for (int f = 0; f < 3; f++) {
-				snprintf(path, sizeof(path), "%s/%s/%s", run,
-				    ents[i]->d_name, files[f]);
-				unlink(path);
+	if (!d)
+		return errno == ENOENT ? 0 : vlm_error("'%s': %s", path,
+		    strerror(errno));
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0
+		    && unlinkat(dirfd(d), e->d_name, 0) < 0 && errno != ENOENT)
+			rc = vlm_error("'%s/%s': %s", path, e->d_name,
+			    strerror(errno));
+	closedir(d);
+	vlm_crash_point("ckpt-remove");
+	if (rc == 0 && rmdir(path) < 0 && errno != ENOENT)
+		rc = vlm_error("'%s': %s", path, strerror(errno));
+	return rc;
+}
+
+/* Retire RUN/name: renamed to RUN/.del-name at once (so every ckpt-* is
+ * complete), then emptied; a crash in between leaves only .del-*. */
+static int
+retire(const char *run, const char *name)
+{
+	char from[4096], to[4096];
+
+	snprintf(from, sizeof(from), "%s/%s", run, name);
+	snprintf(to, sizeof(to), "%s/.del-%s", run, name);
+	if (remove_dir(to) < 0)
+		return -1;
+	if (rename(from, to) < 0)
+		return errno == ENOENT ? 0 : vlm_error("'%s': %s", from,
+		    strerror(errno));
+	return remove_dir(to);
+}
+
+/* NAME.tmp.PID: an atomic output a killed process left (libcore/file.c) */
+static int
+stray_tmp(const char *name)
+{
+	const char *s = strstr(name, ".tmp.");
+
+	if (!s || s == name || !s[5])
+		return 0;
+	for (s += 5; *s; s++)
+		if (*s < '0' || *s > '9')
+			return 0;
+	return 1;
+}
+
+/* The step of a name "ckpt-NNNNNNNN", or -1. */
+static int64_t
+ckpt_step(const char *name)
+{
+	char *end;
+	long long v;
+
+	if (strncmp(name, "ckpt-", 5) != 0 || name[5] < '0' || name[5] > '9')
+		return -1;
+	v = strtoll(name + 5, &end, 10);
+	return *end == '\0' ? v : -1;
+}
+
+static int
+by_step_desc(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x < y) - (x > y);
+}
+
+/*
+ * After the checkpoint of `step`: remove what interrupted saves and
+ * prunes left (.tmp-ckpt-*, .del-ckpt-*, NAME.tmp.PID) and, with keep > 0,
+ * every checkpoint but the newest `keep` up to `step`, including those
+ * past it that a killed run wrote before this one resumed behind them.
+ */
+int
+vlm_ckpt_prune(const char *run, int64_t step, int keep)
+{
+	DIR *d = opendir(run);
+	struct dirent *e;
+	int64_t *steps = NULL, *grown;
+	int n = 0, cap = 0, rc = 0;
+	char name[64], path[4400];
+
+	if (!d)
+		return vlm_error("'%s': %s", run, strerror(errno));
+	while (rc == 0 && (e = readdir(d))) {
+		int64_t s = ckpt_step(e->d_name);
+		if (strncmp(e->d_name, ".tmp-ckpt-", 10) == 0 ||
+		    strncmp(e->d_name, ".del-ckpt-", 10) == 0) {
+			snprintf(path, sizeof(path), "%s/%s", run, e->d_name);
+			rc = remove_dir(path);
+		} else if (stray_tmp(e->d_name)) {
+			if (unlinkat(dirfd(d), e->d_name, 0) < 0 && errno !=
+			    ENOENT)
+				rc = vlm_error("'%s/%s': %s", run, e->d_name,
+				    strerror(errno));
+		} else if (s >= 0 && keep > 0) {
+			if (n == cap) {
+				cap = 2 * cap + 16;
+				if (!(grown = realloc(steps, cap *
+				    sizeof(*steps)))) {
+					rc = vlm_error("out of memory");
+					break;
+				}
+				steps = grown;
 			}
-			snprintf(path, sizeof(path), "%s/%s", run,
-			    ents[i]->d_name);
-			rmdir(path);
+			steps[n++] = s;
 		}
-		free(ents[i]);
 	}
-	free(ents);
+	closedir(d);
+	if (n > 1)
+		qsort(steps, n, sizeof(*steps), by_step_desc);
+	for (int i = 0, kept = 0; rc == 0 && i < n; i++) {
+		if (steps[i] <= step && ++kept <= keep)
+			continue;
+		snprintf(name, sizeof(name), "ckpt-%08" PRId64, steps[i]);
+		rc = retire(run, name);
+	}
+	free(steps);
+	return rc;
+}
+
+/* RUN/.tmp-NAME/FILE written by save; the checkpoint crash points. */
+static int
+save_files(const char *tmp, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s)
+{
+	char f[4200];
+
+	snprintf(f, sizeof(f), "%s/model.safetensors", tmp);
+	if (vlm_model_save(m, f) < 0)
+		return -1;
+	vlm_crash_point("ckpt-model");
+	snprintf(f, sizeof(f), "%s/optim.safetensors", tmp);
+	if (save_optim(f, m, o) < 0)
+		return -1;
+	vlm_crash_point("ckpt-optim");
+	snprintf(f, sizeof(f), "%s/state.json", tmp);
+	if (save_state(f, s) < 0 || fsync_path(tmp, 1) < 0)
+		return -1;
+	vlm_crash_point("ckpt-state");
+	return 0;
 }
 
 int
@@ -245,19 +368,26 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 	snprintf(name, sizeof(name), "ckpt-%08" PRId64, s->step);
 	snprintf(tmp, sizeof(tmp), "%s/.tmp-%s", run, name);
 	snprintf(dir, sizeof(dir), "%s/%s", run, name);
-	if (mkdir(tmp, 0777) < 0 && errno != EEXIST)
+	/* a killed save of this step may have left either behind */
+	if (remove_dir(tmp) < 0 || retire(run, name) < 0)
+		return -1;
+	if (mkdir(tmp, 0777) < 0)
 		return vlm_error("'%s': %s", tmp, strerror(errno));
-	snprintf(f, sizeof(f), "%s/model.safetensors", tmp);
-	if (vlm_model_save(m, f) < 0)
-		return -1;
-	snprintf(f, sizeof(f), "%s/optim.safetensors", tmp);
-	if (save_optim(f, m, o) < 0)
-		return -1;
-	snprintf(f, sizeof(f), "%s/state.json", tmp);
-	if (save_state(f, s) < 0 || fsync_path(tmp, 1) < 0)
-		return -1;
+	vlm_crash_point("ckpt-dir");
+	if (save_files(tmp, m, o, s) < 0) {
+		char msg[1024], prev[64];
+		ssize_t n;
+		snprintf(msg, sizeof(msg), "%s", vlm_errmsg());
+		remove_dir(tmp);
+		snprintf(f, sizeof(f), "%s/latest", run);
+		if ((n = readlink(f, prev, sizeof(prev) - 1)) < 0)
+			return vlm_error("%s; no checkpoint saved", msg);
+		prev[n] = '\0';
+		return vlm_error("%s; %s/latest (%s) is kept", msg, run, prev);
+	}
 	if (rename(tmp, dir) < 0)
 		return vlm_error("'%s': %s", dir, strerror(errno));
+	vlm_crash_point("ckpt-rename");
 	snprintf(link, sizeof(link), "%s/.latest.tmp", run);
 	snprintf(f, sizeof(f), "%s/latest", run);
 	unlink(link);
@@ -265,8 +395,8 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 		return vlm_error("'%s': %s", f, strerror(errno));
 	if (fsync_path(run, 1) < 0)
 		return -1;
-	prune(run, keep);
-	return 0;
+	vlm_crash_point("ckpt-latest");
+	return vlm_ckpt_prune(run, s->step, keep);
 }
 
 int

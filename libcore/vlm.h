@@ -51,6 +51,14 @@ const char *vlm_dtype_name(enum vlm_dtype dt);
 /* Parse a safetensors dtype name; -1 (with message) if unknown. */
 int vlm_dtype_parse(const char *name, enum vlm_dtype *dt);
 
+/*
+ * Sizes in 64 bits: a * b and a + b, or -1 when an operand is negative
+ * (an earlier -1) or the result would overflow, so that calls chain and
+ * one test of the end result catches every step.
+ */
+int64_t vlm_size_mul(int64_t a, int64_t b);
+int64_t vlm_size_add(int64_t a, int64_t b);
+
 /* Number of elements; 1 for ndim == 0. */
 int64_t vlm_tensor_numel(const struct vlm_tensor *t);
 size_t vlm_tensor_nbytes(const struct vlm_tensor *t);
@@ -85,6 +93,15 @@ struct vlm_atomic {
 int vlm_atomic_open(struct vlm_atomic *a, const char *path);
 int vlm_atomic_commit(struct vlm_atomic *a);
 void vlm_atomic_abort(struct vlm_atomic *a);
+/*
+ * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
+ * process kills itself (SIGKILL) the Nth time (default 1) it reaches the
+ * named point: atomic-commit (an output complete under its temporary
+ * name), ckpt-dir, ckpt-model, ckpt-optim, ckpt-state, ckpt-rename,
+ * ckpt-latest, ckpt-remove (libcore/train.c). POINT:N:stop stops it
+ * (SIGSTOP) instead, for a test to kill at a moment of its choosing.
+ */
+void vlm_crash_point(const char *point);
 
 /* ---- random numbers (libcore/rng.c) --------------------------------------- */
 
@@ -107,6 +124,23 @@ enum vlm_act { VLM_ACT_GELU, VLM_ACT_QUICKGELU };
 enum vlm_pool { VLM_POOL_CLS, VLM_POOL_EOT, VLM_POOL_GAP, VLM_POOL_MAP };
 enum vlm_gate_norm { VLM_GATE_NONE, VLM_GATE_TOPK };
 enum vlm_moe_towers { VLM_MOE_BOTH, VLM_MOE_VISION, VLM_MOE_TEXT };
+
+/*
+ * Limits every config is checked against where it is read (the key table
+ * in config.c; vlm-model(5) lists them). Experts are bounded by
+ * VLM_MAX_EXPERTS (kernels.h, 1024).
+ */
+#define VLM_MAX_WIDTH 16384     /* embed_dim, widths, token_reduction.hidden */
+#define VLM_MAX_LAYERS 256      /* per tower; also moe.every, moe.last */
+#define VLM_MAX_HEADS 256
+#define VLM_MAX_MLP_RATIO 64
+#define VLM_MAX_IMAGE 4096      /* image_size, patch_size in pixels */
+#define VLM_MAX_PATCHES 16384   /* (image_size / patch_size)^2; M tokens */
+#define VLM_MAX_CONTEXT 16384   /* text tokens */
+#define VLM_MAX_VOCAB 1048576
+#define VLM_MAX_LORA_RANK 4096
+#define VLM_MAX_CF 64           /* capacity factors */
+#define VLM_MAX_PARAMS ((int64_t)1 << 36) /* floats in a model, 256 GiB */
 
 /* One encoder tower. In a one-tower model both share width/layers/heads. */
 struct vlm_tower_config {
@@ -345,7 +379,8 @@ void vlm_encoder_release(struct vlm_encoder *e);
  * out (n, embed_dim); unit: L2-normalised. */
 int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
     int unit);
-/* The model's own tokenizer (merges in the file); -1 if it has none. */
+/* The model's own tokenizer (merges in the file); -1 if it has none or
+ * it has more tokens than the model's vocabulary. */
 struct vlm_bpe;
 int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
 
@@ -988,8 +1023,9 @@ int vlm_walk_key(void *arg, char **key);
  *  - n = -1: a stream of unknown length; next() gives each item a key
  *    (e.g. a path from vlm_walk); index is then the item's number in the
  *    stream; one epoch, no shuffle, SKIP only, no resume. next() runs
- *    under the loader's lock (one call at a time); its -1 is reported as
- *    an error with index -1.
+ *    on one worker at a time, outside the loader's lock (a slow source
+ *    stalls no worker decoding items read before); its -1 is reported
+ *    as an error with index -1.
  * The image and text callbacks run concurrently on the workers (they must
  * be thread-safe) and write one item: pixels (image_floats floats) and
  * tokens (ctx int32s).
@@ -1473,6 +1509,9 @@ struct vlm_train_state {
  * the newest `keep` removed (0: keep all). */
 int vlm_ckpt_save(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep);
+/* Remove what killed saves left and, keep > 0, checkpoints beyond the
+ * newest `keep` up to step (vlm_ckpt_save does it after each save). */
+int vlm_ckpt_prune(const char *run, int64_t step, int keep);
 /* Model, moments (o is initialised here) and state from RUN/latest. */
 int vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
     struct vlm_train_state *s);

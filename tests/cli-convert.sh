@@ -77,7 +77,7 @@ check "pickle: names the safetensors route" 'grep -q safetensors "$T/err"'
 fails "missing file" 1 $C info "$T/nope.safetensors"
 fails "cast to a missing directory" 1 $C cast --dtype f16 "$W" "$T/no/o.st"
 
-have_fixtures || { finish; exit; }
+have_fixtures "the checks on the OpenCLIP fixture" || { finish; exit; }
 
 ok "info fixture" $C info "$W"
 n=$(sed -n 's/.*"n_params": *\([0-9]*\).*/\1/p' \
@@ -133,7 +133,7 @@ for k in w:
     assert (abs(bb - w[k]) <= abs(w[k]) * 2.0**-8).all(), k
 EOF
 else
-	echo "# skipping value checks: /usr/bin/python3 has no numpy"
+	skip "values match NumPy" "/usr/bin/python3 lacks numpy"
 fi
 
 finish

@@ -24,8 +24,7 @@ check "one line naming the model" \
 fails "texts need the model's tokenizer" 1 "$E" -m "$M" -t /dev/null
 check "the message says so" 'grep -q "no tokenizer" "$T/err"'
 
-if ! $PY -c 'import numpy, PIL' 2>/dev/null; then
-	echo "# skipping the rest: $PY lacks numpy or PIL"
+if ! have_py "the embedding checks (the rest)" numpy PIL; then
 	finish
 	exit
 fi
@@ -172,7 +171,7 @@ if script -qec true /dev/null >/dev/null 2>&1; then
 	    "'$E' -m '$M' -o '$T/o/q.npy' '$I'" /dev/null
 	check "count and rate" 'grep -q "7/7 images, [0-9.]*/s" "$T/out"'
 else
-	echo "# skipping the terminal checks: no script(1)"
+	skip "the terminal checks" "no script(1)"
 fi
 
 ok "routing records" sh -c \
@@ -238,7 +237,8 @@ assert b[\"modality\"] == \"text\" and b[\"examples\"] == 2, b
 assert end[\"batches\"] == 2 and end[\"examples\"] == [0, 4], end
 '"
 
-if have_fixtures && [ -f "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz" ]; then
+if have "the OpenCLIP fixture checks" "$FIX/openclip-tiny" \
+    "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz"; then
 	O=$FIX/openclip-tiny
 	"$BIN/vlm-convert" import -c "$O/open_clip_config.json" \
 	    -t "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz" \

@@ -29,9 +29,8 @@ check "says what is missing" "grep -q 'test-emb' $T/err"
 fails "--labels without --image-emb" 2 "$V" zeroshot -m x --images . \
     --labels l.txt
 
-if ! have_fixtures; then finish; exit; fi
-if ! $PY -c 'import numpy, PIL' 2>/dev/null; then
-	echo "# skipping the rest: $PY lacks numpy or PIL"
+if ! have_fixtures "the evaluations (the rest)"; then finish; exit; fi
+if ! have_py "the evaluations (the rest)" numpy PIL; then
 	finish
 	exit
 fi
@@ -239,7 +238,7 @@ if "$BIN/vlm-embed" -m "$M" "$I" >"$T/img.npys" 2>/dev/null &&
 	check "same output as with the model" \
 	    "[ -s $T/lp.json ] && cmp -s $T/out $T/lp.json"
 else
-	echo "# skipping the model-versus-embeddings checks: vlm-embed failed"
+	fail "vlm-embed for the model-versus-embeddings checks"
 fi
 
 # ---- NumPy-made embeddings: metrics against NumPy's --------------------

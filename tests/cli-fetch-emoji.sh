@@ -5,8 +5,7 @@
 # fails, so any fetch would fail the test).
 . tests/lib.sh
 
-if ! [ -x /usr/bin/python3 ]; then
-	echo "# skipping: /usr/bin/python3 not found"
+if ! have "the fetch-emoji.sh checks (all)" /usr/bin/python3; then
 	finish
 	exit
 fi

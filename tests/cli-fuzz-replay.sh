@@ -23,8 +23,8 @@ for src in tests/fuzz/fuzz-*.c; do
 		[ -f "$f" ] || continue
 		rel=${f#tests/fuzz/}
 		if [ -f "$KNOWN" ] && grep -q "^$rel " "$KNOWN"; then
-			echo "# skip - $rel: known open ($(grep "^$rel " \
-			    "$KNOWN" | cut -d' ' -f2-))"
+			skip "$hn $rel" "known open, $(grep "^$rel " \
+			    "$KNOWN" | cut -d' ' -f2-)"
 			continue
 		fi
 		ok "$hn $rel" timeout 120 "$bin" "$f"

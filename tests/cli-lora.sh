@@ -8,8 +8,8 @@
 TR=$BIN/vlm-train
 CV=$BIN/vlm-convert
 PY=/usr/bin/python3
-if ! $PY -c 'import PIL' 2>/dev/null; then
-	echo "# skipping: $PY has no PIL"; finish; exit
+if ! have_py "the LoRA runs (all)" PIL; then
+	finish; exit
 fi
 $PY tests/mkshapes.py "$T/d" 32
 P=$T/d/pairs.tsv
@@ -101,7 +101,7 @@ if $PY -c 'import numpy' 2>/dev/null; then
 	"$E" -t -m "$T/m.safetensors" "$T/caps" >"$T/t2.npys" 2>/dev/null
 	check "text embeddings too" "same $T/t1.npys $T/t2.npys"
 else
-	echo "# skipping the embedding comparisons: $PY has no numpy"
+	skip "the embedding comparisons" "$PY lacks numpy"
 fi
 
 fails "merge-lora on a plain model" 1 "$CV" merge-lora "$S0" "$T/x.safetensors"

@@ -5,7 +5,7 @@
 . tests/lib.sh
 
 C=$BIN/vlm-convert
-if have_fixtures; then
+if have_fixtures "the OpenCLIP and HF imports"; then
 	O=$FIX/openclip-tiny
 	ok "import OpenCLIP names" "$C" import -c "$O/open_clip_config.json" \
 	    -t "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz" \

@@ -30,8 +30,7 @@ bad "not a stream" "$T/hello.npys"
 fails "garbage on stdin" 1 sh -c "\"$VC\" pack - \"$O/out.npy\" <\"$T/hello.npys\""
 check "stdin named" 'grep -q "<stdin>" "$T/err" && [ -z "$(ls -A "$O")" ]'
 
-if ! $PY -c 'import numpy' 2>/dev/null; then
-	echo "# skipping the NumPy parts: $PY lacks numpy"
+if ! have_py "the NumPy parts (the rest)" numpy; then
 	finish
 	exit
 fi

@@ -14,8 +14,7 @@ fails "--images without a model" 2 "$R" --images x
 fails "--diff wants two streams" 2 "$R" --diff x
 ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
 
-if ! $PY -c 'import numpy, PIL' 2>/dev/null; then
-	echo "# skipping the model runs: $PY lacks numpy or PIL"
+if ! have_py "the model runs (the rest)" numpy PIL; then
 	finish
 	exit $?
 fi
@@ -141,12 +140,10 @@ check "vision and text tower layers" "grep -q 'vision 3' $T/out && \
     grep -q 'text 3' $T/out"
 
 # vlm-embed --routes writes the same records
-if "$BIN/vlm-embed" --help 2>&1 | grep -q -- --routes; then
-	ok "vlm-embed --routes" sh -c "'$BIN/vlm-embed' -m \
-	    '$T/moe.safetensors' --routes '$T/e.routes' '$T/set' >/dev/null"
-	ok "route-stats reads them" "$R" "$T/e.routes"
-	check "the same 204 image tokens" "grep -q '^image  *204 ' $T/out"
-fi
+ok "vlm-embed --routes" sh -c "'$BIN/vlm-embed' -m \
+    '$T/moe.safetensors' --routes '$T/e.routes' '$T/set' >/dev/null"
+ok "route-stats reads them" "$R" "$T/e.routes"
+check "the same 204 image tokens" "grep -q '^image  *204 ' $T/out"
 
 # token reduction: the blocks after the cut route 8 learned tokens/image
 ok "init with a TokenLearner after block 1" "$C" init --seed 3 \

@@ -31,7 +31,7 @@ u64le() {
 	done
 }
 
-if have_fixtures && [ -r "$GZ" ] && [ -r "$TSV" ]; then
+if have "the checks against OpenCLIP's ids" "$GZ" "$TSV"; then
 	# every 23rd line with no escapes in its JSON string
 	awk -F '\t' 'index($1, "\\") == 0 && NR % 23 == 1' "$TSV" >"$T/sample"
 	sed 's/^"//; s/"\t.*$//' "$T/sample" >"$T/in"

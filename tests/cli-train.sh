@@ -5,15 +5,7 @@
 . tests/lib.sh
 
 TR=$BIN/vlm-train
-if ! /usr/bin/python3 -c 'import PIL' 2>/dev/null; then
-	echo "# skipping: /usr/bin/python3 has no PIL"; finish; exit
-fi
-/usr/bin/python3 tests/mkshapes.py "$T/d" 48
-P=$T/d/pairs.tsv
-SMALL="-m tiny-moe --set vision.layers=2 --set text.layers=2
---set vision.width=32 --set text.width=32 --set vision.heads=2
---set text.heads=2 --set embed_dim=16 --set image_size=16
---set vocab=600 -b 8 --warmup 2 --seed 5"
+. tests/tiny-run.sh
 
 ok "train 6 steps" "$TR" --data "$P" $SMALL -o "$T/a" --steps 6 --log-every 2
 check "metrics: one line per logged step" "[ \$(wc -l <$T/a/metrics.jsonl) = 3 ]"

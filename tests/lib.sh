@@ -2,16 +2,25 @@
 # ok NAME CMD...       passes when CMD exits 0
 # fails NAME STATUS CMD...  passes when CMD exits with STATUS
 # check NAME COND...   passes when the test(1) or shell condition holds
-# finish               prints "N passed, N failed" and exits accordingly
+# skip NAME REASON     NAME (a check or a group of checks) cannot run here;
+#                      counted as one skipped, never as passed
+# have NAME PATH...    true when every PATH exists, else skips NAME
+# have_fixtures [NAME] true when the shared fixtures exist, else skips NAME
+# have_py NAME MODULE...  true when /usr/bin/python3 imports every MODULE,
+#                      else skips NAME
+# finish               prints "N passed, N failed, N skipped" and exits 0
+#                      when none failed (tests/run sums these lines)
 : "${SHARED:=../shared}" "${BIN:=bin}"
 FIX=$SHARED/fixtures
 npass=0
 nfail=0
+nskip=0
 T=$(mktemp -d "${TMPDIR:-/tmp}/vlm-test.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 
 pass() { npass=$((npass + 1)); echo "ok - $1"; }
 fail() { nfail=$((nfail + 1)); echo "FAIL - $1"; }
+skip() { nskip=$((nskip + 1)); echo "skip - $1: $2"; }
 
 ok() {
 	name=$1; shift
@@ -32,13 +41,28 @@ check() {
 	if eval "$@"; then pass "$name"; else fail "$name"; fi
 }
 
+have() {
+	name=$1; shift
+	for p in "$@"; do
+		[ -e "$p" ] && continue
+		skip "$name" "$p not found"
+		return 1
+	done
+}
+
 have_fixtures() {
-	[ -d "$FIX" ] && return 0
-	echo "# skipping: $FIX not found (shared fixtures absent)"
+	have "${1:-the checks on the shared fixtures}" "$FIX"
+}
+
+have_py() {
+	name=$1; shift
+	/usr/bin/python3 -c "import $(echo "$@" | sed 's/ /, /g')" \
+	    2>/dev/null && return 0
+	skip "$name" "/usr/bin/python3 lacks $*"
 	return 1
 }
 
 finish() {
-	echo "$npass passed, $nfail failed"
+	echo "$npass passed, $nfail failed, $nskip skipped"
 	[ "$nfail" -eq 0 ]
 }

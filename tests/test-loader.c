@@ -4,9 +4,13 @@
  * from the documented permutation and item seeds, for 1, 2 and 4 threads;
  * resuming from a cursor gives the rest of the stream; failures are
  * dropped or replaced deterministically; streams of unknown length;
- * shutdown midway.
+ * a stream read from a stalled pipe still delivers the batches read
+ * before; shutdown midway.
  */
 #include <sys/stat.h>
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
 
 #include "testutil.h"
 
@@ -572,6 +576,135 @@ test_walk_stream(void **state)
 	vlm_walk_release(&w);
 }
 
+/* a stream of lines from a pipe; a writer thread feeds it late */
+struct slow_pipe {
+	FILE *in;          /* the read end */
+	int wfd;           /* the write end */
+	const char *rest;  /* written once the consumer has batch 0 */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int got_first;     /* the consumer has batch 0 */
+	int timed_out;     /* the writer gave up waiting for it */
+};
+
+static int
+pipe_next(void *arg, char **key)
+{
+	struct slow_pipe *p = arg;
+	size_t cap = 0;
+
+	*key = NULL;
+	if (getline(key, &cap, p->in) < 0) {
+		free(*key);
+		*key = NULL;
+		return 0;
+	}
+	(*key)[strcspn(*key, "\n")] = 0;
+	return 1;
+}
+
+/* wait (5 s at most) for the consumer's first batch, then feed the rest */
+static void *
+pipe_writer(void *arg)
+{
+	struct slow_pipe *p = arg;
+	struct timespec dl;
+	int rc = 0;
+
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 5;
+	pthread_mutex_lock(&p->mu);
+	while (!p->got_first && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&p->cv, &p->mu, &dl);
+	p->timed_out = !p->got_first;
+	pthread_mutex_unlock(&p->mu);
+	if (write(p->wfd, p->rest, strlen(p->rest)) != (ssize_t)strlen(p->rest))
+		abort();
+	close(p->wfd);
+	return NULL;
+}
+
+/* a loader over a pipe holding `first`; `rest` follows batch 0 */
+static struct trace
+run_pipe(struct vlm_loader_opts *o, const char *first, const char *rest,
+    int *timed_out)
+{
+	struct slow_pipe p = { .rest = rest };
+	struct vlm_loader *l;
+	const struct vlm_batch *b;
+	struct trace t = { 0 };
+	pthread_t tid;
+	int fd[2];
+
+	assert_int_equal(pipe(fd), 0);
+	assert_non_null(p.in = fdopen(fd[0], "r"));
+	p.wfd = fd[1];
+	pthread_mutex_init(&p.mu, NULL);
+	pthread_cond_init(&p.cv, NULL);
+	assert_int_equal(write(p.wfd, first, strlen(first)),
+	    (ssize_t)strlen(first));
+	o->next_arg = &p;
+	assert_non_null(l = vlm_loader_new(o));
+	assert_int_equal(pthread_create(&tid, NULL, pipe_writer, &p), 0);
+	tprintf(&t, "%s", "");
+	for (int rc; (rc = vlm_loader_next(l, &b)) != 0;) {
+		assert_int_equal(rc, 1);
+		trace_batch(&t, b);
+		pthread_mutex_lock(&p.mu);
+		p.got_first = 1;
+		pthread_cond_signal(&p.cv);
+		pthread_mutex_unlock(&p.mu);
+	}
+	vlm_loader_free(l);
+	pthread_join(tid, NULL);
+	fclose(p.in);
+	pthread_mutex_destroy(&p.mu);
+	pthread_cond_destroy(&p.cv);
+	*timed_out = p.timed_out;
+	return t;
+}
+
+/*
+ * A stream whose source stalls (a pipe holding only batch 0's paths):
+ * one worker waits in next() for batch 1's, the others still finish
+ * batch 0 and the consumer gets it; the writer feeds the rest only then
+ * (or after 5 s). The batches equal those of the same lines read at once.
+ */
+static void
+test_slow_stream(void **state)
+{
+	struct fake f = { .sleep_us = 2000 };
+	struct vlm_loader_opts o = opts(&f);
+	const char *first = "k0\nk1\n", *rest = "k2\nk3\nk4\nk5\nk6\n";
+	char all[64];
+	struct trace want, got;
+	int timed_out;
+
+	(void)state;
+	o.n = -1;
+	o.next = pipe_next;
+	o.shuffle = 0;
+	o.epochs = 0;
+	o.batch = 2;
+	snprintf(all, sizeof(all), "%s%s", first, rest);
+	o.threads = 1;
+	want = run_pipe(&o, all, "", &timed_out);
+	assert_int_equal(want.lines, 4);
+	assert_non_null(strstr(want.s, "(k6)"));
+	assert_non_null(strstr(want.s, "'k3': no image in key"));
+	for (int th = 1; th <= 4; th *= 2) {
+		o.threads = th;
+		got = run_pipe(&o, first, rest, &timed_out);
+		print_message("%d threads: batch 0 %s\n", th, timed_out ?
+		    "came only after the writer gave up (5 s)" :
+		    "came while the pipe was stalled");
+		assert_false(timed_out);
+		assert_string_equal(got.s, want.s);
+		free(got.s);
+	}
+	free(want.s);
+}
+
 static void
 test_bad_opts(void **state)
 {
@@ -618,6 +751,7 @@ main(void)
 		cmocka_unit_test(test_shutdown),
 		cmocka_unit_test(test_items),
 		cmocka_unit_test(test_walk_stream),
+		cmocka_unit_test(test_slow_stream),
 		cmocka_unit_test(test_bad_opts),
 	};
 
