@@ -134,12 +134,14 @@ clean:
 #   make fuzz FUZZ_SECONDS=60   each harness under libFuzzer (clang-14)
 #   check builds every harness with gcc and tests/fuzz/replay.c instead,
 #   and tests/cli-fuzz-replay.sh replays the corpus and the crashes.
+#   VLM_FUZZ: libpng ignores checksums (mutated chunks keep old CRCs).
 FUZZ_NAMES  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
 FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz-%)
 FUZZ_SECONDS ?= 60
 FUZZ_CC    ?= clang-14
 FUZZ_DIR   ?= build-fuzz
-FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -pthread -Ilibcore -Ikernels \
+FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -DVLM_FUZZ -pthread -Ilibcore \
+	-Ikernels \
 	-DVLM_VERSION='"$(VERSION)"' $(PKGCFLAGS) -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJ    = $(LIB_SRC:%.c=$(FUZZ_DIR)/%.o)
