@@ -121,9 +121,21 @@ def model():
     init("tiny", f"{TMP}/dense.safetensors")
     init("tiny-moe", f"{TMP}/moe.safetensors", ["moe.experts=2",
          "moe.top_k=1"])
-    for n in ("dense", "moe"):
+    init("tiny", f"{TMP}/lora.safetensors", ["lora.rank=1"])
+    run(f"{BIN}/vlm-convert", "cast", "--dtype", "bf16",
+        f"{TMP}/dense.safetensors", f"{TMP}/bf16.safetensors")
+    for n in ("dense", "moe", "lora", "bf16"):
         with open(f"{TMP}/{n}.safetensors", "rb") as f:
             put("model", n, f.read())
+    # the dense model with a tokenizer in its metadata
+    with open(f"{TMP}/dense.safetensors", "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    hdr = json.loads(b[8:8 + n])
+    hdr["__metadata__"]["tokenizer.merges"] = "#version: 0.2\na t</w>\n"
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    put("model", "tokenizer", struct.pack("<Q", len(h)) + h + b[8 + n:])
     put("model", "no-config", st_bytes([("a", "U8", [1], b"x")]))
 
 
