@@ -5,6 +5,7 @@
  * routing records), warning about and listing the inputs that failed.
  */
 #include <err.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -155,12 +156,39 @@ note_failures(struct embed *e, const struct vlm_batch *b)
 	return 0;
 }
 
+/* Warn about and list the items whose vectors are not finite (an
+ * overflow in the model); the others moved up. The count kept. */
+static int
+drop_nonfinite(struct embed *e, int n)
+{
+	int64_t E = e->m.cfg.embed_dim;
+	int k = 0;
+
+	for (int i = 0; i < n; i++) {
+		const float *v = e->vec + i * E;
+		int64_t j = 0;
+		while (j < E && isfinite(v[j]))
+			j++;
+		if (j == E) {
+			memmove(e->vec + k * E, v, E * sizeof(*v));
+			e->ids[k++] = e->ids[i];
+			continue;
+		}
+		embed_progress_clear(&e->prog);
+		warnx("'%s': the embedding is not finite (NaN or infinity "
+		    "from model '%s')", e->ids[i], e->o.model);
+		if (json_array_append_new(e->failed, json_name(e->ids[i])) < 0)
+			return vlm_error("out of memory");
+	}
+	return k;
+}
+
 /* Embed every batch the loader makes and write it out as it comes. */
 int
 embed_all(struct embed *e)
 {
 	const struct vlm_batch *b;
-	int rc;
+	int rc, k;
 
 	while ((rc = vlm_loader_next(e->ld, &b)) > 0) {
 		if (note_failures(e, b) < 0)
@@ -174,9 +202,10 @@ embed_all(struct embed *e)
 		}
 		if (vlm_encode(&e->enc, e->o.text ? (const void *)b->tokens :
 		    b->pixels, b->n, e->vec, !e->o.raw) < 0 ||
-		    embed_out_batch(&e->out, e->ids, e->vec, b->n) < 0 ||
 		    (e->routes && vlm_routes_write_batch(&e->rw, e->enc.r,
-		    &e->m, e->o.text, e->ids, NULL, b->n) < 0))
+		    &e->m, e->o.text, e->ids, NULL, b->n) < 0) ||
+		    (k = drop_nonfinite(e, b->n)) < 0 ||
+		    embed_out_batch(&e->out, e->ids, e->vec, k) < 0)
 			return -1;
 		embed_progress_add(&e->prog, b->n);
 	}

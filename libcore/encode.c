@@ -67,5 +67,13 @@ vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe)
 	if (!m->tokenizer)
 		return vlm_error("the model carries no tokenizer (import it "
 		    "with -t, or train one)");
-	return vlm_bpe_from_merges(bpe, m->tokenizer);
+	if (vlm_bpe_from_merges(bpe, m->tokenizer) < 0)
+		return -1;
+	if (bpe->nvocab > m->cfg.vocab) {
+		int n = bpe->nvocab;
+		vlm_bpe_release(bpe);
+		return vlm_error("its tokenizer has %d tokens, the model's "
+		    "vocabulary only %d", n, m->cfg.vocab);
+	}
+	return 0;
 }

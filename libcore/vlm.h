@@ -345,7 +345,8 @@ void vlm_encoder_release(struct vlm_encoder *e);
  * out (n, embed_dim); unit: L2-normalised. */
 int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
     int unit);
-/* The model's own tokenizer (merges in the file); -1 if it has none. */
+/* The model's own tokenizer (merges in the file); -1 if it has none or
+ * it has more tokens than the model's vocabulary. */
 struct vlm_bpe;
 int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
 
@@ -483,7 +484,8 @@ void vlm_lora_grad(const struct vlm_model *m, float *grad);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
-/* vlm_model_load() for inference: adapters, if any, merged. */
+/* vlm_model_load() for inference: adapters, if any, merged; a weight
+ * that is NaN or infinite is refused, naming its parameter. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
@@ -929,8 +931,8 @@ char *vlm_template_fill_alloc(const char *tmpl, const char *name);
  * yielded as given (not sniffed: the decoder will say what is wrong), or
  * a directory, walked recursively: entries in byte order of their full
  * paths (as `LC_ALL=C sort` orders them), names starting with '.' skipped,
- * symbolic links followed (loops refused), and only files whose first
- * bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
+ * symbolic links followed (loops refused), and only regular files whose
+ * first bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
  * the root as given joined with '/' to the names below it.
  * Memory: the current line, plus the sorted entries of the directories on
  * the current path.
