@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "cmd.h"
 #include "embed.h"
 
 /* A JSON string of name; bytes of invalid UTF-8 become '?'. */
@@ -28,20 +29,6 @@ json_name(const char *name)
 	j = json_string(s);
 	free(s);
 	return j;
-}
-
-/* The loader's image callback: ids must be UTF-8, the rest is items.c. */
-static int
-load_image(void *arg, int64_t index, const char *key, uint64_t seed,
-    float *px)
-{
-	json_t *j = json_string(key);
-
-	if (!j)
-		return vlm_error("'%s': name is not valid UTF-8 (ids are)",
-		    key);
-	json_decref(j);
-	return vlm_items_image(arg, index, key, seed, px);
 }
 
 /* The model, its tokenizer (texts) and an encoder over batches. */
@@ -83,7 +70,7 @@ setup_loader(struct embed *e, char **paths, int npaths)
 		lo.text = vlm_items_text;
 		lo.ctx = c->context;
 	} else {
-		lo.image = load_image;
+		lo.image = cmd_load_image;
 		lo.image_floats = 3 * (int64_t)c->image_size * c->image_size;
 	}
 	if (embed_in_init(&e->in, e->o.text, paths, npaths) < 0)
