@@ -309,8 +309,10 @@ def save(name, merges=None, proj=None):
 save('mt', '#version: 0.2\nr e\nre d</w>\n')
 bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
 u = [chr(c) for c in bs]
-save('big', '#version: 0.2\n' + ''.join(f'{x} {y}\n' for x in u[:100]
-    for y in u[:90]))
+big = '#version: 0.2\n' + ''.join(f'{x} {y}\n' for x in u[:100]
+    for y in u[:90])
+save('big', big)
+open(f'{d}/big-merges.txt', 'w').write(big)
 def nan(w):
     w[7] = np.nan
     return w
@@ -344,6 +346,41 @@ one "NaN in the weights: refused" 1 "$T/nan.safetensors" \
     "parameter 'visual.proj' holds NaN or infinity (element 7)" \
     "$E" -m "$T/nan.safetensors" "$I/good.png"
 check "no output" '[ ! -s "$T/out" ]'
+"$C" init --seed 1 tiny "$T/dense.safetensors" >/dev/null ||
+    fail "making a dense model"
+one "importing a tokenizer bigger than the vocabulary" 1 \
+    "$T/big-merges.txt" "9514 tokens, the model's vocabulary only 8192" \
+    "$C" import -t "$T/big-merges.txt" "$T/dense.safetensors" \
+    "$T/imported.safetensors"
+check "nothing written" '[ ! -e "$T/imported.safetensors" ]'
+head -c 100000000 /dev/zero | gzip -1 >"$T/bomb.gz"
+one "a gzip bomb for a tokenizer" 1 "$T/bomb.gz" "more than 64 MB of text" \
+    sh -c "echo hi | '$C' tokenize -m '$T/bomb.gz'"
+RSSMAX=262144 peak "the bomb in bounded memory" \
+    "$C" tokenize -m "$T/bomb.gz"
+
+# pairs: a good image, a bad caption, a directory, a missing file, a 1 MB
+# caption, rows with too few and too many fields
+mkdir -p "$T/ev/d.png" && cp "$I/good.png" "$T/ev/a.png" &&
+    cp "$I/sub/good.jpg" "$T/ev/b.jpg"
+{
+	printf 'filepath\ttitle\n%s\ta red thing\n' "$T/ev/a.png"
+	printf '%s\t\377 bad caption\n%s\ta dir\n' "$T/ev/b.jpg" "$T/ev/d.png"
+	printf '%s\tmissing\n%s\t' "$T/ev/none.png" "$T/ev/a.png"
+	$PY -c "print('red ' * 262144)"
+	printf '%s\n%s\tx\ty\n' "$T/ev/b.jpg" "$T/ev/b.jpg"
+} >"$T/pairs.tsv"
+run "$BIN/vlm-eval" retrieval -m "$T/mt.safetensors" --pairs "$T/pairs.tsv"
+st=$?
+check "vlm-eval retrieval over bad pairs: exit 1 (got $st)" '[ $st -eq 1 ]'
+check "each bad row named once" "grep -q 'pairs.tsv:7: 1 fields' '$T/err' &&
+    grep -q 'pairs.tsv:8: 3 fields' '$T/err' &&
+    grep -q \"'$T/ev/d.png': Is a directory\" '$T/err' &&
+    grep -q \"'$T/ev/none.png': No such file\" '$T/err' &&
+    [ \$(wc -l <'$T/err') -eq 4 ]"
+check "the metrics of the other three" \
+    "grep -q '^text_retrieval_recall@10 *1.000000' '$T/out'"
+
 mkdir -p "$T/set/a" && cp "$I/good.png" "$T/set/a/"
 one "the same for vlm-eval" 1 "$T/nan.safetensors" \
     "parameter 'visual.proj' holds NaN" \
