@@ -125,7 +125,7 @@ list_dir(struct vlm_walk *w, char ***names, int *n)
 	}
 	closedir(d);
 	w->path[len] = '\0';
-	if (rc == 0)
+	if (rc == 0 && *n > 1) /* an empty directory has no array */
 		qsort(*names, *n, sizeof(**names), cmp_names);
 	return rc;
 }
