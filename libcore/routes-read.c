@@ -239,10 +239,10 @@ check_group(struct vlm_routes_reader *r, const struct vlm_routes_group *g)
 			return vlm_error("'%s': batch %lld: token %d has a bad "
 			    "example or position", r->name,
 			    (long long)r->batches, s);
-		for (int j = 0; j < r->K; j++)
-			if (g->idx[s * r->K + j] < 0 ||
-			    g->idx[s * r->K + j] >= r->E ||
-			    g->keep[s * r->K + j] > 1)
+		for (size_t j = (size_t)s * r->K; j < (size_t)(s + 1) * r->K;
+		    j++)
+			if (g->idx[j] < 0 || g->idx[j] >= r->E ||
+			    g->keep[j] > 1)
 				return vlm_error("'%s': batch %lld: token %d "
 				    "has a bad expert or kept flag", r->name,
 				    (long long)r->batches, s);
