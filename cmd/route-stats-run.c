@@ -62,6 +62,9 @@ find_images(struct images *im, const char *dir, struct vlm_routes_writer *w)
 	if ((im->folder = is_imagefolder(dir))) {
 		if (vlm_imagefolder_load(&im->d, dir, NULL) < 0)
 			return -1;
+		for (int i = 0; i < im->d.nbad; i++)
+			warnx("%s", im->d.bad[i]);
+		im->bad = im->d.nbad > 0;
 		im->paths = im->d.paths, im->n = im->d.n;
 		return vlm_routes_writer_classes(w,
 		    (const char *const *)im->d.classnames, im->d.nclasses);

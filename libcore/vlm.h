@@ -915,6 +915,9 @@ struct vlm_imagefolder {
 	int ntemplates;
 	char **templates;   /* [ntemplates] */
 	int nskipped;       /* files that are not images */
+	int nbad;           /* entries that could not be walked (symlink */
+	char **bad;         /* loops, unreadable directories): [nbad] the
+	                     * messages, for the caller to report */
 };
 
 int vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,

@@ -387,6 +387,21 @@ check "each bad row named once" "grep -q 'pairs.tsv:7: 1 fields' '$T/err' &&
 check "the metrics of the other three" \
     "grep -q '^text_retrieval_recall@10 *1.000000' '$T/out'"
 
+# an ImageFolder with a symlink loop and a FIFO among its images
+F=$T/folder
+mkdir -p "$F/a" "$F/b" && cp "$I/good.png" "$F/a/" &&
+    cp "$I/sub/good.jpg" "$F/b/" && ln -s loop.png "$F/a/loop.png" &&
+    mkfifo "$F/b/fifo.png"
+one "vlm-eval zeroshot over the ImageFolder" 1 "$F/a/loop.png" \
+    "Too many levels of symbolic links" \
+    "$BIN/vlm-eval" zeroshot -m "$T/mt.safetensors" --images "$F"
+check "the two images scored" "grep -q '^acc1 ' '$T/out'"
+one "vlm-route-stats over it" 1 "$F/a/loop.png" \
+    "Too many levels of symbolic links" \
+    "$R" -m "$M" --images "$F" -o "$T/folder.routes"
+check "the records of the two images written" \
+    "'$R' '$T/folder.routes' | grep -q ': 1 batches, 2 images, 0 texts'"
+
 mkdir -p "$T/set/a" && cp "$I/good.png" "$T/set/a/"
 one "the same for vlm-eval" 1 "$T/nan.safetensors" \
     "parameter 'visual.proj' holds NaN" \
