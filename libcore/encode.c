@@ -69,11 +69,11 @@ vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe)
 		    "with -t, or train one)");
 	if (vlm_bpe_from_merges(bpe, m->tokenizer) < 0)
 		return -1;
-	if (bpe->nvocab > m->cfg.vocab) {
-		int n = bpe->nvocab;
+	if (bpe->nvocab > m->cfg.vocab) { /* ids would index past the table */
+		vlm_error("tokenizer has %d tokens, the model's vocabulary "
+		    "only %d", bpe->nvocab, m->cfg.vocab);
 		vlm_bpe_release(bpe);
-		return vlm_error("its tokenizer has %d tokens, the model's "
-		    "vocabulary only %d", n, m->cfg.vocab);
+		return -1;
 	}
 	return 0;
 }

@@ -345,7 +345,7 @@ RSSMAX=262144 peak "a 1 MB line in bounded memory" \
     "$E" -m "$T/mt.safetensors" -t --format jsonl "$T/texts.txt"
 
 one "a tokenizer bigger than the model's vocabulary" 1 \
-    "$T/big.safetensors" "its tokenizer has 9514 tokens, the model's vocabulary only 8192" \
+    "$T/big.safetensors" "tokenizer has 9514 tokens, the model's vocabulary only 8192" \
     "$E" -m "$T/big.safetensors" -t "$T/texts.txt"
 check "no output" '[ ! -s "$T/out" ]'
 one "NaN in the weights: refused" 1 "$T/nan.safetensors" \
