@@ -4,7 +4,7 @@
 # crash, no hang (every run under timeout), bounded memory (under ulimit
 # -v, and the peak RSS where /usr/bin/time measures it), and every good
 # input of the same run still done: the files that once crashed vlm
-# (tests/bad, see /work/shared/bad-inputs/README.md), then images,
+# (tests/bad, see its README.md), then images,
 # folders, texts and models made here with NumPy and PIL (those parts skip
 # without /usr/bin/python3 and both).
 . tests/lib.sh
@@ -74,7 +74,7 @@ peak "u0-ids-50M.npys in bounded memory" \
 one "'<U0' ids from a pipe: refused" 1 "<stdin>" "zero-width" \
     sh -c "cat '$B/u0-ids-50M.npys' | '$C' pack - '$T/pack/out.npy'"
 
-# ids claiming 50M rows of '<U1' (200 MB) in a 300-byte stream: refused
+# ids claiming 50M rows of '<U1' (200 MB) in a 312-byte stream: refused
 # from the file's size before allocating; from a pipe, memory grows only
 # with the data that comes
 head -c 180 "$B/u0-ids-50M.npys" >"$T/claim.npys"
@@ -243,7 +243,7 @@ ok "a directory named like an image: walked" "$E" -m "$M" --format jsonl \
     "$I/dir.png"
 check "holding nothing" '[ ! -s "$T/out" ] && [ ! -s "$T/err" ]'
 mkfifo "$T/fifo.png"
-cat "$I/good.png" >"$T/fifo.png" &
+timeout 60 sh -c 'cat "$1" >"$2"' sh "$I/good.png" "$T/fifo.png" &
 ok "a FIFO named on the command line is read" "$E" -m "$M" \
     --format jsonl "$T/fifo.png"
 wait
