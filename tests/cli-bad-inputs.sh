@@ -4,9 +4,9 @@
 # crash, no hang (every run under timeout), bounded memory (under ulimit
 # -v, and the peak RSS where /usr/bin/time measures it), and every good
 # input of the same run still done: the files that once crashed vlm
-# (tests/bad, see its README.md), then images,
-# folders, texts and models made here with NumPy and PIL (those parts skip
-# without /usr/bin/python3 and both).
+# (tests/bad, see its README.md), then images, folders, texts and models
+# made here with NumPy and PIL (those parts skip without /usr/bin/python3
+# and both).
 . tests/lib.sh
 
 E=$BIN/vlm-embed
