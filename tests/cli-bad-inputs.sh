@@ -123,8 +123,10 @@ rgb(30, 50).save(f'{d}/imgs/sub/good.jpg', quality=90)
 png = open(f'{d}/imgs/good.png', 'rb').read()
 jpg = open(f'{d}/imgs/sub/good.jpg', 'rb').read()
 bad = []
-put('trunc.png', png[:len(png) // 2]); bad.append(('trunc.png', 'truncated PNG'))
-put('trunc.jpg', jpg[:len(jpg) // 2]); bad.append(('trunc.jpg', 'truncated JPEG'))
+put('trunc.png', png[:len(png) // 2])
+bad.append(('trunc.png', 'truncated PNG'))
+put('trunc.jpg', jpg[:len(jpg) // 2])
+bad.append(('trunc.jpg', 'truncated JPEG'))
 b = bytearray(png); b[len(b) // 2] ^= 0x10
 put('flip.png', bytes(b)); bad.append(('flip.png', 'corrupt PNG'))
 b = bytearray(jpg); sof = b.find(b'\xff\xc0'); b[sof + 4] ^= 1 # precision 9
@@ -239,15 +241,17 @@ check "no other line" \
 
 one "a zero-byte file named on the command line" 1 "$I/empty.png" \
     "empty file" "$E" -m "$M" "$I/empty.png"
-ok "a directory named like an image: walked" "$E" -m "$M" --format jsonl \
-    "$I/dir.png"
-check "holding nothing" '[ ! -s "$T/out" ] && [ ! -s "$T/err" ]'
+run "$E" -m "$M" --format jsonl "$I/dir.png"
+st=$?
+check "a directory named like an image: walked, holding nothing" \
+    '[ $st -eq 0 ] && [ ! -s "$T/out" ] && [ ! -s "$T/err" ]'
 mkfifo "$T/fifo.png"
 timeout 60 sh -c 'cat "$1" >"$2"' sh "$I/good.png" "$T/fifo.png" &
-ok "a FIFO named on the command line is read" "$E" -m "$M" \
-    --format jsonl "$T/fifo.png"
+run "$E" -m "$M" --format jsonl "$T/fifo.png"
+st=$?
 wait
-check "and embedded" '[ "$(wc -l <"$T/out")" -eq 1 ]'
+check "a FIFO named on the command line: read and embedded" \
+    '[ $st -eq 0 ] && [ "$(wc -l <"$T/out")" -eq 1 ]'
 run "$R" -m "$M" --images "$I" -o "$T/bad.routes"
 st=$?
 check "vlm-route-stats over the folder: exit 1 (got $st)" '[ $st -eq 1 ]'
@@ -345,7 +349,8 @@ RSSMAX=262144 peak "a 1 MB line in bounded memory" \
     "$E" -m "$T/mt.safetensors" -t --format jsonl "$T/texts.txt"
 
 one "a tokenizer bigger than the model's vocabulary" 1 \
-    "$T/big.safetensors" "tokenizer has 9514 tokens, the model's vocabulary only 8192" \
+    "$T/big.safetensors" \
+    "tokenizer has 9514 tokens, the model's vocabulary only 8192" \
     "$E" -m "$T/big.safetensors" -t "$T/texts.txt"
 check "no output" '[ ! -s "$T/out" ]'
 one "NaN in the weights: refused" 1 "$T/nan.safetensors" \
