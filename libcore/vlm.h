@@ -518,7 +518,8 @@ void vlm_lora_grad(const struct vlm_model *m, float *grad);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
-/* vlm_model_load() for inference: adapters, if any, merged. */
+/* vlm_model_load() for inference: adapters, if any, merged; a weight
+ * that is NaN or infinite is refused, naming its parameter. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
@@ -948,6 +949,9 @@ struct vlm_imagefolder {
 	int ntemplates;
 	char **templates;   /* [ntemplates] */
 	int nskipped;       /* files that are not images */
+	int nbad;           /* entries that could not be walked (symlink */
+	char **bad;         /* loops, unreadable directories): [nbad] the
+	                     * messages, for the caller to report */
 };
 
 int vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
@@ -964,8 +968,8 @@ char *vlm_template_fill_alloc(const char *tmpl, const char *name);
  * yielded as given (not sniffed: the decoder will say what is wrong), or
  * a directory, walked recursively: entries in byte order of their full
  * paths (as `LC_ALL=C sort` orders them), names starting with '.' skipped,
- * symbolic links followed (loops refused), and only files whose first
- * bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
+ * symbolic links followed (loops refused), and only regular files whose
+ * first bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
  * the root as given joined with '/' to the names below it.
  * Memory: the current line, plus the sorted entries of the directories on
  * the current path.
