@@ -3,53 +3,52 @@
  * of forward.c, in reverse order. Every kernel backward accumulates, so
  * each scratch buffer is zeroed right before the kernel that fills it.
  */
-#include <string.h>
-
 #include "kernels.h"
 #include "run.h"
 
-
+/* n floats of the backend's memory x set to 0. */
 static void
-zero(float *x, size_t n)
+zero(const struct vlm_backend *be, float *x, size_t n)
 {
-	memset(x, 0, n * sizeof(float));
+	be->memset(x, 0, n * sizeof(float));
 }
 
 static void
-act_bwd(const struct vlm_config *c, float *dx, const float *dy,
-    const float *x, int64_t n)
+act_bwd(const struct vlm_backend *be, const struct vlm_config *c, float *dx,
+    const float *dy, const float *x, int64_t n)
 {
 	if (c->act == VLM_ACT_QUICKGELU)
-		vlm_quickgelu_bwd_cpu(dx, dy, x, n);
+		be->quickgelu_bwd(dx, dy, x, n);
 	else
-		vlm_gelu_bwd_cpu(dx, dy, x, n);
+		be->gelu_bwd(dx, dy, x, n);
 }
 
 /* The aux terms' gradient into dz, each weighted as in the forward. */
 static void
-aux_bwd(const struct vlm_config *c, const struct moe_acts *ma, float *dz)
+aux_bwd(const struct vlm_backend *be, const struct vlm_config *c,
+    const struct moe_acts *ma, float *dz)
 {
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k;
 	float coef[8], sigma = c->moe.noise / E;
 
 	vlm_aux_coefs(c, ma, 1, coef);
 	if (coef[0])
-		vlm_aux_importance_bwd_ref(dz, ma->p, coef[0], S, E);
+		be->aux_importance_bwd(dz, ma->p, coef[0], S, E);
 	if (coef[1])
-		vlm_aux_load_bwd_ref(dz, ma->z, ma->eps, sigma, coef[1], S, E,
+		be->aux_load_bwd(dz, ma->z, ma->eps, sigma, coef[1], S, E,
 		    K);
 	if (coef[2])
-		vlm_aux_switch_bwd_ref(dz, ma->g, ma->idx, coef[2], S, E, K);
+		be->aux_switch_bwd(dz, ma->g, ma->idx, coef[2], S, E, K);
 	if (coef[3])
-		vlm_aux_zloss_bwd_ref(dz, ma->z, coef[3], S, E);
+		be->aux_zloss_bwd(dz, ma->z, coef[3], S, E);
 	for (int m = 0; m < 2; m++) {
 		float tau = vlm_aux_entropy_tau(m ? c->aux.s_text :
 		    c->aux.s_image, E);
 		if (coef[4 + m])
-			vlm_aux_entropy_local_bwd_ref(dz, ma->z, ma->mod, m,
+			be->aux_entropy_local_bwd(dz, ma->z, ma->mod, m,
 			    coef[4 + m], S, E);
 		if (coef[6 + m])
-			vlm_aux_entropy_global_bwd_ref(dz, ma->z, ma->mod, m,
+			be->aux_entropy_global_bwd(dz, ma->z, ma->mod, m,
 			    tau, coef[6 + m], S, E);
 	}
 }
@@ -60,52 +59,47 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
     const struct vlm_block_off *o, int pool, const float *dout,
     float *dln2, float *g, int D, int F)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k, C = ma->C;
 	const float *w = m->w;
 
 	if (S == 0)
 		return;
-	for (int s = 0; s < S; s++)
-		memcpy(r->dys + (size_t)s * D, dout + (size_t)ma->rows[s] * D,
-		    D * sizeof(float));
-	zero(r->deout, (size_t)E * C * D);
-	zero(r->dw, (size_t)S * K);
-	vlm_moe_combine_bwd_cpu(r->deout, r->dw, r->dys, ma->eout, ma->idx,
+	be->rows_gather(r->dys, dout, ma->rows, S, D);
+	zero(be, r->deout, (size_t)E * C * D);
+	zero(be, r->dw, (size_t)S * K);
+	be->moe_combine_bwd(r->deout, r->dw, r->dys, ma->eout, ma->idx,
 	    ma->slot, ma->w, S, D, E, K, C);
-	zero(r->deact, (size_t)E * C * F);
-	zero(r->defc, (size_t)E * C * F);
-	zero(r->dbuf, (size_t)E * C * D);
+	zero(be, r->deact, (size_t)E * C * F);
+	zero(be, r->defc, (size_t)E * C * F);
+	zero(be, r->dbuf, (size_t)E * C * D);
 	for (int e = 0; e < E; e++) {
-		int n = ma->fill[e];
+		int n = ma->hfill[e];
 		size_t bo = (size_t)e * C;
 		if (!n)
 			continue;
-		vlm_linear_bwd_cpu(r->deact + bo * F, g + o->eproj_w[pool] +
+		be->linear_bwd(r->deact + bo * F, g + o->eproj_w[pool] +
 		    (size_t)e * D * F, g + o->eproj_b[pool] + (size_t)e * D,
 		    r->deout + bo * D, ma->eact + bo * F, w + o->eproj_w[pool] +
 		    (size_t)e * D * F, n, F, D);
-		act_bwd(c, r->defc + bo * F, r->deact + bo * F, ma->efc + bo * F,
+		act_bwd(be, c, r->defc + bo * F, r->deact + bo * F, ma->efc + bo * F,
 		    (int64_t)n * F);
-		vlm_linear_bwd_cpu(r->dbuf + bo * D, g + o->efc_w[pool] +
+		be->linear_bwd(r->dbuf + bo * D, g + o->efc_w[pool] +
 		    (size_t)e * F * D, g + o->efc_b[pool] + (size_t)e * F,
 		    r->defc + bo * F, ma->buf + bo * D, w + o->efc_w[pool] +
 		    (size_t)e * F * D, n, D, F);
 	}
-	zero(r->dxs, (size_t)S * D);
-	vlm_moe_dispatch_bwd_cpu(r->dxs, r->dbuf, ma->idx, ma->slot, S, D, E,
-	    K, C);
-	zero(r->dz, (size_t)S * E);
-	vlm_moe_route_bwd_ref(r->dz, r->dw, ma->g, ma->idx, ma->keep, S, E, K,
+	zero(be, r->dxs, (size_t)S * D);
+	be->moe_dispatch_bwd(r->dxs, r->dbuf, ma->idx, ma->slot, S, D, E, K,
+	    C);
+	zero(be, r->dz, (size_t)S * E);
+	be->moe_route_bwd(r->dz, r->dw, ma->g, ma->idx, ma->keep, S, E, K,
 	    c->moe.gate_norm == VLM_GATE_TOPK);
-	aux_bwd(c, ma, r->dz);
-	vlm_router_bwd_cpu(r->dxs, g + o->router[pool], r->dz, ma->xs,
+	aux_bwd(be, c, ma, r->dz);
+	be->router_bwd(r->dxs, g + o->router[pool], r->dz, ma->xs,
 	    w + o->router[pool], S, D, E);
-	for (int s = 0; s < S; s++) {
-		float *dst = dln2 + (size_t)ma->rows[s] * D;
-		for (int d = 0; d < D; d++)
-			dst[d] += r->dxs[(size_t)s * D + d];
-	}
+	be->rows_scatter_add(dln2, r->dxs, ma->rows, S, D);
 }
 
 /* The MLP (dense or MoE) of block l: dout -> r->dln (d ln2). */
@@ -113,23 +107,24 @@ static void
 mlp_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
     int l, const float *dout, float *g)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_block_off *o = &st->blocks[l];
 	size_t R = st->R, D = st->D, F = st->F;
 	const float *w = m->w;
 
-	zero(r->dln, R * D);
+	zero(be, r->dln, R * D);
 	if (o->moe) {
 		for (int p = 0; p < st->pools; p++)
 			moe_bwd(r, m, &st->moe[l * 2 + p], o, p, dout, r->dln,
 			    g, D, F);
 		return;
 	}
-	zero(r->dact, R * F);
-	vlm_linear_bwd_cpu(r->dact, g + o->proj_w, g + o->proj_b, dout,
+	zero(be, r->dact, R * F);
+	be->linear_bwd(r->dact, g + o->proj_w, g + o->proj_b, dout,
 	    LAYER(st, act, l, R * F), w + o->proj_w, R, F, D);
-	zero(r->dfc, R * F);
-	act_bwd(&m->cfg, r->dfc, r->dact, LAYER(st, fc, l, R * F), R * F);
-	vlm_linear_bwd_cpu(r->dln, g + o->fc_w, g + o->fc_b, r->dfc,
+	zero(be, r->dfc, R * F);
+	act_bwd(r->be, &m->cfg, r->dfc, r->dact, LAYER(st, fc, l, R * F), R * F);
+	be->linear_bwd(r->dln, g + o->fc_w, g + o->fc_b, r->dfc,
 	    LAYER(st, ln2, l, R * D), w + o->fc_w, R, D, F);
 }
 
@@ -138,32 +133,33 @@ static void
 block_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
     int l, const float *dout, float *dx, float *g)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_block_off *o = &st->blocks[l];
 	size_t R = st->R, D = st->D;
 	const float *w = m->w;
 	const float *qkv = LAYER(st, qkv, l, R * 3 * D);
 	const float *att = LAYER(st, att, l, st->att_n);
 
-	memcpy(dx, dout, R * D * sizeof(float)); /* residual of the MLP */
+	be->copy(dx, dout, R * D * sizeof(float)); /* the MLP residual */
 	mlp_bwd(r, m, st, l, dout, g);
-	vlm_layernorm_bwd_cpu(dx, g + o->ln2_w, g + o->ln2_b, r->dln,
+	be->layernorm_bwd(dx, g + o->ln2_w, g + o->ln2_b, r->dln,
 	    LAYER(st, mid, l, R * D), w + o->ln2_w, LAYER(st, mean2, l, R),
 	    LAYER(st, rstd2, l, R), R, D); /* dx is now d mid */
-	zero(r->datty, R * D);
-	vlm_linear_bwd_cpu(r->datty, g + o->out_w, g + o->out_b, dx,
+	zero(be, r->datty, R * D);
+	be->linear_bwd(r->datty, g + o->out_w, g + o->out_b, dx,
 	    LAYER(st, atty, l, R * D), w + o->out_w, R, D, D);
-	zero(r->dqkv, R * 3 * D);
+	zero(be, r->dqkv, R * 3 * D);
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *s = &st->seg[i];
-		vlm_attention_bwd_cpu(r->dqkv + s->row0 * 3 * D,
+		be->attention_bwd(r->dqkv + s->row0 * 3 * D, r->datt,
 		    r->datty + s->row0 * D, qkv + s->row0 * 3 * D, att, s->B,
 		    s->T, D, st->H);
 		att += (size_t)s->B * st->H * s->T * s->T;
 	}
-	zero(r->dln, R * D);
-	vlm_linear_bwd_cpu(r->dln, g + o->qkv_w, g + o->qkv_b, r->dqkv,
+	zero(be, r->dln, R * D);
+	be->linear_bwd(r->dln, g + o->qkv_w, g + o->qkv_b, r->dqkv,
 	    LAYER(st, ln1, l, R * D), w + o->qkv_w, R, D, 3 * D);
-	vlm_layernorm_bwd_cpu(dx, g + o->ln1_w, g + o->ln1_b, r->dln,
+	be->layernorm_bwd(dx, g + o->ln1_w, g + o->ln1_b, r->dln,
 	    st->x + l * R * D, w + o->ln1_w, LAYER(st, mean1, l, R),
 	    LAYER(st, rstd1, l, R), R, D);
 }
@@ -174,22 +170,23 @@ map_bwd(struct vlm_run *r, const struct tower_acts *t, const float *w,
     float *g, const struct vlm_tower_off *o, int B, int T, int D, int H,
     const float *dpooled)
 {
+	const struct vlm_backend *be = r->be;
 	size_t DD = (size_t)D * D, BTD = (size_t)B * T * D;
 
-	zero(r->dmpatt, (size_t)B * D);
-	vlm_linear_bwd_cpu(r->dmpatt, g + o->map_out_w, g + o->map_out_b,
+	zero(be, r->dmpatt, (size_t)B * D);
+	be->linear_bwd(r->dmpatt, g + o->map_out_w, g + o->map_out_b,
 	    dpooled, t->mpatt, w + o->map_out_w, B, D, D);
-	zero(r->dmq, D);
-	zero(r->dmk, BTD);
-	zero(r->dmv, BTD);
-	vlm_pool_map_bwd_ref(r->dmq, r->dmk, r->dmv, r->dmpatt, t->matt, t->mq,
+	zero(be, r->dmq, D);
+	zero(be, r->dmk, BTD);
+	zero(be, r->dmv, BTD);
+	be->pool_map_bwd(r->dmq, r->dmk, r->dmv, r->dmpatt, t->matt, t->mq,
 	    t->mk, t->mv, t->len, B, T, D, H);
-	vlm_linear_bwd_cpu(r->dlnf, g + o->map_in_w + DD, g + o->map_in_b + D,
+	be->linear_bwd(r->dlnf, g + o->map_in_w + DD, g + o->map_in_b + D,
 	    r->dmk, t->lnf, w + o->map_in_w + DD, B * T, D, D);
-	vlm_linear_bwd_cpu(r->dlnf, g + o->map_in_w + 2 * DD,
+	be->linear_bwd(r->dlnf, g + o->map_in_w + 2 * DD,
 	    g + o->map_in_b + 2 * D, r->dmv, t->lnf, w + o->map_in_w + 2 * DD,
 	    B * T, D, D);
-	vlm_linear_bwd_cpu(g + o->map_q, g + o->map_in_w, g + o->map_in_b,
+	be->linear_bwd(g + o->map_q, g + o->map_in_w, g + o->map_in_b,
 	    r->dmq, w + o->map_q, w + o->map_in_w, 1, D, D);
 }
 
@@ -198,6 +195,7 @@ static void
 head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
     float *g)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[i];
 	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
@@ -205,21 +203,21 @@ head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
 	int D = tc->width, B = t->B, T = t->T, E = c->embed_dim;
 	const float *xl = STACK_TOP(t->st) + (size_t)t->row0 * D;
 
-	zero(r->dfeat[i], (size_t)B * E);
-	vlm_l2norm_bwd_cpu(r->dfeat[i], r->dunit[i], t->unit, t->norm, B, E);
+	zero(be, r->dfeat[i], (size_t)B * E);
+	be->l2norm_bwd(r->dfeat[i], r->dunit[i], t->unit, t->norm, B, E);
 	/* feat = pooled @ proj: dproj += pooled^T dfeat, dpooled = dfeat proj^T */
-	vlm_gemm_cpu(1, 0, D, E, B, 1.0f, t->pooled, D, r->dfeat[i], E, 1.0f,
+	be->gemm(1, 0, D, E, B, 1.0f, t->pooled, D, r->dfeat[i], E, 1.0f,
 	    g + o->proj, E);
-	vlm_gemm_cpu(0, 1, B, D, E, 1.0f, r->dfeat[i], E, m->w + o->proj, E,
+	be->gemm(0, 1, B, D, E, 1.0f, r->dfeat[i], E, m->w + o->proj, E,
 	    0.0f, r->dpooled[i], D);
-	zero(r->dlnf, (size_t)B * T * D);
+	zero(be, r->dlnf, (size_t)B * T * D);
 	if (tc->pool == VLM_POOL_GAP)
-		vlm_pool_mean_bwd_ref(r->dlnf, r->dpooled[i], t->len, B, T, D);
+		be->pool_mean_bwd(r->dlnf, r->dpooled[i], t->len, B, T, D);
 	else if (tc->pool == VLM_POOL_MAP)
 		map_bwd(r, t, m->w, g, o, B, T, D, tc->heads, r->dpooled[i]);
 	else
-		vlm_pool_token_bwd_ref(r->dlnf, r->dpooled[i], t->pos, B, T, D);
-	vlm_layernorm_bwd_cpu(dtop + (size_t)t->row0 * D, g + o->ln_post_w,
+		be->pool_token_bwd(r->dlnf, r->dpooled[i], t->pos, B, T, D);
+	be->layernorm_bwd(dtop + (size_t)t->row0 * D, g + o->ln_post_w,
 	    g + o->ln_post_b, r->dlnf, xl, m->w + o->ln_post_w, t->meanf,
 	    t->rstdf, B * T, D);
 }
@@ -229,6 +227,7 @@ static void
 embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
     const float *dx0, float *g)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[i];
 	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
@@ -237,21 +236,23 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 	const float *d = dx0 + (size_t)t->row0e * D;
 
 	if (i == 1) {
-		vlm_posembed_bwd_ref(NULL, g + o->pos, d, B, T, D);
-		vlm_embed_bwd_ref(g + o->tok_emb, d, t->ids, B * T, c->vocab,
+		be->posembed_bwd(NULL, g + o->pos, d, B, T, D);
+		be->embed_bwd(g + o->tok_emb, d, t->ids, B * T, c->vocab,
 		    D);
 		return;
 	}
-	zero(r->dlnf, (size_t)B * T * D); /* d xe */
-	vlm_layernorm_bwd_cpu(r->dlnf, g + o->ln_pre_w, g + o->ln_pre_b, d,
+	zero(be, r->dlnf, (size_t)B * T * D); /* d xe */
+	be->layernorm_bwd(r->dlnf, g + o->ln_pre_w, g + o->ln_pre_b, d,
 	    t->xe, m->w + o->ln_pre_w, t->mean0, t->rstd0, B * T, D);
-	vlm_posembed_bwd_ref(NULL, g + o->pos, r->dlnf, B, T, D);
-	zero(r->datty, (size_t)B * P * D); /* d patch embeddings */
+	be->posembed_bwd(NULL, g + o->pos, r->dlnf, B, T, D);
+	zero(be, r->datty, (size_t)B * P * D); /* d patch embeddings */
 	if (o->cls >= 0)
-		vlm_cls_prepend_bwd_ref(r->datty, g + o->cls, r->dlnf, B, P, D);
+		be->cls_prepend_bwd(r->datty, g + o->cls, r->dlnf, B, P,
+		    D);
 	else
-		memcpy(r->datty, r->dlnf, (size_t)B * P * D * sizeof(float));
-	vlm_linear_bwd_cpu(NULL, g + o->patch_w, NULL, r->datty, t->patches,
+		be->copy(r->datty, r->dlnf, (size_t)B * P * D *
+		    sizeof(float));
+	be->linear_bwd(NULL, g + o->patch_w, NULL, r->datty, t->patches,
 	    m->w + o->patch_w, B * P, 3 * p * p, D);
 }
 
@@ -274,6 +275,7 @@ static void
 cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
     float *dtop, float *g)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	const struct vlm_tower_off *o = &m->vis;
 	const float *w = m->w, *top = STACK_TOP(st);
@@ -284,11 +286,10 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 		const float *d0 = r->dcut + b->row0 * D;
 		float *dt = dtop + a->row0 * D;
 		if (a->mod) {
-			for (size_t k = 0; k < (size_t)a->B * a->T * D; k++)
-				dt[k] += d0[k];
+			be->add(dt, d0, (int64_t)a->B * a->T * D);
 			continue;
 		}
-		vlm_token_learner_bwd_cpu(dt, g + o->tl_ln_w, g + o->tl_ln_b,
+		be->token_learner_bwd(dt, g + o->tl_ln_w, g + o->tl_ln_b,
 		    g + o->tl_w1, g + o->tl_b1, g + o->tl_w2, g + o->tl_b2, d0,
 		    r->tw[0].tl_act, top + a->row0 * D, w + o->tl_ln_w,
 		    w + o->tl_w1, w + o->tl_w2, a->B, a->T, D, c->tl.hidden,
@@ -299,20 +300,21 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 int
 vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
+	const struct vlm_backend *be = r->be;
 	int B = r->tw[0].B;
 
 	if (!r->train)
 		return vlm_error("backward on a run made for inference");
-	zero(g, m->nfloats);
-	zero(r->dunit[0], (size_t)B * m->cfg.embed_dim);
-	zero(r->dunit[1], (size_t)B * m->cfg.embed_dim);
-	vlm_clip_loss_bwd_cpu(r->dunit[0], r->dunit[1], g + m->logit_scale,
+	zero(be, g, m->nfloats);
+	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
+	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
+	be->clip_loss_bwd(r->dunit[0], r->dunit[1], g + m->logit_scale,
 	    r->dlogits, r->logits, r->lse2, r->tw[0].unit, r->tw[1].unit,
 	    m->w[m->logit_scale], 1.0f, B, m->cfg.embed_dim);
 	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
 		float *dx0;
-		zero(r->dnext, (size_t)st->R * st->D);
+		zero(be, r->dnext, (size_t)st->R * st->D);
 		for (int i = 0; i < 2; i++)
 			if (r->tw[i].st == st)
 				head_bwd(r, m, i, r->dnext, g);
@@ -323,8 +325,8 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 			if (r->tw[i].st0 == st)
 				embed_bwd(r, m, i, dx0, g);
 		if (s > 0 && r->st[s - 1].next == st)
-			memcpy(r->dcut, dx0, (size_t)st->R * st->D *
+			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
-	return 0;
+	return be->sync();
 }

@@ -268,10 +268,17 @@ struct vlm_loss {
 };
 
 /* Activations for B_img images and B_txt texts (either may be 0), all
- * allocated here once; train keeps every layer's for the backward. */
+ * allocated here once; train keeps every layer's for the backward. The
+ * run's ops go through the backend VLM_BACKEND names (kernels.h; "cpu"
+ * by default); NULL with vlm_error for an unknown backend or one that
+ * lacks an op the model needs. */
 struct vlm_run;
+struct vlm_backend;
 struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
     int train);
+/* The same on backend be (kernels.h: vlm_backend_get). */
+struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int train);
 void vlm_run_free(struct vlm_run *r);
 /* Bytes of activations (and gradient scratch) the run holds. */
 size_t vlm_run_bytes(const struct vlm_run *r);
@@ -318,6 +325,7 @@ struct vlm_optim {
 	float clip;          /* global gradient norm cap; 0: off */
 	int64_t step;        /* steps taken */
 	float *m, *v;        /* moments, one float per parameter float */
+	const struct vlm_backend *be; /* VLM_BACKEND's, set by _init */
 };
 
 void vlm_optim_defaults(struct vlm_optim *o);
@@ -474,12 +482,14 @@ int vlm_lora_first(const struct vlm_model *m);
 /* Every A ~ N(0, 1/IN) from seed's own stream, every B = 0. */
 void vlm_lora_randomize(struct vlm_model *m, uint64_t seed);
 /* w (m's base floats; may be m->w) := the base weights, each adapted
- * one plus s B A, per expert for stacked experts. */
-void vlm_lora_merge_into(const struct vlm_model *m, float *w);
+ * one plus s B A, per expert for stacked experts. The products run on
+ * VLM_BACKEND's gemm: -1 (vlm_error) when it has none. */
+int vlm_lora_merge_into(const struct vlm_model *m, float *w);
 /* grad (m->nfloats) holds dL/dW of the merged weights in its base part
  * (a backward on the view): set each pair's dA = s B^T dW and
- * dB = s dW A^T, then zero the base part (the base is frozen). */
-void vlm_lora_grad(const struct vlm_model *m, float *grad);
+ * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
+ * vlm_lora_merge_into. */
+int vlm_lora_grad(const struct vlm_model *m, float *grad);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
