@@ -453,6 +453,7 @@ vlm_run_free(struct vlm_run *r)
 	if (r->arena)
 		r->be->free(r->arena);
 	free(r->harena);
+	free(r->nograd);
 	free(r);
 }
 

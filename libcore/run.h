@@ -70,6 +70,8 @@ struct stack {
 	float *ln2, *mean2, *rstd2, *fc, *act; /* per stored layer */
 	struct moe_acts *moe; /* (L * pools); unused entries for dense */
 	int S_max[2];
+	int stop;           /* backward: blocks below it need no gradient */
+	int no_dx0;         /* backward: nothing wants d x[0] */
 };
 
 /* x[L], the stack's output rows (R, D). */
@@ -97,6 +99,7 @@ struct tower_acts {
 	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
 	float *tl_act;              /* TokenLearner activations (images) */
 	float *hfeat, *hunit;       /* host copies for vlm_run_features */
+	int no_head;                /* backward: the head needs no gradient */
 };
 
 struct vlm_run {
@@ -118,6 +121,8 @@ struct vlm_run {
 	float *datt;              /* attention backward scratch, one layer */
 	float *hstream;           /* host copy for vlm_run_stream */
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
+	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	size_t bytes, hbytes;     /* of each */
 };

@@ -314,6 +314,14 @@ int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 /* Gradients of the loss into grad (nfloats, zeroed here) after
  * vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
+/* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
+ * for parameter i of m (the run's model), NULL for none. The backward
+ * then neither computes nor writes theirs (that part of grad stays 0:
+ * no GEMM for a frozen weight's gradient) and does not differentiate
+ * what leads only to them (a locked tower is not differentiated at
+ * all). The run keeps a copy. */
+int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *nograd);
 
 /* ---- optimizer (libcore/optim.c) ------------------------------------------ */
 

@@ -1241,6 +1241,117 @@ test_train_step_backends(void **state)
 	}
 }
 
+/* The cpu table counting its linear backwards and the weight
+ * gradients among them. */
+static int nlinear, ndw;
+
+static void
+count_linear_bwd(float *dx, float *dw, float *db, const float *dy,
+    const float *x, const float *w, int N, int IN, int OUT)
+{
+	nlinear++;
+	ndw += dw != NULL;
+	vlm_linear_bwd_cpu(dx, dw, db, dy, x, w, N, IN, OUT);
+}
+
+/* Gradient of one step of model c with the parameters nograd marks
+ * (NULL: none) left out. */
+static void
+freeze_step(const struct vlm_config *c, const uint8_t *nograd, float *grad)
+{
+	struct vlm_backend counting = *vlm_backend_get("cpu");
+	struct vlm_model m;
+	struct vlm_run *r;
+	int B = 4, S = c->image_size, T = c->context;
+	struct vlm_rng g;
+	float *px = malloc(sizeof(float) * B * 3 * S * S);
+	int32_t *ids = calloc((size_t)B * T, sizeof(int32_t));
+
+	vlm_rng_seed(&g, 9);
+	for (int i = 0; i < B * 3 * S * S; i++)
+		px[i] = (float)vlm_rng_uniform(&g) - 0.5f;
+	for (int b = 0; b < B; b++) {
+		for (int t = 0; t < 2 + b; t++)
+			ids[b * T + t] = 1 + (int)vlm_rng_below(&g, c->vocab - 2);
+		ids[b * T + 2 + b] = c->vocab - 1;
+	}
+	assert_int_equal(vlm_model_init(&m, c), 0);
+	vlm_model_randomize(&m, 5);
+	counting.linear_bwd = count_linear_bwd;
+	assert_non_null(r = vlm_run_new_on(&counting, &m, B, B, 1));
+	assert_int_equal(vlm_run_freeze(r, &m, nograd), 0);
+	nlinear = ndw = 0;
+	vlm_run_seed(r, 3);
+	assert_int_equal(vlm_forward(r, &m, px, ids), 0);
+	assert_int_equal(vlm_run_loss(r, &m, NULL), 0);
+	assert_int_equal(vlm_backward(r, &m, grad), 0);
+	vlm_run_free(r);
+	vlm_model_release(&m);
+	free(px), free(ids);
+}
+
+/* Frozen parameters get exactly 0, every other one exactly the
+ * gradient of the full backward: locked towers, a frozen bottom, one
+ * frozen layer in the middle, every other parameter. */
+static void
+test_freeze(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m;
+
+	(void)state;
+	for (int v = 0; v < 3; v++)
+	for (int mask = 0; mask < 5; mask++) {
+		tiny_grad_config(&c);
+		c.vision.layers = c.text.layers = 3;
+		c.family = v == 2 ? VLM_ONE_TOWER : VLM_TWO_TOWER;
+		if (v >= 1) { /* a cut after block 1, its own stack above */
+			c.tl.after = 1, c.tl.tokens = 3, c.tl.hidden = 5;
+			c.vision.pool = VLM_POOL_MAP;
+		}
+		if (vlm_model_init(&m, &c) < 0)
+			fail_msg("%s", vlm_errmsg());
+		uint8_t *ng = calloc(m.nparams, 1);
+		for (int i = 0; i < m.nparams; i++) {
+			const char *n = m.params[i].name;
+			int vis = strncmp(n, "visual.", 7) == 0;
+			int b0 = strstr(n, "resblocks.0.") != NULL;
+			int b1 = strstr(n, "resblocks.1.") != NULL;
+			int top = strstr(n, "resblocks") || strstr(n, "ln_post") ||
+			    strstr(n, "ln_final") || strstr(n, "proj") ||
+			    strstr(n, "logit_scale") || strstr(n, "map") ||
+			    strstr(n, "token_learner");
+			ng[i] = mask == 0 ? vis : mask == 1 ? !vis :
+			    mask == 2 ? !top || b0 : mask == 3 ? b1 : i % 2;
+		}
+		int64_t n = m.nfloats;
+		float *full = malloc(n * 4), *part = malloc(n * 4);
+		freeze_step(&c, NULL, full);
+		int nl = nlinear, nw = ndw;
+		freeze_step(&c, ng, part);
+		int off = 0, diff = 0;
+		for (int i = 0; i < m.nparams; i++) {
+			const struct vlm_param *p = &m.params[i];
+			for (int64_t j = 0; j < p->n; j++) {
+				float want = ng[i] ? 0 : full[p->off + j];
+				off += ng[i] && part[p->off + j] != 0;
+				diff += !ng[i] && part[p->off + j] != want;
+			}
+		}
+		print_message("freeze variant %d mask %d: %d frozen values "
+		    "non-zero, %d others differ; linear backwards %d -> %d, "
+		    "weight gradients %d -> %d\n", v, mask, off, diff, nl,
+		    nlinear, nw, ndw);
+		assert_int_equal(off, 0);
+		assert_int_equal(diff, 0);
+		assert_true(ndw < nw);
+		/* a locked tower of its own is not differentiated at all */
+		assert_true(v == 2 || mask > 1 || nlinear < nl);
+		free(full), free(part), free(ng);
+		vlm_model_release(&m);
+	}
+}
+
 int
 main(void)
 {
@@ -1250,6 +1361,7 @@ main(void)
 		cmocka_unit_test(test_missing_op),
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_train_step_backends),
+		cmocka_unit_test(test_freeze),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
