@@ -120,8 +120,8 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 		    (size_t)e * D),
 		    r->deout + bo * D, ma->eact + bo * F, w + o->eproj_w[pool] +
 		    (size_t)e * D * F, n, F, D);
-		act_bwd(be, c, r->defc + bo * F, r->deact + bo * F, ma->efc + bo * F,
-		    (int64_t)n * F);
+		act_bwd(be, c, r->defc + bo * F, r->deact + bo * F,
+		    ma->efc + bo * F, (int64_t)n * F);
 		be->linear_bwd(r->dbuf + bo * D, G(r, m, g, o->efc_w[pool],
 		    (size_t)e * F * D), G(r, m, g, o->efc_b[pool],
 		    (size_t)e * F),
@@ -158,12 +158,13 @@ mlp_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 		return;
 	}
 	zero(be, r->dact, R * F);
-	be->linear_bwd(r->dact, G(r, m, g, o->proj_w, 0), G(r, m, g, o->proj_b, 0), dout,
-	    LAYER(st, act, l, R * F), w + o->proj_w, R, F, D);
+	be->linear_bwd(r->dact, G(r, m, g, o->proj_w, 0),
+	    G(r, m, g, o->proj_b, 0), dout, LAYER(st, act, l, R * F),
+	    w + o->proj_w, R, F, D);
 	zero(be, r->dfc, R * F);
-	act_bwd(r->be, &m->cfg, r->dfc, r->dact, LAYER(st, fc, l, R * F), R * F);
-	be->linear_bwd(r->dln, G(r, m, g, o->fc_w, 0), G(r, m, g, o->fc_b, 0), r->dfc,
-	    LAYER(st, ln2, l, R * D), w + o->fc_w, R, D, F);
+	act_bwd(be, &m->cfg, r->dfc, r->dact, LAYER(st, fc, l, R * F), R * F);
+	be->linear_bwd(r->dln, G(r, m, g, o->fc_w, 0), G(r, m, g, o->fc_b, 0),
+	    r->dfc, LAYER(st, ln2, l, R * D), w + o->fc_w, R, D, F);
 }
 
 /* Block l: dx = d x[l] from dout = d x[l+1]. */
@@ -180,12 +181,14 @@ block_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 
 	be->copy(dx, dout, R * D * sizeof(float)); /* the MLP residual */
 	mlp_bwd(r, m, st, l, dout, g);
-	be->layernorm_bwd(dx, G(r, m, g, o->ln2_w, 0), G(r, m, g, o->ln2_b, 0), r->dln,
-	    LAYER(st, mid, l, R * D), w + o->ln2_w, LAYER(st, mean2, l, R),
-	    LAYER(st, rstd2, l, R), R, D); /* dx is now d mid */
+	be->layernorm_bwd(dx, G(r, m, g, o->ln2_w, 0),
+	    G(r, m, g, o->ln2_b, 0), r->dln, LAYER(st, mid, l, R * D),
+	    w + o->ln2_w, LAYER(st, mean2, l, R), LAYER(st, rstd2, l, R), R,
+	    D); /* dx is now d mid */
 	zero(be, r->datty, R * D);
-	be->linear_bwd(r->datty, G(r, m, g, o->out_w, 0), G(r, m, g, o->out_b, 0), dx,
-	    LAYER(st, atty, l, R * D), w + o->out_w, R, D, D);
+	be->linear_bwd(r->datty, G(r, m, g, o->out_w, 0),
+	    G(r, m, g, o->out_b, 0), dx, LAYER(st, atty, l, R * D),
+	    w + o->out_w, R, D, D);
 	zero(be, r->dqkv, R * 3 * D);
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *s = &st->seg[i];
@@ -195,9 +198,11 @@ block_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 		att += (size_t)s->B * st->H * s->T * s->T;
 	}
 	zero(be, r->dln, R * D);
-	be->linear_bwd(r->dln, G(r, m, g, o->qkv_w, 0), G(r, m, g, o->qkv_b, 0), r->dqkv,
-	    LAYER(st, ln1, l, R * D), w + o->qkv_w, R, D, 3 * D);
-	be->layernorm_bwd(dx, G(r, m, g, o->ln1_w, 0), G(r, m, g, o->ln1_b, 0), r->dln,
+	be->linear_bwd(r->dln, G(r, m, g, o->qkv_w, 0),
+	    G(r, m, g, o->qkv_b, 0), r->dqkv, LAYER(st, ln1, l, R * D),
+	    w + o->qkv_w, R, D, 3 * D);
+	be->layernorm_bwd(dx, G(r, m, g, o->ln1_w, 0),
+	    G(r, m, g, o->ln1_b, 0), r->dln,
 	    st->x + l * R * D, w + o->ln1_w, LAYER(st, mean1, l, R),
 	    LAYER(st, rstd1, l, R), R, D);
 }
@@ -251,7 +256,8 @@ head_bwd(struct vlm_run *r, const struct vlm_model *m, int i, float *dtop,
 
 	zero(be, r->dfeat[i], (size_t)B * E);
 	be->l2norm_bwd(r->dfeat[i], r->dunit[i], t->unit, t->norm, B, E);
-	/* feat = pooled @ proj: dproj += pooled^T dfeat, dpooled = dfeat proj^T */
+	/* feat = pooled @ proj: dproj += pooled^T dfeat, dpooled =
+	 * dfeat proj^T */
 	if (dproj)
 		be->gemm(1, 0, D, E, B, 1.0f, t->pooled, D, r->dfeat[i], E,
 		    1.0f, dproj, E);
@@ -445,8 +451,8 @@ tower_wanted(const struct vlm_run *r, const struct vlm_model *m, int i,
 		  o->ln_pre_b, -1, -1 },
 		{ o->ln_post_w, o->ln_post_b, o->proj, o->map_q, o->map_in_w,
 		  o->map_in_b, o->map_out_w, o->map_out_b },
-		{ o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1, o->tl_w2, o->tl_b2,
-		  -1, -1 },
+		{ o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1, o->tl_w2,
+		  o->tl_b2, -1, -1 },
 	};
 
 	return any_wanted(r, m, off[part], 8);

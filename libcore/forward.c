@@ -217,7 +217,8 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 		r->dcut = TAKE(a, RD, float);
 	size_t att = 0;
 	for (int i = 0; i < r->nst; i++)
-		att = (size_t)r->st[i].att_n > att ? (size_t)r->st[i].att_n : att;
+		if ((size_t)r->st[i].att_n > att)
+			att = r->st[i].att_n;
 	r->datt = TAKE(a, att, float);
 }
 
@@ -333,7 +334,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 		c->aux.zloss, c->aux.local_img, c->aux.local_txt,
 		c->aux.global_img, c->aux.global_txt };
 	static const enum vlm_op aux[8] = { VLM_OP_aux_importance_fwd,
-		VLM_OP_aux_load_fwd, VLM_OP_aux_switch_fwd, VLM_OP_aux_zloss_fwd,
+		VLM_OP_aux_load_fwd, VLM_OP_aux_switch_fwd,
+		VLM_OP_aux_zloss_fwd,
 		VLM_OP_aux_entropy_local_fwd, VLM_OP_aux_entropy_local_fwd,
 		VLM_OP_aux_entropy_global_fwd, VLM_OP_aux_entropy_global_fwd };
 	static const enum vlm_op pool[] = { [VLM_POOL_CLS] =
@@ -352,7 +354,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 	    VLM_OP_gelu_fwd;
 	ops[n++] = VLM_OP_posembed_fwd;
 	if (r->tw[0].B) {
-		ops[n++] = VLM_OP_patchify_fwd, ops[n++] = VLM_OP_cls_prepend_fwd;
+		ops[n++] = VLM_OP_patchify_fwd;
+		ops[n++] = VLM_OP_cls_prepend_fwd;
 		ops[n++] = pool[c->vision.pool];
 	}
 	if (r->tw[1].B)
@@ -364,7 +367,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 	if (moe) {
 		ops[n++] = VLM_OP_router_fwd, ops[n++] = VLM_OP_moe_route_fwd;
 		ops[n++] = VLM_OP_moe_dispatch_fwd;
-		ops[n++] = VLM_OP_moe_combine_fwd, ops[n++] = VLM_OP_rows_gather;
+		ops[n++] = VLM_OP_moe_combine_fwd;
+		ops[n++] = VLM_OP_rows_gather;
 		for (int i = 0; i < 8; i++)
 			if (coef[i] != 0)
 				ops[n++] = aux[i];

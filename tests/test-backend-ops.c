@@ -1061,7 +1061,8 @@ test_ops(void **state)
 	for (int t = 1; t <= 3; t += 2) /* the thread pool split two ways */
 	for (size_t b = 0; b < sizeof(backend_names) / sizeof(*backend_names);
 	    b++) {
-		const struct vlm_backend *be = vlm_backend_get(backend_names[b]);
+		const struct vlm_backend *be =
+		    vlm_backend_get(backend_names[b]);
 		vlm_threads_set(t);
 		for (int i = 0; i < NCASES; i++) {
 			const struct op_case *c = &cases[i];
@@ -1115,7 +1116,8 @@ test_memory(void **state)
 {
 	(void)state;
 	for (size_t b = 0; b < 2; b++) {
-		const struct vlm_backend *be = vlm_backend_get(backend_names[b]);
+		const struct vlm_backend *be =
+		    vlm_backend_get(backend_names[b]);
 		float h[37], g[37];
 		float *d = be->alloc(sizeof(h)), *e = be->alloc(sizeof(h));
 		assert_non_null(d), assert_non_null(e);
@@ -1188,7 +1190,8 @@ train_step(const char *be, const struct vlm_config *c, float *loss,
 		px[i] = (float)vlm_rng_uniform(&g) - 0.5f;
 	for (int b = 0; b < B; b++) { /* lengths 2..6: padded rows */
 		for (int t = 0; t < 1 + b % 5; t++)
-			ids[b * T + t] = 1 + (int)vlm_rng_below(&g, c->vocab - 2);
+			ids[b * T + t] = 1 + (int)vlm_rng_below(&g,
+			    c->vocab - 2);
 		ids[b * T + 1 + b % 5] = c->vocab - 1;
 	}
 	assert_int_equal(vlm_model_init(&m, c), 0);
@@ -1272,7 +1275,8 @@ freeze_step(const struct vlm_config *c, const uint8_t *nograd, float *grad)
 		px[i] = (float)vlm_rng_uniform(&g) - 0.5f;
 	for (int b = 0; b < B; b++) {
 		for (int t = 0; t < 2 + b; t++)
-			ids[b * T + t] = 1 + (int)vlm_rng_below(&g, c->vocab - 2);
+			ids[b * T + t] = 1 + (int)vlm_rng_below(&g,
+			    c->vocab - 2);
 		ids[b * T + 2 + b] = c->vocab - 1;
 	}
 	assert_int_equal(vlm_model_init(&m, c), 0);
@@ -1317,8 +1321,8 @@ test_freeze(void **state)
 			int vis = strncmp(n, "visual.", 7) == 0;
 			int b0 = strstr(n, "resblocks.0.") != NULL;
 			int b1 = strstr(n, "resblocks.1.") != NULL;
-			int top = strstr(n, "resblocks") || strstr(n, "ln_post") ||
-			    strstr(n, "ln_final") || strstr(n, "proj") ||
+			int top = strstr(n, "resblocks") ||
+			    strstr(n, "ln_post") || strstr(n, "ln_final") || strstr(n, "proj") ||
 			    strstr(n, "logit_scale") || strstr(n, "map") ||
 			    strstr(n, "token_learner");
 			ng[i] = mask == 0 ? vis : mask == 1 ? !vis :
