@@ -1322,9 +1322,9 @@ test_freeze(void **state)
 			int b0 = strstr(n, "resblocks.0.") != NULL;
 			int b1 = strstr(n, "resblocks.1.") != NULL;
 			int top = strstr(n, "resblocks") ||
-			    strstr(n, "ln_post") || strstr(n, "ln_final") || strstr(n, "proj") ||
-			    strstr(n, "logit_scale") || strstr(n, "map") ||
-			    strstr(n, "token_learner");
+			    strstr(n, "ln_post") || strstr(n, "ln_final") ||
+			    strstr(n, "proj") || strstr(n, "logit_scale") ||
+			    strstr(n, "map") || strstr(n, "token_learner");
 			ng[i] = mask == 0 ? vis : mask == 1 ? !vis :
 			    mask == 2 ? !top || b0 : mask == 3 ? b1 : i % 2;
 		}
