@@ -3,7 +3,9 @@
  *
  * Each op has vlm_<op>_<fwd|bwd>_ref (plain loops: the oracle) and a fast
  * vlm_<op>_<fwd|bwd>_cpu (OpenBLAS, threads); CUDA versions (_cuda) take
- * the same arguments with device pointers.
+ * the same arguments with device pointers. The library calls none of
+ * them by name: it runs ops through a struct vlm_backend (at the end of
+ * this file), a table of them with its memory verbs.
  *
  * Conventions:
  *  - raw float pointers plus dimensions; row-major, outermost first;
