@@ -662,6 +662,8 @@ struct vlm_backend {
 #define VLM_OP_ENUM_(name) VLM_OP_##name,
 enum vlm_op { VLM_BACKEND_OPS(VLM_OP_ENUM_) VLM_OP_COUNT };
 
+/* The i-th compiled backend (0: "cpu"), NULL past the last. */
+const struct vlm_backend *vlm_backend_at(int i);
 /* The backend called name ("cpu", "ref"), or NULL with vlm_error. */
 const struct vlm_backend *vlm_backend_get(const char *name);
 /* The backend VLM_BACKEND names, "cpu" when unset or empty (NULL with

@@ -116,11 +116,20 @@ static const struct vlm_backend ref = {
 static const struct vlm_backend *const backends[] = { &cpu, &ref };
 
 const struct vlm_backend *
+vlm_backend_at(int i)
+{
+	return i >= 0 && (size_t)i < sizeof(backends) / sizeof(*backends) ?
+	    backends[i] : NULL;
+}
+
+const struct vlm_backend *
 vlm_backend_get(const char *name)
 {
-	for (size_t i = 0; i < sizeof(backends) / sizeof(*backends); i++)
-		if (strcmp(backends[i]->name, name) == 0)
-			return backends[i];
+	const struct vlm_backend *b;
+
+	for (int i = 0; (b = vlm_backend_at(i)); i++)
+		if (strcmp(b->name, name) == 0)
+			return b;
 	vlm_error("unknown backend '%s' (there are cpu and ref)", name);
 	return NULL;
 }
