@@ -497,7 +497,7 @@ void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
  */
 struct vlm_backend {
 	const char *name;              /* e.g. "cpu" */
-	void *(*alloc)(size_t bytes);  /* NULL: out of memory */
+	void *(*alloc)(size_t bytes);  /* zero-filled; NULL: out of memory */
 	void (*free)(void *p);
 	void (*upload)(void *dst, const void *src, size_t bytes);
 	void (*download)(void *dst, const void *src, size_t bytes);

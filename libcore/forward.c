@@ -441,7 +441,6 @@ vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
 		vlm_run_free(r);
 		return NULL;
 	}
-	be->memset(r->arena, 0, a.off);
 	r->bytes = a.off, r->hbytes = a.hoff;
 	a.base = r->arena, a.hbase = r->harena, a.off = a.hoff = 0;
 	plan(&a, r, m);

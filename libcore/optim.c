@@ -42,8 +42,6 @@ vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
 		vlm_optim_release(o);
 		return vlm_error("out of memory for optimizer state");
 	}
-	o->be->memset(o->m, 0, n);
-	o->be->memset(o->v, 0, n);
 	return 0;
 }
 

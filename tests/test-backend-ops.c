@@ -1116,6 +1116,9 @@ test_memory(void **state)
 		float h[37], g[37];
 		float *d = be->alloc(sizeof(h)), *e = be->alloc(sizeof(h));
 		assert_non_null(d), assert_non_null(e);
+		be->download(g, d, sizeof(g)); /* alloc zero-fills */
+		for (int i = 0; i < 37; i++)
+			assert_true(g[i] == 0);
 		for (int i = 0; i < 37; i++)
 			h[i] = i * 0.5f - 3;
 		be->upload(d, h, sizeof(h));

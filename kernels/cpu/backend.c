@@ -12,6 +12,8 @@
 #include "vlm.h"
 #include "kernels.h"
 
+/* calloc: pages nobody touches (a frozen parameter's moments, buffers
+ * a run never uses) cost no memory. */
 static void *
 host_alloc(size_t bytes)
 {
