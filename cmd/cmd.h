@@ -2,6 +2,7 @@
 #ifndef VLM_CMD_H
 #define VLM_CMD_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 /* Print usage to stdout (asked for, exit 0) or stderr (misuse, exit 2). */
@@ -11,6 +12,10 @@ void cmd_version(const char *prog) __attribute__((noreturn));
 void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */
 int cmd_finish(int status);
+/* vlm_items_image() for outputs that name each image: a path that is
+ * not UTF-8 (ids are) fails that item. */
+int cmd_load_image(void *arg, int64_t index, const char *key,
+    uint64_t seed, float *px);
 
 /* A program of verbs: fn gets argv from the verb on (optind reset);
  * a verb without fn is refused with exit 2, naming `issue`. */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cblas.h>
+#include <jansson.h>
 
 #include "cmd.h"
 #include "kernels.h"
@@ -108,4 +109,19 @@ cmd_verbs(const char *prog, const char *usage, const struct cmd_verb *v,
 	}
 	warnx("unknown verb '%s'", argv[optind]);
 	cmd_usage(usage, 2);
+}
+
+int
+cmd_load_image(void *arg, int64_t index, const char *key, uint64_t seed,
+    float *px)
+{
+	const struct vlm_items *it = arg;
+	const char *path = it->paths ? it->paths[index] : key;
+	json_t *j = json_string(path);
+
+	if (!j)
+		return vlm_error("'%s': name is not valid UTF-8 (ids are)",
+		    path);
+	json_decref(j);
+	return vlm_items_image(arg, index, key, seed, px);
 }

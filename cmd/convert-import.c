@@ -37,6 +37,9 @@ convert_import(int argc, char **argv)
 	if (tok) { /* the model file carries its tokenizer from now on */
 		if (vlm_bpe_load(&bpe, tok) < 0)
 			errx(1, "%s", vlm_errmsg());
+		if (bpe.nvocab > m.cfg.vocab)
+			errx(1, "'%s': %d tokens, the model's vocabulary only "
+			    "%d", tok, bpe.nvocab, m.cfg.vocab);
 		if (!(m.tokenizer = vlm_bpe_merges_alloc(&bpe)))
 			errx(1, "out of memory");
 		vlm_bpe_release(&bpe);

@@ -5,11 +5,13 @@
  * routing records), warning about and listing the inputs that failed.
  */
 #include <err.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
+#include "cmd.h"
 #include "embed.h"
 
 /* A JSON string of name; bytes of invalid UTF-8 become '?'. */
@@ -27,20 +29,6 @@ json_name(const char *name)
 	j = json_string(s);
 	free(s);
 	return j;
-}
-
-/* The loader's image callback: ids must be UTF-8, the rest is items.c. */
-static int
-load_image(void *arg, int64_t index, const char *key, uint64_t seed,
-    float *px)
-{
-	json_t *j = json_string(key);
-
-	if (!j)
-		return vlm_error("'%s': name is not valid UTF-8 (ids are)",
-		    key);
-	json_decref(j);
-	return vlm_items_image(arg, index, key, seed, px);
 }
 
 /* The model, its tokenizer (texts) and an encoder over batches. */
@@ -82,7 +70,7 @@ setup_loader(struct embed *e, char **paths, int npaths)
 		lo.text = vlm_items_text;
 		lo.ctx = c->context;
 	} else {
-		lo.image = load_image;
+		lo.image = cmd_load_image;
 		lo.image_floats = 3 * (int64_t)c->image_size * c->image_size;
 	}
 	if (embed_in_init(&e->in, e->o.text, paths, npaths) < 0)
@@ -155,12 +143,39 @@ note_failures(struct embed *e, const struct vlm_batch *b)
 	return 0;
 }
 
+/* Warn about and list the items whose vectors are not finite (an
+ * overflow in the model); the others moved up. The count kept. */
+static int
+drop_nonfinite(struct embed *e, int n)
+{
+	int64_t E = e->m.cfg.embed_dim;
+	int k = 0;
+
+	for (int i = 0; i < n; i++) {
+		const float *v = e->vec + i * E;
+		int64_t j = 0;
+		while (j < E && isfinite(v[j]))
+			j++;
+		if (j == E) {
+			memmove(e->vec + k * E, v, E * sizeof(*v));
+			e->ids[k++] = e->ids[i];
+			continue;
+		}
+		embed_progress_clear(&e->prog);
+		warnx("'%s': the embedding is not finite (NaN or infinity "
+		    "from model '%s')", e->ids[i], e->o.model);
+		if (json_array_append_new(e->failed, json_name(e->ids[i])) < 0)
+			return vlm_error("out of memory");
+	}
+	return k;
+}
+
 /* Embed every batch the loader makes and write it out as it comes. */
 int
 embed_all(struct embed *e)
 {
 	const struct vlm_batch *b;
-	int rc;
+	int rc, k;
 
 	while ((rc = vlm_loader_next(e->ld, &b)) > 0) {
 		if (note_failures(e, b) < 0)
@@ -174,9 +189,10 @@ embed_all(struct embed *e)
 		}
 		if (vlm_encode(&e->enc, e->o.text ? (const void *)b->tokens :
 		    b->pixels, b->n, e->vec, !e->o.raw) < 0 ||
-		    embed_out_batch(&e->out, e->ids, e->vec, b->n) < 0 ||
 		    (e->routes && vlm_routes_write_batch(&e->rw, e->enc.r,
-		    &e->m, e->o.text, e->ids, NULL, b->n) < 0))
+		    &e->m, e->o.text, e->ids, NULL, b->n) < 0) ||
+		    (k = drop_nonfinite(e, b->n)) < 0 ||
+		    embed_out_batch(&e->out, e->ids, e->vec, k) < 0)
 			return -1;
 		embed_progress_add(&e->prog, b->n);
 	}

@@ -338,6 +338,9 @@ eval_set_load(struct eval_set *s, const struct vlm_model *m,
 	int rc;
 
 	memset(s, 0, sizeof(*s));
+	for (int i = 0; d && i < d->nbad; i++) /* entries the walk lost */
+		warnx("%s", d->bad[i]);
+	*failed += d ? d->nbad : 0;
 	if (!emb)
 		return set_from_model(s, m, d, batch, failed);
 	if (vlm_emb_load(&e, emb) < 0) {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cmd.h"
 #include "route-stats.h"
 
 /* Does dir hold only (non-hidden) subdirectories, at least one? */
@@ -44,6 +45,7 @@ is_imagefolder(const char *dir)
 struct images {
 	struct vlm_imagefolder d;
 	int folder;
+	int bad;           /* some entry of the walk failed */
 	char **paths;
 	int n, cap;
 };
@@ -60,6 +62,9 @@ find_images(struct images *im, const char *dir, struct vlm_routes_writer *w)
 	if ((im->folder = is_imagefolder(dir))) {
 		if (vlm_imagefolder_load(&im->d, dir, NULL) < 0)
 			return -1;
+		for (int i = 0; i < im->d.nbad; i++)
+			warnx("%s", im->d.bad[i]);
+		im->bad = im->d.nbad > 0;
 		im->paths = im->d.paths, im->n = im->d.n;
 		return vlm_routes_writer_classes(w,
 		    (const char *const *)im->d.classnames, im->d.nclasses);
@@ -67,8 +72,11 @@ find_images(struct images *im, const char *dir, struct vlm_routes_writer *w)
 	if (vlm_walk_init(&wk, &root, 1, NULL, NULL) < 0)
 		return -1;
 	while ((rc = vlm_walk_next(&wk, &p)) != 0) {
-		if (rc < 0)
-			break;
+		if (rc < 0) { /* a symlink loop, an unreadable directory */
+			warnx("%s", vlm_errmsg());
+			im->bad = 1;
+			continue;
+		}
 		if (im->n == im->cap) {
 			im->cap = im->cap ? 2 * im->cap : 64;
 			char **np = realloc(im->paths, im->cap * sizeof(*np));
@@ -85,7 +93,7 @@ find_images(struct images *im, const char *dir, struct vlm_routes_writer *w)
 		im->n++;
 	}
 	vlm_walk_release(&wk);
-	if (rc == 0 && im->n == 0)
+	if (rc >= 0 && im->n == 0)
 		rc = vlm_error("'%s': no images", dir);
 	return rc;
 }
@@ -126,7 +134,7 @@ run_images(struct vlm_routes_writer *w, const struct vlm_model *m,
 	struct vlm_items items = { .size = c->image_size, .mean = c->mean,
 		.std = c->std, .alpha = c->image_alpha };
 	struct vlm_loader_opts lo = { .batch = batch, .image_floats = 3LL *
-		c->image_size * c->image_size, .image = vlm_items_image,
+		c->image_size * c->image_size, .image = cmd_load_image,
 		.arg = &items, .epochs = 1 };
 	struct vlm_encoder enc = { 0 };
 	struct vlm_loader *ld = NULL;
@@ -143,7 +151,7 @@ run_images(struct vlm_routes_writer *w, const struct vlm_model *m,
 	}
 	if (find_images(&im, dir, w) < 0)
 		goto out;
-	items.paths = im.paths, lo.n = im.n;
+	items.paths = im.paths, lo.n = im.n, bad = im.bad;
 	if (vlm_encoder_init(&enc, m, 0, batch) == 0 &&
 	    (ld = vlm_loader_new(&lo)) != NULL) {
 		while ((rc = vlm_loader_next(ld, &b)) == 1) {
@@ -195,13 +203,15 @@ run_text(struct vlm_routes_writer *w, const struct vlm_model *m,
 	struct vlm_bpe bpe = { 0 };
 	size_t cap = 0;
 	long lineno = 0;
+	char msg[1024];
 
 	if (!f)
 		vlm_error("'%s': cannot open", path);
 	else if (!tok || !num || !feat)
 		vlm_error("out of memory");
-	else if (vlm_model_tokenizer(m, &bpe) == 0 &&
-	    vlm_encoder_init(&enc, m, 1, batch) == 0) {
+	else if (vlm_model_tokenizer(m, &bpe) < 0)
+		vlm_error("'%s': %s", w->name, strcpy(msg, vlm_errmsg()));
+	else if (vlm_encoder_init(&enc, m, 1, batch) == 0) {
 		for (rc = 0; rc == 0 && getline(&line, &cap, f) > 0;) {
 			lineno++;
 			if (strspn(line, " \t\r\n") == strlen(line))

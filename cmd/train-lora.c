@@ -8,6 +8,9 @@
  * parameter is frozen. Without adapters t->net is t->m and every hook
  * here does nothing.
  */
+#include <err.h>
+#include <stdlib.h>
+
 #include "train.h"
 
 /* A model file fine-tuned with --lora-rank: add the adapters of c. */
@@ -32,14 +35,26 @@ train_lora_init(struct train *t)
 	return 0;
 }
 
-/* Every base parameter frozen (on top of --lock-image/--lock-text). */
+/* Every base parameter frozen (on top of --lock-image/--lock-text);
+ * then the run skips the gradients nobody reads: the frozen ones, but
+ * for the adapted weights (vlm_lora_grad turns theirs into the
+ * adapters'). t->net's parameters are t->m's first ones. */
 void
 train_lora_freeze(struct train *t)
 {
-	if (t->m.cfg.lora.rank == 0)
-		return;
-	for (int i = 0; i < vlm_lora_first(&t->m); i++)
+	int lora = t->m.cfg.lora.rank > 0, n = t->net->nparams;
+	uint8_t *nograd;
+
+	for (int i = 0; lora && i < vlm_lora_first(&t->m); i++)
 		t->frozen[i] = 1;
+	if (!(nograd = malloc(n ? n : 1)))
+		err(1, NULL);
+	for (int i = 0; i < n; i++)
+		nograd[i] = t->frozen[i] && !(lora &&
+		    vlm_lora_target(&t->m.cfg, t->net->params[i].name));
+	if (vlm_run_freeze(t->run, t->net, nograd) < 0)
+		errx(1, "%s", vlm_errmsg());
+	free(nograd);
 }
 
 /* Before the optimizer step: t->grad (merged weights) -> adapters'. */

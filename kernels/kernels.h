@@ -3,7 +3,9 @@
  *
  * Each op has vlm_<op>_<fwd|bwd>_ref (plain loops: the oracle) and a fast
  * vlm_<op>_<fwd|bwd>_cpu (OpenBLAS, threads); CUDA versions (_cuda) take
- * the same arguments with device pointers.
+ * the same arguments with device pointers. The library calls none of
+ * them by name: it runs ops through a struct vlm_backend (at the end of
+ * this file), a table of them with its memory verbs.
  *
  * Conventions:
  *  - raw float pointers plus dimensions; row-major, outermost first;
@@ -133,12 +135,14 @@ void vlm_attention_fwd_ref(float *out /* (B,T,C) */,
     int H);
 void vlm_attention_fwd_cpu(float *out, float *att, const float *qkv,
     const int32_t *len, int causal, int B, int T, int C, int H);
-/* dqkv += the gradient through q, k and v. */
+/* dqkv += the gradient through q, k and v; scratch (B,H,T,T) is the
+ * caller's (the op allocates nothing), its contents undefined after. */
 void vlm_attention_bwd_ref(float *dqkv /* (B,T,3C) */,
-    const float *dout /* (B,T,C) */, const float *qkv /* (B,T,3C) */,
-    const float *att /* (B,H,T,T) */, int B, int T, int C, int H);
-void vlm_attention_bwd_cpu(float *dqkv, const float *dout, const float *qkv,
-    const float *att, int B, int T, int C, int H);
+    float *scratch /* (B,H,T,T) */, const float *dout /* (B,T,C) */,
+    const float *qkv /* (B,T,3C) */, const float *att /* (B,H,T,T) */,
+    int B, int T, int C, int H);
+void vlm_attention_bwd_cpu(float *dqkv, float *scratch, const float *dout,
+    const float *qkv, const float *att, int B, int T, int C, int H);
 
 /*
  * L2 normalisation of rows, y = x / max(|x|, 1e-12) (F.normalize); norm
@@ -457,6 +461,221 @@ void vlm_token_learner_bwd_cpu(float *dx, float *dln_w, float *dln_b,
     float *dw1, float *db1, float *dw2, float *db2, const float *dout,
     float *act, const float *x, const float *ln_w, const float *w1,
     const float *w2, int B, int N, int D, int Hd, int M);
+
+/* ---- rows and sums (kernels/cpu/rows.c) ------------------------------ */
+
+/*
+ * What the model did in host loops: y += x over n values (residuals,
+ * gradient accumulation); y[s] = x[rows[s]] (S,D) gathers the routed
+ * rows of a stack (R,D); x[rows[s]] += y[s] adds them back (rows
+ * distinct, as routing rows are). The gather's backward is the
+ * scatter-add. _cpu splits the work over the thread pool.
+ */
+void vlm_add_ref(float *y /* (n) */, const float *x /* (n) */, int64_t n);
+void vlm_add_cpu(float *y, const float *x, int64_t n);
+void vlm_rows_gather_ref(float *y /* (S,D) */, const float *x /* (R,D) */,
+    const int32_t *rows /* (S) */, int S, int D);
+void vlm_rows_gather_cpu(float *y, const float *x, const int32_t *rows,
+    int S, int D);
+void vlm_rows_scatter_add_ref(float *x /* (R,D) */, const float *y /* (S,D) */,
+    const int32_t *rows /* (S) */, int S, int D);
+void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
+    int S, int D);
+
+/* ---- backends (kernels/cpu/backend.c) -------------------------------- */
+
+/*
+ * A backend is a table: its memory verbs and one entry per op, with the
+ * argument lists above (pointers are the backend's memory). "cpu" holds
+ * the fast kernels (the _ref ones where no fast version exists), "ref"
+ * the plain oracles. A NULL entry means the backend lacks the op; whoever
+ * runs ops checks them first with vlm_backend_check (never a silent
+ * fallback to another backend). The memory verbs never fail on their
+ * own: a backend that runs asynchronously reports errors at sync (0 or
+ * -1 with vlm_error). Host data (inputs, router noise, what the host
+ * reads back) moves only through upload and download.
+ */
+struct vlm_backend {
+	const char *name;              /* e.g. "cpu" */
+	void *(*alloc)(size_t bytes);  /* zero-filled; NULL: out of memory */
+	void (*free)(void *p);
+	void (*upload)(void *dst, const void *src, size_t bytes);
+	void (*download)(void *dst, const void *src, size_t bytes);
+	void (*memset)(void *dst, int c, size_t bytes);
+	void (*copy)(void *dst, const void *src, size_t bytes);
+	int (*sync)(void);
+	/* dense */
+	void (*gemm)(int ta, int tb, int M, int N, int K, float alpha,
+	    const float *A, int lda, const float *B, int ldb, float beta,
+	    float *C, int ldc);
+	void (*linear_fwd)(float *y, const float *x, const float *w,
+	    const float *b, int N, int IN, int OUT);
+	void (*linear_bwd)(float *dx, float *dw, float *db, const float *dy,
+	    const float *x, const float *w, int N, int IN, int OUT);
+	void (*layernorm_fwd)(float *y, float *mean, float *rstd,
+	    const float *x, const float *w, const float *b, int N, int C);
+	void (*layernorm_bwd)(float *dx, float *dw, float *db,
+	    const float *dy, const float *x, const float *w,
+	    const float *mean, const float *rstd, int N, int C);
+	void (*gelu_fwd)(float *y, const float *x, int64_t n);
+	void (*gelu_bwd)(float *dx, const float *dy, const float *x,
+	    int64_t n);
+	void (*quickgelu_fwd)(float *y, const float *x, int64_t n);
+	void (*quickgelu_bwd)(float *dx, const float *dy, const float *x,
+	    int64_t n);
+	void (*softmax_fwd)(float *y, const float *x, int N, int C);
+	void (*softmax_bwd)(float *dx, const float *dy, const float *y, int N,
+	    int C);
+	void (*attention_fwd)(float *out, float *att, const float *qkv,
+	    const int32_t *len, int causal, int B, int T, int C, int H);
+	void (*attention_bwd)(float *dqkv, float *scratch, const float *dout,
+	    const float *qkv, const float *att, int B, int T, int C, int H);
+	void (*l2norm_fwd)(float *y, float *norm, const float *x, int N,
+	    int C);
+	void (*l2norm_bwd)(float *dx, const float *dy, const float *y,
+	    const float *norm, int N, int C);
+	float (*clip_loss_fwd)(float *logits, float *lse, const float *u,
+	    const float *v, float theta, int B, int C);
+	void (*clip_loss_bwd)(float *du, float *dv, float *dtheta,
+	    float *dlogits, const float *logits, const float *lse,
+	    const float *u, const float *v, float theta, float dloss, int B,
+	    int C);
+	void (*adamw_step)(float *p, float *m, float *v, const float *g,
+	    int64_t n, int64_t t, float lr, float beta1, float beta2,
+	    float eps, float wd);
+	float (*grad_clip)(float *g, int64_t n, float max_norm);
+	/* sparse MoE */
+	void (*router_fwd)(float *z, float *p, float *g, const float *x,
+	    const float *wr, const float *eps, int S, int D, int E);
+	void (*router_bwd)(float *dx, float *dwr, const float *dz,
+	    const float *x, const float *wr, int S, int D, int E);
+	void (*moe_route_fwd)(int32_t *idx, float *val, uint8_t *keep,
+	    int32_t *slot, float *w, int32_t *fill, int32_t *order,
+	    const float *g, int S, int E, int K, int C, int bpr,
+	    int gate_norm);
+	void (*moe_route_bwd)(float *dz, const float *dw, const float *g,
+	    const int32_t *idx, const uint8_t *keep, int S, int E, int K,
+	    int gate_norm);
+	void (*moe_dispatch_fwd)(float *buf, const float *x,
+	    const int32_t *idx, const int32_t *slot, int S, int D, int E,
+	    int K, int C);
+	void (*moe_dispatch_bwd)(float *dx, const float *dbuf,
+	    const int32_t *idx, const int32_t *slot, int S, int D, int E,
+	    int K, int C);
+	void (*moe_combine_fwd)(float *y, const float *out,
+	    const int32_t *idx, const int32_t *slot, const float *w, int S,
+	    int D, int E, int K, int C);
+	void (*moe_combine_bwd)(float *dout, float *dw, const float *dy,
+	    const float *out, const int32_t *idx, const int32_t *slot,
+	    const float *w, int S, int D, int E, int K, int C);
+	float (*aux_importance_fwd)(const float *p, int S, int E);
+	void (*aux_importance_bwd)(float *dz, const float *p, float dloss,
+	    int S, int E);
+	float (*aux_load_fwd)(const float *z, const float *eps, float sigma,
+	    int S, int E, int K);
+	void (*aux_load_bwd)(float *dz, const float *z, const float *eps,
+	    float sigma, float dloss, int S, int E, int K);
+	float (*aux_switch_fwd)(const float *g, const int32_t *idx, int S,
+	    int E, int K);
+	void (*aux_switch_bwd)(float *dz, const float *g, const int32_t *idx,
+	    float dloss, int S, int E, int K);
+	float (*aux_zloss_fwd)(const float *z, int S, int E);
+	void (*aux_zloss_bwd)(float *dz, const float *z, float dloss, int S,
+	    int E);
+	float (*aux_entropy_local_fwd)(const float *z, const uint8_t *mod,
+	    int m, int S, int E);
+	void (*aux_entropy_local_bwd)(float *dz, const float *z,
+	    const uint8_t *mod, int m, float dloss, int S, int E);
+	float (*aux_entropy_global_fwd)(const float *z, const uint8_t *mod,
+	    int m, float tau, int S, int E);
+	void (*aux_entropy_global_bwd)(float *dz, const float *z,
+	    const uint8_t *mod, int m, float tau, float dloss, int S, int E);
+	/* inputs, pooling, token reduction */
+	void (*patchify_fwd)(float *out, const float *img, int B, int ch,
+	    int H, int W, int p);
+	void (*patchify_bwd)(float *dimg, const float *dout, int B, int ch,
+	    int H, int W, int p);
+	void (*embed_fwd)(float *out, const int32_t *ids, const float *table,
+	    int N, int V, int C);
+	void (*embed_bwd)(float *dtable, const float *dout,
+	    const int32_t *ids, int N, int V, int C);
+	void (*posembed_fwd)(float *out, const float *x, const float *pos,
+	    int B, int T, int C);
+	void (*posembed_bwd)(float *dx, float *dpos, const float *dout,
+	    int B, int T, int C);
+	void (*cls_prepend_fwd)(float *out, const float *x, const float *cls,
+	    int B, int P, int C);
+	void (*cls_prepend_bwd)(float *dx, float *dcls, const float *dout,
+	    int B, int P, int C);
+	void (*pool_token_fwd)(float *out, const float *x, const int32_t *pos,
+	    int B, int T, int C);
+	void (*pool_token_bwd)(float *dx, const float *dout,
+	    const int32_t *pos, int B, int T, int C);
+	void (*pool_mean_fwd)(float *out, const float *x, const int32_t *len,
+	    int B, int T, int C);
+	void (*pool_mean_bwd)(float *dx, const float *dout,
+	    const int32_t *len, int B, int T, int C);
+	void (*pool_map_fwd)(float *out, float *att, const float *q,
+	    const float *k, const float *v, const int32_t *len, int B, int T,
+	    int C, int H);
+	void (*pool_map_bwd)(float *dq, float *dk, float *dv,
+	    const float *dout, const float *att, const float *q,
+	    const float *k, const float *v, const int32_t *len, int B, int T,
+	    int C, int H);
+	void (*token_learner_fwd)(float *out, float *act, const float *x,
+	    const float *ln_w, const float *ln_b, const float *w1,
+	    const float *b1, const float *w2, const float *b2, int B, int N,
+	    int D, int Hd, int M);
+	void (*token_learner_bwd)(float *dx, float *dln_w, float *dln_b,
+	    float *dw1, float *db1, float *dw2, float *db2, const float *dout,
+	    float *act, const float *x, const float *ln_w, const float *w1,
+	    const float *w2, int B, int N, int D, int Hd, int M);
+	/* rows and sums */
+	void (*add)(float *y, const float *x, int64_t n);
+	void (*rows_gather)(float *y, const float *x, const int32_t *rows,
+	    int S, int D);
+	void (*rows_scatter_add)(float *x, const float *y,
+	    const int32_t *rows, int S, int D);
+};
+
+/* Every op of the table, in its order: X(name) for each entry. */
+#define VLM_BACKEND_OPS(X) \
+	X(gemm) X(linear_fwd) X(linear_bwd) X(layernorm_fwd) \
+	X(layernorm_bwd) X(gelu_fwd) X(gelu_bwd) X(quickgelu_fwd) \
+	X(quickgelu_bwd) X(softmax_fwd) X(softmax_bwd) X(attention_fwd) \
+	X(attention_bwd) X(l2norm_fwd) X(l2norm_bwd) X(clip_loss_fwd) \
+	X(clip_loss_bwd) X(adamw_step) X(grad_clip) X(router_fwd) \
+	X(router_bwd) X(moe_route_fwd) X(moe_route_bwd) X(moe_dispatch_fwd) \
+	X(moe_dispatch_bwd) X(moe_combine_fwd) X(moe_combine_bwd) \
+	X(aux_importance_fwd) X(aux_importance_bwd) X(aux_load_fwd) \
+	X(aux_load_bwd) X(aux_switch_fwd) X(aux_switch_bwd) \
+	X(aux_zloss_fwd) X(aux_zloss_bwd) X(aux_entropy_local_fwd) \
+	X(aux_entropy_local_bwd) X(aux_entropy_global_fwd) \
+	X(aux_entropy_global_bwd) X(patchify_fwd) X(patchify_bwd) \
+	X(embed_fwd) X(embed_bwd) X(posembed_fwd) X(posembed_bwd) \
+	X(cls_prepend_fwd) X(cls_prepend_bwd) X(pool_token_fwd) \
+	X(pool_token_bwd) X(pool_mean_fwd) X(pool_mean_bwd) \
+	X(pool_map_fwd) X(pool_map_bwd) X(token_learner_fwd) \
+	X(token_learner_bwd) X(add) X(rows_gather) X(rows_scatter_add)
+
+/* VLM_OP_gemm, ...: an op's index, for lists of needed ops. */
+#define VLM_OP_ENUM_(name) VLM_OP_##name,
+enum vlm_op { VLM_BACKEND_OPS(VLM_OP_ENUM_) VLM_OP_COUNT };
+
+/* The i-th compiled backend (0: "cpu"), NULL past the last. */
+const struct vlm_backend *vlm_backend_at(int i);
+/* The backend called name ("cpu", "ref"), or NULL with vlm_error. */
+const struct vlm_backend *vlm_backend_get(const char *name);
+/* The backend VLM_BACKEND names, "cpu" when unset or empty (NULL with
+ * vlm_error for an unknown name). */
+const struct vlm_backend *vlm_backend_default(void);
+/* The op's name ("linear_fwd"); whether backend b has it. */
+const char *vlm_backend_op_name(enum vlm_op op);
+int vlm_backend_has(const struct vlm_backend *b, enum vlm_op op);
+/* 0 when b has each of the n ops, else -1 and vlm_error naming the first
+ * missing one and the backend. */
+int vlm_backend_check(const struct vlm_backend *b, const enum vlm_op *ops,
+    int n);
 
 /* ---- CUDA (kernels/cuda/, built with CUDA=1) ----------------------------- */
 #ifdef VLM_CUDA

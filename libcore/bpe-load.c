@@ -12,7 +12,12 @@
 
 #include "bpe-priv.h"
 
-/* The whole of a file, gunzipped if gzipped (malloc'ed, NUL-ended). */
+/* CLIP's merges file holds 3.2 MB of text; a bigger one is not a
+ * tokenizer (and a gzip bomb must not fill memory) */
+#define MAX_TEXT ((size_t)64 << 20)
+
+/* The whole of a file, gunzipped if gzipped (malloc'ed, NUL-ended), up
+ * to MAX_TEXT. */
 static char *
 slurp(const char *path, size_t *len)
 {
@@ -46,6 +51,11 @@ slurp(const char *path, size_t *len)
 		if (got == 0)
 			break;
 		n += got;
+		if (n > MAX_TEXT) {
+			vlm_error("'%s': more than %zu MB of text: not a "
+			    "tokenizer", path, MAX_TEXT >> 20);
+			goto fail;
+		}
 	}
 	gzclose(f);
 	buf[n] = 0;

@@ -525,7 +525,14 @@ add_class(struct vlm_imagefolder *d, const char *root, int c)
 	    "" : "/", d->classes[c]) < 0)
 		return vlm_error("'%s': out of memory", root);
 	vlm_walk_init(&w, &top, 1, NULL, NULL);
-	while ((rc = vlm_walk_next(&w, &path)) > 0) {
+	while ((rc = vlm_walk_next(&w, &path)) != 0) {
+		if (rc < 0) { /* a symlink loop, an unreadable directory */
+			if (push_str(&d->bad, &d->nbad, vlm_errmsg()) < 0) {
+				rc = vlm_error("'%s': out of memory", top);
+				break;
+			}
+			continue;
+		}
 		if (push_str(&d->paths, &d->n, path) < 0) {
 			rc = vlm_error("'%s': out of memory", path);
 			break;
@@ -543,7 +550,9 @@ add_class(struct vlm_imagefolder *d, const char *root, int c)
 	d->nskipped += w.nskipped;
 	vlm_walk_release(&w);
 	if (rc == 0 && d->n == n0)
-		rc = vlm_error("'%s': no images in the class directory", top);
+		rc = vlm_error("'%s': no images in the class directory%s%s",
+		    top, d->nbad ? "; " : "", d->nbad ? d->bad[d->nbad - 1] :
+		    "");
 	free(top);
 	return rc;
 }
@@ -591,6 +600,7 @@ vlm_imagefolder_release(struct vlm_imagefolder *d)
 	free_strs(d->classes, d->nclasses);
 	free_strs(d->classnames, d->nnames);
 	free_strs(d->templates, d->ntemplates);
+	free_strs(d->bad, d->nbad);
 	memset(d, 0, sizeof(*d));
 }
 

@@ -12,22 +12,24 @@
 #include "kernels.h"
 #include "run.h"
 
-/* Two-pass arena: with base NULL only count, then hand out slices. */
+/* Two-pass arenas, the backend's and the host's: with base NULL only
+ * count, then hand out slices. */
 struct arena {
-	char *base;
-	size_t off;
+	char *base, *hbase;
+	size_t off, hoff;
 };
 
 static void *
-take(struct arena *a, size_t n, size_t size)
+take(char *base, size_t *off, size_t n, size_t size)
 {
-	void *p = a->base ? a->base + a->off : NULL;
+	void *p = base ? base + *off : NULL;
 
-	a->off += (n * size + 63) & ~(size_t)63;
+	*off += (n * size + 63) & ~(size_t)63;
 	return p;
 }
 
-#define TAKE(a, n, T) ((T *)take((a), (n), sizeof(T)))
+#define TAKE(a, n, T) ((T *)take((a)->base, &(a)->off, (n), sizeof(T)))
+#define HTAKE(a, n, T) ((T *)take((a)->hbase, &(a)->hoff, (n), sizeof(T)))
 
 /* Slots per expert for at most S tokens under either capacity factor. */
 static int
@@ -48,11 +50,19 @@ capacity_max(const struct vlm_config *c, int S)
 /* Buffers of one MoE layer's pool for at most S tokens. */
 static void
 plan_moe(struct arena *a, struct moe_acts *ma, const struct vlm_config *c,
-    int S, int D, int F, int32_t *rows, uint8_t *mod)
+    int S, int D, int F, int32_t *rows[2], uint8_t *mod[2])
 {
 	int E = c->moe.experts, K = c->moe.top_k, C = capacity_max(c, S);
 
-	ma->rows = rows, ma->mod = mod, ma->C = ma->Cmax = C;
+	ma->rows = rows[0], ma->mod = mod[0], ma->C = ma->Cmax = C;
+	ma->hrows = rows[1], ma->hmod = mod[1];
+	ma->hfill = HTAKE(a, E, int32_t);
+	ma->heps = HTAKE(a, (size_t)S * E, float);
+	ma->hidx = HTAKE(a, (size_t)S * K, int32_t);
+	ma->hkeep = HTAKE(a, (size_t)S * K, uint8_t);
+	ma->hw = HTAKE(a, (size_t)S * K, float);
+	ma->hz = HTAKE(a, (size_t)S * E, float);
+	ma->hp = HTAKE(a, (size_t)S * E, float);
 	ma->xs = TAKE(a, (size_t)S * D, float);
 	ma->z = TAKE(a, (size_t)S * E, float);
 	ma->p = TAKE(a, (size_t)S * E, float);
@@ -76,8 +86,8 @@ static void
 plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m)
 {
 	int R = st->R, D = st->D, F = st->F, nl = st->nl;
-	int32_t *rows[2];
-	uint8_t *mod[2];
+	int32_t *rows[2][2];  /* [pool][backend, host] */
+	uint8_t *mod[2][2];
 
 	st->att_n = 0;
 	for (int i = 0; i < st->nseg; i++)
@@ -96,10 +106,12 @@ plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m)
 	st->rstd2 = TAKE(a, (size_t)nl * R, float);
 	st->fc = TAKE(a, (size_t)nl * R * F, float);
 	st->act = TAKE(a, (size_t)nl * R * F, float);
-	st->moe = TAKE(a, (size_t)st->L * 2, struct moe_acts);
+	st->moe = HTAKE(a, (size_t)st->L * 2, struct moe_acts);
 	for (int p = 0; p < st->pools; p++) {
-		rows[p] = TAKE(a, st->S_max[p], int32_t);
-		mod[p] = TAKE(a, st->S_max[p], uint8_t);
+		rows[p][0] = TAKE(a, st->S_max[p], int32_t);
+		mod[p][0] = TAKE(a, st->S_max[p], uint8_t);
+		rows[p][1] = HTAKE(a, st->S_max[p], int32_t);
+		mod[p][1] = HTAKE(a, st->S_max[p], uint8_t);
 	}
 	for (int l = 0; l < st->L; l++) {
 		if (!st->blocks[l].moe)
@@ -124,6 +136,8 @@ plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
 	size_t P = (size_t)B * g * g;
 
 	if (i == 0) {
+		t->img = TAKE(a, (size_t)B * 3 * c->image_size * c->image_size,
+		    float);
 		t->patches = TAKE(a, P * 3 * c->patch_size * c->patch_size,
 		    float);
 		t->emb = TAKE(a, P * D, float);
@@ -139,6 +153,8 @@ plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
 	}
 	t->pos = TAKE(a, B, int32_t);
 	t->len = TAKE(a, B, int32_t);
+	t->hpos = HTAKE(a, B, int32_t);
+	t->hlen = HTAKE(a, B, int32_t);
 	t->lnf = TAKE(a, (size_t)B * T * D, float);
 	t->meanf = TAKE(a, (size_t)B * T, float);
 	t->rstdf = TAKE(a, (size_t)B * T, float);
@@ -154,6 +170,8 @@ plan_tower(struct arena *a, struct tower_acts *t, const struct vlm_model *m,
 	}
 	t->unit = TAKE(a, (size_t)B * E, float);
 	t->norm = TAKE(a, B, float);
+	t->hfeat = HTAKE(a, (size_t)B * E, float);
+	t->hunit = HTAKE(a, (size_t)B * E, float);
 }
 
 /* Gradient scratch, sized for the widest stack and largest MoE layer. */
@@ -197,6 +215,11 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 	r->dw = TAKE(a, S * K, float);
 	if (r->st[0].next)
 		r->dcut = TAKE(a, RD, float);
+	size_t att = 0;
+	for (int i = 0; i < r->nst; i++)
+		if ((size_t)r->st[i].att_n > att)
+			att = r->st[i].att_n;
+	r->datt = TAKE(a, att, float);
 }
 
 /* Blocks l0 .. l0+L-1 of a tower as a stack (no rows yet). */
@@ -240,6 +263,18 @@ add_seg(struct stack *st, struct tower_acts *t, int mod, int T, int causal)
 	st->S_max[st->pools == 2 ? mod : 0] += t->B * T;
 }
 
+/* Floats of the widest stack's rows: room for any vlm_run_stream. */
+static size_t
+stream_max(const struct vlm_run *r)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < r->nst; i++)
+		if ((size_t)r->st[i].R * r->st[i].D > n)
+			n = (size_t)r->st[i].R * r->st[i].D;
+	return n;
+}
+
 /* Lay out every buffer of the run; with a->base NULL only measure. */
 static void
 plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
@@ -251,10 +286,13 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 		plan_stack(a, &r->st[i], m);
 		for (int s = 0; s < r->st[i].nseg; s++) /* images: all T */
 			r->st[i].seg[s].len = r->st[i].seg[s].mod ?
-			    r->tw[1].len : NULL;
+			    r->tw[1].hlen : NULL;
 	}
 	r->logits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
 	r->lse2 = TAKE(a, 2 * (size_t)r->tw[0].B, float);
+	r->hlogits = HTAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
+	r->hlse2 = HTAKE(a, 2 * (size_t)r->tw[0].B, float);
+	r->hstream = HTAKE(a, stream_max(r), float);
 	if (!r->train)
 		return;
 	r->dlogits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
@@ -287,20 +325,92 @@ vlm_run_bytes(const struct vlm_run *r)
 	return r->bytes;
 }
 
+/* The ops a run of model m needs (at most VLM_OP_COUNT) into ops. */
+static int
+run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
+{
+	const struct vlm_config *c = &m->cfg;
+	float coef[8] = { c->aux.importance, c->aux.load, c->aux.switch_bal,
+		c->aux.zloss, c->aux.local_img, c->aux.local_txt,
+		c->aux.global_img, c->aux.global_txt };
+	static const enum vlm_op aux[8] = { VLM_OP_aux_importance_fwd,
+		VLM_OP_aux_load_fwd, VLM_OP_aux_switch_fwd,
+		VLM_OP_aux_zloss_fwd,
+		VLM_OP_aux_entropy_local_fwd, VLM_OP_aux_entropy_local_fwd,
+		VLM_OP_aux_entropy_global_fwd, VLM_OP_aux_entropy_global_fwd };
+	static const enum vlm_op pool[] = { [VLM_POOL_CLS] =
+		VLM_OP_pool_token_fwd, [VLM_POOL_EOT] = VLM_OP_pool_token_fwd,
+		[VLM_POOL_GAP] = VLM_OP_pool_mean_fwd,
+		[VLM_POOL_MAP] = VLM_OP_pool_map_fwd };
+	int n = 0, moe = 0, nf;
+
+	for (int i = 0; i < r->nst; i++)
+		for (int l = 0; l < r->st[i].L; l++)
+			moe |= r->st[i].blocks[l].moe;
+	ops[n++] = VLM_OP_gemm, ops[n++] = VLM_OP_linear_fwd;
+	ops[n++] = VLM_OP_layernorm_fwd, ops[n++] = VLM_OP_attention_fwd;
+	ops[n++] = VLM_OP_l2norm_fwd, ops[n++] = VLM_OP_add;
+	ops[n++] = c->act == VLM_ACT_QUICKGELU ? VLM_OP_quickgelu_fwd :
+	    VLM_OP_gelu_fwd;
+	ops[n++] = VLM_OP_posembed_fwd;
+	if (r->tw[0].B) {
+		ops[n++] = VLM_OP_patchify_fwd;
+		ops[n++] = VLM_OP_cls_prepend_fwd;
+		ops[n++] = pool[c->vision.pool];
+	}
+	if (r->tw[1].B)
+		ops[n++] = VLM_OP_embed_fwd, ops[n++] = pool[c->text.pool];
+	if (r->tw[0].B && r->tw[1].B)
+		ops[n++] = VLM_OP_clip_loss_fwd;
+	if (r->st[0].next)
+		ops[n++] = VLM_OP_token_learner_fwd;
+	if (moe) {
+		ops[n++] = VLM_OP_router_fwd, ops[n++] = VLM_OP_moe_route_fwd;
+		ops[n++] = VLM_OP_moe_dispatch_fwd;
+		ops[n++] = VLM_OP_moe_combine_fwd;
+		ops[n++] = VLM_OP_rows_gather;
+		for (int i = 0; i < 8; i++)
+			if (coef[i] != 0)
+				ops[n++] = aux[i];
+	}
+	nf = n;
+	for (int i = 0; r->train && i < nf; i++) /* each one's backward */
+		if (ops[i] == VLM_OP_rows_gather)
+			ops[n++] = VLM_OP_rows_scatter_add;
+		else if (ops[i] != VLM_OP_gemm && ops[i] != VLM_OP_add)
+			ops[n++] = ops[i] + 1; /* X_bwd follows X_fwd */
+	if (moe) /* the forward adds the experts' rows back too */
+		ops[n++] = VLM_OP_rows_scatter_add;
+	return n;
+}
+
 struct vlm_run *
 vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 {
+	const struct vlm_backend *be = vlm_backend_default();
+
+	return be ? vlm_run_new_on(be, m, B_img, B_txt, train) : NULL;
+}
+
+struct vlm_run *
+vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
+    int B_img, int B_txt, int train)
+{
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_run *r = calloc(1, sizeof(*r));
-	struct arena a = { NULL, 0 };
+	struct arena a = { NULL, NULL, 0, 0 };
 	int cut = B_img && c->tl.after >= 0;
+	enum vlm_op ops[2 * VLM_OP_COUNT];
 	struct stack *st;
 
 	if (!r) {
 		vlm_error("out of memory");
 		return NULL;
 	}
+	r->be = be;
 	r->train = train;
+	r->embed = c->embed_dim;
+	r->E = c->moe.experts, r->K = c->moe.top_k;
 	r->tw[0].B = B_img, r->tw[0].Te = vlm_config_image_tokens(c);
 	r->tw[1].B = B_txt, r->tw[1].T = r->tw[1].Te = c->context;
 	r->tw[0].T = cut ? c->tl.tokens : r->tw[0].Te;
@@ -318,15 +428,21 @@ vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 		if (B_txt && (c->family == VLM_ONE_TOWER || i == r->nst - 1))
 			add_seg(st, &r->tw[1], 1, c->context, 1);
 	}
-	plan(&a, r, m);
-	if (!(r->arena = calloc(1, a.off))) {
+	if (vlm_backend_check(be, ops, run_ops(r, m, ops)) < 0) {
 		free(r);
-		vlm_error("out of memory for %zu MB of activations",
-		    a.off >> 20);
 		return NULL;
 	}
-	r->bytes = a.off;
-	a.base = r->arena, a.off = 0;
+	plan(&a, r, m);
+	r->arena = be->alloc(a.off);
+	r->harena = calloc(1, a.hoff ? a.hoff : 1);
+	if (!r->arena || !r->harena) {
+		vlm_error("out of memory for %zu MB of activations "
+		    "(backend '%s')", (a.off + a.hoff) >> 20, be->name);
+		vlm_run_free(r);
+		return NULL;
+	}
+	r->bytes = a.off, r->hbytes = a.hoff;
+	a.base = r->arena, a.hbase = r->harena, a.off = a.hoff = 0;
 	plan(&a, r, m);
 	vlm_rng_seed(&r->rng, 0);
 	return r;
@@ -337,31 +453,37 @@ vlm_run_free(struct vlm_run *r)
 {
 	if (!r)
 		return;
-	free(r->arena);
+	if (r->arena)
+		r->be->free(r->arena);
+	free(r->harena);
+	free(r->nograd);
 	free(r);
 }
 
 /* y (N, OUT) = x (N, IN) @ w (IN, OUT): OpenCLIP's projections. */
 static void
-project(float *y, const float *x, const float *w, int N, int IN, int OUT)
+project(const struct vlm_backend *be, float *y, const float *x,
+    const float *w, int N, int IN, int OUT)
 {
 	if (N)
-		vlm_gemm_cpu(0, 0, N, OUT, IN, 1.0f, x, IN, w, OUT, 0.0f, y,
-		    OUT);
+		be->gemm(0, 0, N, OUT, IN, 1.0f, x, IN, w, OUT, 0.0f, y, OUT);
 }
 
 static void
-act_fwd(const struct vlm_config *c, float *y, const float *x, int64_t n)
+act_fwd(const struct vlm_backend *be, const struct vlm_config *c, float *y,
+    const float *x, int64_t n)
 {
 	if (c->act == VLM_ACT_QUICKGELU)
-		vlm_quickgelu_fwd_cpu(y, x, n);
+		be->quickgelu_fwd(y, x, n);
 	else
-		vlm_gelu_fwd_cpu(y, x, n);
+		be->gelu_fwd(y, x, n);
 }
 
-/* Rows of the stack that take part in routing, per pool. */
+/* The rows each pool routes (the tokens that count: text up to its
+ * EOT), made on the host and uploaded; the layers share them. */
 static void
-routing_rows(struct stack *st, struct moe_acts *first[2])
+routing_rows(const struct vlm_backend *be, struct stack *st,
+    struct moe_acts *first[2])
 {
 	int n[2] = { 0, 0 };
 
@@ -370,15 +492,20 @@ routing_rows(struct stack *st, struct moe_acts *first[2])
 		int p = st->pools == 2 ? s->mod : 0;
 		for (int b = 0; b < s->B; b++)
 			for (int t = 0; t < (s->len ? s->len[b] : s->T); t++) {
-				first[p]->rows[n[p]] = s->row0 + b * s->T + t;
-				first[p]->mod[n[p]++] = s->mod;
+				first[p]->hrows[n[p]] = s->row0 + b * s->T + t;
+				first[p]->hmod[n[p]++] = s->mod;
 			}
 	}
-	for (int p = 0; p < st->pools; p++)
+	for (int p = 0; p < st->pools; p++) {
 		first[p]->S = n[p];
+		be->upload(first[p]->rows, first[p]->hrows, n[p] *
+		    sizeof(int32_t));
+		be->upload(first[p]->mod, first[p]->hmod, n[p]);
+	}
 }
 
-/* Noise eps ~ N(0, (noise/E)^2) for training, none for evaluation. */
+/* Noise eps ~ N(0, (noise/E)^2) for training, none for evaluation,
+ * drawn here so that every backend routes alike. */
 static const float *
 router_noise(struct vlm_run *r, const struct vlm_config *c,
     struct moe_acts *ma)
@@ -389,7 +516,8 @@ router_noise(struct vlm_run *r, const struct vlm_config *c,
 	if (!r->train || sd <= 0)
 		return NULL;
 	for (int64_t i = 0; i < (int64_t)ma->S * E; i++)
-		ma->eps[i] = (float)(sd * vlm_rng_normal(&r->rng));
+		ma->heps[i] = (float)(sd * vlm_rng_normal(&r->rng));
+	r->be->upload(ma->eps, ma->heps, (size_t)ma->S * E * sizeof(float));
 	return ma->eps;
 }
 
@@ -407,7 +535,7 @@ vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
 	int has[2] = { 0, 0 }, n = 0;
 
 	for (int s = 0; s < ma->S; s++)
-		has[ma->mod[s]] = 1;
+		has[ma->hmod[s]] = 1;
 	for (int i = 0; i < A_N; i++) {
 		coef[i] = w[i];
 		if ((i == A_LOAD && (!train || c->moe.noise <= 0)) ||
@@ -421,32 +549,32 @@ vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
 }
 
 static float
-aux_fwd(const struct vlm_config *c, const struct moe_acts *ma, int train)
+aux_fwd(const struct vlm_backend *be, const struct vlm_config *c,
+    const struct moe_acts *ma, int train)
 {
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k;
 	float coef[A_N], sigma = c->moe.noise / E, L = 0;
 
 	vlm_aux_coefs(c, ma, train, coef);
 	if (coef[A_IMP])
-		L += coef[A_IMP] * vlm_aux_importance_fwd_ref(ma->p, S, E);
+		L += coef[A_IMP] * be->aux_importance_fwd(ma->p, S, E);
 	if (coef[A_LOAD])
-		L += coef[A_LOAD] * vlm_aux_load_fwd_ref(ma->z, ma->eps,
-		    sigma, S, E, K);
-	if (coef[A_SWITCH])
-		L += coef[A_SWITCH] * vlm_aux_switch_fwd_ref(ma->g, ma->idx, S,
+		L += coef[A_LOAD] * be->aux_load_fwd(ma->z, ma->eps, sigma, S,
 		    E, K);
+	if (coef[A_SWITCH])
+		L += coef[A_SWITCH] * be->aux_switch_fwd(ma->g, ma->idx, S, E,
+		    K);
 	if (coef[A_Z])
-		L += coef[A_Z] * vlm_aux_zloss_fwd_ref(ma->z, S, E);
+		L += coef[A_Z] * be->aux_zloss_fwd(ma->z, S, E);
 	for (int m = 0; m < 2; m++) {
 		float tau = vlm_aux_entropy_tau(m ? c->aux.s_text :
 		    c->aux.s_image, E);
 		if (coef[A_LOC_I + m])
-			L += coef[A_LOC_I + m] * vlm_aux_entropy_local_fwd_ref(
+			L += coef[A_LOC_I + m] * be->aux_entropy_local_fwd(
 			    ma->z, ma->mod, m, S, E);
 		if (coef[A_GLOB_I + m])
-			L += coef[A_GLOB_I + m] *
-			    vlm_aux_entropy_global_fwd_ref(ma->z, ma->mod, m,
-			    tau, S, E);
+			L += coef[A_GLOB_I + m] * be->aux_entropy_global_fwd(
+			    ma->z, ma->mod, m, tau, S, E);
 	}
 	return L;
 }
@@ -457,6 +585,7 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
     const struct vlm_block_off *o, int pool, const float *ln2, float *out,
     int D, int F)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k, C;
 	const float *w = m->w;
@@ -466,43 +595,38 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 		return;
 	C = cf <= 0 ? S : vlm_moe_capacity(S, E, K, cf, c->moe.min_capacity);
 	ma->C = C = C > ma->Cmax ? ma->Cmax : C;
-	for (int s = 0; s < S; s++)
-		memcpy(ma->xs + (size_t)s * D, ln2 + (size_t)ma->rows[s] * D,
-		    D * sizeof(float));
-	vlm_router_fwd_cpu(ma->z, ma->p, ma->g, ma->xs, w + o->router[pool],
+	be->rows_gather(ma->xs, ln2, ma->rows, S, D);
+	be->router_fwd(ma->z, ma->p, ma->g, ma->xs, w + o->router[pool],
 	    router_noise(r, c, ma), S, D, E);
-	vlm_moe_route_fwd_cpu(ma->idx, ma->val, ma->keep, ma->slot, ma->w,
+	be->moe_route_fwd(ma->idx, ma->val, ma->keep, ma->slot, ma->w,
 	    ma->fill, ma->order, ma->g, S, E, K, C, c->moe.bpr,
 	    c->moe.gate_norm == VLM_GATE_TOPK);
-	vlm_moe_dispatch_fwd_cpu(ma->buf, ma->xs, ma->idx, ma->slot, S, D, E,
-	    K, C);
+	be->download(ma->hfill, ma->fill, E * sizeof(int32_t));
+	be->moe_dispatch_fwd(ma->buf, ma->xs, ma->idx, ma->slot, S, D, E, K,
+	    C);
 	for (int e = 0; e < E; e++) {
-		int n = ma->fill[e];
+		int n = ma->hfill[e];
 		size_t bo = (size_t)e * C;
 		if (!n)
 			continue;
-		vlm_linear_fwd_cpu(ma->efc + bo * F, ma->buf + bo * D,
+		be->linear_fwd(ma->efc + bo * F, ma->buf + bo * D,
 		    w + o->efc_w[pool] + (size_t)e * F * D,
 		    w + o->efc_b[pool] + (size_t)e * F, n, D, F);
-		act_fwd(c, ma->eact + bo * F, ma->efc + bo * F, (int64_t)n * F);
-		vlm_linear_fwd_cpu(ma->eout + bo * D, ma->eact + bo * F,
+		act_fwd(be, c, ma->eact + bo * F, ma->efc + bo * F,
+		    (int64_t)n * F);
+		be->linear_fwd(ma->eout + bo * D, ma->eact + bo * F,
 		    w + o->eproj_w[pool] + (size_t)e * D * F,
 		    w + o->eproj_b[pool] + (size_t)e * D, n, F, D);
 	}
-	vlm_moe_combine_fwd_cpu(ma->ys, ma->eout, ma->idx, ma->slot, ma->w, S,
-	    D, E, K, C);
-	for (int s = 0; s < S; s++) {
-		float *dst = out + (size_t)ma->rows[s] * D;
-		for (int d = 0; d < D; d++)
-			dst[d] += ma->ys[(size_t)s * D + d];
-	}
-	ma->aux = aux_fwd(c, ma, r->train);
+	be->moe_combine_fwd(ma->ys, ma->eout, ma->idx, ma->slot, ma->w, S, D,
+	    E, K, C);
+	be->rows_scatter_add(out, ma->ys, ma->rows, S, D);
+	ma->aux = aux_fwd(be, c, ma, r->train);
 }
-
 
 /* Attention of every segment of layer l (rows of each run apart). */
 static void
-attention_fwd(struct stack *st, int l)
+attention_fwd(const struct vlm_backend *be, struct stack *st, int l)
 {
 	size_t R = st->R, D = st->D;
 	float *att = LAYER(st, att, l, st->att_n);
@@ -511,7 +635,7 @@ attention_fwd(struct stack *st, int l)
 
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *s = &st->seg[i];
-		vlm_attention_fwd_cpu(y + s->row0 * D, att, qkv + s->row0 * 3 * D,
+		be->attention_fwd(y + s->row0 * D, att, qkv + s->row0 * 3 * D,
 		    NULL, s->causal, s->B, s->T, D, st->H);
 		att += (size_t)s->B * st->H * s->T * s->T;
 	}
@@ -522,6 +646,7 @@ static void
 block_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
     int l)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_block_off *o = &st->blocks[l];
 	const float *w = m->w;
 	size_t R = st->R, D = st->D, F = st->F;
@@ -530,26 +655,23 @@ block_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 	float *mid = LAYER(st, mid, l, R * D), *ln2 = LAYER(st, ln2, l, R * D);
 	float *fc = LAYER(st, fc, l, R * F), *act = LAYER(st, act, l, R * F);
 
-	vlm_layernorm_fwd_cpu(ln1, LAYER(st, mean1, l, R), LAYER(st, rstd1, l,
-	    R), x, w + o->ln1_w, w + o->ln1_b, R, D);
-	vlm_linear_fwd_cpu(qkv, ln1, w + o->qkv_w, w + o->qkv_b, R, D, 3 * D);
-	attention_fwd(st, l);
-	vlm_linear_fwd_cpu(mid, LAYER(st, atty, l, R * D), w + o->out_w,
+	be->layernorm_fwd(ln1, LAYER(st, mean1, l, R), LAYER(st, rstd1, l, R),
+	    x, w + o->ln1_w, w + o->ln1_b, R, D);
+	be->linear_fwd(qkv, ln1, w + o->qkv_w, w + o->qkv_b, R, D, 3 * D);
+	attention_fwd(be, st, l);
+	be->linear_fwd(mid, LAYER(st, atty, l, R * D), w + o->out_w,
 	    w + o->out_b, R, D, D);
-	for (size_t i = 0; i < R * D; i++)
-		mid[i] += x[i];
-	vlm_layernorm_fwd_cpu(ln2, LAYER(st, mean2, l, R), LAYER(st, rstd2, l,
-	    R), mid, w + o->ln2_w, w + o->ln2_b, R, D);
+	be->add(mid, x, R * D);
+	be->layernorm_fwd(ln2, LAYER(st, mean2, l, R), LAYER(st, rstd2, l, R),
+	    mid, w + o->ln2_w, w + o->ln2_b, R, D);
 	if (!o->moe) {
-		vlm_linear_fwd_cpu(fc, ln2, w + o->fc_w, w + o->fc_b, R, D, F);
-		act_fwd(&m->cfg, act, fc, R * F);
-		vlm_linear_fwd_cpu(out, act, w + o->proj_w, w + o->proj_b, R,
-		    F, D);
-		for (size_t i = 0; i < R * D; i++)
-			out[i] += mid[i];
+		be->linear_fwd(fc, ln2, w + o->fc_w, w + o->fc_b, R, D, F);
+		act_fwd(be, &m->cfg, act, fc, R * F);
+		be->linear_fwd(out, act, w + o->proj_w, w + o->proj_b, R, F, D);
+		be->add(out, mid, R * D);
 		return;
 	}
-	memcpy(out, mid, R * D * sizeof(float));
+	be->copy(out, mid, R * D * sizeof(float));
 	for (int p = 0; p < st->pools; p++)
 		moe_fwd(r, m, &st->moe[l * 2 + p], o, p, ln2, out, D, F);
 }
@@ -566,7 +688,7 @@ stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
 			st->moe[l * 2 + p].S = -1;
 		}
 	if (first[0])
-		routing_rows(st, first);
+		routing_rows(r->be, st, first);
 	for (int l = 0; l < st->L; l++) {
 		for (int p = 0; st->blocks[l].moe && p < st->pools; p++)
 			st->moe[l * 2 + p].S = first[p]->S;
@@ -578,6 +700,7 @@ stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
 static void
 image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[0];
 	const struct vlm_tower_off *o = &m->vis;
@@ -585,27 +708,32 @@ image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
 	int P = g * g, B = t->B;
 	float *x0 = t->st0->x + (size_t)t->row0e * D;
 
-	vlm_patchify_fwd_ref(t->patches, img, B, 3, c->image_size,
+	be->upload(t->img, img, (size_t)B * 3 * c->image_size *
+	    c->image_size * sizeof(float));
+	be->patchify_fwd(t->patches, t->img, B, 3, c->image_size,
 	    c->image_size, p);
-	vlm_linear_fwd_cpu(t->emb, t->patches, m->w + o->patch_w, NULL, B * P,
+	be->linear_fwd(t->emb, t->patches, m->w + o->patch_w, NULL, B * P,
 	    3 * p * p, D);
 	if (o->cls >= 0)
-		vlm_cls_prepend_fwd_ref(t->xe, t->emb, m->w + o->cls, B, P, D);
+		be->cls_prepend_fwd(t->xe, t->emb, m->w + o->cls, B, P, D);
 	else
-		memcpy(t->xe, t->emb, (size_t)B * P * D * sizeof(float));
-	vlm_posembed_fwd_ref(t->xe, t->xe, m->w + o->pos, B, t->Te, D);
-	vlm_layernorm_fwd_cpu(x0, t->mean0, t->rstd0, t->xe, m->w + o->ln_pre_w,
+		be->copy(t->xe, t->emb, (size_t)B * P * D * sizeof(float));
+	be->posembed_fwd(t->xe, t->xe, m->w + o->pos, B, t->Te, D);
+	be->layernorm_fwd(x0, t->mean0, t->rstd0, t->xe, m->w + o->ln_pre_w,
 	    m->w + o->ln_pre_b, B * t->Te, D);
 	for (int b = 0; b < B; b++) {
-		t->len[b] = t->T;
-		t->pos[b] = 0;
+		t->hlen[b] = t->T;
+		t->hpos[b] = 0;
 	}
+	be->upload(t->len, t->hlen, B * sizeof(int32_t));
+	be->upload(t->pos, t->hpos, B * sizeof(int32_t));
 }
 
 /* Token ids (B, context) into their stack's x[0]; EOT = largest id. */
 static int
 text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[1];
 	int D = c->text.width, B = t->B, T = t->T;
@@ -615,32 +743,34 @@ text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
 		if (ids[i] < 0 || ids[i] >= c->vocab)
 			return vlm_error("token id %d out of the vocabulary "
 			    "(%d)", ids[i], c->vocab);
-	memcpy(t->ids, ids, (size_t)B * T * sizeof(*ids));
-	vlm_eot_index(t->pos, ids, B, T);
+	be->upload(t->ids, ids, (size_t)B * T * sizeof(*ids));
+	vlm_eot_index(t->hpos, ids, B, T);
 	for (int b = 0; b < B; b++)
-		t->len[b] = t->pos[b] + 1;
-	vlm_embed_fwd_ref(t->emb, ids, m->w + m->txt.tok_emb, B * T, c->vocab,
+		t->hlen[b] = t->hpos[b] + 1;
+	be->upload(t->len, t->hlen, B * sizeof(int32_t));
+	be->upload(t->pos, t->hpos, B * sizeof(int32_t));
+	be->embed_fwd(t->emb, t->ids, m->w + m->txt.tok_emb, B * T, c->vocab,
 	    D);
-	vlm_posembed_fwd_ref(x0, t->emb, m->w + m->txt.pos, B, T, D);
+	be->posembed_fwd(x0, t->emb, m->w + m->txt.pos, B, T, D);
 	return 0;
 }
 
 /* Attention pooling: the query attends over lnf, then out-projection. */
 static void
-map_fwd(struct tower_acts *t, const float *w, const struct vlm_tower_off *o,
-    int B, int T, int D, int H)
+map_fwd(const struct vlm_backend *be, struct tower_acts *t, const float *w,
+    const struct vlm_tower_off *o, int B, int T, int D, int H)
 {
 	size_t DD = (size_t)D * D;
 
-	vlm_linear_fwd_cpu(t->mq, w + o->map_q, w + o->map_in_w,
-	    w + o->map_in_b, 1, D, D);
-	vlm_linear_fwd_cpu(t->mk, t->lnf, w + o->map_in_w + DD,
+	be->linear_fwd(t->mq, w + o->map_q, w + o->map_in_w, w + o->map_in_b,
+	    1, D, D);
+	be->linear_fwd(t->mk, t->lnf, w + o->map_in_w + DD,
 	    w + o->map_in_b + D, B * T, D, D);
-	vlm_linear_fwd_cpu(t->mv, t->lnf, w + o->map_in_w + 2 * DD,
+	be->linear_fwd(t->mv, t->lnf, w + o->map_in_w + 2 * DD,
 	    w + o->map_in_b + 2 * D, B * T, D, D);
-	vlm_pool_map_fwd_ref(t->mpatt, t->matt, t->mq, t->mk, t->mv, t->len, B,
-	    T, D, H);
-	vlm_linear_fwd_cpu(t->pooled, t->mpatt, w + o->map_out_w,
+	be->pool_map_fwd(t->mpatt, t->matt, t->mq, t->mk, t->mv, t->len, B, T,
+	    D, H);
+	be->linear_fwd(t->pooled, t->mpatt, w + o->map_out_w,
 	    w + o->map_out_b, B, D, D);
 }
 
@@ -648,6 +778,7 @@ map_fwd(struct tower_acts *t, const float *w, const struct vlm_tower_off *o,
 static void
 head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
 {
+	const struct vlm_backend *be = r->be;
 	const struct vlm_config *c = &m->cfg;
 	struct tower_acts *t = &r->tw[i];
 	const struct vlm_tower_off *o = i ? &m->txt : &m->vis;
@@ -655,16 +786,16 @@ head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
 	int D = tc->width, B = t->B, T = t->T;
 	const float *xl = STACK_TOP(t->st) + (size_t)t->row0 * D;
 
-	vlm_layernorm_fwd_cpu(t->lnf, t->meanf, t->rstdf, xl,
+	be->layernorm_fwd(t->lnf, t->meanf, t->rstdf, xl,
 	    m->w + o->ln_post_w, m->w + o->ln_post_b, B * T, D);
 	if (tc->pool == VLM_POOL_GAP)
-		vlm_pool_mean_fwd_ref(t->pooled, t->lnf, t->len, B, T, D);
+		be->pool_mean_fwd(t->pooled, t->lnf, t->len, B, T, D);
 	else if (tc->pool == VLM_POOL_MAP)
-		map_fwd(t, m->w, o, B, T, D, tc->heads);
+		map_fwd(be, t, m->w, o, B, T, D, tc->heads);
 	else
-		vlm_pool_token_fwd_ref(t->pooled, t->lnf, t->pos, B, T, D);
-	project(t->feat, t->pooled, m->w + o->proj, B, D, c->embed_dim);
-	vlm_l2norm_fwd_cpu(t->unit, t->norm, t->feat, B, c->embed_dim);
+		be->pool_token_fwd(t->pooled, t->lnf, t->pos, B, T, D);
+	project(be, t->feat, t->pooled, m->w + o->proj, B, D, c->embed_dim);
+	be->l2norm_fwd(t->unit, t->norm, t->feat, B, c->embed_dim);
 }
 
 /* Stack st's output into x[0] of st->next: image rows through the
@@ -681,10 +812,10 @@ cut_fwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st)
 		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
 		float *x0 = st->next->x + b->row0 * D;
 		if (a->mod)
-			memcpy(x0, top + a->row0 * D, (size_t)a->B * a->T * D *
-			    sizeof(float));
+			r->be->copy(x0, top + a->row0 * D, (size_t)a->B * a->T *
+			    D * sizeof(float));
 		else
-			vlm_token_learner_fwd_cpu(x0, r->tw[0].tl_act,
+			r->be->token_learner_fwd(x0, r->tw[0].tl_act,
 			    top + a->row0 * D, w + o->tl_ln_w, w + o->tl_ln_b,
 			    w + o->tl_w1, w + o->tl_b1, w + o->tl_w2,
 			    w + o->tl_b2, a->B, a->T, D, c->tl.hidden, b->T);
@@ -711,7 +842,7 @@ vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
 	for (int i = 0; i < 2; i++)
 		if (r->tw[i].B)
 			head_fwd(r, m, i);
-	return 0;
+	return r->be->sync();
 }
 
 /* Sum of the weighted aux losses of every MoE layer and pool. */
@@ -739,20 +870,31 @@ vlm_run_loss(struct vlm_run *r, const struct vlm_model *m,
 		return vlm_error("the contrastive loss needs as many images as "
 		    "texts (%d and %d)", B, r->tw[1].B);
 	r->loss.logit_scale = expf(m->w[m->logit_scale]);
-	r->loss.contrastive = vlm_clip_loss_fwd_cpu(r->logits, r->lse2,
+	r->loss.contrastive = r->be->clip_loss_fwd(r->logits, r->lse2,
 	    r->tw[0].unit, r->tw[1].unit, m->w[m->logit_scale], B,
 	    m->cfg.embed_dim);
 	r->loss.aux = aux_total(r);
 	r->loss.total = r->loss.contrastive + r->loss.aux;
 	if (out)
 		*out = r->loss;
-	return 0;
+	return r->be->sync();
+}
+
+/* n bytes of the backend's memory src read back into host buffer dst. */
+static const void *
+readback(const struct vlm_run *r, void *dst, const void *src, size_t n)
+{
+	r->be->download(dst, src, n);
+	return dst;
 }
 
 const float *
 vlm_run_features(const struct vlm_run *r, int text, int unit)
 {
-	return unit ? r->tw[text].unit : r->tw[text].feat;
+	const struct tower_acts *t = &r->tw[text];
+
+	return readback(r, unit ? t->hunit : t->hfeat, unit ? t->unit :
+	    t->feat, (size_t)t->B * r->embed * sizeof(float));
 }
 
 /* The stack whose x[l - l0] is the stream entering block l of modality
@@ -784,11 +926,13 @@ vlm_run_stream(const struct vlm_run *r, int text, int l, int *rows, int *D)
 	*rows = t->B * t->T;
 	*D = t->st->D;
 	if (l < 0) /* after the final LayerNorm */
-		return t->lnf;
+		return readback(r, r->hstream, t->lnf, (size_t)*rows * *D *
+		    sizeof(float));
 	if (!(st = stack_at(r, text, l, &sg)))
 		return NULL;
 	*rows = sg->B * sg->T;
-	return st->x + ((size_t)(l - st->l0) * st->R + sg->row0) * st->D;
+	return readback(r, r->hstream, st->x + ((size_t)(l - st->l0) * st->R +
+	    sg->row0) * st->D, (size_t)*rows * *D * sizeof(float));
 }
 
 void
@@ -804,15 +948,21 @@ vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 	const struct seg *sg;
 	const struct stack *st = stack_at(r, text, l, &sg);
 	const struct moe_acts *ma;
+	size_t S, SK, SE;
 
 	if (!st || l >= st->l0 + st->L || !st->blocks[l - st->l0].moe ||
 	    pool >= st->pools)
 		return -1;
 	ma = &st->moe[(l - st->l0) * 2 + pool];
+	S = ma->S > 0 ? ma->S : 0;
+	SK = S * r->K, SE = S * r->E;
 	v->S = ma->S, v->C = ma->C, v->block = l;
-	v->rows = ma->rows, v->mod = ma->mod;
-	v->idx = ma->idx, v->keep = ma->keep, v->w = ma->w;
-	v->z = ma->z, v->p = ma->p, v->fill = ma->fill;
+	v->rows = ma->hrows, v->mod = ma->hmod, v->fill = ma->hfill;
+	v->idx = readback(r, ma->hidx, ma->idx, SK * sizeof(int32_t));
+	v->keep = readback(r, ma->hkeep, ma->keep, SK);
+	v->w = readback(r, ma->hw, ma->w, SK * sizeof(float));
+	v->z = readback(r, ma->hz, ma->z, SE * sizeof(float));
+	v->p = readback(r, ma->hp, ma->p, SE * sizeof(float));
 	return 0;
 }
 

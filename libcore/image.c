@@ -223,10 +223,11 @@ vlm_image_decode(struct vlm_image *im, const void *buf, size_t n,
 
 /*
  * Read a whole file ("-": stdin) into a malloc'ed buffer; stop after the
- * first block if it cannot be an image (a walk may meet huge files).
+ * first block if it cannot be an image (a walk may meet huge files), and
+ * refuse more than max bytes.
  */
 static int
-slurp(FILE *f, const char *name, uint8_t **bufp, size_t *np)
+slurp(FILE *f, const char *name, uint8_t **bufp, size_t *np, size_t max)
 {
 	size_t cap = 1 << 16, n = 0, got;
 	uint8_t *buf = malloc(cap), *nb;
@@ -237,6 +238,11 @@ slurp(FILE *f, const char *name, uint8_t **bufp, size_t *np)
 		n += got;
 		if (n >= 8 && vlm_image_sniff_mem(buf, n) == VLM_IMAGE_NONE)
 			break;
+		if (n > max) {
+			free(buf);
+			return vlm_error("'%s': file too large for an image of "
+			    "the pixel limit (over %zu bytes)", name, max);
+		}
 		if (n == cap) {
 			if (!(nb = realloc(buf, cap * 2))) {
 				free(buf);
@@ -262,6 +268,7 @@ vlm_image_load(struct vlm_image *im, const char *path,
 	int std = strcmp(path, "-") == 0;
 	const char *name = std ? "<stdin>" : path;
 	FILE *f = std ? stdin : fopen(path, "rb");
+	struct vlm_image_opts d = opts_or_defaults(o);
 	uint8_t *buf = NULL;
 	size_t n = 0;
 	int rv;
@@ -270,7 +277,8 @@ vlm_image_load(struct vlm_image *im, const char *path,
 	im->rgb = NULL;
 	if (!f)
 		return vlm_error("'%s': %s", path, strerror(errno));
-	rv = slurp(f, name, &buf, &n);
+	/* 16 bytes a pixel: more than a stored 16-bit RGBA PNG needs */
+	rv = slurp(f, name, &buf, &n, 16 * (size_t)d.max_pixels + (1 << 16));
 	if (!std)
 		fclose(f);
 	if (rv == 0)

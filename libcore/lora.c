@@ -113,36 +113,53 @@ vlm_lora_randomize(struct vlm_model *m, uint64_t seed)
 	}
 }
 
-void
+/* VLM_BACKEND's table when it has a gemm, else NULL (vlm_error). */
+static const struct vlm_backend *
+gemm_backend(void)
+{
+	static const enum vlm_op op = VLM_OP_gemm;
+	const struct vlm_backend *be = vlm_backend_default();
+
+	return be && vlm_backend_check(be, &op, 1) == 0 ? be : NULL;
+}
+
+int
 vlm_lora_merge_into(const struct vlm_model *m, float *w)
 {
 	int first = vlm_lora_first(m);
 	int64_t nbase = first < m->nparams ? m->params[first].off : m->nfloats;
 	float s = vlm_lora_scale(&m->cfg);
+	const struct vlm_backend *be = gemm_backend();
 	struct pair p;
 
+	if (!be)
+		return -1;
 	if (w != m->w)
-		memcpy(w, m->w, nbase * sizeof(float));
+		be->copy(w, m->w, nbase * sizeof(float));
 	for (int i = first; i + 1 < m->nparams; i += 2) {
 		pair_at(m, i, m->w, &p);
 		float *dst = w + (p.w - m->w);
 		for (int e = 0; e < p.E; e++) /* W_e += s B_e A_e */
-			vlm_gemm_cpu(0, 0, p.OUT, p.IN, p.r, s,
+			be->gemm(0, 0, p.OUT, p.IN, p.r, s,
 			    p.b + (int64_t)e * p.OUT * p.r, p.r,
 			    p.a + (int64_t)e * p.r * p.IN, p.IN, 1,
 			    dst + (int64_t)e * p.OUT * p.IN, p.IN);
 	}
+	return be->sync();
 }
 
-void
+int
 vlm_lora_grad(const struct vlm_model *m, float *grad)
 {
 	int first = vlm_lora_first(m);
 	float s = vlm_lora_scale(&m->cfg);
+	const struct vlm_backend *be;
 	struct pair p, g;
 
 	if (first == m->nparams)
-		return;
+		return 0;
+	if (!(be = gemm_backend()))
+		return -1;
 	for (int i = first; i + 1 < m->nparams; i += 2) {
 		pair_at(m, i, m->w, &p);
 		pair_at(m, i, grad, &g);
@@ -151,13 +168,14 @@ vlm_lora_grad(const struct vlm_model *m, float *grad)
 			int64_t ob = (int64_t)e * p.OUT * p.r;
 			int64_t ow = (int64_t)e * p.OUT * p.IN;
 			/* dA = s B^T dW (r,IN); dB = s dW A^T (OUT,r) */
-			vlm_gemm_cpu(1, 0, p.r, p.IN, p.OUT, s, p.b + ob, p.r,
+			be->gemm(1, 0, p.r, p.IN, p.OUT, s, p.b + ob, p.r,
 			    g.w + ow, p.IN, 0, g.a + oa, p.IN);
-			vlm_gemm_cpu(0, 1, p.OUT, p.r, p.IN, s, g.w + ow, p.IN,
+			be->gemm(0, 1, p.OUT, p.r, p.IN, s, g.w + ow, p.IN,
 			    p.a + oa, p.IN, 0, g.b + ob, p.r);
 		}
 	}
-	memset(grad, 0, m->params[first].off * sizeof(float));
+	be->memset(grad, 0, m->params[first].off * sizeof(float));
+	return be->sync();
 }
 
 int
@@ -168,7 +186,8 @@ vlm_lora_merge(struct vlm_model *m)
 
 	if (m->cfg.lora.rank <= 0)
 		return 0;
-	vlm_lora_merge_into(m, m->w);
+	if (vlm_lora_merge_into(m, m->w) < 0)
+		return -1;
 	if (first < m->nparams)
 		m->nfloats = m->params[first].off;
 	m->nparams = first;
@@ -180,10 +199,31 @@ vlm_lora_merge(struct vlm_model *m)
 	return 0;
 }
 
+/* Every weight finite: a NaN in a file would make every output NaN. */
+static int
+check_finite(const struct vlm_model *m, const char *path)
+{
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		for (int64_t j = 0; j < p->n; j++)
+			if (!isfinite(m->w[p->off + j]))
+				return vlm_error("'%s': parameter '%s' holds "
+				    "NaN or infinity (element %lld)", path,
+				    p->name, (long long)j);
+	}
+	return 0;
+}
+
 int
 vlm_model_load_merged(struct vlm_model *m, const char *path)
 {
-	return vlm_model_load(m, path) < 0 ? -1 : vlm_lora_merge(m);
+	if (vlm_model_load(m, path) < 0)
+		return -1;
+	if (vlm_lora_merge(m) < 0 || check_finite(m, path) < 0) {
+		vlm_model_release(m);
+		return -1;
+	}
+	return 0;
 }
 
 /* Do the first n parameters of a and b have the same names and shapes? */
@@ -242,7 +282,10 @@ vlm_lora_view_init(struct vlm_model *view, const struct vlm_model *m)
 		return vlm_error("out of memory for %lld merged parameters",
 		    (long long)m->nfloats);
 	}
-	vlm_lora_merge_into(m, view->w);
+	if (vlm_lora_merge_into(m, view->w) < 0) {
+		vlm_lora_view_release(view);
+		return -1;
+	}
 	return 0;
 }
 

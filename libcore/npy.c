@@ -18,7 +18,9 @@
  * one-line message naming the file: object arrays ('|O', they need
  * pickle), fortran_order True, big-endian or other dtypes, malformed
  * header dicts, more than VLM_MAX_DIMS dimensions, shapes whose size
- * overflows, truncated headers or data.
+ * overflows, zero-width strings ('<U0'), truncated headers or data (a
+ * regular file must hold the bytes a header claims before any is
+ * allocated; from a pipe, memory grows only as the data arrives).
  *
  * Records are read from and written to any FILE (pipes included), so a
  * .npys stream (npys.c) is just records one after another.
@@ -28,6 +30,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vlm.h"
 
@@ -246,6 +249,9 @@ parse_descr(const char *name, const struct npy_header *h,
 	}
 	if (d[0] == '<' && d[1] == 'U' && isdigit((unsigned char)d[2])) {
 		long w = strtol(d + 2, &e, 10);
+		if (*e == '\0' && w == 0)
+			return vlm_error("'%s': zero-width string dtype '%s' "
+			    "is refused", name, d);
 		if (*e == '\0' && w <= NPY_MAX_WIDTH) {
 			r->t.dtype = VLM_DTYPE_U8;
 			r->width = (int)w;
@@ -301,6 +307,24 @@ read_data(FILE *f, const char *name, size_t nbytes)
 	}
 	free(buf);
 	return NULL;
+}
+
+/* A regular file's remaining bytes after the header must hold nbytes;
+ * checked before allocating (a pipe's data is read as it arrives). */
+static int
+check_room(FILE *f, const char *name, size_t nbytes)
+{
+	struct stat st;
+	off_t pos;
+	int fd = fileno(f);
+
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (pos = ftello(f)) < 0 || pos > st.st_size ||
+	    nbytes <= (uint64_t)(st.st_size - pos))
+		return 0;
+	return vlm_error("'%s': truncated data (the header claims %zu "
+	    "bytes, %lld remain in the file)", name, nbytes,
+	    (long long)(st.st_size - pos));
 }
 
 /* Read the magic, version and header; 1 at a clean end of stream. */
@@ -455,7 +479,8 @@ vlm_npy_read(FILE *f, const char *name, struct vlm_npy *r)
 	if (__builtin_mul_overflow(nbytes, size, &nbytes) ||
 	    nbytes > INT64_MAX)
 		return vlm_error("'%s': shape overflows", name);
-	if (!(r->t.data = read_data(f, name, nbytes)))
+	if (check_room(f, name, nbytes) < 0 ||
+	    !(r->t.data = read_data(f, name, nbytes)))
 		return -1;
 	if (!r->is_str)
 		return 0;

@@ -3,7 +3,9 @@
  * settings: weight decay only where vlm_param.decay says so (not for
  * 1-D tensors, LayerNorms, biases, logit_scale), optional global-norm
  * clipping, and logit_scale clamped to [0, ln 100] after each step.
+ * The moments are the backend's memory (VLM_BACKEND), the step its ops.
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +27,17 @@ vlm_optim_defaults(struct vlm_optim *o)
 int
 vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
 {
+	static const enum vlm_op ops[] = { VLM_OP_adamw_step,
+		VLM_OP_grad_clip };
+	size_t n = m->nfloats * sizeof(float);
+
 	o->step = 0;
-	o->m = calloc(m->nfloats, sizeof(float));
-	o->v = calloc(m->nfloats, sizeof(float));
+	o->m = o->v = NULL;
+	if (!(o->be = vlm_backend_default()) ||
+	    vlm_backend_check(o->be, ops, 2) < 0)
+		return -1;
+	o->m = o->be->alloc(n);
+	o->v = o->be->alloc(n);
 	if (!o->m || !o->v) {
 		vlm_optim_release(o);
 		return vlm_error("out of memory for optimizer state");
@@ -38,8 +48,12 @@ vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
 void
 vlm_optim_release(struct vlm_optim *o)
 {
-	free(o->m);
-	free(o->v);
+	if (o->be) {
+		if (o->m)
+			o->be->free(o->m);
+		if (o->v)
+			o->be->free(o->v);
+	}
 	o->m = o->v = NULL;
 }
 
@@ -50,15 +64,16 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
 	float norm = 0;
 	int clamp = 0;
 
+	assert(o->be && o->m && o->v); /* vlm_optim_init first */
 	if (o->clip > 0)
-		norm = vlm_grad_clip_cpu(grad, m->nfloats, o->clip);
+		norm = o->be->grad_clip(grad, m->nfloats, o->clip);
 	o->step++;
 	for (int i = 0; i < m->nparams; i++) {
 		const struct vlm_param *p = &m->params[i];
 		if (frozen && frozen[i])
 			continue;
 		clamp |= p->off == m->logit_scale;
-		vlm_adamw_step_cpu(m->w + p->off, o->m + p->off, o->v + p->off,
+		o->be->adamw_step(m->w + p->off, o->m + p->off, o->v + p->off,
 		    grad + p->off, p->n, o->step, lr, o->beta1, o->beta2,
 		    o->eps, p->decay ? o->wd : 0);
 	}

@@ -15,6 +15,16 @@
 
 #include "vlm.h"
 
+/*
+ * Bounds on what a stream may claim, so that the statistics it feeds
+ * (routestats.c: per layer and expert, a row per image position and one
+ * per class) stay within STATS_MAX_CELLS doubles (1 GiB) however the
+ * numbers in the records were set.
+ */
+#define STATS_MAX_CELLS ((int64_t)1 << 27)
+#define MAX_LAYER_EXPERTS (1 << 20) /* layers x experts */
+#define MAX_CLASSES (1 << 16)
+
 static const char *const tower_names[] = { "vision", "text", "shared" };
 static const char *const mod_names[] = { "image", "text" };
 
@@ -135,17 +145,37 @@ read_meta(struct vlm_routes_reader *r, json_t *m)
 	    VLM_TWO_TOWER;
 	if (get_int(r, m, "experts", 1, 1 << 16, &r->E) < 0 ||
 	    get_int(r, m, "top_k", 1, r->E, &r->K) < 0 ||
-	    get_int(r, m, "image_tokens", 0, 1 << 24, &r->image_tokens) < 0 ||
-	    get_int(r, m, "grid", 0, 1 << 12, &r->grid) < 0 ||
+	    get_int(r, m, "image_tokens", 1, 1 << 24, &r->image_tokens) < 0 ||
+	    get_int(r, m, "grid", 1, 1 << 12, &r->grid) < 0 ||
 	    get_int(r, m, "context", 0, 1 << 24, &r->context) < 0)
-		return -1;
+		return vlm_error("%s in the metadata", vlm_errmsg());
 	r->cls = json_is_true(json_object_get(m, "cls"));
+	if ((int64_t)r->grid * r->grid + r->cls != r->image_tokens)
+		return vlm_error("'%s': metadata \"image_tokens\" (%d) is not "
+		    "\"grid\" (%d) squared%s", r->name, r->image_tokens,
+		    r->grid, r->cls ? " plus the class token" : "");
 	if (read_layers(r, json_object_get(m, "layers")) < 0)
 		return -1;
+	if ((int64_t)r->nlayers * r->E > MAX_LAYER_EXPERTS ||
+	    (int64_t)r->nlayers * r->E * r->image_tokens > STATS_MAX_CELLS)
+		return vlm_error("'%s': metadata claims %d layers of %d "
+		    "experts and %d image tokens, more than vlm handles",
+		    r->name, r->nlayers, r->E, r->image_tokens);
 	for (int i = 0; i < r->nlayers; i++)
 		if (r->layers[i].image_tokens < 0)
 			r->layers[i].image_tokens = r->image_tokens;
 	return 0;
+}
+
+/* Labels below this: the named classes, else what the statistics hold. */
+static int
+label_limit(const struct vlm_routes_reader *r)
+{
+	int64_t n = STATS_MAX_CELLS / ((int64_t)r->nlayers * r->E);
+
+	if (r->nclasses > 0)
+		return r->nclasses;
+	return n < MAX_CLASSES ? (int)n : MAX_CLASSES;
 }
 
 int
@@ -209,10 +239,10 @@ check_group(struct vlm_routes_reader *r, const struct vlm_routes_group *g)
 			return vlm_error("'%s': batch %lld: token %d has a bad "
 			    "example or position", r->name,
 			    (long long)r->batches, s);
-		for (int j = 0; j < r->K; j++)
-			if (g->idx[s * r->K + j] < 0 ||
-			    g->idx[s * r->K + j] >= r->E ||
-			    g->keep[s * r->K + j] > 1)
+		for (size_t j = (size_t)s * r->K; j < (size_t)(s + 1) * r->K;
+		    j++)
+			if (g->idx[j] < 0 || g->idx[j] >= r->E ||
+			    g->keep[j] > 1)
 				return vlm_error("'%s': batch %lld: token %d "
 				    "has a bad expert or kept flag", r->name,
 				    (long long)r->batches, s);
@@ -301,6 +331,12 @@ read_batch(struct vlm_routes_reader *r, json_t *h)
 	r->labels = get_array(r, VLM_DTYPE_I32, r->n, 0, "array labels");
 	if (!r->labels)
 		return -1;
+	for (int j = 0, lim = label_limit(r); j < r->n; j++)
+		if (r->labels[j] < -1 || r->labels[j] >= lim)
+			return vlm_error("'%s': batch %lld: example %d has "
+			    "label %d (want -1 or 0 to %d)", r->name,
+			    (long long)r->batches, j, (int)r->labels[j],
+			    lim - 1);
 	for (int j = 0; j < r->ng; j++) {
 		struct vlm_routes_group *g = &r->g[j];
 		int S = g->S, K = r->K;
@@ -349,6 +385,11 @@ read_classes(struct vlm_routes_reader *r, json_t *a)
 		free(r->classes[c]);
 	free(r->classes);
 	r->nclasses = 0;
+	r->classes = NULL;
+	if (json_array_size(a) > (size_t)label_limit(r))
+		return vlm_error("'%s': %zu class names, more than vlm "
+		    "handles (%d)", r->name, json_array_size(a),
+		    label_limit(r));
 	if (!(r->classes = calloc(json_array_size(a) + 1, sizeof(char *))))
 		return vlm_error("out of memory");
 	json_array_foreach(a, i, v) {

@@ -16,9 +16,11 @@ vlm_run_row_loss(const struct vlm_run *r, double *loss)
 	if (B != r->tw[1].B || B == 0)
 		return vlm_error("per-example losses need as many images as "
 		    "texts (%d and %d)", B, r->tw[1].B);
+	r->be->download(r->hlogits, r->logits, (size_t)B * B * sizeof(float));
+	r->be->download(r->hlse2, r->lse2, 2 * (size_t)B * sizeof(float));
 	for (int i = 0; i < B; i++) {
-		double d = r->logits[(size_t)i * B + i];
-		loss[i] = ((r->lse2[i] - d) + (r->lse2[B + i] - d)) / 2;
+		double d = r->hlogits[(size_t)i * B + i];
+		loss[i] = ((r->hlse2[i] - d) + (r->hlse2[B + i] - d)) / 2;
 	}
 	return 0;
 }

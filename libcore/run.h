@@ -8,11 +8,20 @@
  * (TokenLearner after vision block `after`) cuts the image rows from N to
  * M tokens, so the blocks after it form a stack of their own: the first
  * stack's `next`, whose x[0] is the cut of the first one's output.
+ *
+ * Every op runs through the run's backend (kernels.h): the arena is the
+ * backend's memory; what the host computes (routing rows, lengths, EOT
+ * positions, router noise) or reads back (fill counts, features,
+ * routing records, logits) lives in a second, host arena (the h* fields)
+ * and moves only by upload and download. The weights and gradients the
+ * run is given are used as the backend's memory (host memory for the
+ * CPU backends).
  */
 #ifndef VLM_RUN_H
 #define VLM_RUN_H
 
 #include "vlm.h"
+#include "kernels.h"
 
 /* A run of B sequences of T tokens inside a stack. */
 struct seg {
@@ -20,7 +29,7 @@ struct seg {
 	int B, T;
 	int64_t row0; /* first row in the stack */
 	int causal;
-	int32_t *len; /* (B) tokens that count (text: up to EOT) */
+	int32_t *len; /* (B) tokens that count (text: up to EOT), host */
 };
 
 /* One MoE layer's routing state for one pool. */
@@ -28,6 +37,12 @@ struct moe_acts {
 	int S, C, Cmax; /* tokens routed, capacity used, slots allocated */
 	int32_t *rows; /* (S) stack row of each routed token */
 	uint8_t *mod;  /* (S) modality */
+	int32_t *hrows, *hfill; /* host: rows as made, fill as read back */
+	uint8_t *hmod;
+	float *heps;   /* host: the noise as drawn, uploaded to eps */
+	int32_t *hidx; /* host copies for vlm_run_route */
+	uint8_t *hkeep;
+	float *hw, *hz, *hp;
 	float *xs, *z, *p, *g, *eps;       /* (S,D) (S,E) x4 */
 	int32_t *idx, *slot, *order, *fill; /* (S,K) (S,K) (S) (E) */
 	float *val, *w;                    /* (S,K) */
@@ -55,6 +70,8 @@ struct stack {
 	float *ln2, *mean2, *rstd2, *fc, *act; /* per stored layer */
 	struct moe_acts *moe; /* (L * pools); unused entries for dense */
 	int S_max[2];
+	int stop;           /* backward: blocks below it need no gradient */
+	int no_dx0;         /* backward: nothing wants d x[0] */
 };
 
 /* x[L], the stack's output rows (R, D). */
@@ -73,16 +90,22 @@ struct tower_acts {
 	float *xe;          /* (B*T, D) before ln_pre (images) */
 	float *mean0, *rstd0;
 	int32_t *ids, *pos, *len; /* (B*T) tokens; (B) pooled row; (B) */
+	int32_t *hpos, *hlen;     /* their host copies */
+	float *img;               /* (B,3,S,S) the images uploaded */
 	float *lnf, *meanf, *rstdf; /* (B*T, D) after ln_post / ln_final */
 	float *pooled, *feat;       /* (B, D) (B, embed) */
 	float *mq, *mk, *mv, *matt, *mpatt; /* map pooling: (D) (B*T,D) x2
 	                                     * (B,H,T) (B,D) */
 	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
 	float *tl_act;              /* TokenLearner activations (images) */
+	float *hfeat, *hunit;       /* host copies for vlm_run_features */
+	int no_head;                /* backward: the head needs no gradient */
 };
 
 struct vlm_run {
-	int train, nst;
+	const struct vlm_backend *be;
+	int train, nst, embed;
+	int E, K;                 /* experts, choices per token */
 	struct stack st[3];       /* in forward order */
 	struct tower_acts tw[2]; /* 0 images, 1 texts */
 	float *logits, *dlogits;  /* (Bi, Bt) */
@@ -95,8 +118,13 @@ struct vlm_run {
 	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
 	float *dmq, *dmk, *dmv, *dmpatt; /* map pooling */
 	float *dcut;              /* d x[0] of a token-reduction cut's next */
-	void *arena;
-	size_t bytes;             /* of the arena */
+	float *datt;              /* attention backward scratch, one layer */
+	float *hstream;           /* host copy for vlm_run_stream */
+	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
+	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	int nparams;
+	void *arena, *harena;     /* the backend's, the host's */
+	size_t bytes, hbytes;     /* of each */
 };
 
 /* Weight of each aux term for one group (forward.c); index order:

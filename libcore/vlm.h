@@ -302,10 +302,17 @@ struct vlm_loss {
 };
 
 /* Activations for B_img images and B_txt texts (either may be 0), all
- * allocated here once; train keeps every layer's for the backward. */
+ * allocated here once; train keeps every layer's for the backward. The
+ * run's ops go through the backend VLM_BACKEND names (kernels.h; "cpu"
+ * by default); NULL with vlm_error for an unknown backend or one that
+ * lacks an op the model needs. */
 struct vlm_run;
+struct vlm_backend;
 struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
     int train);
+/* The same on backend be (kernels.h: vlm_backend_get). */
+struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int train);
 void vlm_run_free(struct vlm_run *r);
 /* Bytes of activations (and gradient scratch) the run holds. */
 size_t vlm_run_bytes(const struct vlm_run *r);
@@ -341,6 +348,14 @@ int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 /* Gradients of the loss into grad (nfloats, zeroed here) after
  * vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
+/* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
+ * for parameter i of m (the run's model), NULL for none. The backward
+ * then neither computes nor writes theirs (that part of grad stays 0:
+ * no GEMM for a frozen weight's gradient) and does not differentiate
+ * what leads only to them (a locked tower is not differentiated at
+ * all). The run keeps a copy. */
+int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *nograd);
 
 /* ---- optimizer (libcore/optim.c) ------------------------------------------ */
 
@@ -352,6 +367,7 @@ struct vlm_optim {
 	float clip;          /* global gradient norm cap; 0: off */
 	int64_t step;        /* steps taken */
 	float *m, *v;        /* moments, one float per parameter float */
+	const struct vlm_backend *be; /* VLM_BACKEND's, set by _init */
 };
 
 void vlm_optim_defaults(struct vlm_optim *o);
@@ -509,16 +525,19 @@ int vlm_lora_first(const struct vlm_model *m);
 /* Every A ~ N(0, 1/IN) from seed's own stream, every B = 0. */
 void vlm_lora_randomize(struct vlm_model *m, uint64_t seed);
 /* w (m's base floats; may be m->w) := the base weights, each adapted
- * one plus s B A, per expert for stacked experts. */
-void vlm_lora_merge_into(const struct vlm_model *m, float *w);
+ * one plus s B A, per expert for stacked experts. The products run on
+ * VLM_BACKEND's gemm: -1 (vlm_error) when it has none. */
+int vlm_lora_merge_into(const struct vlm_model *m, float *w);
 /* grad (m->nfloats) holds dL/dW of the merged weights in its base part
  * (a backward on the view): set each pair's dA = s B^T dW and
- * dB = s dW A^T, then zero the base part (the base is frozen). */
-void vlm_lora_grad(const struct vlm_model *m, float *grad);
+ * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
+ * vlm_lora_merge_into. */
+int vlm_lora_grad(const struct vlm_model *m, float *grad);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
-/* vlm_model_load() for inference: adapters, if any, merged. */
+/* vlm_model_load() for inference: adapters, if any, merged; a weight
+ * that is NaN or infinite is refused, naming its parameter. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
@@ -948,6 +967,9 @@ struct vlm_imagefolder {
 	int ntemplates;
 	char **templates;   /* [ntemplates] */
 	int nskipped;       /* files that are not images */
+	int nbad;           /* entries that could not be walked (symlink */
+	char **bad;         /* loops, unreadable directories): [nbad] the
+	                     * messages, for the caller to report */
 };
 
 int vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
@@ -964,8 +986,8 @@ char *vlm_template_fill_alloc(const char *tmpl, const char *name);
  * yielded as given (not sniffed: the decoder will say what is wrong), or
  * a directory, walked recursively: entries in byte order of their full
  * paths (as `LC_ALL=C sort` orders them), names starting with '.' skipped,
- * symbolic links followed (loops refused), and only files whose first
- * bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
+ * symbolic links followed (loops refused), and only regular files whose
+ * first bytes are PNG or JPEG yielded (others counted in nskipped). Paths are
  * the root as given joined with '/' to the names below it.
  * Memory: the current line, plus the sorted entries of the directories on
  * the current path.

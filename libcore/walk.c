@@ -1,10 +1,12 @@
 /*
  * walk.c - the image paths a command is given: files named on the command
  * line or one per line on a stream (stdin), and directories walked
- * recursively in byte order of their full paths, keeping only files whose
- * first bytes say they are images. It is an iterator so that a list of
- * millions of paths never sits in memory: it holds one line, or the
- * sorted entries of the directories on the current path.
+ * recursively in byte order of their full paths, keeping only regular
+ * files whose first bytes say they are images (FIFOs, sockets and devices
+ * in a directory are passed over unopened, so a walk never blocks). It
+ * is an iterator so that a list of millions of paths never sits in
+ * memory: it holds one line, or the sorted entries of the directories on
+ * the current path.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -123,7 +125,7 @@ list_dir(struct vlm_walk *w, char ***names, int *n)
 	}
 	closedir(d);
 	w->path[len] = '\0';
-	if (rc == 0 && *n > 1) /* qsort wants a non-NULL array */
+	if (rc == 0 && *n > 1) /* an empty directory has no array */
 		qsort(*names, *n, sizeof(**names), cmp_names);
 	return rc;
 }
@@ -216,10 +218,13 @@ step_dir(struct vlm_walk *w, const char **path)
 	k = strlen(name);
 	if (set_path(w, f->len, name) < 0)
 		return -1;
-	if (name[k - 1] == '/') {
-		if (stat(w->path, &st) != 0)
-			return vlm_error("'%s': %s", w->path, strerror(errno));
+	if (stat(w->path, &st) != 0)
+		return vlm_error("'%s': %s", w->path, strerror(errno));
+	if (name[k - 1] == '/')
 		return push(w, &st);
+	if (!S_ISREG(st.st_mode)) { /* a FIFO would block the open */
+		w->nskipped++;
+		return 0;
 	}
 	switch (vlm_image_sniff(w->path)) {
 	case -1:

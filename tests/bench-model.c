@@ -8,8 +8,10 @@
  *    over it, beside the ratio of their FLOPs;
  *  - training steps (forward, backward, AdamW) of the tiny and s presets,
  *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
- * Usage: bench-model [quick | vitb-only]  ("quick": fewer repetitions;
- * "vitb-only": just the ViT-B/32 forward lines, for bench-embed.sh).
+ * Usage: bench-model [quick] [vitb-only | train PRESET]  ("quick": fewer
+ * repetitions; "vitb-only": just the ViT-B/32 forward lines, for
+ * bench-embed.sh; "train PRESET": just that preset's training line, e.g.
+ * to run builds of two versions of the library turn about).
  */
 #include <cblas.h>
 #include <stdio.h>
@@ -163,15 +165,20 @@ int
 main(int argc, char **argv)
 {
 	double peak;
+	int a = 1;
 
 	vlm_blas_setup(argc, argv);
-	if (argc > 1 && strcmp(argv[1], "quick") == 0)
-		reps = 1;
-	if (argc > 1 && strcmp(argv[1], "vitb-only") == 0) {
+	if (argc > a && strcmp(argv[a], "quick") == 0)
+		reps = 1, a++;
+	if (argc > a && strcmp(argv[a], "vitb-only") == 0) {
 		bench_vitb(0); /* images/s for bench-embed.sh */
 		return 0;
 	}
 	peak = sgemm_peak();
+	if (argc > a + 1 && strcmp(argv[a], "train") == 0) {
+		bench_train(argv[a + 1], peak);
+		return 0;
+	}
 	printf("OpenBLAS %s kernels; sgemm peak (2048^3, %d threads, "
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
 	    vlm_threads(), peak);

@@ -277,6 +277,24 @@ test_imagefolder(void **state)
 	free(s);
 	vlm_imagefolder_release(&d);
 
+	assert_int_equal(d.nbad, 0);
+	vlm_imagefolder_release(&d);
+
+	/* a symlink loop and a FIFO: the loop noted, the FIFO passed over,
+	 * the images still there */
+	snprintf(want, sizeof(want), "%s/b_cls/loop.png", r);
+	assert_int_equal(symlink("loop.png", want), 0);
+	snprintf(want, sizeof(want), "%s/b_cls/fifo.png", r);
+	assert_int_equal(mkfifo(want, 0600), 0);
+	assert_int_equal(vlm_imagefolder_load(&d, r, &o), 0);
+	assert_int_equal(d.n, 4);
+	assert_int_equal(d.nskipped, 2);
+	assert_int_equal(d.nbad, 1);
+	snprintf(want, sizeof(want), "'%s/b_cls/loop.png': Too many levels "
+	    "of symbolic links", r);
+	assert_string_equal(d.bad[0], want);
+	vlm_imagefolder_release(&d);
+
 	/* defaults: directory names and the one template */
 	assert_int_equal(vlm_imagefolder_load(&d, r, NULL), 0);
 	assert_string_equal(d.classnames[1], "b_cls");

@@ -470,6 +470,16 @@ test_limits(void **state)
 	assert_int_equal(vlm_image_load(&im, path_of(d, "rgb-40x24.jpg"),
 	    &o), 0);
 	vlm_image_release(&im);
+	/* 200 KB after IEND: fine by default, too big for 960 pixels
+	 * (16 bytes a pixel and 64 KB) */
+	buf = slurp_file(d, "rgb-40x24.png", &n);
+	buf = realloc(buf, n + 200000);
+	memset(buf + n, 'x', 200000);
+	put_file(path_of(d, "long.png"), buf, n + 200000);
+	free(buf);
+	assert_int_equal(vlm_image_load(&im, path_of(d, "long.png"), NULL), 0);
+	vlm_image_release(&im);
+	expect_fail(path_of(d, "long.png"), &o, "file too large");
 	o.max_scans = 3;
 	expect_fail(path_of(d, "prog-40x24.jpg"), &o, "progressive scans");
 	o.max_scans = 20;

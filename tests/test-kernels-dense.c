@@ -651,8 +651,11 @@ test_attention_parity(void **state)
 		near("attention fwd cpu", out[1], out[0], B * T * C, PAR_TOL);
 		near("attention att cpu", att[1], att[0], B * H * T * T,
 		    PAR_TOL);
-		vlm_attention_bwd_ref(g[0], dout, qkv, att[0], B, T, C, H);
-		vlm_attention_bwd_cpu(g[1], dout, qkv, att[0], B, T, C, H);
+		/* att[1] (compared above) is the scratch */
+		vlm_attention_bwd_ref(g[0], att[1], dout, qkv, att[0], B, T, C,
+		    H);
+		vlm_attention_bwd_cpu(g[1], att[1], dout, qkv, att[0], B, T, C,
+		    H);
 		near("attention bwd cpu", g[1], g[0], B * T * 3 * C, PAR_TOL);
 		for (int k = 0; k < 2; k++)
 			free(out[k]), free(att[k]), free(g[k]);
@@ -679,8 +682,10 @@ test_attention_grad(void **state)
 		c.causal = m & 1;
 		(cpu ? vlm_attention_fwd_cpu : vlm_attention_fwd_ref)(out, att,
 		    qkv, c.len, c.causal, B, T, C, H);
-		(cpu ? vlm_attention_bwd_cpu : vlm_attention_bwd_ref)(g, r, qkv,
-		    att, B, T, C, H);
+		float *scr = malloc(B * H * T * T * sizeof(float));
+		(cpu ? vlm_attention_bwd_cpu : vlm_attention_bwd_ref)(g, scr, r,
+		    qkv, att, B, T, C, H);
+		free(scr);
 		d = added(g, g0, n);
 		fd_check("attention dqkv", at_obj, &c, c.qkv, n, d);
 		/* padded keys and values get exactly nothing */
@@ -1068,7 +1073,9 @@ run_all_cpu(size_t *len)
 	vlm_softmax_bwd_cpu(g1, dy, y, N, OUT);
 	record(&r, len, y, N * OUT), record(&r, len, g1, N * OUT);
 	vlm_attention_fwd_cpu(y, att, qkv, lens, 1, B, T, A, H);
-	vlm_attention_bwd_cpu(g1, dy, qkv, att, B, T, A, H);
+	float *scr = malloc((size_t)B * H * T * T * sizeof(float));
+	vlm_attention_bwd_cpu(g1, scr, dy, qkv, att, B, T, A, H);
+	free(scr);
 	record(&r, len, y, B * T * A), record(&r, len, att, B * H * T * T);
 	record(&r, len, g1, B * T * 3 * A);
 	vlm_l2norm_fwd_cpu(y, st, x, N, OUT);

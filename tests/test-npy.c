@@ -227,6 +227,10 @@ test_bad_files(void **state)
 		{ 1, H("<f4", "False", "(4,)"), 8, "truncated data" },
 		{ 1, H("<f4", "False", "(2,)"), 9, "trailing data" },
 		{ 1, H("<U3", "False", "(0,)"), 0, "string array" },
+		{ 1, H("<U0", "False", "(50000000,)"), 0, "zero-width" },
+		{ 1, H("<U1", "False", "(50000000,)"), 4,
+		    "truncated data (the header claims 200000000 bytes, 4 "
+		    "remain" },
 		{ 1, "{'descr': '<f4', 'shape': (2,), }", 8, "malformed" },
 		{ 1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2,),"
 		    " 'extra': 1}", 8, "malformed" },

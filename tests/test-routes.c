@@ -164,32 +164,28 @@ read_stats(const char *path, struct vlm_route_stats *s)
 /* ---- hand-computed counts ------------------------------------------------ */
 
 /* One image of 4 tokens, E = 2, K = 1: choices 0 0 1 0, the last one
- * dropped, gates .5 .25 1, logits all 0 (p uniform), C = 2. */
+ * dropped, gates .5 .25 1, logits all 0 (p uniform), C = 2; into path
+ * after metadata meta and class names classes (or NULL). */
 static void
-test_hand_counts(void **state)
+write_one(const char *path, const char *meta, const char *classes,
+    int32_t label)
 {
 	static const int32_t tok[4][2] = { { 0, 0 }, { 0, 1 }, { 0, 2 },
-		{ 0, 3 } }, idx[4] = { 0, 0, 1, 0 }, lab[1] = { 1 };
+		{ 0, 3 } }, idx[4] = { 0, 0, 1, 0 };
 	static const uint8_t keep[4] = { 1, 1, 1, 0 };
 	static const float w[4] = { 0.5f, 0.25f, 1.0f, 0 }, z[4][2] = { { 0 } };
 	static const char *ids[1] = { "a.png" };
-	char path[4200];
-	struct vlm_route_stats s;
-	struct vlm_route_summary u;
 	FILE *f;
 
-	(void)state;
-	snprintf(path, sizeof(path), "%s/hand.routes", test_tmpdir());
 	assert_non_null(f = fopen(path, "wb"));
-	put_json(f, "{\"format\":\"vlm-routes\",\"version\":1,\"experts\":2,"
-	    "\"top_k\":1,\"layers\":[{\"tower\":\"vision\",\"block\":0,"
-	    "\"pool\":0,\"name\":\"visual.transformer.resblocks.0.moe\"}],"
-	    "\"image_tokens\":4,\"grid\":2,\"cls\":false,\"context\":4}");
+	put_json(f, meta);
+	if (classes)
+		put_json(f, classes);
 	put_json(f, "{\"batch\":0,\"modality\":\"image\",\"examples\":1,"
 	    "\"layers\":[{\"layer\":0,\"S\":4,\"C\":2,\"group\":4,"
 	    "\"fill\":[2,1]}]}");
 	assert_int_equal(vlm_npy_write_str(f, "t", ids, 1), 0);
-	put(f, VLM_DTYPE_I32, lab, 1, 0);
+	put(f, VLM_DTYPE_I32, &label, 1, 0);
 	put(f, VLM_DTYPE_I32, tok, 4, 2);
 	put(f, VLM_DTYPE_I32, idx, 4, 1);
 	put(f, VLM_DTYPE_U8, keep, 4, 1);
@@ -197,6 +193,22 @@ test_hand_counts(void **state)
 	put(f, VLM_DTYPE_F32, z, 4, 2);
 	put_json(f, "{\"end\":true,\"batches\":1,\"examples\":[1,0]}");
 	fclose(f);
+}
+
+static void
+test_hand_counts(void **state)
+{
+	char path[4200];
+	struct vlm_route_stats s;
+	struct vlm_route_summary u;
+
+	(void)state;
+	snprintf(path, sizeof(path), "%s/hand.routes", test_tmpdir());
+	write_one(path, "{\"format\":\"vlm-routes\",\"version\":1,"
+	    "\"experts\":2,\"top_k\":1,\"layers\":[{\"tower\":\"vision\","
+	    "\"block\":0,\"pool\":0,\"name\":"
+	    "\"visual.transformer.resblocks.0.moe\"}],\"image_tokens\":4,"
+	    "\"grid\":2,\"cls\":false,\"context\":4}", NULL, 1);
 	assert_int_equal(read_stats(path, &s), 0);
 	assert_int_equal(vlm_route_summarize(&s, 0, 0, &u), 0);
 	assert_int_equal(u.tokens, 4);
@@ -471,6 +483,69 @@ test_corrupt(void **state)
 	assert_int_equal(read_stats(path, &s), -1);
 	assert_non_null(strstr(vlm_errmsg(), "bad expert"));
 	vlm_route_stats_release(&s);
+}
+
+/* The one-image stream of write_one read back: read_stats' result. */
+static int
+read_one(const char *meta, const char *classes, int32_t label)
+{
+	char path[4200];
+	struct vlm_route_stats s;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/one.routes", test_tmpdir());
+	write_one(path, meta, classes, label);
+	rc = read_stats(path, &s);
+	if (rc != -2)
+		vlm_route_stats_release(&s);
+	if (rc < 0 && (!strstr(vlm_errmsg(), path) ||
+	    strchr(vlm_errmsg(), '\n')))
+		fail_msg("not one line naming the file: '%s'", vlm_errmsg());
+	return rc;
+}
+
+/* What a stream claims is bounded where it is read: the patch grid,
+ * the layers x experts x tokens the statistics hold, labels, classes. */
+static void
+test_bounds(void **state)
+{
+#define META(grid, tokens, experts) "{\"format\":\"vlm-routes\"," \
+	"\"version\":1,\"experts\":" experts ",\"top_k\":1,\"layers\":" \
+	"[{\"tower\":\"vision\",\"block\":0,\"pool\":0,\"name\":\"v\"}]," \
+	"\"image_tokens\":" tokens ",\"grid\":" grid ",\"cls\":false," \
+	"\"context\":4}"
+	static const struct {
+		const char *meta, *classes;
+		int32_t label;
+		int rc;
+		const char *want;
+	} v[] = {
+		{ META("2", "4", "2"), NULL, 0, 0, NULL },
+		{ META("2", "4", "2"), NULL, -1, 0, NULL },
+		{ META("2", "4", "2"), NULL, 65535, 0, NULL },
+		{ META("0", "4", "2"), NULL, 0, -2, "bad \"grid\" in the "
+		    "metadata" },
+		{ META("3", "4", "2"), NULL, 0, -2, "is not \"grid\" (3) "
+		    "squared" },
+		{ META("4096", "16777216", "65536"), NULL, 0, -2,
+		    "more than vlm handles" },
+		{ META("2", "4", "2"), NULL, 134217728, -1,
+		    "example 0 has label 134217728 (want -1 or 0 to 65535)" },
+		{ META("2", "4", "2"), NULL, -2, -1, "has label -2" },
+		{ META("2", "4", "2"), "{\"classes\":[\"cat\",\"dog\"]}", 1, 0,
+		    NULL },
+		{ META("2", "4", "2"), "{\"classes\":[\"cat\",\"dog\"]}", 2, -1,
+		    "has label 2 (want -1 or 0 to 1)" },
+	};
+#undef META
+	(void)state;
+	for (size_t i = 0; i < sizeof(v) / sizeof(*v); i++) {
+		int rc = read_one(v[i].meta, v[i].classes, v[i].label);
+		if (rc != v[i].rc || (v[i].want && !strstr(vlm_errmsg(),
+		    v[i].want)))
+			fail_msg("case %zu: %d '%s', want %d '%s'", i, rc,
+			    vlm_errmsg(), v[i].rc, v[i].want);
+	}
 }
 
 /* ---- the writer after real forwards -------------------------------------- */
@@ -751,6 +826,7 @@ main(void)
 		cmocka_unit_test(test_numpy_reference),
 		cmocka_unit_test(test_truncated),
 		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_bounds),
 		cmocka_unit_test(test_writer),
 		cmocka_unit_test(test_writer_dense),
 		cmocka_unit_test(test_diff),

@@ -9,7 +9,6 @@
  */
 #include <assert.h>
 #include <math.h>
-#include <stdlib.h>
 
 #include <cblas.h>
 
@@ -99,9 +98,10 @@ dot(const float *x, const float *y, int n)
  * dq_i += scale dS k, dk_j += scale dS_ij q_i, dv_j += A_ij dout_i.
  */
 void
-vlm_attention_bwd_ref(float *dqkv, const float *dout, const float *qkv,
-    const float *att, int B, int T, int C, int H)
+vlm_attention_bwd_ref(float *dqkv, float *scratch, const float *dout,
+    const float *qkv, const float *att, int B, int T, int C, int H)
 {
+	(void)scratch; /* the plain loops keep dA in a register */
 	int hs = C / H;
 	float scale = 1.0f / sqrtf((float)hs);
 
@@ -129,7 +129,7 @@ vlm_attention_bwd_ref(float *dqkv, const float *dout, const float *qkv,
 }
 
 struct attn {
-	float *out, *att, *dqkv;
+	float *out, *att, *dqkv, *scratch;
 	const float *qkv, *dout, *catt;
 	const int32_t *len;
 	int causal, B, T, C, H;
@@ -170,18 +170,18 @@ vlm_attention_fwd_cpu(float *out, float *att, const float *qkv,
 	    fwd_job, &x);
 }
 
-/* Backward of (batch, head) pairs [p0, p1); s is dA then dS (T,T). */
+/* Backward of (batch, head) pairs [p0, p1); s, pair p's (T,T) of the
+ * caller's scratch, is dA then dS. */
 static void
 bwd_job(void *arg, int64_t p0, int64_t p1)
 {
 	struct attn *x = arg;
 	int T = x->T, C = x->C, hs = C / x->H;
 	float scale = 1.0f / sqrtf((float)hs);
-	float *s = malloc((size_t)T * T * sizeof(*s));
 
-	assert(s != NULL);
 	for (int64_t p = p0; p < p1; p++) {
 		int b = p / x->H, h = p % x->H;
+		float *s = x->scratch + (size_t)p * T * T;
 		size_t off = (size_t)b * T * 3 * C + h * hs;
 		const float *q = x->qkv + off, *a = x->catt + (size_t)p * T * T;
 		const float *g = x->dout + (size_t)b * T * C + h * hs;
@@ -202,14 +202,14 @@ bwd_job(void *arg, int64_t p0, int64_t p1)
 		cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T,
 		    1.0f, a, T, g, C, 1.0f, dq + 2 * C, 3 * C);
 	}
-	free(s);
 }
 
 void
-vlm_attention_bwd_cpu(float *dqkv, const float *dout, const float *qkv,
-    const float *att, int B, int T, int C, int H)
+vlm_attention_bwd_cpu(float *dqkv, float *scratch, const float *dout,
+    const float *qkv, const float *att, int B, int T, int C, int H)
 {
-	struct attn x = { .dqkv = dqkv, .dout = dout, .qkv = qkv,
+	struct attn x = { .dqkv = dqkv, .scratch = scratch, .dout = dout,
+	    .qkv = qkv,
 	    .catt = att, .B = B, .T = T, .C = C, .H = H };
 
 	assert(C % H == 0);

@@ -1,0 +1,178 @@
+/*
+ * backend.c - the two CPU backend tables: "cpu" (the fast kernels, the
+ * plain ones where no fast version exists: kernels.h says which) and
+ * "ref" (every op's plain oracle, for tests and debugging), their host
+ * memory verbs, the lookup by name (VLM_BACKEND) and the check that a
+ * table has the ops a caller needs.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vlm.h"
+#include "kernels.h"
+
+/* calloc: pages nobody touches (a frozen parameter's moments, buffers
+ * a run never uses) cost no memory. */
+static void *
+host_alloc(size_t bytes)
+{
+	return calloc(1, bytes ? bytes : 1);
+}
+
+static void
+host_free(void *p)
+{
+	free(p);
+}
+
+static void
+host_copy(void *dst, const void *src, size_t bytes)
+{
+	if (bytes && dst != src)
+		memcpy(dst, src, bytes);
+}
+
+static void
+host_memset(void *dst, int c, size_t bytes)
+{
+	if (bytes)
+		memset(dst, c, bytes);
+}
+
+static int
+host_sync(void)
+{
+	return 0;
+}
+
+#define HOST_MEMORY \
+	.alloc = host_alloc, .free = host_free, .upload = host_copy, \
+	.download = host_copy, .memset = host_memset, .copy = host_copy, \
+	.sync = host_sync
+
+/* The ops that have a _ref only: the same function in both tables. */
+#define REF_ONLY \
+	.moe_route_bwd = vlm_moe_route_bwd_ref, \
+	.aux_importance_fwd = vlm_aux_importance_fwd_ref, \
+	.aux_importance_bwd = vlm_aux_importance_bwd_ref, \
+	.aux_load_fwd = vlm_aux_load_fwd_ref, \
+	.aux_load_bwd = vlm_aux_load_bwd_ref, \
+	.aux_switch_fwd = vlm_aux_switch_fwd_ref, \
+	.aux_switch_bwd = vlm_aux_switch_bwd_ref, \
+	.aux_zloss_fwd = vlm_aux_zloss_fwd_ref, \
+	.aux_zloss_bwd = vlm_aux_zloss_bwd_ref, \
+	.aux_entropy_local_fwd = vlm_aux_entropy_local_fwd_ref, \
+	.aux_entropy_local_bwd = vlm_aux_entropy_local_bwd_ref, \
+	.aux_entropy_global_fwd = vlm_aux_entropy_global_fwd_ref, \
+	.aux_entropy_global_bwd = vlm_aux_entropy_global_bwd_ref, \
+	.patchify_fwd = vlm_patchify_fwd_ref, \
+	.patchify_bwd = vlm_patchify_bwd_ref, \
+	.embed_fwd = vlm_embed_fwd_ref, .embed_bwd = vlm_embed_bwd_ref, \
+	.posembed_fwd = vlm_posembed_fwd_ref, \
+	.posembed_bwd = vlm_posembed_bwd_ref, \
+	.cls_prepend_fwd = vlm_cls_prepend_fwd_ref, \
+	.cls_prepend_bwd = vlm_cls_prepend_bwd_ref, \
+	.pool_token_fwd = vlm_pool_token_fwd_ref, \
+	.pool_token_bwd = vlm_pool_token_bwd_ref, \
+	.pool_mean_fwd = vlm_pool_mean_fwd_ref, \
+	.pool_mean_bwd = vlm_pool_mean_bwd_ref, \
+	.pool_map_fwd = vlm_pool_map_fwd_ref, \
+	.pool_map_bwd = vlm_pool_map_bwd_ref
+
+/* Every op with both versions, from suffix S (_ref or _cpu). */
+#define BOTH(S) \
+	.gemm = vlm_gemm##S, \
+	.linear_fwd = vlm_linear_fwd##S, .linear_bwd = vlm_linear_bwd##S, \
+	.layernorm_fwd = vlm_layernorm_fwd##S, \
+	.layernorm_bwd = vlm_layernorm_bwd##S, \
+	.gelu_fwd = vlm_gelu_fwd##S, .gelu_bwd = vlm_gelu_bwd##S, \
+	.quickgelu_fwd = vlm_quickgelu_fwd##S, \
+	.quickgelu_bwd = vlm_quickgelu_bwd##S, \
+	.softmax_fwd = vlm_softmax_fwd##S, .softmax_bwd = vlm_softmax_bwd##S, \
+	.attention_fwd = vlm_attention_fwd##S, \
+	.attention_bwd = vlm_attention_bwd##S, \
+	.l2norm_fwd = vlm_l2norm_fwd##S, .l2norm_bwd = vlm_l2norm_bwd##S, \
+	.clip_loss_fwd = vlm_clip_loss_fwd##S, \
+	.clip_loss_bwd = vlm_clip_loss_bwd##S, \
+	.adamw_step = vlm_adamw_step##S, .grad_clip = vlm_grad_clip##S, \
+	.router_fwd = vlm_router_fwd##S, .router_bwd = vlm_router_bwd##S, \
+	.moe_route_fwd = vlm_moe_route_fwd##S, \
+	.moe_dispatch_fwd = vlm_moe_dispatch_fwd##S, \
+	.moe_dispatch_bwd = vlm_moe_dispatch_bwd##S, \
+	.moe_combine_fwd = vlm_moe_combine_fwd##S, \
+	.moe_combine_bwd = vlm_moe_combine_bwd##S, \
+	.token_learner_fwd = vlm_token_learner_fwd##S, \
+	.token_learner_bwd = vlm_token_learner_bwd##S, \
+	.add = vlm_add##S, .rows_gather = vlm_rows_gather##S, \
+	.rows_scatter_add = vlm_rows_scatter_add##S
+
+static const struct vlm_backend cpu = {
+	.name = "cpu", HOST_MEMORY, BOTH(_cpu), REF_ONLY
+};
+
+static const struct vlm_backend ref = {
+	.name = "ref", HOST_MEMORY, BOTH(_ref), REF_ONLY
+};
+
+static const struct vlm_backend *const backends[] = { &cpu, &ref };
+
+const struct vlm_backend *
+vlm_backend_at(int i)
+{
+	return i >= 0 && (size_t)i < sizeof(backends) / sizeof(*backends) ?
+	    backends[i] : NULL;
+}
+
+const struct vlm_backend *
+vlm_backend_get(const char *name)
+{
+	const struct vlm_backend *b;
+
+	for (int i = 0; (b = vlm_backend_at(i)); i++)
+		if (strcmp(b->name, name) == 0)
+			return b;
+	vlm_error("unknown backend '%s' (there are cpu and ref)", name);
+	return NULL;
+}
+
+const struct vlm_backend *
+vlm_backend_default(void)
+{
+	const char *s = getenv("VLM_BACKEND");
+
+	return vlm_backend_get(s && *s ? s : "cpu");
+}
+
+#define OP_NAME_(name) #name,
+static const char *const op_names[] = { VLM_BACKEND_OPS(OP_NAME_) };
+#define OP_OFF_(name) offsetof(struct vlm_backend, name),
+static const size_t op_offs[] = { VLM_BACKEND_OPS(OP_OFF_) };
+
+const char *
+vlm_backend_op_name(enum vlm_op op)
+{
+	return op >= 0 && op < VLM_OP_COUNT ? op_names[op] : "(no such op)";
+}
+
+int
+vlm_backend_has(const struct vlm_backend *b, enum vlm_op op)
+{
+	void (*fn)(void);
+
+	if (op < 0 || op >= VLM_OP_COUNT)
+		return 0;
+	/* every entry is a function pointer; all have one size and NULL */
+	memcpy(&fn, (const char *)b + op_offs[op], sizeof(fn));
+	return fn != NULL;
+}
+
+int
+vlm_backend_check(const struct vlm_backend *b, const enum vlm_op *ops, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (!vlm_backend_has(b, ops[i]))
+			return vlm_error("backend '%s' has no op '%s'",
+			    b->name, vlm_backend_op_name(ops[i]));
+	return 0;
+}
