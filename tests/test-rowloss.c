@@ -7,7 +7,7 @@
 #include <math.h>
 
 #include "testutil.h"
-#include "run.h"
+#include "model/run.h"
 
 #define B 5
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "run.h"
+#include "model/run.h"
 
 /* Index of the parameter holding slab float off (parameters lie in
  * slab order: vlm_run_freeze checks). */

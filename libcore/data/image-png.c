@@ -19,7 +19,7 @@
 
 #include <png.h>
 
-#include "image-priv.h"
+#include "data/image-priv.h"
 
 struct pctx {
 	png_structp png;

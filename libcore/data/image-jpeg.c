@@ -21,7 +21,7 @@
 #include <jpeglib.h>
 #include <jerror.h>
 
-#include "image-priv.h"
+#include "data/image-priv.h"
 
 struct jctx {
 	struct jpeg_decompress_struct ci;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "image-priv.h"
+#include "data/image-priv.h"
 
 /* The format of a buffer from its magic bytes; 0 if neither. */
 int

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "run.h"
+#include "model/run.h"
 
 /* Two-pass arenas, the backend's and the host's: with base NULL only
  * count, then hand out slices. */

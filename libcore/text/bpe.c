@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe-priv.h"
-#include "text-priv.h"
+#include "text/bpe-priv.h"
+#include "text/text-priv.h"
 
 #define PAIR_EMPTY UINT64_MAX
 #define CACHE_SLOTS (1 << 16)        /* power of two */

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "bpe-priv.h"
+#include "text/bpe-priv.h"
 
 /* CLIP's merges file holds 3.2 MB of text; a bigger one is not a
  * tokenizer (and a gzip bomb must not fill memory) */

@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "text-priv.h"
+#include "text/text-priv.h"
 
 /* Whether c lies in one of the n sorted ranges r. */
 static int

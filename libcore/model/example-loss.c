@@ -6,7 +6,7 @@
  * batch's contrastive loss is the mean of these. Computed in double from
  * the logits and log-sum-exps the forward kept.
  */
-#include "run.h"
+#include "model/run.h"
 
 int
 vlm_run_row_loss(const struct vlm_run *r, double *loss)

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe-priv.h"
-#include "text-priv.h"
+#include "text/bpe-priv.h"
+#include "text/text-priv.h"
 
 /* Strings with an index: words (UTF-8 bytes) or symbols (token text). */
 struct strtab {
