@@ -90,9 +90,17 @@ $(BUILD)/tests/%: tests/%.c $(BUILD)/tests/%.d $(LIB)
 	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) \
 		-lcmocka
 
-tests: $(TESTS)
+# every libcore header compiles on its own (includes what it needs)
+HEADERS  = $(wildcard libcore/*.h libcore/*/*.h)
+HDR_OK   = $(HEADERS:%=$(BUILD)/%.ok)
+$(BUILD)/%.h.ok: %.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fsyntax-only -MMD -MP -MF $@.d -MT $@ -x c $<
+	@touch $@
 
-DEPS = $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) \
+tests: $(TESTS) $(HDR_OK)
+
+DEPS = $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(HDR_OK:=.d) \
 	$(patsubst %.c,$(BUILD)/%.d,$(wildcard cmd/*.c))
 $(DEPS):
 -include $(DEPS)

@@ -4,7 +4,7 @@
  * rows and unreadable images reported by its file and line, the --max-bad
  * rule per file), their pairs one after the other as the loader's items.
  * One source is walked as before, in the loader's shuffled epochs. With
- * several, the sampler (libcore/sampler.c) chooses each batch's items,
+ * several, the sampler (libcore/train/sampler.c) chooses each batch's items,
  * by the weights or adaptively by each source's recent loss, and they
  * are fed to the loader one batch ahead of the one being computed; a
  * checkpoint keeps each source's cursor as it was before the batch that

@@ -1,5 +1,5 @@
 /*
- * test-sampler.c - several data sources (libcore/sampler.c): the
+ * test-sampler.c - several data sources (libcore/train/sampler.c): the
  * probability rule (weights, temperature, floor, unseen sources, no
  * overflow) against a plain recomputation of the documented formula;
  * systematic counts (sum B, floor or ceil of B p, deterministic, B p on

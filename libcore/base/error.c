@@ -2,7 +2,7 @@
 #include <stdarg.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "base/base.h"
 
 static _Thread_local char errbuf[1024];
 

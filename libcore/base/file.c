@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vlm.h"
+#include "base/base.h"
 
 static const char *pickle_ext[] = { ".pt", ".bin", ".pth", ".ckpt" };
 

@@ -5,7 +5,7 @@
  */
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 
 static uint64_t
 splitmix64(uint64_t *x)

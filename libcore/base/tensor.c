@@ -10,7 +10,7 @@
 #include <assert.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "base/base.h"
 
 static const struct {
 	const char *name;

@@ -20,7 +20,7 @@
 
 #include <cblas.h>
 
-#include "vlm.h"
+#include "base/base.h"
 
 #define MAX_THREADS 1024
 

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "vlm.h"
+#include "data/data.h"
 
 /* ---- records: TSV lines, or RFC 4180 CSV with quotes ---- */
 

@@ -5,7 +5,7 @@
 #ifndef VLM_IMAGE_PRIV_H
 #define VLM_IMAGE_PRIV_H
 
-#include "vlm.h"
+#include "data/data.h"
 
 /*
  * Decode a whole JPEG / PNG buffer into im (rgb malloc'ed) under the

@@ -1,11 +1,12 @@
 /*
- * items.c - the loader callbacks the commands share: an item is an image
+ * loader-items.c - the loader callbacks the commands share: an item is an image
  * file (decoded, then OpenCLIP's validation transform or its training
  * augmentation seeded by the item's seed) and/or a caption (CLIP BPE).
  * Paths and captions come from arrays (pairs, ImageFolder) or, for
  * streams, the item's key is the path.
  */
-#include "vlm.h"
+#include "text/text.h"
+#include "data/data.h"
 
 int
 vlm_items_image(void *arg, int64_t index, const char *key, uint64_t seed,

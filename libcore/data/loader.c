@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "data/data.h"
 
 #define MAX_ATTEMPTS 16 /* REPLACE: an item and its replacements */
 

@@ -20,7 +20,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "vlm.h"
+#include "data/data.h"
 
 const float vlm_openai_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 const float vlm_openai_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};

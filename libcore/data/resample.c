@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "data/data.h"
 
 #define PRECISION_BITS (32 - 8 - 2)
 

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "vlm.h"
+#include "data/data.h"
 
 /* One open directory: its entries sorted, directories ending in '/'. */
 struct vlm_walk_frame {

@@ -1,7 +1,8 @@
 /*
- * emb.c - a whole embeddings file in memory, whichever form it has: a
- * .npys stream (vlm-embed's output on a pipe) or the packed form
- * STEM.npy + STEM.ids.npy + STEM.json (vlm-convert pack, vlm-embed -o).
+ * embeddings-load.c - a whole embeddings file in memory, whichever form
+ * it has: a .npys stream (vlm-embed's output on a pipe) or the packed
+ * form STEM.npy + STEM.ids.npy + STEM.json (vlm-convert pack, vlm-embed
+ * -o).
  * What vlm-eval reads so that one embedding run serves many evaluations.
  *
  * The form is told by the first record: '|u1' JSON metadata starts a
@@ -15,7 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "eval/eval.h"
 
 #define ID_ALLOC 1024
 

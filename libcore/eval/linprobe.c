@@ -18,7 +18,8 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "vlm.h"
+#include "data/data.h"
+#include "eval/eval.h"
 
 #define HIST 10         /* L-BFGS memory */
 #define GTOL 1e-5       /* stop when every |gradient| is below this */

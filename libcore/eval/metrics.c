@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "vlm.h"
+#include "eval/eval.h"
 
 #define NORM_EPS 1e-12 /* torch.nn.functional.normalize's eps */
 #define LOGIT_SCALE 100.0f

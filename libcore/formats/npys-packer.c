@@ -18,7 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
 
 struct vlm_npys_pack_job {
 	FILE *in;        /* the pipe's read end */

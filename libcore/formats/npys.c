@@ -46,7 +46,7 @@
 
 #include <jansson.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
 
 #define NPYS_MAX_DIM (1 << 24)
 

@@ -20,7 +20,7 @@
 
 #include <jansson.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
 
 #define MAX_HEADER 100000000	/* bytes, as the reference reader */
 #define MAX_DEPTH 64		/* JSON nesting; a valid header needs 3 */

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "kernels.h" /* VLM_MAX_EXPERTS: the aux losses' stack buffers */
-#include "vlm.h"
+#include "model/model.h"
 
 enum ktype { K_INT, K_FLOAT, K_BOOL, K_ENUM, K_FLOAT3 };
 

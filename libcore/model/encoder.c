@@ -1,5 +1,5 @@
 /*
- * encode.c - a model turned into an encoder: images or token ids in,
+ * encoder.c - a model turned into an encoder: images or token ids in,
  * embeddings out, in batches over one preallocated run; and the model's
  * own tokenizer. What vlm-embed, vlm-eval and validation in vlm-train
  * share.
@@ -7,7 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "text/text.h"
+#include "model/model.h"
 
 int
 vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m, int text,

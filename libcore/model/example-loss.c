@@ -1,5 +1,5 @@
 /*
- * rowloss.c - each example's share of the contrastive loss after
+ * example-loss.c - each example's share of the contrastive loss after
  * vlm_run_loss, for samplers that weigh data by how hard the model finds
  * it: example i's loss is the mean of the cross-entropy of its image's
  * row (image -> text) and of its text's column (text -> image), so the

@@ -12,7 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "model/model.h"
 
 enum naming { OPENCLIP, HF };
 

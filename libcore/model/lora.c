@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "vlm.h"
+#include "model/model.h"
 
 /* One adapter pair and the weight it adapts: E matrices (OUT, IN). */
 struct pair {

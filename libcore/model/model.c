@@ -14,7 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "model/model.h"
 
 struct builder {
 	struct vlm_model *m;

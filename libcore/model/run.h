@@ -20,7 +20,7 @@
 #ifndef VLM_RUN_H
 #define VLM_RUN_H
 
-#include "vlm.h"
+#include "model/model.h"
 #include "kernels.h"
 
 /* A run of B sequences of T tokens inside a stack. */

@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "vlm.h"
+#include "model/model.h"
 
 /* Copy the dense MLP of block d into every expert of MoE block o. */
 static void

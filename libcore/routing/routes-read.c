@@ -13,7 +13,8 @@
 
 #include <jansson.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "routing/routing.h"
 
 /*
  * Bounds on what a stream may claim, so that the statistics it feeds

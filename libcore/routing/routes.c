@@ -3,7 +3,7 @@
  * of a forward pass (expert choices, combine weights, kept flags,
  * logits, capacity), written as a stream of .npy records that
  * vlm-route-stats reads back without the model (man vlm-routes.5, and
- * the comment above struct vlm_routes_writer in vlm.h).
+ * the comment above struct vlm_routes_writer in routing/routing.h).
  *
  * Like the .npys embedding streams, the records go one after another so
  * a producer can write to a pipe; the end record says the producer
@@ -15,7 +15,8 @@
 
 #include <jansson.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "routing/routing.h"
 
 /* Where a listed layer lives in the model. */
 struct vlm_routes_wlayer {

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "routing/routing.h"
 
 static int
 acc_init(struct vlm_route_acc *a, int E)

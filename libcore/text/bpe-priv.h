@@ -11,7 +11,7 @@
 #ifndef VLM_BPE_PRIV_H
 #define VLM_BPE_PRIV_H
 
-#include "vlm.h"
+#include "text/text.h"
 
 struct bpe_cache;
 

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "kernels.h"
-#include "vlm.h"
+#include "train/train.h"
 
 void
 vlm_optim_defaults(struct vlm_optim *o)

@@ -2,7 +2,7 @@
  * sampler.c - batches drawn from several data sources with weights, and
  * the adaptive rule that moves the mix towards the sources the model
  * currently finds hard (the compact-fusion / JARed paper's adaptive
- * pre-training data sampling, in the simple form documented in vlm.h).
+ * pre-training data sampling, in the simple form documented in train/train.h).
  *
  * Each source walks its own permutation epoch after epoch with its own
  * cursor; how many examples of a batch each source gives is drawn by
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "train/train.h"
 
 /* the seed of source s's permutations and item seeds */
 static uint64_t

@@ -23,7 +23,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vlm.h"
+#include "formats/formats.h"
+#include "train/train.h"
 
 float
 vlm_lr_at(const struct vlm_train_opts *o, int64_t step)
