@@ -16,6 +16,20 @@
 
 #include "train/train.h"
 
+/* The sampler's state; opaque outside this file (train/train.h). */
+struct vlm_sampler {
+	struct vlm_sampler_opts o;
+	int S;
+	int64_t n[VLM_SOURCES_MAX], lo[VLM_SOURCES_MAX];
+	double w[VLM_SOURCES_MAX];              /* normalised */
+	struct vlm_source_state st[VLM_SOURCES_MAX]; /* saved and restored */
+	int64_t done;                           /* last step folded in */
+	double sum[VLM_SOURCES_MAX];            /* the step in progress */
+	int64_t cnt[VLM_SOURCES_MAX];
+	uint32_t *perm[VLM_SOURCES_MAX];
+	int64_t perm_epoch[VLM_SOURCES_MAX];
+};
+
 /* the seed of source s's permutations and item seeds */
 static uint64_t
 source_seed(uint64_t seed, int s)
@@ -23,14 +37,13 @@ source_seed(uint64_t seed, int s)
 	return vlm_item_seed(seed, -1, s);
 }
 
-int
-vlm_sampler_init(struct vlm_sampler *s, int S, const int64_t *n,
-    const double *w, const struct vlm_sampler_opts *o)
+static int
+init(struct vlm_sampler *s, int S, const int64_t *n, const double *w,
+    const struct vlm_sampler_opts *o)
 {
 	double sum = 0;
 	int64_t lo = 0;
 
-	memset(s, 0, sizeof(*s));
 	if (S < 1 || S > VLM_SOURCES_MAX)
 		return vlm_error("%d data sources, 1 to %d allowed", S,
 		    VLM_SOURCES_MAX);
@@ -55,21 +68,57 @@ vlm_sampler_init(struct vlm_sampler *s, int S, const int64_t *n,
 	}
 	for (int i = 0; i < S; i++) {
 		s->w[i] /= sum;
-		if (!(s->perm[i] = malloc(n[i] * sizeof(*s->perm[i])))) {
-			vlm_sampler_release(s);
+		if (!(s->perm[i] = malloc(n[i] * sizeof(*s->perm[i]))))
 			return vlm_error("sampler: out of memory");
-		}
 	}
 	return 0;
 }
 
-void
-vlm_sampler_release(struct vlm_sampler *s)
+struct vlm_sampler *
+vlm_sampler_new(int S, const int64_t *n, const double *w,
+    const struct vlm_sampler_opts *o)
 {
-	for (int i = 0; i < VLM_SOURCES_MAX; i++) {
-		free(s->perm[i]);
-		s->perm[i] = NULL;
+	struct vlm_sampler *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		vlm_error("sampler: out of memory");
+		return NULL;
 	}
+	if (init(s, S, n, w, o) < 0) {
+		vlm_sampler_free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+vlm_sampler_free(struct vlm_sampler *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < VLM_SOURCES_MAX; i++)
+		free(s->perm[i]);
+	free(s);
+}
+
+int64_t
+vlm_sampler_done(const struct vlm_sampler *s)
+{
+	return s->done;
+}
+
+void
+vlm_sampler_state(const struct vlm_sampler *s, struct vlm_source_state *st)
+{
+	memcpy(st, s->st, s->S * sizeof(*st));
+}
+
+void
+vlm_sampler_restore(struct vlm_sampler *s, const struct vlm_source_state *st,
+    int64_t done)
+{
+	memcpy(s->st, st, s->S * sizeof(*st));
+	s->done = done;
 }
 
 /*

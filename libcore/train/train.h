@@ -71,27 +71,26 @@ struct vlm_sampler_opts {
 	uint64_t seed;
 };
 
-struct vlm_sampler {
-	struct vlm_sampler_opts o;
-	int S;
-	int64_t n[VLM_SOURCES_MAX], lo[VLM_SOURCES_MAX];
-	double w[VLM_SOURCES_MAX];              /* normalised */
-	struct vlm_source_state st[VLM_SOURCES_MAX]; /* saved and restored */
-	int64_t done;                           /* last step folded in */
-	double sum[VLM_SOURCES_MAX];            /* the step in progress */
-	int64_t cnt[VLM_SOURCES_MAX];
-	uint32_t *perm[VLM_SOURCES_MAX];
-	int64_t perm_epoch[VLM_SOURCES_MAX];
-};
+/* Opaque: its cursors, loss averages and permutations (train/sampler.c). */
+struct vlm_sampler;
 
-/* S sources of n[s] items, weights w (> 0; NULL: n); -1 with a message. */
-int vlm_sampler_init(struct vlm_sampler *s, int S, const int64_t *n,
+/* S sources of n[s] items, weights w (> 0; NULL: n); NULL with a
+ * message on bad arguments or no memory. */
+struct vlm_sampler *vlm_sampler_new(int S, const int64_t *n,
     const double *w, const struct vlm_sampler_opts *o);
-void vlm_sampler_release(struct vlm_sampler *s);
+void vlm_sampler_free(struct vlm_sampler *s);
+/* The last step whose losses vlm_sampler_update folded in (0: none). */
+int64_t vlm_sampler_done(const struct vlm_sampler *s);
+/* st (S) := each source's cursor and loss averages, for a checkpoint. */
+void vlm_sampler_state(const struct vlm_sampler *s,
+    struct vlm_source_state *st);
+/* Go on from a checkpoint: the sources' states st (S) after step done. */
+void vlm_sampler_restore(struct vlm_sampler *s,
+    const struct vlm_source_state *st, int64_t done);
 /* The rule above: p (S) from w (S, normalised), L and seen (S). */
 void vlm_sampler_rule(int S, const double *w, const double *L,
     const int *seen, const struct vlm_sampler_opts *o, double *p);
-/* p (S) for the batches of step (s->done + 1 or s->done + 2). */
+/* p (S) for the batches of step (done + 1 or done + 2). */
 void vlm_sampler_probs(const struct vlm_sampler *s, int64_t step,
     double *p);
 /* count (S) summing to B, by systematic sampling of p. */
