@@ -78,3 +78,15 @@ vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe)
 	}
 	return 0;
 }
+
+int
+vlm_model_set_tokenizer(struct vlm_model *m, const struct vlm_bpe *bpe)
+{
+	char *merges = vlm_bpe_merges_alloc(bpe);
+
+	if (!merges)
+		return vlm_error("out of memory");
+	free(m->tokenizer);
+	m->tokenizer = merges;
+	return 0;
+}

@@ -286,6 +286,31 @@ vlm_model_init(struct vlm_model *m, const struct vlm_config *c)
 	return build(m, c) < 0 ? -1 : alloc_slab(m);
 }
 
+/* m's config := c, when c gives the very same parameter table. */
+int
+vlm_model_reconfig(struct vlm_model *m, const struct vlm_config *c)
+{
+	struct vlm_model twin = { 0 };
+	int same;
+
+	if (build(&twin, c) < 0) {
+		vlm_model_release(&twin);
+		return -1;
+	}
+	same = twin.nparams == m->nparams;
+	for (int i = 0; same && i < m->nparams; i++)
+		same = strcmp(twin.params[i].name, m->params[i].name) == 0 &&
+		    memcmp(twin.params[i].shape, m->params[i].shape,
+		    sizeof(m->params[i].shape)) == 0;
+	vlm_model_release(&twin);
+	if (!same)
+		return vlm_error("the configuration would change the "
+		    "model's parameters; only routing and loss settings can "
+		    "change");
+	m->cfg = *c;
+	return 0;
+}
+
 void
 vlm_model_release(struct vlm_model *m)
 {

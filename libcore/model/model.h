@@ -163,6 +163,9 @@ struct vlm_model {
 /* Build the parameter table for a config and allocate a zeroed slab. */
 int vlm_model_init(struct vlm_model *m, const struct vlm_config *c);
 void vlm_model_release(struct vlm_model *m);
+/* m's config := c if c gives the same parameters (names and shapes):
+ * routing and loss settings may change; -1 with a message if not. */
+int vlm_model_reconfig(struct vlm_model *m, const struct vlm_config *c);
 /* OpenCLIP's initialisation (normal with its per-tensor stds), seeded. */
 void vlm_model_randomize(struct vlm_model *m, uint64_t seed);
 /* Find a parameter by name; NULL if absent. */
@@ -272,6 +275,8 @@ int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
  * it has more tokens than the model's vocabulary. */
 struct vlm_bpe;
 int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
+/* m carries bpe's merges from now on (saved with it); -1 out of memory. */
+int vlm_model_set_tokenizer(struct vlm_model *m, const struct vlm_bpe *bpe);
 
 /* ---- each example's loss (model/example-loss.c) -------------------------- */
 
