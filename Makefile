@@ -39,7 +39,7 @@ CFLAGS  += -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
 LDFLAGS += -pthread $(SANFLAGS)
 LDLIBS  += $(PKGLIBS) -ljpeg -lm
 
-LIB_SRC  = $(wildcard libcore/*.c kernels/cpu/*.c)
+LIB_SRC  = $(wildcard libcore/*/*.c kernels/cpu/*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
@@ -63,13 +63,15 @@ MANS     = $(wildcard man/*.[157])
 
 all: $(BINS)
 
-$(BUILD)/%.o: %.c $(wildcard libcore/*.h kernels/*.h cmd/*.h)
+# Each object depends on the headers it includes: gcc -MMD -MP writes them
+# into a .d file beside it, read below; a missing .d rebuilds the object.
+$(BUILD)/%.o: %.c $(BUILD)/%.d
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/%.o: %.cu $(wildcard kernels/*.h)
+$(BUILD)/%.o: %.cu $(BUILD)/%.d
 	@mkdir -p $(@D)
-	$(NVCC) $(NVFLAGS) -c -o $@ $<
+	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
@@ -83,11 +85,25 @@ $(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(call verb_objs,$$*) \
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(LIB) $(wildcard tests/*.h)
+$(BUILD)/tests/%: tests/%.c $(BUILD)/tests/%.d $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) \
+		-lcmocka
 
-tests: $(TESTS)
+# every libcore header compiles on its own (includes what it needs)
+HEADERS  = $(wildcard libcore/*.h libcore/*/*.h)
+HDR_OK   = $(HEADERS:%=$(BUILD)/%.ok)
+$(BUILD)/%.h.ok: %.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -fsyntax-only -MMD -MP -MF $@.d -MT $@ -x c $<
+	@touch $@
+
+tests: $(TESTS) $(HDR_OK)
+
+DEPS = $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(HDR_OK:=.d) \
+	$(patsubst %.c,$(BUILD)/%.d,$(wildcard cmd/*.c))
+$(DEPS):
+-include $(DEPS)
 
 deps:
 	@sh .ci/deps
@@ -122,7 +138,8 @@ install: all
 		cp $$m $(DESTDIR)$(MANDIR)/man$$s/; done
 
 fmt:
-	clang-format -i libcore/*.[ch] kernels/*.h kernels/cpu/*.c cmd/*.c tests/*.[ch]
+	clang-format -i libcore/*.h libcore/*/*.[ch] kernels/*.h kernels/cpu/*.c \
+		cmd/*.c tests/*.[ch]
 
 clean:
 	rm -rf build build-san build-fuzz bin
@@ -154,7 +171,7 @@ $(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c \
 
 fuzz-replay: $(FUZZ_REPLAY)
 
-$(FUZZ_DIR)/%.o: %.c $(wildcard libcore/*.h kernels/*.h)
+$(FUZZ_DIR)/%.o: %.c $(HEADERS) $(wildcard kernels/*.h)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 

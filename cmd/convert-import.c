@@ -40,8 +40,8 @@ convert_import(int argc, char **argv)
 		if (bpe.nvocab > m.cfg.vocab)
 			errx(1, "'%s': %d tokens, the model's vocabulary only "
 			    "%d", tok, bpe.nvocab, m.cfg.vocab);
-		if (!(m.tokenizer = vlm_bpe_merges_alloc(&bpe)))
-			errx(1, "out of memory");
+		if (vlm_model_set_tokenizer(&m, &bpe) < 0)
+			errx(1, "%s", vlm_errmsg());
 		vlm_bpe_release(&bpe);
 	}
 	if (vlm_model_save(&m, argv[optind + 1]) < 0)

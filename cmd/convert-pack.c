@@ -3,7 +3,7 @@
  *
  * Reads an embedding stream (.npys, "-" for stdin) and writes the packed
  * form beside OUT: OUT (N, dim) '<f4', STEM.ids.npy and STEM.json (see
- * libcore/npys.c). Nothing is written unless the whole stream is good.
+ * libcore/formats/npys.c). Nothing is written unless the whole stream is good.
  */
 #include <err.h>
 #include <getopt.h>

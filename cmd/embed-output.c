@@ -1,6 +1,6 @@
 /*
  * embed-output.c - where vlm-embed's vectors go, a batch at a time: the
- * .npys record stream (libcore/npys.c) on stdout, or its packed form
+ * .npys record stream (libcore/formats/npys.c) on stdout, or its packed form
  * (FILE.npy, FILE.ids.npy, FILE.json) through a packer thread, or JSON
  * lines {"id":"...","embedding":[...]} for jq, on stdout or in a file
  * renamed into place at the end. And the progress line on stderr.

@@ -9,7 +9,7 @@
  * or by the tree its ids name. The classes are the trees' (both trees
  * must have the same class directories) or, with label files only,
  * 0 .. the largest label. The weight decay is --wd, or chosen on a
- * validation split of the training set (libcore/linprobe.c). Writes
+ * validation split of the training set (libcore/eval/linprobe.c). Writes
  * lp_acc1, lp_acc5, lp_mean_per_class_recall and weight_decay, as
  * CLIP_benchmark's linear probe names them.
  */

@@ -18,7 +18,7 @@ int
 train_lora_model(struct train *t, const struct vlm_config *c)
 {
 	if (c->lora.rank == 0 || t->m.cfg.lora.rank > 0)
-		return 0; /* none asked, or the file has them: same_shapes */
+		return 0; /* none asked, or the file has them: reconfig */
 	return vlm_lora_add(&t->m, c, t->seed);
 }
 

@@ -22,25 +22,10 @@ is_model_file(const char *spec)
 
 /* Overrides on a model file may change routing, never parameters. */
 static int
-same_shapes(struct vlm_model *m, const struct vlm_config *c,
-    const char *path)
+reconfig(struct vlm_model *m, const struct vlm_config *c, const char *path)
 {
-	struct vlm_model twin;
-	int same;
-
-	if (vlm_model_init(&twin, c) < 0)
-		return -1;
-	same = twin.nparams == m->nparams;
-	for (int i = 0; same && i < m->nparams; i++)
-		same = strcmp(twin.params[i].name, m->params[i].name) == 0 &&
-		    memcmp(twin.params[i].shape, m->params[i].shape,
-		    sizeof(m->params[i].shape)) == 0;
-	vlm_model_release(&twin);
-	if (!same)
-		return vlm_error("'%s': --set would change the model's "
-		    "parameters; only routing and loss settings can change "
-		    "when fine-tuning", path);
-	m->cfg = *c;
+	if (vlm_model_reconfig(m, c) < 0)
+		return vlm_error("'%s': --set: %s", path, vlm_errmsg());
 	return 0;
 }
 
@@ -63,7 +48,7 @@ train_model(struct train *t)
 		return -1;
 	if (is_model_file(t->model))
 		return train_lora_model(t, &c) < 0 ? -1 :
-		    same_shapes(&t->m, &c, t->model);
+		    reconfig(&t->m, &c, t->model);
 	if (vlm_model_init(&t->m, &c) < 0)
 		return -1;
 	vlm_model_randomize(&t->m, t->seed);
@@ -88,10 +73,7 @@ train_tokenizer(struct train *t)
 	if (t->bpe.nvocab > t->m.cfg.vocab)
 		return vlm_error("tokenizer has %d tokens, the model's "
 		    "vocabulary only %d", t->bpe.nvocab, t->m.cfg.vocab);
-	free(t->m.tokenizer);
-	if (!(t->m.tokenizer = vlm_bpe_merges_alloc(&t->bpe)))
-		return vlm_error("out of memory");
-	return 0;
+	return vlm_model_set_tokenizer(&t->m, &t->bpe);
 }
 
 /* LiT-style locking: every parameter of a tower is frozen. */

@@ -4,7 +4,7 @@
  * rows and unreadable images reported by its file and line, the --max-bad
  * rule per file), their pairs one after the other as the loader's items.
  * One source is walked as before, in the loader's shuffled epochs. With
- * several, the sampler (libcore/sampler.c) chooses each batch's items,
+ * several, the sampler (libcore/train/sampler.c) chooses each batch's items,
  * by the weights or adaptively by each source's recent loss, and they
  * are fed to the loader one batch ahead of the one being computed; a
  * checkpoint keeps each source's cursor as it was before the batch that
@@ -144,13 +144,10 @@ sampler_setup(struct train *t)
 		w[i] = t->w ? t->w[i] : t->src[i].usable;
 	}
 	t->so.seed = t->seed;
-	if (vlm_sampler_init(&t->sampler, S, n, w, &t->so) < 0)
+	if (!(t->sampler = vlm_sampler_new(S, n, w, &t->so)))
 		return -1;
-	if (t->resume) {
-		memcpy(t->sampler.st, t->st.sources,
-		    S * sizeof(*t->st.sources));
-		t->sampler.done = t->st.step;
-	}
+	if (t->resume)
+		vlm_sampler_restore(t->sampler, t->st.sources, t->st.step);
 	for (int i = 0; i < NFED; i++) {
 		struct train_fed *f = &t->fed[i];
 		f->src = malloc(B * sizeof(*f->src));
@@ -228,11 +225,13 @@ feed_ahead(struct train *t)
 {
 	while (t->nfed < 2 && t->feed_step <= t->last_step) {
 		struct train_fed *f = &t->fed[(t->fed0 + t->nfed) % NFED];
+		struct vlm_source_state st[VLM_SOURCES_MAX];
+		vlm_sampler_state(t->sampler, st);
 		for (int i = 0; i < t->nsrc; i++) {
-			f->epoch[i] = t->sampler.st[i].epoch;
-			f->pos[i] = t->sampler.st[i].pos;
+			f->epoch[i] = st[i].epoch;
+			f->pos[i] = st[i].pos;
 		}
-		vlm_sampler_plan(&t->sampler, t->feed_step, t->feed_micro,
+		vlm_sampler_plan(t->sampler, t->feed_step, t->feed_micro,
 		    t->o.batch, t->feed, f->src);
 		if (vlm_loader_feed(t->loader, t->feed, t->o.batch) < 0)
 			return -1;
@@ -276,7 +275,7 @@ train_sources_loss(struct train *t, const int *src, int n)
 		return;
 	if (vlm_run_row_loss(t->run, t->rowloss) < 0)
 		errx(1, "%s", vlm_errmsg());
-	vlm_sampler_add(&t->sampler, src, t->rowloss, n);
+	vlm_sampler_add(t->sampler, src, t->rowloss, n);
 	for (int j = 0; j < n; j++)
 		t->step_count[src[j]]++;
 }
@@ -286,7 +285,7 @@ void
 train_sources_step(struct train *t)
 {
 	if (t->nsrc > 1)
-		vlm_sampler_update(&t->sampler, t->st.step);
+		vlm_sampler_update(t->sampler, t->st.step);
 }
 
 /* Into t->st: each source's cursor before the batch fed ahead. */
@@ -296,8 +295,9 @@ train_sources_save(struct train *t)
 	const struct train_fed *f = &t->fed[t->fed0];
 
 	t->st.nsources = t->nsrc > 1 ? t->nsrc : 0;
+	if (t->st.nsources)
+		vlm_sampler_state(t->sampler, t->st.sources);
 	for (int i = 0; i < t->st.nsources; i++) {
-		t->st.sources[i] = t->sampler.st[i];
 		if (t->nfed > 0) {
 			t->st.sources[i].epoch = f->epoch[i];
 			t->st.sources[i].pos = f->pos[i];
@@ -322,20 +322,21 @@ train_epoch(const struct train *t)
 void
 train_sources_log(struct train *t, struct json_t *o)
 {
-	const struct vlm_sampler *s = &t->sampler;
+	struct vlm_source_state st[VLM_SOURCES_MAX];
 	json_t *p, *l, *n, *e;
 	double prob[VLM_SOURCES_MAX];
 
 	if (t->nsrc < 2)
 		return;
-	vlm_sampler_probs(s, s->done + 2, prob);
+	vlm_sampler_probs(t->sampler, vlm_sampler_done(t->sampler) + 2, prob);
+	vlm_sampler_state(t->sampler, st);
 	p = json_array(), l = json_array(), n = json_array(), e = json_array();
 	for (int i = 0; i < t->nsrc; i++) {
 		json_array_append_new(p, json_real(prob[i]));
-		json_array_append_new(l, s->st[i].seen ?
-		    json_real(s->st[i].ema) : json_null());
+		json_array_append_new(l, st[i].seen ? json_real(st[i].ema) :
+		    json_null());
 		json_array_append_new(n, json_integer(t->step_count[i]));
-		json_array_append_new(e, json_integer(s->st[i].epoch));
+		json_array_append_new(e, json_integer(st[i].epoch));
 		t->step_count[i] = 0;
 	}
 	json_object_set_new(o, "source_p", p);
@@ -349,8 +350,7 @@ train_sources_free(struct train *t)
 {
 	for (int i = 0; i < t->nsrc; i++)
 		vlm_pairs_release(&t->src[i].pairs);
-	if (t->nsrc > 1)
-		vlm_sampler_release(&t->sampler);
+	vlm_sampler_free(t->sampler);
 	for (int i = 0; i < NFED; i++) {
 		free(t->fed[i].src);
 		free(t->fed[i].epoch);

@@ -1,6 +1,6 @@
 /*
  * train-val.c - validation during vlm-train: image<->text retrieval
- * recall@1/5/10 (CLIP_benchmark's definitions, libcore/metrics.c) on a
+ * recall@1/5/10 (CLIP_benchmark's definitions, libcore/eval/metrics.c) on a
  * second pairs file, whose images and captions are prepared once.
  */
 #include <err.h>

@@ -52,7 +52,7 @@ struct train {
 	struct vlm_pairs val;
 	char **paths, **captions; /* [nitems] all sources' pairs, in order */
 	int nitems;
-	struct vlm_sampler sampler; /* several sources */
+	struct vlm_sampler *sampler; /* several sources */
 	struct train_fed fed[3];    /* a ring of nfed from fed0 */
 	int nfed, fed0, feed_micro;
 	int64_t feed_step, last_step; /* next to feed; the run's last step */

@@ -49,7 +49,7 @@
  * when ta/tb; A is (M,K), or (K,M) when ta; B is (K,N), or (N,K) when tb;
  * lda, ldb, ldc the row strides). The _cpu version cuts C into tiles
  * fixed by the shape and runs single-threaded SGEMMs on the thread pool:
- * use it rather than cblas_sgemm, whose own threading is off (vlm.h).
+ * use it rather than cblas_sgemm, whose own threading is off (base/base.h).
  */
 void vlm_gemm_ref(int ta, int tb, int M, int N, int K, float alpha,
     const float *A /* (M,K) */, int lda, const float *B /* (K,N) */, int ldb,

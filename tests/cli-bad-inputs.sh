@@ -170,7 +170,7 @@ for src, ext in ((png, 'png'), (jpg, 'jpg')):
 # PNG colour types as the model sees them (32x32, no resampling), and
 # PIL's convert('RGB') of each as 8-bit RGB; 16-bit gray is the one
 # deliberate difference (PIL clips its mode "I" to 255, vlm keeps the
-# high byte: libcore/image-png.c)
+# high byte: libcore/data/image-png.c)
 def write_png(name, w, h, ct, depth, rows, plte=None, trns=None):
     raw = b''.join(b'\0' + row for row in rows)
     out = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB',

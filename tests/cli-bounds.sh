@@ -115,7 +115,7 @@ awk -F' Ta ' '/^\.Ss Limits/ { on = 1 } on && /^\.El/ { exit }
 # every numeric key of config.c's table (TOWER() ones for both towers),
 # but token_reduction.after, whose maximum is vision.layers - 1
 { sed -n 's/^	[IF]("\([a-z_.]*\)".*/\1/p; s/^	{ "\([a-z_]*\)", K_FLOAT3.*/\1/p' \
-    libcore/config.c; for t in vision text; do
+    libcore/model/config.c; for t in vision text; do
 	for k in width layers heads mlp_ratio; do echo $t.$k; done; done; } |
     grep -v token_reduction.after | sort >"$T/keys"
 cut -d' ' -f1 "$T/limits" | sort >"$T/listed"

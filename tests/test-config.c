@@ -140,6 +140,35 @@ test_param_limit(void **state)
 	assert_null(m.params);
 }
 
+/* A model file's config may change its routing and losses, never its
+ * parameters: top_k and the capacity factor pass, the width and the
+ * number of experts are refused and leave the config as it was. */
+static void
+test_reconfig(void **state)
+{
+	struct vlm_config c, c2;
+	struct vlm_model m;
+
+	(void)state;
+	assert_int_equal(vlm_config_preset(&c, "tiny-moe"), 0);
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	c2 = c;
+	c2.moe.top_k = 2, c2.moe.cf_train = 2.5f;
+	assert_int_equal(vlm_model_reconfig(&m, &c2), 0);
+	assert_int_equal(m.cfg.moe.top_k, 2);
+	assert_true(m.cfg.moe.cf_train == 2.5f);
+	c2.moe.experts++;
+	assert_int_equal(vlm_model_reconfig(&m, &c2), -1);
+	assert_non_null(strstr(vlm_errmsg(), "would change the model's "
+	    "parameters"));
+	c2 = c;
+	c2.vision.width *= 2;
+	assert_int_equal(vlm_model_reconfig(&m, &c2), -1);
+	assert_int_equal(m.cfg.moe.top_k, 2);
+	assert_int_equal(m.cfg.vision.width, c.vision.width);
+	vlm_model_release(&m);
+}
+
 int
 main(void)
 {
@@ -150,6 +179,7 @@ main(void)
 		cmocka_unit_test(test_limits_inclusive),
 		cmocka_unit_test(test_json_ranges),
 		cmocka_unit_test(test_param_limit),
+		cmocka_unit_test(test_reconfig),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,8 +1,8 @@
 /*
  * test-dataset.c - pairs files (TSV with bad rows, RFC 4180 CSV), the
  * ImageFolder layout with class-name and template files, and the path
- * iterator (directory walks, lists on a stream) of libcore/dataset.c and
- * libcore/walk.c, on small files made in a temporary directory.
+ * iterator (directory walks, lists on a stream) of libcore/data/dataset.c and
+ * libcore/data/walk.c, on small files made in a temporary directory.
  */
 #include <sys/stat.h>
 

@@ -1,8 +1,9 @@
 /*
- * test-emb.c - whole embedding files (libcore/emb.c): a .npys stream and
- * its packed form load to the same rows, ids and metadata; packed vectors
- * without ids load without them; non-finite values, truncated streams,
- * other arrays and empty files are refused with the file named.
+ * test-emb.c - whole embedding files (libcore/eval/embeddings-load.c):
+ * a .npys stream and its packed form load to the same rows, ids and
+ * metadata; packed vectors without ids load without them; non-finite
+ * values, truncated streams, other arrays and empty files are refused
+ * with the file named.
  */
 #include <math.h>
 

@@ -1,5 +1,5 @@
 /*
- * test-image.c - JPEG/PNG decoding (libcore/image*.c) against PIL, and
+ * test-image.c - JPEG/PNG decoding (libcore/data/image*.c) against PIL, and
  * refusal of bad input without crashing or leaking.
  *
  * The images PIL cannot write (interlaced, 16-bit RGB, YCCK, ...) are

@@ -1,5 +1,5 @@
 /*
- * test-linprobe.c - the linear probe (libcore/linprobe.c): the fit is the
+ * test-linprobe.c - the linear probe (libcore/eval/linprobe.c): the fit is the
  * minimum of the regularised cross-entropy (its gradient, computed here
  * independently in double, vanishes there, and the reported loss is the
  * objective there); the chosen weight decay comes from the documented

@@ -1,5 +1,5 @@
 /*
- * test-loader-feed.c - the batch loader's feed mode (libcore/loader.c):
+ * test-loader-feed.c - the batch loader's feed mode (libcore/data/loader.c):
  * fed batches come back in the order fed, each item loaded with its fed
  * seed, for 1, 2 and 4 threads and timing noise; a failed item is
  * replaced as documented (lo + splitmix(seed ^ a) mod n, recomputed here

@@ -1,5 +1,5 @@
 /*
- * test-loader.c - the threaded batch loader (libcore/loader.c) with a
+ * test-loader.c - the threaded batch loader (libcore/data/loader.c) with a
  * fake item loader: the stream equals a plain single-threaded recomputation
  * from the documented permutation and item seeds, for 1, 2 and 4 threads;
  * resuming from a cursor gives the rest of the stream; failures are

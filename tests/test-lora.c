@@ -1,5 +1,5 @@
 /*
- * test-lora.c - LoRA adapters (libcore/lora.c) on a tiny dense CLIP and a
+ * test-lora.c - LoRA adapters (libcore/model/lora.c) on a tiny dense CLIP and a
  * tiny VL-MoE (stacked experts, per-modality pools): the table keeps the
  * plain model's offsets; merging is base + s B A by plain loops; the
  * adapter gradient matches the same loops on a random dW and central

@@ -1,5 +1,5 @@
 /*
- * test-metrics.c - libcore/metrics.c against CLIP_benchmark: its own code
+ * test-metrics.c - libcore/eval/metrics.c against CLIP_benchmark: its own code
  * computed every number of ../shared/fixtures/clip-benchmark-metrics
  * from the planted embeddings there (the classifier, the logits, acc1,
  * acc5, mean per-class recall, recall@1/5/10 both ways); plus tiny cases

@@ -1,7 +1,7 @@
 /*
  * test-npy.c - .npy records, .npys streams and the packed form
- * (libcore/npy.c, libcore/npys.c): C round trips, hand-made good and bad
- * headers, every truncation of a stream, and round trips through
+ * (libcore/formats/npy.c, npys.c): C round trips, hand-made good and
+ * bad headers, every truncation of a stream, and round trips through
  * NumPy (/usr/bin/python3; skipped when it lacks numpy).
  */
 #include <dirent.h>

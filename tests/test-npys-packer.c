@@ -1,5 +1,5 @@
 /*
- * test-npys-packer.c - libcore/npys-packer.c: a stream written into the
+ * test-npys-packer.c - libcore/formats/npys-packer.c: a stream written into the
  * packer becomes the packed form, the same files vlm_npys_pack() makes
  * from the stream on disk; a producer that closes early, or an output
  * that cannot be made, leaves nothing.

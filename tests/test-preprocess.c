@@ -1,5 +1,5 @@
 /*
- * test-preprocess.c - OpenCLIP's image preprocessing (libcore/resample.c,
+ * test-preprocess.c - OpenCLIP's image preprocessing (libcore/data/resample.c,
  * preprocess.c) against OpenCLIP's own output and against PIL.
  *
  * The PIL comparisons feed PIL's decoded pixels in, so they test the

@@ -1,13 +1,14 @@
 /*
- * test-rowloss.c - per-example contrastive losses (libcore/rowloss.c) of
- * a tiny random LIMoE and a tiny two-tower CLIP: their mean is the loss
- * vlm_run_loss reports, and each is the mean of its image's row and its
- * text's column cross-entropy recomputed in double from the logits.
+ * test-rowloss.c - per-example contrastive losses
+ * (libcore/model/example-loss.c) of a tiny random LIMoE and a tiny
+ * two-tower CLIP: their mean is the loss vlm_run_loss reports, and each
+ * is the mean of its image's row and its text's column cross-entropy
+ * recomputed in double from the logits.
  */
 #include <math.h>
 
 #include "testutil.h"
-#include "run.h"
+#include "model/run.h"
 
 #define B 5
 

@@ -1,5 +1,5 @@
 /*
- * test-sampler.c - several data sources (libcore/sampler.c): the
+ * test-sampler.c - several data sources (libcore/train/sampler.c): the
  * probability rule (weights, temperature, floor, unseen sources, no
  * overflow) against a plain recomputation of the documented formula;
  * systematic counts (sum B, floor or ceil of B p, deterministic, B p on
@@ -149,78 +149,86 @@ test_plan_resume(void **state)
 {
 	int64_t n[2] = { 5, 3 }, taken[2] = { 0 }, taken2[2];
 	double w[2] = { 1, 1 };
-	struct vlm_sampler a, b;
+	struct vlm_sampler *a, *b;
+	struct vlm_source_state sa[2], sb[2];
 
 	(void)state;
-	assert_int_equal(vlm_sampler_init(&a, 2, n, w, &adaptive), 0);
-	run_plan(&a, 1, 6, 4, taken);
+	assert_non_null(a = vlm_sampler_new(2, n, w, &adaptive));
+	run_plan(a, 1, 6, 4, taken);
 	assert_true(taken[0] > 5 && taken[1] > 3); /* past an epoch each */
 	/* a sampler restored from the state at step 6 goes on the same */
-	assert_int_equal(vlm_sampler_init(&b, 2, n, w, &adaptive), 0);
-	memcpy(b.st, a.st, sizeof(a.st));
-	b.done = a.done;
+	assert_non_null(b = vlm_sampler_new(2, n, w, &adaptive));
+	assert_int_equal(vlm_sampler_done(a), 6);
+	vlm_sampler_state(a, sa);
+	vlm_sampler_restore(b, sa, vlm_sampler_done(a));
 	memcpy(taken2, taken, sizeof(taken));
-	run_plan(&a, 7, 12, 4, taken);
-	run_plan(&b, 7, 12, 4, taken2);
+	run_plan(a, 7, 12, 4, taken);
+	run_plan(b, 7, 12, 4, taken2);
 	assert_memory_equal(taken, taken2, sizeof(taken));
+	vlm_sampler_state(a, sa);
+	vlm_sampler_state(b, sb);
 	for (int s = 0; s < 2; s++) {
-		assert_true(a.st[s].ema == b.st[s].ema);
-		assert_int_equal(a.st[s].pos, b.st[s].pos);
+		assert_true(sa[s].ema == sb[s].ema);
+		assert_int_equal(sa[s].pos, sb[s].pos);
 	}
-	vlm_sampler_release(&a);
-	vlm_sampler_release(&b);
+	vlm_sampler_free(a);
+	vlm_sampler_free(b);
 }
 
 static void
 test_update(void **state)
 {
 	int64_t n[3] = { 4, 4, 4 };
-	struct vlm_sampler s;
+	struct vlm_sampler *s;
+	struct vlm_source_state st[3];
 	int src[3] = { 0, 0, 1 };
 	double loss[3] = { 2.0, 4.0, 1.0 }, p[3], want[3];
+	double w[3] = { 4.0 / 12, 4.0 / 12, 4.0 / 12 }; /* n normalised */
 
 	(void)state;
-	assert_int_equal(vlm_sampler_init(&s, 3, n, NULL, &adaptive), 0);
-	vlm_sampler_probs(&s, 1, p);     /* nothing seen: the weights */
+	assert_non_null(s = vlm_sampler_new(3, n, NULL, &adaptive));
+	vlm_sampler_probs(s, 1, p);     /* nothing seen: the weights */
 	for (int i = 0; i < 3; i++)
 		assert_true(fabs(p[i] - 1.0 / 3) < 1e-15);
-	vlm_sampler_add(&s, src, loss, 3);
-	vlm_sampler_update(&s, 1);
-	assert_true(s.st[0].seen && s.st[0].ema == 3.0);
-	assert_true(s.st[1].seen && s.st[1].ema == 1.0);
-	assert_false(s.st[2].seen);
+	vlm_sampler_add(s, src, loss, 3);
+	vlm_sampler_update(s, 1);
+	vlm_sampler_state(s, st);
+	assert_true(st[0].seen && st[0].ema == 3.0);
+	assert_true(st[1].seen && st[1].ema == 1.0);
+	assert_false(st[2].seen);
 	loss[0] = loss[1] = 5.0;
-	vlm_sampler_add(&s, src, loss, 2); /* source 0 only */
-	vlm_sampler_update(&s, 2);
-	assert_true(fabs(s.st[0].ema - (0.9 * 3.0 + 0.1 * 5.0)) < 1e-15);
-	assert_true(s.st[0].ema_prev == 3.0 && s.st[1].ema == 1.0);
+	vlm_sampler_add(s, src, loss, 2); /* source 0 only */
+	vlm_sampler_update(s, 2);
+	vlm_sampler_state(s, st);
+	assert_int_equal(vlm_sampler_done(s), 2);
+	assert_true(fabs(st[0].ema - (0.9 * 3.0 + 0.1 * 5.0)) < 1e-15);
+	assert_true(st[0].ema_prev == 3.0 && st[1].ema == 1.0);
 	/* step 3 uses the losses through step 1, step 4 through step 2 */
-	vlm_sampler_probs(&s, 3, p);
-	vlm_sampler_rule(3, s.w, (double[]){ 3.0, 1.0, 0 }, (int[]){ 1, 1, 0 },
+	vlm_sampler_probs(s, 3, p);
+	vlm_sampler_rule(3, w, (double[]){ 3.0, 1.0, 0 }, (int[]){ 1, 1, 0 },
 	    &adaptive, want);
 	assert_memory_equal(p, want, sizeof(p));
-	vlm_sampler_probs(&s, 4, p);
-	vlm_sampler_rule(3, s.w, (double[]){ 3.2, 1.0, 0 }, (int[]){ 1, 1, 0 },
+	vlm_sampler_probs(s, 4, p);
+	vlm_sampler_rule(3, w, (double[]){ 3.2, 1.0, 0 }, (int[]){ 1, 1, 0 },
 	    &adaptive, want);
 	assert_true(fabs(p[0] - want[0]) < 1e-15 && p[0] > p[1]);
-	vlm_sampler_release(&s);
+	vlm_sampler_free(s);
 }
 
 static void
 test_bad_init(void **state)
 {
-	struct vlm_sampler s;
 	int64_t n[2] = { 3, 0 }, n2[2] = { 3, 3 };
 	double w[2] = { 1, 0 };
 	struct vlm_sampler_opts o = adaptive;
 
 	(void)state;
-	assert_int_equal(vlm_sampler_init(&s, 2, n, NULL, &adaptive), -1);
-	assert_int_equal(vlm_sampler_init(&s, 2, n2, w, &adaptive), -1);
+	assert_null(vlm_sampler_new(2, n, NULL, &adaptive));
+	assert_null(vlm_sampler_new(2, n2, w, &adaptive));
 	assert_non_null(strstr(vlm_errmsg(), "weight"));
 	o.tau = 0;
-	assert_int_equal(vlm_sampler_init(&s, 2, n2, NULL, &o), -1);
-	assert_int_equal(vlm_sampler_init(&s, 0, n2, NULL, &adaptive), -1);
+	assert_null(vlm_sampler_new(2, n2, NULL, &o));
+	assert_null(vlm_sampler_new(0, n2, NULL, &adaptive));
 }
 
 int

@@ -1,5 +1,5 @@
 /*
- * test-upcycle.c - sparse upcycling (libcore/upcycle.c): experts are
+ * test-upcycle.c - sparse upcycling (libcore/model/upcycle.c): experts are
  * copies of the dense MLP, routers small and seeded, everything else
  * unchanged; and the upcycled model computes the dense model's features
  * when each token's gates sum to 1 and nothing is dropped.

@@ -10,7 +10,7 @@
 #include <assert.h>
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 struct adamw {

@@ -12,7 +12,7 @@
 
 #include <cblas.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 /* How many keys query i may see: causal and padding masks. */

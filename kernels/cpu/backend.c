@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 /* calloc: pages nobody touches (a frozen parameter's moments, buffers

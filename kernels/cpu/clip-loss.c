@@ -8,7 +8,7 @@
  */
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 /* lse of n values with stride st. */

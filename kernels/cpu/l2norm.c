@@ -5,7 +5,7 @@
  */
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 #define L2_EPS 1e-12

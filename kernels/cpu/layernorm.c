@@ -6,7 +6,7 @@
  */
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 #define LN_EPS 1e-5f

@@ -11,7 +11,7 @@
 
 #include <cblas.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 #define TILE 384	/* rows and columns of a GEMM tile */

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 /* C = max(cmin, round(K cf S / E)); cf <= 0: C = S, nothing dropped. */

@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 void

@@ -4,7 +4,7 @@
  */
 #include <math.h>
 
-#include "vlm.h"
+#include "base/base.h"
 #include "kernels.h"
 
 /* Rows [n0, n1) of y = softmax(x). */

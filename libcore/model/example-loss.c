@@ -1,0 +1,26 @@
+/*
+ * example-loss.c - each example's share of the contrastive loss after
+ * vlm_run_loss, for samplers that weigh data by how hard the model finds
+ * it: example i's loss is the mean of the cross-entropy of its image's
+ * row (image -> text) and of its text's column (text -> image), so the
+ * batch's contrastive loss is the mean of these. Computed in double from
+ * the logits and log-sum-exps the forward kept.
+ */
+#include "model/run.h"
+
+int
+vlm_run_row_loss(const struct vlm_run *r, double *loss)
+{
+	int B = r->tw[0].B;
+
+	if (B != r->tw[1].B || B == 0)
+		return vlm_error("per-example losses need as many images as "
+		    "texts (%d and %d)", B, r->tw[1].B);
+	r->be->download(r->hlogits, r->logits, (size_t)B * B * sizeof(float));
+	r->be->download(r->hlse2, r->lse2, 2 * (size_t)B * sizeof(float));
+	for (int i = 0; i < B; i++) {
+		double d = r->hlogits[(size_t)i * B + i];
+		loss[i] = ((r->hlse2[i] - d) + (r->hlse2[B + i] - d)) / 2;
+	}
+	return 0;
+}

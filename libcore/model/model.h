@@ -1,0 +1,353 @@
+/*
+ * model/model.h - the sparse MoE CLIP model: its configuration, parameters
+ * and files, forward and backward over a preallocated run, encoders, LoRA
+ * adapters, sparse upcycling, OpenCLIP import.
+ */
+#ifndef VLM_LIBCORE_MODEL_H
+#define VLM_LIBCORE_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+
+/* ---- model configuration (model/config.c) -------------------------------- */
+
+enum vlm_family { VLM_TWO_TOWER, VLM_ONE_TOWER };
+enum vlm_act { VLM_ACT_GELU, VLM_ACT_QUICKGELU };
+enum vlm_pool { VLM_POOL_CLS, VLM_POOL_EOT, VLM_POOL_GAP, VLM_POOL_MAP };
+enum vlm_gate_norm { VLM_GATE_NONE, VLM_GATE_TOPK };
+enum vlm_moe_towers { VLM_MOE_BOTH, VLM_MOE_VISION, VLM_MOE_TEXT };
+
+/*
+ * Limits every config is checked against where it is read (the key table
+ * in config.c; vlm-model(5) lists them). Experts are bounded by
+ * VLM_MAX_EXPERTS (kernels.h, 1024).
+ */
+#define VLM_MAX_WIDTH 16384     /* embed_dim, widths, token_reduction.hidden */
+#define VLM_MAX_LAYERS 256      /* per tower; also moe.every, moe.last */
+#define VLM_MAX_HEADS 256
+#define VLM_MAX_MLP_RATIO 64
+#define VLM_MAX_IMAGE 4096      /* image_size, patch_size in pixels */
+#define VLM_MAX_PATCHES 16384   /* (image_size / patch_size)^2; M tokens */
+#define VLM_MAX_CONTEXT 16384   /* text tokens */
+#define VLM_MAX_VOCAB 1048576
+#define VLM_MAX_LORA_RANK 4096
+#define VLM_MAX_CF 64           /* capacity factors */
+#define VLM_MAX_PARAMS ((int64_t)1 << 36) /* floats in a model, 256 GiB */
+
+/* One encoder tower. In a one-tower model both share width/layers/heads. */
+struct vlm_tower_config {
+	int width;      /* e.g. 768 */
+	int layers;     /* e.g. 12 */
+	int heads;      /* e.g. 12; must divide width */
+	int mlp_ratio;  /* e.g. 4: MLP hidden width = mlp_ratio * width */
+	enum vlm_pool pool; /* vision: cls; text: eot */
+};
+
+struct vlm_config {
+	enum vlm_family family; /* e.g. two-tower (CLIP), one-tower (LIMoE) */
+	enum vlm_act act;       /* gelu (exact erf) or quickgelu */
+	int embed_dim;          /* e.g. 512: the joint embedding width */
+	int image_size;         /* e.g. 224 */
+	int patch_size;         /* e.g. 32 */
+	int context;            /* e.g. 77 text tokens */
+	int vocab;              /* e.g. 49408 */
+	float logit_scale_init; /* e.g. log(1/0.07) = 2.6593 */
+	float mean[3], std[3];  /* image normalisation (OpenAI values) */
+	int image_alpha;        /* enum vlm_alpha: drop (OpenCLIP), white... */
+	struct vlm_tower_config vision, text;
+
+	/* sparse MoE (ALGORITHMS.md sections 1-2); experts == 0: dense */
+	struct {
+		int experts;          /* E, e.g. 8 */
+		int top_k;            /* K, e.g. 1 */
+		int every;            /* MoE in blocks n-1, 2n-1, ... e.g. 2 */
+		int last;             /* if > 0: only the last n of those */
+		enum vlm_moe_towers towers; /* two-tower: which have MoE */
+		float cf_train;       /* capacity factor, e.g. 1.0; 0 = no drop */
+		float cf_eval;        /* e.g. 1.0 */
+		int min_capacity;     /* C_min, e.g. 4 */
+		int bpr;              /* Batch Priority Routing on/off */
+		float noise;          /* router noise scale, e.g. 1.0 (/E) */
+		enum vlm_gate_norm gate_norm; /* none (V-MoE) or topk */
+		int modality_experts; /* VL-MoE: per-modality pools */
+	} moe;
+
+	/* auxiliary losses (section 3): weights, 0 = off */
+	struct {
+		int limoe;           /* 1: aux = w_limoe * mean of active terms */
+		float w_limoe;       /* e.g. 0.04 */
+		float importance;    /* e.g. 0.005 (V-MoE) */
+		float load;          /* e.g. 0.005 (V-MoE) */
+		float switch_bal;    /* e.g. 0.01 (Switch) */
+		float zloss;         /* e.g. 0.001 */
+		float local_img, local_txt;   /* LIMoE local entropy */
+		float global_img, global_txt; /* LIMoE global entropy */
+		float s_image, s_text;        /* e.g. 20, 9 (clamped to E) */
+	} aux;
+
+	/* token reduction (JARed TokenLearner); after < 0: off */
+	struct {
+		int after;  /* block index after which image tokens are cut */
+		int tokens; /* M, e.g. 8 */
+		int hidden; /* its MLP's width, e.g. 64 */
+	} tl;
+
+	/* LoRA adapters (model/lora.c); rank 0: none */
+	struct {
+		int rank;     /* r, e.g. 8 */
+		float alpha;  /* scale alpha / r, e.g. 16; 0: alpha = r */
+		int targets;  /* enum vlm_lora_targets, e.g. all */
+	} lora;
+};
+
+/* Named presets: "tiny", "s", "b", "openclip-tiny"...; -1 if unknown. */
+int vlm_config_preset(struct vlm_config *c, const char *name);
+/* Parse JSON text (any subset of keys, over the current values). */
+int vlm_config_from_json(struct vlm_config *c, const char *json);
+/* Apply one "dotted.key=value" override, e.g. "moe.experts=8". */
+int vlm_config_set(struct vlm_config *c, const char *kv);
+/* Serialise every key as JSON; caller frees. NULL on out of memory. */
+char *vlm_config_to_json_alloc(const struct vlm_config *c);
+/* Refuse bad combinations (K > E, heads not dividing width, ...). */
+int vlm_config_check(const struct vlm_config *c);
+int vlm_config_check_moe(const struct vlm_config *c); /* part of it */
+/* Is block l of the given tower (0 vision, 1 text; any in one-tower) MoE? */
+int vlm_config_is_moe(const struct vlm_config *c, int tower, int l);
+/* Image tokens entering the blocks: (S/P)^2 + class token if pooled so. */
+int vlm_config_image_tokens(const struct vlm_config *c);
+
+/* ---- model parameters and files (model/model.c) -------------------------- */
+
+/* One named parameter: a view into the model's slabs at `off` floats. */
+struct vlm_param {
+	char name[96];       /* OpenCLIP-style, e.g. "visual.proj" */
+	int ndim;
+	int64_t shape[4];
+	int64_t off;         /* offset in floats into every slab */
+	int64_t n;           /* element count */
+	int decay;           /* AdamW weight decay applies (OpenCLIP rule) */
+};
+
+/* Offsets of one transformer block's parameters (-1: absent). */
+struct vlm_block_off {
+	int64_t ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b;
+	int64_t fc_w, fc_b, proj_w, proj_b; /* dense MLP */
+	int moe;                  /* 0 dense; else number of pools (1 or 2) */
+	int64_t router[2];        /* (E, D) per pool: [0] image/shared, [1] text */
+	int64_t efc_w[2], efc_b[2], eproj_w[2], eproj_b[2]; /* (E,F,D) (E,F) (E,D,F) (E,D) */
+};
+
+/* Offsets of one tower's embedding and head parameters (-1: absent). */
+struct vlm_tower_off {
+	int64_t patch_w, cls, tok_emb, pos, ln_pre_w, ln_pre_b;
+	int64_t ln_post_w, ln_post_b, proj; /* proj (width, embed_dim): x @ proj */
+	int64_t map_q, map_in_w, map_in_b, map_out_w, map_out_b; /* pool: map */
+	int64_t tl_ln_w, tl_ln_b, tl_w1, tl_b1, tl_w2, tl_b2; /* TokenLearner */
+	int nblocks;
+	struct vlm_block_off *blocks;       /* shared by both in one-tower */
+};
+
+struct vlm_model {
+	struct vlm_config cfg;
+	int nparams;
+	struct vlm_param *params;
+	int64_t nfloats;          /* slab length */
+	float *w;                 /* parameters (owned, or into a mapping) */
+	struct vlm_tower_off vis, txt;
+	int64_t logit_scale;
+	char *tokenizer;          /* BPE merges text carried in the file, or NULL */
+};
+
+/* Build the parameter table for a config and allocate a zeroed slab. */
+int vlm_model_init(struct vlm_model *m, const struct vlm_config *c);
+void vlm_model_release(struct vlm_model *m);
+/* m's config := c if c gives the same parameters (names and shapes):
+ * routing and loss settings may change; -1 with a message if not. */
+int vlm_model_reconfig(struct vlm_model *m, const struct vlm_config *c);
+/* OpenCLIP's initialisation (normal with its per-tensor stds), seeded. */
+void vlm_model_randomize(struct vlm_model *m, uint64_t seed);
+/* Find a parameter by name; NULL if absent. */
+const struct vlm_param *vlm_model_param(const struct vlm_model *m,
+    const char *name);
+/* Load a vlm model file (safetensors with config in its metadata). */
+int vlm_model_load(struct vlm_model *m, const char *path);
+/* Save parameters, config and tokenizer as one safetensors file. */
+int vlm_model_save(const struct vlm_model *m, const char *path);
+/* Total parameters, and parameters active per token (K of E experts). */
+int64_t vlm_model_active_params(const struct vlm_model *m);
+/* Forward FLOPs per image and per text (ALGORITHMS.md section 5): MoE
+ * layers count K expert rows per token, or with allocated the E*C rows
+ * their capacity (cf_eval) sets aside. */
+double vlm_model_flops(const struct vlm_model *m, int text, int allocated);
+/*
+ * Import an OpenCLIP- or HF-named CLIP checkpoint (safetensors); config
+ * is its open_clip_config.json or config.json (heads, activation), or
+ * NULL for OpenCLIP defaults (head width 64, text heads 8, GELU).
+ */
+int vlm_model_import(struct vlm_model *m, const char *weights,
+    const char *config);
+
+/* ---- forward and backward (model/forward.c, backward.c) ------------------ */
+
+struct vlm_loss {
+	float total;        /* contrastive + aux */
+	float contrastive;  /* OpenCLIP ClipLoss */
+	float aux;          /* weighted router losses, all MoE layers */
+	float logit_scale;  /* exp(theta) */
+};
+
+/* Activations for B_img images and B_txt texts (either may be 0), all
+ * allocated here once; train keeps every layer's for the backward. The
+ * run's ops go through the backend VLM_BACKEND names (kernels.h; "cpu"
+ * by default); NULL with vlm_error for an unknown backend or one that
+ * lacks an op the model needs. */
+struct vlm_run;
+struct vlm_backend;
+struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
+    int train);
+/* The same on backend be (kernels.h: vlm_backend_get). */
+struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int train);
+void vlm_run_free(struct vlm_run *r);
+/* Bytes of activations (and gradient scratch) the run holds. */
+size_t vlm_run_bytes(const struct vlm_run *r);
+/* Seed the router-noise generator (training). */
+void vlm_run_seed(struct vlm_run *r, uint64_t seed);
+/* That generator itself, to save and restore with checkpoints. */
+struct vlm_rng *vlm_run_rng(struct vlm_run *r);
+/* images (B_img, 3, S, S) normalised pixels; tokens (B_txt, context). */
+int vlm_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens);
+/* Contrastive + aux loss after vlm_forward (B_img == B_txt). */
+int vlm_run_loss(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_loss *out);
+/* Features (B, embed_dim) of images (text 0) or texts; unit: normalised. */
+const float *vlm_run_features(const struct vlm_run *r, int text, int unit);
+/* Residual stream entering block l (l = layers: the output; l < 0: after
+ * the final LayerNorm) of one modality: rows x D. */
+const float *vlm_run_stream(const struct vlm_run *r, int text, int l,
+    int *rows, int *D);
+/* The routing of one MoE layer's pool in the last forward: tokens S
+ * (rows of the stack, modality), choices idx/keep/w (S,K), logits z and
+ * probabilities p (S,E), kept per expert fill (E), capacity C. */
+struct vlm_route_view {
+	int S, C;
+	int block;  /* the block asked for (for vlm_run_row_info) */
+	const int32_t *rows, *idx, *fill;
+	const uint8_t *mod, *keep;
+	const float *w, *z, *p;
+};
+/* -1 when block l of that modality's stack has no MoE (or no pool). */
+int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
+    struct vlm_route_view *v);
+/* Gradients of the loss into grad (nfloats, zeroed here) after
+ * vlm_run_loss. */
+int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
+/* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
+ * for parameter i of m (the run's model), NULL for none. The backward
+ * then neither computes nor writes theirs (that part of grad stays 0:
+ * no GEMM for a frozen weight's gradient) and does not differentiate
+ * what leads only to them (a locked tower is not differentiated at
+ * all). The run keeps a copy. */
+int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *nograd);
+
+/* ---- encoding (model/encoder.c) ------------------------------------------ */
+
+/* A model as an image or text encoder over batches of a fixed size. */
+struct vlm_encoder {
+	const struct vlm_model *m;
+	int text;         /* 0 images, 1 texts */
+	int batch;        /* e.g. 32 */
+	struct vlm_run *r;
+	void *pad;        /* padding copy for a short last batch */
+};
+int vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m,
+    int text, int batch);
+void vlm_encoder_release(struct vlm_encoder *e);
+/* n <= batch items: pixels (n,3,S,S) or token ids (n,context) into
+ * out (n, embed_dim); unit: L2-normalised. */
+int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
+    int unit);
+/* The model's own tokenizer (merges in the file); -1 if it has none or
+ * it has more tokens than the model's vocabulary. */
+struct vlm_bpe;
+int vlm_model_tokenizer(const struct vlm_model *m, struct vlm_bpe *bpe);
+/* m carries bpe's merges from now on (saved with it); -1 out of memory. */
+int vlm_model_set_tokenizer(struct vlm_model *m, const struct vlm_bpe *bpe);
+
+/* ---- each example's loss (model/example-loss.c) -------------------------- */
+
+/* Each example's contrastive loss after vlm_run_loss: (CE of its image's
+ * row + CE of its text's column) / 2, whose mean is the batch's loss:
+ * loss (B). */
+struct vlm_run;
+int vlm_run_row_loss(const struct vlm_run *r, double *loss);
+
+/* ---- LoRA adapters (model/lora.c) ---------------------------------------- */
+
+/*
+ * With lora.rank = r > 0, each targeted weight W (OUT, IN) of the
+ * transformer blocks (attention in/out projections, MLP and stacked
+ * expert c_fc/c_proj) is used as W + s B A, s = vlm_lora_scale(), with
+ * trainable A (r, IN) "<W>.lora_A" and B (OUT, r) "<W>.lora_B"; stacked
+ * experts (E, OUT, IN) have a pair per expert, A (E, r, IN), B (E, OUT, r).
+ * The pairs come after every base parameter (base offsets are the plain
+ * model's), are saved in the model file like any tensor, and follow the
+ * OpenCLIP weight-decay rule (2-D: decayed). vlm_model_randomize() draws
+ * A ~ N(0, 1/IN) and sets B = 0, so a fresh adapted model computes what
+ * its base computes. vlm_forward() refuses a model with adapters:
+ * train through a view, infer after vlm_lora_merge().
+ */
+enum vlm_lora_targets { VLM_LORA_ALL, VLM_LORA_ATTN, VLM_LORA_MLP };
+
+/* Does config c put adapters on the parameter called name? */
+int vlm_lora_target(const struct vlm_config *c, const char *name);
+/* s = alpha / r (alpha 0 means alpha = r: s = 1); 0 when rank is 0. */
+float vlm_lora_scale(const struct vlm_config *c);
+/* Index of m's first adapter parameter (m->nparams: none). */
+int vlm_lora_first(const struct vlm_model *m);
+/* Every A ~ N(0, 1/IN) from seed's own stream, every B = 0. */
+void vlm_lora_randomize(struct vlm_model *m, uint64_t seed);
+/* w (m's base floats; may be m->w) := the base weights, each adapted
+ * one plus s B A, per expert for stacked experts. The products run on
+ * VLM_BACKEND's gemm: -1 (vlm_error) when it has none. */
+int vlm_lora_merge_into(const struct vlm_model *m, float *w);
+/* grad (m->nfloats) holds dL/dW of the merged weights in its base part
+ * (a backward on the view): set each pair's dA = s B^T dW and
+ * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
+ * vlm_lora_merge_into. */
+int vlm_lora_grad(const struct vlm_model *m, float *grad);
+/* Fold the adapters into the base weights and drop them: m becomes the
+ * plain model (lora.* reset). No-op (0) for a model without adapters. */
+int vlm_lora_merge(struct vlm_model *m);
+/* vlm_model_load() for inference: adapters, if any, merged; a weight
+ * that is NaN or infinite is refused, naming its parameter. */
+int vlm_model_load_merged(struct vlm_model *m, const char *path);
+/* m (plain) := the model of config c, whose only change to m's table is
+ * c->lora's adapters: base values kept, adapters seeded, tokenizer
+ * moved over. */
+int vlm_lora_add(struct vlm_model *m, const struct vlm_config *c,
+    uint64_t seed);
+/* view := a plain model sharing m's table and offsets (base part) with
+ * its own slab, the merged weights; refresh it with
+ * vlm_lora_merge_into(m, view->w). Release only with the function below
+ * (never vlm_model_release); m must outlive it. */
+int vlm_lora_view_init(struct vlm_model *view, const struct vlm_model *m);
+void vlm_lora_view_release(struct vlm_model *view);
+
+/* ---- sparse upcycling (model/upcycle.c) ---------------------------------- */
+
+/*
+ * Sparse upcycling: m := an MoE model of config c
+ * (dense's config with moe.* set) from the dense model: every other
+ * parameter copied (their shapes must not change), every expert a copy
+ * of the dense MLP it replaces, routers N(0, router_std^2) seeded (0:
+ * exactly zero), the tokenizer carried over.
+ */
+int vlm_model_upcycle(struct vlm_model *m, const struct vlm_model *dense,
+    const struct vlm_config *c, double router_std, uint64_t seed);
+
+#endif /* VLM_LIBCORE_MODEL_H */

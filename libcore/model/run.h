@@ -1,0 +1,135 @@
+/*
+ * run.h - private to forward.c and backward.c: the activations of one
+ * batch shape, allocated once in a single arena (no allocation inside a
+ * step). A "stack" is one pass of rows through a set of blocks: in a
+ * two-tower model one stack per tower, in a one-tower model one stack
+ * whose rows are the image tokens followed by the text tokens, so that
+ * the MoE layers route both modalities in one group. Token reduction
+ * (TokenLearner after vision block `after`) cuts the image rows from N to
+ * M tokens, so the blocks after it form a stack of their own: the first
+ * stack's `next`, whose x[0] is the cut of the first one's output.
+ *
+ * Every op runs through the run's backend (kernels.h): the arena is the
+ * backend's memory; what the host computes (routing rows, lengths, EOT
+ * positions, router noise) or reads back (fill counts, features,
+ * routing records, logits) lives in a second, host arena (the h* fields)
+ * and moves only by upload and download. The weights and gradients the
+ * run is given are used as the backend's memory (host memory for the
+ * CPU backends).
+ */
+#ifndef VLM_RUN_H
+#define VLM_RUN_H
+
+#include "model/model.h"
+#include "kernels.h"
+
+/* A run of B sequences of T tokens inside a stack. */
+struct seg {
+	int mod;      /* 0 image, 1 text */
+	int B, T;
+	int64_t row0; /* first row in the stack */
+	int causal;
+	int32_t *len; /* (B) tokens that count (text: up to EOT), host */
+};
+
+/* One MoE layer's routing state for one pool. */
+struct moe_acts {
+	int S, C, Cmax; /* tokens routed, capacity used, slots allocated */
+	int32_t *rows; /* (S) stack row of each routed token */
+	uint8_t *mod;  /* (S) modality */
+	int32_t *hrows, *hfill; /* host: rows as made, fill as read back */
+	uint8_t *hmod;
+	float *heps;   /* host: the noise as drawn, uploaded to eps */
+	int32_t *hidx; /* host copies for vlm_run_route */
+	uint8_t *hkeep;
+	float *hw, *hz, *hp;
+	float *xs, *z, *p, *g, *eps;       /* (S,D) (S,E) x4 */
+	int32_t *idx, *slot, *order, *fill; /* (S,K) (S,K) (S) (E) */
+	float *val, *w;                    /* (S,K) */
+	uint8_t *keep;                     /* (S,K) */
+	float *buf, *efc, *eact, *eout;    /* (E*C,D) (E*C,F) x2 (E*C,D) */
+	float *ys;                         /* (S,D) */
+	float aux;                         /* weighted aux loss */
+};
+
+/* A stored activation of layer l: its own copy when training (nl = L),
+ * else the one copy every layer shares (inference). */
+#define LAYER(st, buf, l, n) \
+	((st)->buf + (size_t)((st)->nl > 1 ? (l) : 0) * (n))
+
+struct stack {
+	int nseg;
+	struct seg seg[2];
+	int R, D, F, H, L, pools, nl;
+	int l0;             /* the tower's index of blocks[0] */
+	struct stack *next; /* the stack after a token-reduction cut */
+	const struct vlm_block_off *blocks;
+	int64_t att_n;      /* floats of attention probs per layer */
+	float *x;           /* (L+1, R, D) block inputs; x[L] the output */
+	float *ln1, *mean1, *rstd1, *qkv, *att, *atty, *mid;
+	float *ln2, *mean2, *rstd2, *fc, *act; /* per stored layer */
+	struct moe_acts *moe; /* (L * pools); unused entries for dense */
+	int S_max[2];
+	int stop;           /* backward: blocks below it need no gradient */
+	int no_dx0;         /* backward: nothing wants d x[0] */
+};
+
+/* x[L], the stack's output rows (R, D). */
+#define STACK_TOP(st) ((st)->x + (size_t)(st)->L * (st)->R * (st)->D)
+
+/* Embeddings and head of one modality. */
+struct tower_acts {
+	int B, T;           /* T: tokens at the head */
+	struct stack *st;   /* the stack that carries its rows to the head */
+	int64_t row0;
+	int Te;             /* tokens at the embedding (images: N before a cut) */
+	struct stack *st0;  /* the stack its embeddings enter */
+	int64_t row0e;
+	float *patches;     /* (B*P, 3*p*p) images only */
+	float *emb;         /* (B*P, D) patch or token embeddings */
+	float *xe;          /* (B*T, D) before ln_pre (images) */
+	float *mean0, *rstd0;
+	int32_t *ids, *pos, *len; /* (B*T) tokens; (B) pooled row; (B) */
+	int32_t *hpos, *hlen;     /* their host copies */
+	float *img;               /* (B,3,S,S) the images uploaded */
+	float *lnf, *meanf, *rstdf; /* (B*T, D) after ln_post / ln_final */
+	float *pooled, *feat;       /* (B, D) (B, embed) */
+	float *mq, *mk, *mv, *matt, *mpatt; /* map pooling: (D) (B*T,D) x2
+	                                     * (B,H,T) (B,D) */
+	float *unit, *norm;         /* (B, embed) L2-normalised, (B) */
+	float *tl_act;              /* TokenLearner activations (images) */
+	float *hfeat, *hunit;       /* host copies for vlm_run_features */
+	int no_head;                /* backward: the head needs no gradient */
+};
+
+struct vlm_run {
+	const struct vlm_backend *be;
+	int train, nst, embed;
+	int E, K;                 /* experts, choices per token */
+	struct stack st[3];       /* in forward order */
+	struct tower_acts tw[2]; /* 0 images, 1 texts */
+	float *logits, *dlogits;  /* (Bi, Bt) */
+	float *lse2;              /* (2B) row and column log-sum-exps */
+	struct vlm_loss loss;
+	struct vlm_rng rng;
+	/* backward scratch */
+	float *dx, *dnext, *dln, *datty, *dqkv, *dfc, *dact;
+	float *dbuf, *defc, *deact, *deout, *dxs, *dys, *dz, *dw; /* MoE */
+	float *dfeat[2], *dunit[2], *dpooled[2], *dlnf;
+	float *dmq, *dmk, *dmv, *dmpatt; /* map pooling */
+	float *dcut;              /* d x[0] of a token-reduction cut's next */
+	float *datt;              /* attention backward scratch, one layer */
+	float *hstream;           /* host copy for vlm_run_stream */
+	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
+	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	int nparams;
+	void *arena, *harena;     /* the backend's, the host's */
+	size_t bytes, hbytes;     /* of each */
+};
+
+/* Weight of each aux term for one group (forward.c); index order:
+ * importance, load, switch, z, local img/txt, global img/txt. */
+void vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
+    int train, float coef[8]);
+
+#endif

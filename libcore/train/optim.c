@@ -1,0 +1,84 @@
+/*
+ * optim.c - AdamW over the model's parameter slab with OpenCLIP's
+ * settings: weight decay only where vlm_param.decay says so (not for
+ * 1-D tensors, LayerNorms, biases, logit_scale), optional global-norm
+ * clipping, and logit_scale clamped to [0, ln 100] after each step.
+ * The moments are the backend's memory (VLM_BACKEND), the step its ops.
+ */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "train/train.h"
+
+void
+vlm_optim_defaults(struct vlm_optim *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->lr = 5e-4f;      /* OpenCLIP's default learning rate */
+	o->beta1 = 0.9f;
+	o->beta2 = 0.98f;   /* OpenCLIP ViT defaults */
+	o->eps = 1e-6f;
+	o->wd = 0.2f;
+}
+
+int
+vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
+{
+	static const enum vlm_op ops[] = { VLM_OP_adamw_step,
+		VLM_OP_grad_clip };
+	size_t n = m->nfloats * sizeof(float);
+
+	o->step = 0;
+	o->m = o->v = NULL;
+	if (!(o->be = vlm_backend_default()) ||
+	    vlm_backend_check(o->be, ops, 2) < 0)
+		return -1;
+	o->m = o->be->alloc(n);
+	o->v = o->be->alloc(n);
+	if (!o->m || !o->v) {
+		vlm_optim_release(o);
+		return vlm_error("out of memory for optimizer state");
+	}
+	return 0;
+}
+
+void
+vlm_optim_release(struct vlm_optim *o)
+{
+	if (o->be) {
+		if (o->m)
+			o->be->free(o->m);
+		if (o->v)
+			o->be->free(o->v);
+	}
+	o->m = o->v = NULL;
+}
+
+float
+vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
+    float lr, const uint8_t *frozen)
+{
+	float norm = 0;
+	int clamp = 0;
+
+	assert(o->be && o->m && o->v); /* vlm_optim_init first */
+	if (o->clip > 0)
+		norm = o->be->grad_clip(grad, m->nfloats, o->clip);
+	o->step++;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		if (frozen && frozen[i])
+			continue;
+		clamp |= p->off == m->logit_scale;
+		o->be->adamw_step(m->w + p->off, o->m + p->off, o->v + p->off,
+		    grad + p->off, p->n, o->step, lr, o->beta1, o->beta2,
+		    o->eps, p->decay ? o->wd : 0);
+	}
+	if (clamp) /* a frozen temperature stays as it was */
+		m->w[m->logit_scale] = fminf(fmaxf(m->w[m->logit_scale], 0),
+		    logf(100));
+	return norm;
+}

@@ -1,0 +1,143 @@
+/*
+ * train/train.h - training: the AdamW optimizer, several data sources
+ * and the adaptive sampler, learning-rate schedule and checkpoints.
+ */
+#ifndef VLM_LIBCORE_TRAIN_H
+#define VLM_LIBCORE_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/base.h"
+#include "data/data.h"
+#include "model/model.h"
+
+/* ---- optimizer (train/optim.c) ------------------------------------------- */
+
+struct vlm_optim {
+	float lr;            /* e.g. 5e-4 (the schedule passes its own) */
+	float beta1, beta2;  /* e.g. 0.9, 0.98 */
+	float eps;           /* e.g. 1e-6 */
+	float wd;            /* e.g. 0.2, for parameters with decay set */
+	float clip;          /* global gradient norm cap; 0: off */
+	int64_t step;        /* steps taken */
+	float *m, *v;        /* moments, one float per parameter float */
+	const struct vlm_backend *be; /* VLM_BACKEND's, set by _init */
+};
+
+void vlm_optim_defaults(struct vlm_optim *o);
+int vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m);
+void vlm_optim_release(struct vlm_optim *o);
+/* One AdamW step at learning rate lr; frozen[i] skips parameter i (NULL:
+ * none). Returns the gradient norm before clipping (0 if clip is off). */
+float vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
+    float lr, const uint8_t *frozen);
+
+/* ---- data sources, the adaptive sampler (train/sampler.c) ---------------- */
+
+/*
+ * Several data sources: source s is items lo[s]..lo[s]+n[s]-1 (the
+ * sources' items one after the other), walked epoch after epoch in the
+ * order vlm_perm_shuffle(perm, n[s], vlm_item_seed(seed, -1, s), epoch),
+ * item k of it with seed vlm_item_seed(that seed, epoch, k), each
+ * source with its own cursor. The B examples of micro-batch m of step k
+ * (1-based) come from the sources in order, count[s] from source s, by
+ * systematic sampling: positions (u + j) / B, j < B, u uniform from
+ * (seed, k, m), source s taking those in [P(s-1), P(s)), P the cumulative
+ * probabilities: floor or ceil of B p[s], B p[s] on average.
+ *
+ * The probabilities: w, the weights normalised; adaptive:
+ *     p[s] = (1 - eps) q[s] + eps / S,  q[s] ~ w[s] exp(L[s] / tau)
+ * L[s] the exponential moving average (decay d) of source s's mean
+ * per-example contrastive loss (vlm_run_row_loss) in the steps that drew
+ * from it, starting at its first mean; a source not seen yet counts the
+ * mean of those seen (q = w while none is). Hard sources (high loss) are
+ * drawn more, none less than eps / S. Step k's batches use the losses
+ * through step k - 2: its first batch is loaded while step k - 1 runs.
+ */
+#define VLM_SOURCES_MAX 64
+
+struct vlm_source_state {
+	int64_t epoch, pos;   /* next item: epoch, position in its order */
+	double ema, ema_prev; /* L after the last step, the one before */
+	int seen, seen_prev;  /* ema, ema_prev hold a value */
+};
+
+struct vlm_sampler_opts {
+	int adaptive;     /* else p = w */
+	double tau;       /* temperature, e.g. 1 */
+	double decay;     /* d, e.g. 0.9 */
+	double eps;       /* floor, e.g. 0.1 */
+	uint64_t seed;
+};
+
+/* Opaque: its cursors, loss averages and permutations (train/sampler.c). */
+struct vlm_sampler;
+
+/* S sources of n[s] items, weights w (> 0; NULL: n); NULL with a
+ * message on bad arguments or no memory. */
+struct vlm_sampler *vlm_sampler_new(int S, const int64_t *n,
+    const double *w, const struct vlm_sampler_opts *o);
+void vlm_sampler_free(struct vlm_sampler *s);
+/* The last step whose losses vlm_sampler_update folded in (0: none). */
+int64_t vlm_sampler_done(const struct vlm_sampler *s);
+/* st (S) := each source's cursor and loss averages, for a checkpoint. */
+void vlm_sampler_state(const struct vlm_sampler *s,
+    struct vlm_source_state *st);
+/* Go on from a checkpoint: the sources' states st (S) after step done. */
+void vlm_sampler_restore(struct vlm_sampler *s,
+    const struct vlm_source_state *st, int64_t done);
+/* The rule above: p (S) from w (S, normalised), L and seen (S). */
+void vlm_sampler_rule(int S, const double *w, const double *L,
+    const int *seen, const struct vlm_sampler_opts *o, double *p);
+/* p (S) for the batches of step (done + 1 or done + 2). */
+void vlm_sampler_probs(const struct vlm_sampler *s, int64_t step,
+    double *p);
+/* count (S) summing to B, by systematic sampling of p. */
+void vlm_sampler_counts(const double *p, int S, int B, uint64_t seed,
+    int64_t step, int micro, int *count);
+/* The B items of micro-batch micro of step, and each one's source src
+ * (B); the sources' cursors move on. */
+void vlm_sampler_plan(struct vlm_sampler *s, int64_t step, int micro,
+    int B, struct vlm_feed *items, int *src);
+/* Per-example losses (B) of a batch of the step in progress. */
+void vlm_sampler_add(struct vlm_sampler *s, const int *src,
+    const double *loss, int B);
+/* Fold the step's mean loss per source into the averages. */
+void vlm_sampler_update(struct vlm_sampler *s, int64_t step);
+
+/* ---- training runs (train/train.c) --------------------------------------- */
+
+struct vlm_train_opts {
+	int batch;          /* examples per step, e.g. 128 */
+	int64_t steps;      /* optimizer steps, e.g. 2000 */
+	float lr;           /* peak learning rate, e.g. 5e-4 */
+	int64_t warmup;     /* linear warmup steps, e.g. 100 */
+	int cosine;         /* cosine decay to 0 after warmup */
+};
+/* OpenCLIP's schedule: warmup (step+1)/warmup, then cosine or constant. */
+float vlm_lr_at(const struct vlm_train_opts *o, int64_t step);
+
+/* What a checkpoint restores besides parameters and moments. */
+struct vlm_train_state {
+	int64_t step;             /* optimizer steps done */
+	int64_t samples;          /* examples seen */
+	struct vlm_cursor cursor; /* where the data stream goes on */
+	struct vlm_rng rng;       /* router noise generator */
+	uint64_t seed;
+	int nsources;             /* several data sources: S; else 0 */
+	struct vlm_source_state sources[VLM_SOURCES_MAX]; /* their cursors,
+	                                                   * loss averages */
+};
+/* RUN/ckpt-<step>/ written atomically, RUN/latest pointed at it, all but
+ * the newest `keep` removed (0: keep all). */
+int vlm_ckpt_save(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep);
+/* Remove what killed saves left and, keep > 0, checkpoints beyond the
+ * newest `keep` up to step (vlm_ckpt_save does it after each save). */
+int vlm_ckpt_prune(const char *run, int64_t step, int keep);
+/* Model, moments (o is initialised here) and state from RUN/latest. */
+int vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
+    struct vlm_train_state *s);
+
+#endif /* VLM_LIBCORE_TRAIN_H */
