@@ -111,7 +111,7 @@ deps:
 # Unit tests (cmocka), CLI tests (shell), man pages, examples. Every
 # runner runs; the target fails if any did.
 check: deps
-	@$(MAKE) --no-print-directory all tests
+	@$(MAKE) --no-print-directory all tests fuzz-replay
 	@SHARED=$(SHARED) BUILD=$(BUILD) BIN=$(BINDIR) sh tests/run $(TESTS)
 
 # The unit tests under valgrind memcheck (not in check: minutes): a memory
@@ -142,7 +142,51 @@ fmt:
 		cmd/*.c tests/*.[ch]
 
 clean:
-	rm -rf build build-san bin
+	rm -rf build build-san build-fuzz bin
 
 .SECONDARY:
 .PHONY: all tests deps check check-valgrind demo bench install fmt clean
+
+# ---- fuzzing (tests/fuzz) ---------------------------------------------
+#   make fuzz FUZZ_SECONDS=60   each harness under libFuzzer (clang-14)
+#   check builds every harness with gcc and tests/fuzz/replay.c instead,
+#   and tests/cli-fuzz-replay.sh replays the corpus and the crashes.
+#   VLM_FUZZ: libpng ignores checksums (mutated chunks keep old CRCs).
+FUZZ_NAMES  = $(patsubst tests/fuzz/fuzz-%.c,%,$(wildcard tests/fuzz/fuzz-*.c))
+FUZZ_REPLAY = $(FUZZ_NAMES:%=$(BUILD)/fuzz/fuzz-%)
+FUZZ_SECONDS ?= 60
+FUZZ_CC    ?= clang-14
+FUZZ_DIR   ?= build-fuzz
+FUZZ_CFLAGS = -O1 -g -std=c11 -D_GNU_SOURCE -DVLM_FUZZ -pthread -Ilibcore \
+	-Ikernels \
+	-DVLM_VERSION='"$(VERSION)"' $(PKGCFLAGS) -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_OBJ    = $(LIB_SRC:%.c=$(FUZZ_DIR)/%.o)
+
+$(BUILD)/fuzz/fuzz-%: tests/fuzz/fuzz-%.c tests/fuzz/replay.c \
+		$(wildcard tests/fuzz/*.h) $(LIB)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests/fuzz $(LDFLAGS) -o $@ $< tests/fuzz/replay.c \
+		$(LIB) $(LDLIBS)
+
+fuzz-replay: $(FUZZ_REPLAY)
+
+$(FUZZ_DIR)/%.o: %.c $(HEADERS) $(wildcard kernels/*.h)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_DIR)/fuzz-%: tests/fuzz/fuzz-%.c $(wildcard tests/fuzz/*.h) \
+		$(FUZZ_OBJ)
+	@echo "$(FUZZ_CC) -fsanitize=fuzzer -o $@ $< (libcore, kernels)"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -Itests/fuzz -o $@ $< \
+		$(FUZZ_OBJ) $(PKGLIBS) -ljpeg -lm
+
+fuzz-build: $(FUZZ_NAMES:%=$(FUZZ_DIR)/fuzz-%)
+
+fuzz:
+	@sh .ci/deps clang-14 libclang-rt-14-dev
+	@$(MAKE) --no-print-directory fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) sh tests/fuzz/run.sh $(FUZZ_DIR) \
+		$(FUZZ_NAMES)
+
+.PHONY: fuzz fuzz-build fuzz-replay
