@@ -64,12 +64,17 @@ MANS     = $(wildcard man/*.[157])
 all: $(BINS)
 
 # Each object depends on the headers it includes: gcc -MMD -MP writes them
-# into a .d file beside it, read below; a missing .d rebuilds the object.
-$(BUILD)/%.o: %.c $(BUILD)/%.d
+# into a .d file beside it, read below. An object without its .d (built
+# before there were any) depends on every header instead, so it cannot
+# be kept stale: a missing .d alone does not rebuild it (.SECONDARY).
+.SECONDEXPANSION:
+ALL_HDRS = $(wildcard libcore/*.h libcore/*/*.h kernels/*.h cmd/*.h tests/*.h)
+hdrs_unless_d = $(if $(wildcard $(1:.o=.d)),,$(ALL_HDRS))
+$(BUILD)/%.o: %.c $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/%.o: %.cu $(BUILD)/%.d
+$(BUILD)/%.o: %.cu $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 
@@ -78,14 +83,13 @@ $(LIB): $(LIB_OBJ)
 	$(AR) rcs $@ $^
 
 # a program is cmd/vlm-NAME.c plus its verb files cmd/NAME-*.c
-.SECONDEXPANSION:
 verb_objs = $(patsubst %.c,$(BUILD)/%.o,$(wildcard cmd/$(1)-*.c))
 $(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(call verb_objs,$$*) \
 		$(BUILD)/cmd/common.o $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $(BUILD)/tests/%.d $(LIB)
+$(BUILD)/tests/%: tests/%.c $$(call hdrs_unless_d,$$@.o) $(LIB)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) \
 		-lcmocka
