@@ -169,6 +169,25 @@ test_reconfig(void **state)
 	vlm_model_release(&m);
 }
 
+/* A batch past VLM_RUN_MAX_ROWS token rows is refused before anything
+ * is planned: 1024 images of 128x128 patches are 16778240 rows. */
+static void
+test_run_rows(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m;
+
+	(void)state;
+	assert_int_equal(vlm_config_preset(&c, "tiny-moe"), 0);
+	c.image_size = 4096, c.patch_size = 32;
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	assert_null(vlm_run_new(&m, 1024, 0, 0));
+	assert_non_null(strstr(vlm_errmsg(), "1024 images and 0 texts is "
+	    "16778240 token rows (limit 16777216)"));
+	assert_null(vlm_run_new(&m, 0, 65536 * 4, 1));
+	vlm_model_release(&m);
+}
+
 int
 main(void)
 {
@@ -180,6 +199,7 @@ main(void)
 		cmocka_unit_test(test_json_ranges),
 		cmocka_unit_test(test_param_limit),
 		cmocka_unit_test(test_reconfig),
+		cmocka_unit_test(test_run_rows),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

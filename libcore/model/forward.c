@@ -384,6 +384,24 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 	return n;
 }
 
+/*
+ * Every stack's token rows (images and texts of a one-tower model
+ * together) fit VLM_RUN_MAX_ROWS, so row counts, capacities (up to 64x
+ * the rows) and row offsets stay inside an int.
+ */
+static int
+run_rows(const struct vlm_run *r)
+{
+	int64_t R = vlm_size_add(vlm_size_mul(r->tw[0].B, r->tw[0].Te),
+	    vlm_size_mul(r->tw[1].B, r->tw[1].Te));
+
+	if (R < 0 || R > VLM_RUN_MAX_ROWS)
+		return vlm_error("a batch of %d images and %d texts is %lld "
+		    "token rows (limit %d): use a smaller batch", r->tw[0].B,
+		    r->tw[1].B, (long long)R, VLM_RUN_MAX_ROWS);
+	return 0;
+}
+
 struct vlm_run *
 vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 {
@@ -414,6 +432,10 @@ vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
 	r->tw[0].B = B_img, r->tw[0].Te = vlm_config_image_tokens(c);
 	r->tw[1].B = B_txt, r->tw[1].T = r->tw[1].Te = c->context;
 	r->tw[0].T = cut ? c->tl.tokens : r->tw[0].Te;
+	if (run_rows(r) < 0) {
+		free(r);
+		return NULL;
+	}
 	st = init_stack(r, m, 0, 0, cut ? c->tl.after + 1 : m->vis.nblocks);
 	if (cut)
 		st->next = init_stack(r, m, 0, c->tl.after + 1,

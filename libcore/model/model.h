@@ -205,6 +205,9 @@ struct vlm_loss {
  * lacks an op the model needs. */
 struct vlm_run;
 struct vlm_backend;
+/* The most token rows one run's batch may hold (images times their
+ * tokens plus texts times the context): larger batches are refused. */
+#define VLM_RUN_MAX_ROWS (1 << 24)
 struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
     int train);
 /* The same on backend be (kernels.h: vlm_backend_get). */
