@@ -1,5 +1,6 @@
 /* common.c - usage, version and output checks shared by the commands. */
 #include <err.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,21 @@ cmd_usage(const char *usage, int status)
 {
 	fputs(usage, status == 0 ? stdout : stderr);
 	exit(status == 0 ? cmd_finish(0) : status);
+}
+
+/* The integer option opt's argument s, from min to max, or exit 2. */
+int
+cmd_int(const char *opt, const char *s, long min, long max)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || errno || v < min || v > max)
+		errx(2, "%s '%s': want an integer from %ld to %ld", opt, s,
+		    min, max);
+	return (int)v;
 }
 
 void

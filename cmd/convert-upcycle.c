@@ -11,18 +11,9 @@
 #include "cmd.h"
 #include "vlm.h"
 
+#define LIM (1 << 20) /* the config check gives the real limits */
+
 /* Parse a whole non-negative integer or fail with usage. */
-static int
-count(const char *s, int min)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (*s == '\0' || *end != '\0' || v < min || v > 1 << 20)
-		cmd_usage(convert_usage, 2);
-	return (int)v;
-}
-
 int
 convert_upcycle(int argc, char **argv)
 {
@@ -44,10 +35,10 @@ convert_upcycle(int argc, char **argv)
 
 	while ((c_ = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
 		switch (c_) {
-		case O_EXPERTS: E = count(optarg, 1); break;
-		case O_TOPK: K = count(optarg, 1); break;
-		case O_EVERY: every = count(optarg, 1); break;
-		case O_LAST: last = count(optarg, 1); break;
+		case O_EXPERTS: E = cmd_int("--experts", optarg, 1, LIM); break;
+		case O_TOPK: K = cmd_int("--top-k", optarg, 1, LIM); break;
+		case O_EVERY: every = cmd_int("--every", optarg, 1, LIM); break;
+		case O_LAST: last = cmd_int("--last", optarg, 1, LIM); break;
 		case O_STD: std = strtod(optarg, NULL); break;
 		case 's': seed = strtoull(optarg, NULL, 0); break;
 		default: cmd_usage(convert_usage, 2);

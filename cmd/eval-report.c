@@ -17,22 +17,11 @@
 #include "eval.h"
 
 int
-eval_positive(const char *opt, const char *arg)
-{
-	char *end;
-	long v = strtol(arg, &end, 10);
-
-	if (*end || end == arg || v < 1 || v > 1 << 20)
-		errx(2, "%s '%s': want a positive integer", opt, arg);
-	return (int)v;
-}
-
-int
 eval_common_opt(struct eval_common *o, int c, const char *arg)
 {
 	switch (c) {
 	case 'm': o->model = arg; return 1;
-	case 'b': o->batch = eval_positive("-b", arg); return 1;
+	case 'b': o->batch = cmd_int("-b", arg, 1, 1 << 20); return 1;
 	case 'J': o->json = 1; return 1;
 	case 'P': o->per_class = 1; return 1;
 	case 'h': cmd_usage(eval_usage, 0);

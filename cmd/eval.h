@@ -24,7 +24,6 @@ struct eval_common {
 /* Handle one of those options (c from getopt_long); 0 if not one. */
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */
-int eval_positive(const char *opt, const char *arg);
 
 /* Load a model (-m): 0, or -1 after a warning. */
 int eval_model_load(struct vlm_model *m, const char *path);

@@ -31,18 +31,6 @@ static const char usage[] =
     "[path ...]\n"
     "       vlm-embed -h | --help | --version\n";
 
-/* A positive integer option, or exit 2. */
-static int
-number(const char *opt, const char *s)
-{
-	char *end;
-	long v = strtol(s, &end, 10);
-
-	if (*end || end == s || v < 1 || v > 65536)
-		errx(2, "%s '%s': want a number from 1 to 65536", opt, s);
-	return (int)v;
-}
-
 static void
 parse(int argc, char **argv, struct embed_opts *o)
 {
@@ -79,8 +67,8 @@ parse(int argc, char **argv, struct embed_opts *o)
 			break;
 		case 'r': o->raw = 1; break;
 		case 'R': o->routes = optarg; break;
-		case 'b': o->batch = number("batch", optarg); break;
-		case 'j': o->threads = number("threads", optarg); break;
+		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
+		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;
 		case 'f': o->force = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 'h': cmd_usage(usage, 0);

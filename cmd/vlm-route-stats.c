@@ -169,13 +169,15 @@ main(int argc, char **argv)
 		case O_HEAT: o.fmt = RS_HEATMAP; break;
 		case O_CLASSES: o.classes = 1; break;
 		case O_POS: o.positions = 1; break;
-		case O_LAYER: o.layer = atoi(optarg); break;
+		case O_LAYER:
+			o.layer = cmd_int("--layer", optarg, 0, 1 << 20);
+			break;
 		case O_PARTIAL: partial = 1; break;
 		case O_PNG: png = optarg; break;
 		case 'm': model = optarg; break;
 		case O_IMAGES: images = optarg; break;
 		case O_TEXT: text = optarg; break;
-		case 'b': batch = atoi(optarg); break;
+		case 'b': batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'o': out = optarg; break;
 		case O_DIFF: dif = 1; break;
 		case 'h': cmd_usage(usage, 0);

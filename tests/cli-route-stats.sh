@@ -12,6 +12,9 @@ PY=/usr/bin/python3
 fails "no input model without --images" 2 "$R" -m x.safetensors
 fails "--images without a model" 2 "$R" --images x
 fails "--diff wants two streams" 2 "$R" --diff x
+fails "-b 0 refused" 2 "$R" -b 0 x
+check "and says the range" "grep -q \"want an integer from 1 to 65536\" $T/err"
+fails "--layer junk refused" 2 "$R" --layer 2x x
 ok "init tiny-moe" "$C" init --seed 3 tiny-moe "$T/moe.safetensors"
 
 if ! have_py "the model runs (the rest)" numpy PIL; then
