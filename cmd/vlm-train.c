@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "cmd.h"
+#include "kernels.h"
 #include "vlm.h"
 #include "train.h"
 
@@ -330,6 +331,7 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 {
 	const int *src;
 	const struct vlm_batch *b = train_next(t, &src);
+	const struct vlm_backend *be = vlm_run_backend(t->run);
 	struct vlm_loss l;
 	float k = 1.0f / t->accum;
 
@@ -347,10 +349,10 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	}
 	/* plain accumulation: the mean of the micro-batches' gradients */
 	vlm_backward(t->run, t->net, m ? t->gacc : t->grad);
-	for (int64_t i = 0; m && i < t->net->nfloats; i++)
-		t->grad[i] += t->gacc[i];
-	for (int64_t i = 0; m == t->accum - 1 && i < t->net->nfloats; i++)
-		t->grad[i] *= k;
+	if (m)
+		be->add(t->grad, t->gacc, t->net->nfloats);
+	if (m == t->accum - 1)
+		be->scale(t->grad, k, t->net->nfloats);
 	L->total = (m ? L->total : 0) + k * l.total;
 	L->contrastive = (m ? L->contrastive : 0) + k * l.contrastive;
 	L->aux = (m ? L->aux : 0) + k * l.aux;

@@ -466,13 +466,16 @@ void vlm_token_learner_bwd_cpu(float *dx, float *dln_w, float *dln_b,
 
 /*
  * What the model did in host loops: y += x over n values (residuals,
- * gradient accumulation); y[s] = x[rows[s]] (S,D) gathers the routed
+ * gradient accumulation), y *= a (the mean of accumulated gradients);
+ * y[s] = x[rows[s]] (S,D) gathers the routed
  * rows of a stack (R,D); x[rows[s]] += y[s] adds them back (rows
  * distinct, as routing rows are). The gather's backward is the
  * scatter-add. _cpu splits the work over the thread pool.
  */
 void vlm_add_ref(float *y /* (n) */, const float *x /* (n) */, int64_t n);
 void vlm_add_cpu(float *y, const float *x, int64_t n);
+void vlm_scale_ref(float *y /* (n) */, float a, int64_t n);
+void vlm_scale_cpu(float *y, float a, int64_t n);
 void vlm_rows_gather_ref(float *y /* (S,D) */, const float *x /* (R,D) */,
     const int32_t *rows /* (S) */, int S, int D);
 void vlm_rows_gather_cpu(float *y, const float *x, const int32_t *rows,
@@ -632,6 +635,7 @@ struct vlm_backend {
 	    const float *w2, int B, int N, int D, int Hd, int M);
 	/* rows and sums */
 	void (*add)(float *y, const float *x, int64_t n);
+	void (*scale)(float *y, float a, int64_t n);
 	void (*rows_gather)(float *y, const float *x, const int32_t *rows,
 	    int S, int D);
 	void (*rows_scatter_add)(float *x, const float *y,
@@ -656,7 +660,8 @@ struct vlm_backend {
 	X(cls_prepend_fwd) X(cls_prepend_bwd) X(pool_token_fwd) \
 	X(pool_token_bwd) X(pool_mean_fwd) X(pool_mean_bwd) \
 	X(pool_map_fwd) X(pool_map_bwd) X(token_learner_fwd) \
-	X(token_learner_bwd) X(add) X(rows_gather) X(rows_scatter_add)
+	X(token_learner_bwd) X(add) X(scale) X(rows_gather) \
+	X(rows_scatter_add)
 
 /* VLM_OP_gemm, ...: an op's index, for lists of needed ops. */
 #define VLM_OP_ENUM_(name) VLM_OP_##name,

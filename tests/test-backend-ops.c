@@ -902,6 +902,15 @@ c_add(struct ctx *x, int k)
 	x->be->add(OUT_F(x, n), xx, n);
 }
 
+static void
+c_scale(struct ctx *x, int k)
+{
+	int64_t n = k ? 1 : 100003;
+	float *y = OUT_F(x, n);
+
+	x->be->scale(y, 0.25f, n);
+}
+
 /* rows (S) distinct stack rows of R: a shuffled prefix of 0..R-1. */
 static const int32_t *
 in_rows(struct ctx *x, int S, int R)
@@ -982,7 +991,7 @@ static const struct op_case cases[] = {
 	CASE(pool_mean_fwd, 2, 1e-6), CASE(pool_mean_bwd, 2, 1e-6),
 	CASE(pool_map_fwd, 2, 1e-5), CASE(pool_map_bwd, 3, 1e-5),
 	CASE(token_learner_fwd, 1, 1e-5), CASE(token_learner_bwd, 1, 1e-4),
-	CASE(add, 2, 0), CASE(rows_gather, 2, 0),
+	CASE(add, 2, 0), CASE(scale, 2, 0), CASE(rows_gather, 2, 0),
 	CASE(rows_scatter_add, 2, 0),
 };
 #define NCASES ((int)(sizeof(cases) / sizeof(*cases)))

@@ -104,7 +104,7 @@ host_sync(void)
 	.moe_combine_bwd = vlm_moe_combine_bwd##S, \
 	.token_learner_fwd = vlm_token_learner_fwd##S, \
 	.token_learner_bwd = vlm_token_learner_bwd##S, \
-	.add = vlm_add##S, .rows_gather = vlm_rows_gather##S, \
+	.add = vlm_add##S, .scale = vlm_scale##S, .rows_gather = vlm_rows_gather##S, \
 	.rows_scatter_add = vlm_rows_scatter_add##S
 
 static const struct vlm_backend cpu = {

@@ -1,6 +1,6 @@
 /*
  * rows.c - the sums and row moves the model used to do in host loops:
- * y += x (residual branches, gradient accumulation), and the gather and
+ * y += x (residual branches, gradient accumulation), y *= a, the gather and
  * scatter-add of routed rows (the tokens of one MoE pool out of their
  * stack, and their outputs back). One pass over memory each; the _cpu
  * versions split it over the thread pool (every element is written by
@@ -16,6 +16,13 @@ vlm_add_ref(float *y, const float *x, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
 		y[i] += x[i];
+}
+
+void
+vlm_scale_ref(float *y, float a, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] *= a;
 }
 
 void
@@ -40,6 +47,7 @@ struct rows_job {
 	const float *x;
 	const int32_t *rows;
 	int D;
+	float a;
 };
 
 static void
@@ -48,6 +56,14 @@ add_job(void *arg, int64_t i0, int64_t i1)
 	struct rows_job *j = arg;
 
 	vlm_add_ref(j->y + i0, j->x + i0, i1 - i0);
+}
+
+static void
+scale_job(void *arg, int64_t i0, int64_t i1)
+{
+	struct rows_job *j = arg;
+
+	vlm_scale_ref(j->y + i0, j->a, i1 - i0);
 }
 
 static void
@@ -72,16 +88,24 @@ scatter_job(void *arg, int64_t s0, int64_t s1)
 void
 vlm_add_cpu(float *y, const float *x, int64_t n)
 {
-	struct rows_job j = { y, x, NULL, 1 };
+	struct rows_job j = { y, x, NULL, 1, 0.0f };
 
 	vlm_parallel_for_cost(n, n, add_job, &j);
+}
+
+void
+vlm_scale_cpu(float *y, float a, int64_t n)
+{
+	struct rows_job j = { y, NULL, NULL, 1, a };
+
+	vlm_parallel_for_cost(n, n, scale_job, &j);
 }
 
 void
 vlm_rows_gather_cpu(float *y, const float *x, const int32_t *rows, int S,
     int D)
 {
-	struct rows_job j = { y, x, rows, D };
+	struct rows_job j = { y, x, rows, D, 0.0f };
 
 	vlm_parallel_for_cost(S, (int64_t)S * D, gather_job, &j);
 }
@@ -90,7 +114,7 @@ void
 vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
     int S, int D)
 {
-	struct rows_job j = { x, y, rows, D };
+	struct rows_job j = { x, y, rows, D, 0.0f };
 
 	vlm_parallel_for_cost(S, (int64_t)S * D, scatter_job, &j);
 }

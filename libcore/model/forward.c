@@ -319,6 +319,12 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 	plan_backward(a, r, &m->cfg);
 }
 
+const struct vlm_backend *
+vlm_run_backend(const struct vlm_run *r)
+{
+	return r->be;
+}
+
 size_t
 vlm_run_bytes(const struct vlm_run *r)
 {
@@ -381,6 +387,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 			ops[n++] = ops[i] + 1; /* X_bwd follows X_fwd */
 	if (moe) /* the forward adds the experts' rows back too */
 		ops[n++] = VLM_OP_rows_scatter_add;
+	if (r->train) /* callers accumulate gradients (vlm_run_backend) */
+		ops[n++] = VLM_OP_scale;
 	return n;
 }
 

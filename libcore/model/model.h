@@ -214,6 +214,9 @@ struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
 struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int train);
 void vlm_run_free(struct vlm_run *r);
+/* The backend the run's ops go through (its gradients are that
+ * backend's memory: accumulate them with its add and scale). */
+const struct vlm_backend *vlm_run_backend(const struct vlm_run *r);
 /* Bytes of activations (and gradient scratch) the run holds. */
 size_t vlm_run_bytes(const struct vlm_run *r);
 /* Seed the router-noise generator (training). */
