@@ -35,6 +35,9 @@ void vlm_npy_release(struct vlm_npy *r);
 int64_t vlm_npy_numel(const struct vlm_npy *r);
 /* Write t as one v1 record (not BF16: NumPy has no such dtype). */
 int vlm_npy_write(FILE *f, const char *name, const struct vlm_tensor *t);
+/* Write a JSON value (jansson's json_t) as a compact '|u1' record. */
+struct json_t;
+int vlm_npy_write_json(FILE *f, const char *name, const struct json_t *o);
 /* Write n UTF-8 strings as a '<U{w}' record of shape (n,), w >= 1. */
 int vlm_npy_write_str(FILE *f, const char *name, const char *const *s,
     int64_t n);

@@ -95,9 +95,8 @@ check_meta(const char *name, json_t *m, int64_t *dim)
 	return 0;
 }
 
-/* Write a JSON object as a '|u1' record. */
-static int
-write_json(FILE *f, const char *name, const json_t *o)
+int
+vlm_npy_write_json(FILE *f, const char *name, const json_t *o)
 {
 	struct vlm_tensor t = { .dtype = VLM_DTYPE_U8, .ndim = 1 };
 	char *s = json_dumps(o, JSON_COMPACT);
@@ -127,7 +126,7 @@ vlm_npys_writer_init(struct vlm_npys_writer *w, FILE *f, const char *name,
 	if (!m || json_object_update(m, user) < 0)
 		vlm_error("'%s': out of memory", name);
 	else if (check_meta(name, m, &w->dim) == 0)
-		rc = write_json(f, name, m);
+		rc = vlm_npy_write_json(f, name, m);
 	json_decref(m);
 	json_decref(user);
 	return rc;
@@ -165,7 +164,7 @@ vlm_npys_writer_finish(struct vlm_npys_writer *w, const char *extra_json)
 		    "\"rows\"", w->name);
 	else if (!e || (x && json_object_update(e, x) < 0))
 		vlm_error("'%s': out of memory", w->name);
-	else if (write_json(w->f, w->name, e) == 0)
+	else if (vlm_npy_write_json(w->f, w->name, e) == 0)
 		rc = 0;
 	if (rc == 0 && (fflush(w->f) != 0 || ferror(w->f)))
 		rc = vlm_error("'%s': %s", w->name, strerror(errno));

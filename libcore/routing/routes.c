@@ -30,17 +30,10 @@ static const char *const mod_names[] = { "image", "text" };
 static int
 put_json(FILE *f, const char *name, json_t *o)
 {
-	struct vlm_tensor t = { .dtype = VLM_DTYPE_U8, .ndim = 1 };
-	char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	int rc;
+	int rc = o ? vlm_npy_write_json(f, name, o) :
+	    vlm_error("'%s': out of memory", name);
 
 	json_decref(o);
-	if (!s)
-		return vlm_error("'%s': out of memory", name);
-	t.shape[0] = (int64_t)strlen(s);
-	t.data = s;
-	rc = vlm_npy_write(f, name, &t);
-	free(s);
 	return rc;
 }
 
