@@ -184,7 +184,8 @@ test_run_rows(void **state)
 	assert_null(vlm_run_new(&m, 1024, 0, 0));
 	assert_non_null(strstr(vlm_errmsg(), "1024 images and 0 texts is "
 	    "16778240 token rows (limit 16777216)"));
-	assert_null(vlm_run_new(&m, 0, 65536 * 4, 1));
+	assert_null(vlm_run_new(&m, 0, VLM_RUN_MAX_ROWS / c.context + 1, 1));
+	assert_non_null(strstr(vlm_errmsg(), "token rows (limit 16777216)"));
 	vlm_model_release(&m);
 }
 
