@@ -106,7 +106,6 @@ tests: $(TESTS) $(HDR_OK)
 
 DEPS = $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(HDR_OK:=.d) \
 	$(patsubst %.c,$(BUILD)/%.d,$(wildcard cmd/*.c))
-$(DEPS):
 -include $(DEPS)
 
 deps:
