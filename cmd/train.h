@@ -60,6 +60,13 @@ struct train {
 	double *rowloss;            /* [batch] */
 	struct vlm_feed *feed;      /* [batch] the batch being fed */
 	float *gacc;                /* accum: a micro-batch's gradient */
+	int64_t ngrad;              /* floats in grad and gacc: only the
+	                             * gradients the run packs (frozen
+	                             * parameters have none) */
+	struct vlm_pack lpack;      /* LoRA: grad holds the adapted
+	                             * weights' dW, packed so */
+	float *lgrad;               /* LoRA: the adapters' gradients, as
+	                             * opt.pack lays them out */
 	float *val_px;         /* (nimages, 3, S, S) validation images */
 	int32_t *val_ids;      /* (n, context) validation captions */
 	int64_t val_every;
@@ -106,7 +113,8 @@ int train_log_resume(const struct train *t, const char *path);
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);
 void train_lora_freeze(struct train *t);
-void train_lora_grad(struct train *t);
+void train_lora_pack(struct train *t);
+float *train_lora_grad(struct train *t);
 void train_lora_sync(struct train *t);
 void train_lora_free(struct train *t);
 

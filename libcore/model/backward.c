@@ -34,12 +34,20 @@ wanted(const struct vlm_run *r, const struct vlm_model *m, int64_t off)
 }
 
 /* Where the gradient of the parameter at off goes (k floats into it),
- * or NULL: nobody reads it, the kernels skip it. */
+ * or NULL: nobody reads it, the kernels skip it. A packed run
+ * (vlm_run_pack) has it at its place in the packed slab. */
 static float *
 G(const struct vlm_run *r, const struct vlm_model *m, float *g, int64_t off,
     int64_t k)
 {
-	return wanted(r, m, off) ? g + off + k : NULL;
+	int i;
+
+	if (!wanted(r, m, off))
+		return NULL;
+	if (!r->goff)
+		return g + off + k;
+	i = param_at(m, off);
+	return g + r->goff[i] + (off - m->params[i].off) + k;
 }
 
 /* n floats of the backend's memory x set to 0. */
@@ -293,7 +301,7 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 		if (dpos)
 			be->posembed_bwd(NULL, dpos, d, B, T, D);
 		if (wanted(r, m, o->tok_emb))
-			be->embed_bwd(g + o->tok_emb, d, t->ids, B * T,
+			be->embed_bwd(G(r, m, g, o->tok_emb, 0), d, t->ids, B * T,
 			    c->vocab, D);
 		return;
 	}
@@ -305,8 +313,8 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 		be->posembed_bwd(NULL, dpos, r->dlnf, B, T, D);
 	if (!(dpatch = G(r, m, g, o->patch_w, 0))) {
 		if (o->cls >= 0 && wanted(r, m, o->cls))
-			be->cls_prepend_bwd(NULL, g + o->cls, r->dlnf, B, P,
-			    D);
+			be->cls_prepend_bwd(NULL, G(r, m, g, o->cls, 0),
+			    r->dlnf, B, P, D);
 		return; /* the pixels get no gradient */
 	}
 	zero(be, r->datty, (size_t)B * P * D); /* d patch embeddings */
@@ -344,7 +352,19 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 	const struct vlm_tower_off *o = &m->vis;
 	const float *w = m->w, *top = STACK_TOP(st);
 	size_t D = st->D;
+	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
+		o->tl_w2, o->tl_b2 };
+	float *tg[6], *scratch = r->tlg;
 
+	/* the kernel writes every parameter gradient: unwanted ones into
+	 * scratch (packed) or back to 0 after (the rows below it wanted
+	 * theirs) */
+	for (int i = 0; i < 6; i++) {
+		int64_t n = m->params[param_at(m, tl[i])].n;
+		if (!(tg[i] = G(r, m, g, tl[i], 0)))
+			tg[i] = r->goff ? scratch : g + tl[i];
+		scratch += r->goff ? n : 0;
+	}
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
 		const float *d0 = r->dcut + b->row0 * D;
@@ -353,17 +373,13 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 			be->add(dt, d0, (int64_t)a->B * a->T * D);
 			continue;
 		}
-		be->token_learner_bwd(dt, g + o->tl_ln_w, g + o->tl_ln_b,
-		    g + o->tl_w1, g + o->tl_b1, g + o->tl_w2, g + o->tl_b2, d0,
+		be->token_learner_bwd(dt, tg[0], tg[1], tg[2], tg[3], tg[4],
+		    tg[5], d0,
 		    r->tw[0].tl_act, top + a->row0 * D, w + o->tl_ln_w,
 		    w + o->tl_w1, w + o->tl_w2, a->B, a->T, D, c->tl.hidden,
 		    b->T);
 	}
-	/* the kernel writes every parameter gradient: unwanted ones back
-	 * to 0 (the rows below it wanted theirs) */
-	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
-		o->tl_w2, o->tl_b2 };
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 6 && !r->goff; i++)
 		if (!wanted(r, m, tl[i]))
 			zero(be, g + tl[i], m->params[param_at(m, tl[i])].n);
 }
@@ -379,7 +395,7 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 	if (r->nograd && r->nparams != m->nparams)
 		return vlm_error("the run's frozen parameters are another "
 		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
-	zero(be, g, m->nfloats);
+	zero(be, g, r->goff ? r->gfloats : m->nfloats);
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
 	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
 	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
@@ -493,6 +509,8 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 {
 	free(r->nograd);
 	r->nograd = NULL;
+	free(r->goff);
+	r->goff = NULL;
 	for (int i = 0; i < r->nst; i++)
 		r->st[i].stop = r->st[i].no_dx0 = 0;
 	r->tw[0].no_head = r->tw[1].no_head = 0;
@@ -508,5 +526,55 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 	memcpy(r->nograd, nograd, m->nparams);
 	r->nparams = m->nparams;
 	plan_stops(r, m);
+	return 0;
+}
+
+/* Floats of the token learner's parameter gradients (0: none). */
+static int64_t
+tl_floats(const struct vlm_model *m)
+{
+	const struct vlm_tower_off *o = &m->vis;
+	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
+		o->tl_w2, o->tl_b2 };
+	int64_t n = 0;
+
+	for (int i = 0; i < 6; i++)
+		n += tl[i] >= 0 ? m->params[param_at(m, tl[i])].n : 0;
+	return n;
+}
+
+int
+vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_pack *p)
+{
+	uint8_t *nograd;
+	int64_t ntl;
+	int rc;
+
+	if (!p)
+		return vlm_run_freeze(r, m, NULL);
+	if (p->nparams != m->nparams)
+		return vlm_error("the pack is another model's (%d parameters, "
+		    "not %d)", p->nparams, m->nparams);
+	if (!(nograd = malloc(m->nparams ? m->nparams : 1)))
+		return vlm_error("out of memory");
+	for (int i = 0; i < m->nparams; i++)
+		nograd[i] = p->off[i] < 0;
+	rc = vlm_run_freeze(r, m, nograd);
+	free(nograd);
+	if (rc < 0)
+		return -1;
+	if (r->tlg)
+		r->be->free(r->tlg);
+	r->tlg = NULL;
+	ntl = tl_floats(m);
+	if (!(r->goff = malloc((m->nparams ? m->nparams : 1) *
+	    sizeof(*r->goff))) || (ntl && !(r->tlg = r->be->alloc(ntl *
+	    sizeof(float))))) {
+		vlm_run_freeze(r, m, NULL);
+		return vlm_error("out of memory");
+	}
+	memcpy(r->goff, p->off, m->nparams * sizeof(*r->goff));
+	r->gfloats = p->n;
 	return 0;
 }

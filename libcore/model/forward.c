@@ -487,6 +487,9 @@ vlm_run_free(struct vlm_run *r)
 		r->be->free(r->arena);
 	free(r->harena);
 	free(r->nograd);
+	free(r->goff);
+	if (r->tlg)
+		r->be->free(r->tlg);
 	free(r);
 }
 

@@ -189,6 +189,27 @@ double vlm_model_flops(const struct vlm_model *m, int text, int allocated);
 int vlm_model_import(struct vlm_model *m, const char *weights,
     const char *config);
 
+/* ---- packed slabs (model/pack.c) ---------------------------------------- */
+
+/*
+ * The gradients or optimizer moments of only some of a model's
+ * parameters (the trainable ones: frozen weights cost nothing), one
+ * after the other in parameter order. With nothing left out it is the
+ * model's own slab layout.
+ */
+struct vlm_pack {
+	int nparams;  /* the model's */
+	int64_t *off; /* (nparams) floats into the packed slab; -1: left out */
+	int64_t n;    /* floats in it */
+};
+/* The parameters of m but those skip[i] marks (NULL: none). */
+int vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
+    const uint8_t *skip);
+void vlm_pack_release(struct vlm_pack *p);
+/* Where parameter i lies in p's slab (-1: left out); p NULL: m's slab. */
+int64_t vlm_pack_at(const struct vlm_pack *p, const struct vlm_model *m,
+    int i);
+
 /* ---- forward and backward (model/forward.c, backward.c) ------------------ */
 
 struct vlm_loss {
@@ -248,8 +269,8 @@ struct vlm_route_view {
 /* -1 when block l of that modality's stack has no MoE (or no pool). */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
-/* Gradients of the loss into grad (nfloats, zeroed here) after
- * vlm_run_loss. */
+/* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
+ * them; zeroed here) after vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward
@@ -259,6 +280,12 @@ int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
  * all). The run keeps a copy. */
 int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
     const uint8_t *nograd);
+/* As vlm_run_freeze with the parameters p leaves out, and from now on
+ * the backward writes the gradients packed as p lays them out: grad
+ * holds p->n floats (p NULL: back to m's slab layout, no freezing).
+ * The run keeps a copy. */
+int vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_pack *p);
 
 /* ---- encoding (model/encoder.c) ------------------------------------------ */
 
@@ -326,6 +353,12 @@ int vlm_lora_merge_into(const struct vlm_model *m, float *w);
  * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
  * vlm_lora_merge_into. */
 int vlm_lora_grad(const struct vlm_model *m, float *grad);
+/* The same between packed slabs: gw holds dL/dW of the adapted weights
+ * as wp lays out the base parameters; dA, dB of each pair that ap keeps
+ * go into ga as ap lays them out (a pair whose dA is kept needs its
+ * weight's dW in gw). NULL packs: m's slab layout. */
+int vlm_lora_grad_packed(const struct vlm_model *m, const float *gw,
+    const struct vlm_pack *wp, float *ga, const struct vlm_pack *ap);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);

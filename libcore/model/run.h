@@ -122,6 +122,10 @@ struct vlm_run {
 	float *hstream;           /* host copy for vlm_run_stream */
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	int64_t *goff, gfloats;   /* vlm_run_pack's offsets (NULL: none) and
+	                           * slab length */
+	float *tlg;               /* packed: the token learner's unwanted
+	                           * parameter gradients go here */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	size_t bytes, hbytes;     /* of each */
