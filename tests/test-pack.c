@@ -1,0 +1,351 @@
+/*
+ * test-pack.c - packed gradient and moment slabs (libcore/model/pack.c):
+ * a packed backward (vlm_run_pack) writes each kept parameter's gradient
+ * bit for bit as the slab-layout backward with the same parameters
+ * frozen, and nothing else; AdamW over packed moments moves the trained
+ * parameters as a full optimizer does and leaves the frozen ones; the
+ * packed LoRA gradient equals the slab-layout one; checkpoints of packed
+ * moments round-trip, old full-layout files load, and moments missing
+ * for a trained parameter are refused with its name.
+ */
+#include <sys/stat.h>
+
+#include "testutil.h"
+
+#include "kernels.h"
+
+#define NB 4
+
+/* Images and texts of one batch for config c (lengths 3..6). */
+static void
+batch(const struct vlm_config *c, float **px, int32_t **ids)
+{
+	int S = c->image_size, T = c->context;
+	struct vlm_rng g;
+
+	*px = malloc(sizeof(float) * NB * 3 * S * S);
+	*ids = calloc((size_t)NB * T, sizeof(int32_t));
+	assert_non_null(*px);
+	assert_non_null(*ids);
+	vlm_rng_seed(&g, 9);
+	for (int i = 0; i < NB * 3 * S * S; i++)
+		(*px)[i] = (float)vlm_rng_uniform(&g) - 0.5f;
+	for (int b = 0; b < NB; b++) {
+		for (int t = 0; t < 2 + b; t++)
+			(*ids)[b * T + t] = 1 + (int)vlm_rng_below(&g,
+			    c->vocab - 2);
+		(*ids)[b * T + 2 + b] = c->vocab - 1;
+	}
+}
+
+/* One step's gradient of m into grad: slab layout with nograd frozen
+ * (p NULL), or packed as p. */
+static void
+grad_step(const struct vlm_model *m, const uint8_t *nograd,
+    const struct vlm_pack *p, float *grad)
+{
+	struct vlm_run *r;
+	float *px;
+	int32_t *ids;
+
+	batch(&m->cfg, &px, &ids);
+	assert_non_null(r = vlm_run_new(m, NB, NB, 1));
+	if (p)
+		assert_int_equal(vlm_run_pack(r, m, p), 0);
+	else
+		assert_int_equal(vlm_run_freeze(r, m, nograd), 0);
+	vlm_run_seed(r, 3);
+	assert_int_equal(vlm_forward(r, m, px, ids), 0);
+	assert_int_equal(vlm_run_loss(r, m, NULL), 0);
+	assert_int_equal(vlm_backward(r, m, grad), 0);
+	vlm_run_free(r);
+	free(px);
+	free(ids);
+}
+
+/* Model variant v: two towers; a TokenLearner cut with MAP pooling;
+ * one tower. Three blocks each. */
+static void
+variant(struct vlm_config *c, int v)
+{
+	tiny_grad_config(c);
+	c->vision.layers = c->text.layers = 3;
+	c->family = v == 2 ? VLM_ONE_TOWER : VLM_TWO_TOWER;
+	if (v >= 1) {
+		c->tl.after = 1, c->tl.tokens = 3, c->tl.hidden = 5;
+		c->vision.pool = VLM_POOL_MAP;
+	}
+}
+
+/* Mask k over m: a locked image tower, a locked text tower, every
+ * other parameter (some TokenLearner ones with rows below wanted). */
+static void
+mask(const struct vlm_model *m, int k, uint8_t *skip)
+{
+	for (int i = 0; i < m->nparams; i++) {
+		int vis = strncmp(m->params[i].name, "visual.", 7) == 0;
+		skip[i] = k == 0 ? vis : k == 1 ? !vis &&
+		    strcmp(m->params[i].name, "logit_scale") != 0 : i % 2;
+	}
+}
+
+static void
+test_backward_packed(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m;
+
+	(void)state;
+	for (int v = 0; v < 3; v++)
+	for (int k = 0; k < 3; k++) {
+		struct vlm_pack p;
+		int64_t kept = 0;
+		int diff = 0;
+		variant(&c, v);
+		assert_int_equal(vlm_model_init(&m, &c), 0);
+		vlm_model_randomize(&m, 5);
+		uint8_t *skip = calloc(m.nparams, 1);
+		mask(&m, k, skip);
+		assert_int_equal(vlm_pack_init(&p, &m, skip), 0);
+		float *full = malloc(m.nfloats * 4);
+		/* one float past the packed slab: the backward stays in */
+		float *part = malloc((p.n + 1) * 4);
+		part[p.n] = 12345.0f;
+		grad_step(&m, skip, NULL, full);
+		grad_step(&m, NULL, &p, part);
+		for (int i = 0; i < m.nparams; i++) {
+			const struct vlm_param *q = &m.params[i];
+			if (skip[i]) {
+				assert_int_equal(p.off[i], -1);
+				continue;
+			}
+			assert_int_equal(p.off[i], kept);
+			kept += q->n;
+			diff += memcmp(part + p.off[i], full + q->off,
+			    q->n * 4) != 0;
+		}
+		print_message("variant %d mask %d: %lld of %lld floats "
+		    "packed, %d parameters differ\n", v, k, (long long)p.n,
+		    (long long)m.nfloats, diff);
+		assert_int_equal(kept, p.n);
+		assert_true(p.n < m.nfloats);
+		assert_int_equal(diff, 0);
+		assert_true(part[p.n] == 12345.0f);
+		vlm_pack_release(&p);
+		free(full), free(part), free(skip);
+		vlm_model_release(&m);
+	}
+}
+
+/* Random gradients g (n) from seed. */
+static void
+randn(float *g, int64_t n, uint64_t seed)
+{
+	struct vlm_rng r;
+
+	vlm_rng_seed(&r, seed);
+	for (int64_t j = 0; j < n; j++)
+		g[j] = (float)vlm_rng_normal(&r);
+}
+
+/* AdamW with the image tower frozen against a full optimizer: the
+ * trained parameters move alike, bit for bit; frozen ones stay. */
+static void
+test_optim_packed(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model a, b;
+	struct vlm_optim oa, ob;
+
+	(void)state;
+	variant(&c, 0);
+	assert_int_equal(vlm_model_init(&a, &c), 0);
+	assert_int_equal(vlm_model_init(&b, &c), 0);
+	vlm_model_randomize(&a, 5);
+	memcpy(b.w, a.w, a.nfloats * 4);
+	uint8_t *skip = calloc(a.nparams, 1);
+	mask(&a, 0, skip);
+	vlm_optim_defaults(&oa);
+	vlm_optim_defaults(&ob);
+	assert_int_equal(vlm_optim_init(&oa, &a, skip), 0);
+	assert_int_equal(vlm_optim_init(&ob, &b, NULL), 0);
+	assert_true(oa.pack.n < a.nfloats && ob.pack.n == b.nfloats);
+	float *gf = malloc(a.nfloats * 4), *gp = malloc(oa.pack.n * 4);
+	for (int s = 0; s < 3; s++) {
+		randn(gf, a.nfloats, 40 + s);
+		for (int i = 0; i < a.nparams; i++)
+			if (!skip[i])
+				memcpy(gp + oa.pack.off[i], gf +
+				    a.params[i].off, a.params[i].n * 4);
+		vlm_optim_step(&oa, &a, gp, 1e-2f);
+		vlm_optim_step(&ob, &b, gf, 1e-2f);
+	}
+	struct vlm_model c0;
+	assert_int_equal(vlm_model_init(&c0, &c), 0);
+	vlm_model_randomize(&c0, 5);
+	for (int i = 0; i < a.nparams; i++) {
+		const struct vlm_param *q = &a.params[i];
+		const float *want = skip[i] ? c0.w : b.w;
+		assert_memory_equal(a.w + q->off, want + q->off, q->n * 4);
+	}
+	vlm_model_release(&c0);
+	vlm_optim_release(&oa);
+	vlm_optim_release(&ob);
+	vlm_model_release(&a);
+	vlm_model_release(&b);
+	free(gf), free(gp), free(skip);
+}
+
+/* Packed adapter gradients equal the slab-layout ones; a frozen pair
+ * gets none. */
+static void
+test_lora_packed(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m, v;
+
+	(void)state;
+	tiny_grad_config(&c);
+	c.family = VLM_TWO_TOWER;
+	c.lora.rank = 2, c.lora.alpha = 4;
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	vlm_model_randomize(&m, 3);
+	randn(m.w + m.params[vlm_lora_first(&m)].off, m.nfloats -
+	    m.params[vlm_lora_first(&m)].off, 8); /* every B off 0 */
+	assert_int_equal(vlm_lora_view_init(&v, &m), 0);
+	int first = vlm_lora_first(&m);
+	uint8_t *frozen = calloc(m.nparams, 1), *wskip = calloc(v.nparams, 1);
+	for (int i = 0; i < m.nparams; i++) /* the base, visual adapters */
+		frozen[i] = i < first ||
+		    strncmp(m.params[i].name, "visual.", 7) == 0;
+	for (int i = 0; i < v.nparams; i++)
+		wskip[i] = !vlm_lora_target(&m.cfg, v.params[i].name) ||
+		    strncmp(v.params[i].name, "visual.", 7) == 0;
+	struct vlm_pack ap, wp;
+	assert_int_equal(vlm_pack_init(&ap, &m, frozen), 0);
+	assert_int_equal(vlm_pack_init(&wp, &v, wskip), 0);
+	float *full = calloc(m.nfloats, 4), *gw = malloc(wp.n * 4);
+	float *ga = malloc(ap.n * 4);
+	randn(full, v.nfloats, 21);
+	for (int i = 0; i < v.nparams; i++)
+		if (!wskip[i])
+			memcpy(gw + wp.off[i], full + v.params[i].off,
+			    v.params[i].n * 4);
+	assert_int_equal(vlm_lora_grad_packed(&m, gw, &wp, ga, &ap), 0);
+	assert_int_equal(vlm_lora_grad(&m, full), 0);
+	int n = 0;
+	for (int i = first; i < m.nparams; i++) {
+		if (frozen[i])
+			continue;
+		assert_memory_equal(ga + ap.off[i], full + m.params[i].off,
+		    m.params[i].n * 4);
+		n++;
+	}
+	print_message("%d adapter tensors trained of %d; dW packed %lld of "
+	    "%lld floats\n", n, m.nparams - first, (long long)wp.n,
+	    (long long)v.nfloats);
+	assert_true(n > 0 && n < m.nparams - first);
+	vlm_pack_release(&ap);
+	vlm_pack_release(&wp);
+	free(full), free(gw), free(ga), free(frozen), free(wskip);
+	vlm_lora_view_release(&v);
+	vlm_model_release(&m);
+}
+
+/* RUN/latest -> ckpt with optim.safetensors written by hand in the
+ * full layout of before (every parameter at its slab offset). */
+static void
+write_full_layout(const char *run, const struct vlm_model *m,
+    const float *mm, const float *vv)
+{
+	char dir[4400], f[4500];
+	const char *names[2] = { "adamw.m", "adamw.v" };
+	const char *keys[1] = { "adamw.step" }, *vals[1] = { "3" };
+	struct vlm_tensor t[2] = {
+		{ VLM_DTYPE_F32, 1, { m->nfloats }, (void *)mm },
+		{ VLM_DTYPE_F32, 1, { m->nfloats }, (void *)vv },
+	};
+
+	snprintf(dir, sizeof(dir), "%s/ckpt-00000003", run);
+	assert_int_equal(mkdir(run, 0777), 0);
+	assert_int_equal(mkdir(dir, 0777), 0);
+	snprintf(f, sizeof(f), "%s/optim.safetensors", dir);
+	assert_int_equal(vlm_st_save(f, names, t, 2, keys, vals, 1), 0);
+	snprintf(f, sizeof(f), "%s/latest", run);
+	assert_int_equal(symlink("ckpt-00000003", f), 0);
+}
+
+static void
+test_ckpt_moments(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m;
+	struct vlm_optim o, l;
+	struct vlm_train_state st;
+	char run[4200], old[4200];
+
+	(void)state;
+	variant(&c, 0);
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	uint8_t *img = calloc(m.nparams, 1), *txt = calloc(m.nparams, 1);
+	mask(&m, 0, img);
+	mask(&m, 1, txt);
+	vlm_optim_defaults(&o);
+	assert_int_equal(vlm_optim_init(&o, &m, img), 0);
+	randn(o.m, o.pack.n, 1);
+	randn(o.v, o.pack.n, 2);
+	o.step = 7;
+	memset(&st, 0, sizeof(st));
+	st.step = 7;
+	snprintf(run, sizeof(run), "%s/run", test_tmpdir());
+	assert_int_equal(mkdir(run, 0777), 0);
+	assert_int_equal(vlm_ckpt_save(run, &m, &o, &st, 0), 0);
+	/* the same parameters trained: the moments back bit for bit */
+	vlm_optim_defaults(&l);
+	assert_int_equal(vlm_optim_init(&l, &m, img), 0);
+	assert_int_equal(vlm_ckpt_load_optim(run, &m, &l), 0);
+	assert_int_equal(l.step, 7);
+	assert_memory_equal(l.m, o.m, o.pack.n * 4);
+	assert_memory_equal(l.v, o.v, o.pack.n * 4);
+	vlm_optim_release(&l);
+	/* the image tower trained now: its moments are not in the file */
+	assert_int_equal(vlm_optim_init(&l, &m, txt), 0);
+	assert_int_equal(vlm_ckpt_load_optim(run, &m, &l), -1);
+	print_message("%s\n", vlm_errmsg());
+	assert_non_null(strstr(vlm_errmsg(), "optim.safetensors': no moments "
+	    "for 'visual."));
+	vlm_optim_release(&l);
+	/* a full-layout file of before: each trained parameter's part */
+	float *fm = calloc(m.nfloats, 4), *fv = calloc(m.nfloats, 4);
+	randn(fm, m.nfloats, 3);
+	randn(fv, m.nfloats, 4);
+	snprintf(old, sizeof(old), "%s/old", test_tmpdir());
+	write_full_layout(old, &m, fm, fv);
+	assert_int_equal(vlm_optim_init(&l, &m, txt), 0);
+	assert_int_equal(vlm_ckpt_load_optim(old, &m, &l), 0);
+	assert_int_equal(l.step, 3);
+	for (int i = 0; i < m.nparams; i++) {
+		const struct vlm_param *q = &m.params[i];
+		if (txt[i])
+			continue;
+		assert_memory_equal(l.m + l.pack.off[i], fm + q->off, q->n * 4);
+		assert_memory_equal(l.v + l.pack.off[i], fv + q->off, q->n * 4);
+	}
+	vlm_optim_release(&l);
+	vlm_optim_release(&o);
+	vlm_model_release(&m);
+	free(fm), free(fv), free(img), free(txt);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_backward_packed),
+		cmocka_unit_test(test_optim_packed),
+		cmocka_unit_test(test_lora_packed),
+		cmocka_unit_test(test_ckpt_moments),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
