@@ -500,6 +500,7 @@ void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
  */
 struct vlm_backend {
 	const char *name;              /* e.g. "cpu" */
+	int host;                      /* 1: its memory is the host's */
 	void *(*alloc)(size_t bytes);  /* zero-filled; NULL: out of memory */
 	void (*free)(void *p);
 	void (*upload)(void *dst, const void *src, size_t bytes);

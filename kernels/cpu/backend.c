@@ -47,7 +47,7 @@ host_sync(void)
 }
 
 #define HOST_MEMORY \
-	.alloc = host_alloc, .free = host_free, .upload = host_copy, \
+	.host = 1, .alloc = host_alloc, .free = host_free, .upload = host_copy, \
 	.download = host_copy, .memset = host_memset, .copy = host_copy, \
 	.sync = host_sync
 
