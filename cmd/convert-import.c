@@ -7,7 +7,9 @@
 #include <getopt.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "model/model.h"
 
 int
 convert_import(int argc, char **argv)

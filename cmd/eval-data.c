@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "eval.h"
+#include "base/base.h"
+#include "text/text.h"
 
 int
 eval_model_load(struct vlm_model *m, const char *path)

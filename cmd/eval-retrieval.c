@@ -19,6 +19,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
 
 struct ret {
 	struct eval_common c;

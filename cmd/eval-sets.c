@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "eval.h"
+#include "base/base.h"
+#include "formats/formats.h"
 
 #define MAX_CLASSES (1 << 24)
 

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "route-stats.h"
+#include "base/base.h"
 
 enum { SCALE = 2, ADV = 6 * SCALE, LINE = 9 * SCALE, CW = 28, CH = 18,
 	MARGIN = 10, GAP = 12, MAXLABEL = 16 };

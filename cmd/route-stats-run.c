@@ -14,6 +14,10 @@
 
 #include "cmd.h"
 #include "route-stats.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/model.h"
 
 /* Does dir hold only (non-hidden) subdirectories, at least one? */
 static int

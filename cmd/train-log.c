@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "train.h"
+#include "base/base.h"
 
 /* exp(H(mean p)) over the tokens of modality mod, and dropped tokens. */
 static void

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "train.h"
+#include "base/base.h"
 
 /* A model file fine-tuned with --lora-rank: add the adapters of c. */
 int

@@ -4,7 +4,11 @@
 
 #include <stdio.h>
 
-#include "vlm.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "train/train.h"
+#include "eval/eval.h"
 
 struct json_t;
 

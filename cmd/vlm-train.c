@@ -20,7 +20,7 @@
 
 #include "cmd.h"
 #include "kernels.h"
-#include "vlm.h"
+#include "base/base.h"
 #include "train.h"
 
 static const char usage[] =
