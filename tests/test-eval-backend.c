@@ -30,16 +30,6 @@ dev_download(void *dst, const void *src, size_t n)
 }
 
 static void
-randf(float *x, size_t n, uint64_t seed)
-{
-	struct vlm_rng r;
-
-	vlm_rng_seed(&r, seed);
-	for (size_t i = 0; i < n; i++)
-		x[i] = (float)vlm_rng_normal(&r);
-}
-
-static void
 test_gemm_device(void **state)
 {
 	struct vlm_backend dev = *vlm_backend_get("cpu");
@@ -53,9 +43,9 @@ test_gemm_device(void **state)
 	for (int tb = 0; tb < 2; tb++)
 	for (int beta = 0; beta < 2; beta++) {
 		float A[37 * 29], B[29 * 13], C0[37 * 13], C1[37 * 13];
-		randf(A, M * K, 1);
-		randf(B, K * N, 2);
-		randf(C0, M * N, 3);
+		randn_fill(A, M * K, 1);
+		randn_fill(B, K * N, 2);
+		randn_fill(C0, M * N, 3);
 		memcpy(C1, C0, sizeof(C0));
 		uploads = downloads = 0;
 		assert_int_equal(vlm_eval_gemm(cpu, ta, tb, M, N, K, 0.5f, A,
@@ -75,8 +65,8 @@ logits(float *z)
 {
 	float img[20 * 8], W[8 * 5];
 
-	randf(img, 20 * 8, 4);
-	randf(W, 8 * 5, 5);
+	randn_fill(img, 20 * 8, 4);
+	randn_fill(W, 8 * 5, 5);
 	return vlm_zeroshot_logits(z, img, W, 20, 8, 5);
 }
 

@@ -137,17 +137,6 @@ test_backward_packed(void **state)
 	}
 }
 
-/* Random gradients g (n) from seed. */
-static void
-randn(float *g, int64_t n, uint64_t seed)
-{
-	struct vlm_rng r;
-
-	vlm_rng_seed(&r, seed);
-	for (int64_t j = 0; j < n; j++)
-		g[j] = (float)vlm_rng_normal(&r);
-}
-
 /* AdamW with the image tower frozen against a full optimizer: the
  * trained parameters move alike, bit for bit; frozen ones stay. */
 static void
@@ -172,7 +161,7 @@ test_optim_packed(void **state)
 	assert_true(oa.pack.n < a.nfloats && ob.pack.n == b.nfloats);
 	float *gf = malloc(a.nfloats * 4), *gp = malloc(oa.pack.n * 4);
 	for (int s = 0; s < 3; s++) {
-		randn(gf, a.nfloats, 40 + s);
+		randn_fill(gf, a.nfloats, 40 + s);
 		for (int i = 0; i < a.nparams; i++)
 			if (!skip[i])
 				memcpy(gp + oa.pack.off[i], gf +
@@ -210,7 +199,7 @@ test_lora_packed(void **state)
 	c.lora.rank = 2, c.lora.alpha = 4;
 	assert_int_equal(vlm_model_init(&m, &c), 0);
 	vlm_model_randomize(&m, 3);
-	randn(m.w + m.params[vlm_lora_first(&m)].off, m.nfloats -
+	randn_fill(m.w + m.params[vlm_lora_first(&m)].off, m.nfloats -
 	    m.params[vlm_lora_first(&m)].off, 8); /* every B off 0 */
 	assert_int_equal(vlm_lora_view_init(&v, &m), 0);
 	int first = vlm_lora_first(&m);
@@ -226,7 +215,7 @@ test_lora_packed(void **state)
 	assert_int_equal(vlm_pack_init(&wp, &v, wskip), 0);
 	float *full = calloc(m.nfloats, 4), *gw = malloc(wp.n * 4);
 	float *ga = malloc(ap.n * 4);
-	randn(full, v.nfloats, 21);
+	randn_fill(full, v.nfloats, 21);
 	for (int i = 0; i < v.nparams; i++)
 		if (!wskip[i])
 			memcpy(gw + wp.off[i], full + v.params[i].off,
@@ -292,8 +281,8 @@ test_ckpt_moments(void **state)
 	mask(&m, 1, txt);
 	vlm_optim_defaults(&o);
 	assert_int_equal(vlm_optim_init(&o, &m, img), 0);
-	randn(o.m, o.pack.n, 1);
-	randn(o.v, o.pack.n, 2);
+	randn_fill(o.m, o.pack.n, 1);
+	randn_fill(o.v, o.pack.n, 2);
 	o.step = 7;
 	memset(&st, 0, sizeof(st));
 	st.step = 7;
@@ -317,8 +306,8 @@ test_ckpt_moments(void **state)
 	vlm_optim_release(&l);
 	/* a full-layout file of before: each trained parameter's part */
 	float *fm = calloc(m.nfloats, 4), *fv = calloc(m.nfloats, 4);
-	randn(fm, m.nfloats, 3);
-	randn(fv, m.nfloats, 4);
+	randn_fill(fm, m.nfloats, 3);
+	randn_fill(fv, m.nfloats, 4);
 	snprintf(old, sizeof(old), "%s/old", test_tmpdir());
 	write_full_layout(old, &m, fm, fv);
 	assert_int_equal(vlm_optim_init(&l, &m, txt), 0);
