@@ -6,8 +6,8 @@
  * after every optimizer step. The gradient with respect to the merged
  * weights becomes the adapters' (vlm_lora_grad_packed), and every base
  * parameter is frozen: it has no moments, and only the adapted weights
- * whose adapters train get a gradient. Without adapters t->net is t->m and every hook
- * here does nothing.
+ * whose adapters train get a gradient. Without adapters t->net is t->m
+ * and every hook here does nothing.
  */
 #include <err.h>
 #include <stdlib.h>

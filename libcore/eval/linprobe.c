@@ -8,8 +8,9 @@
  *   f(W, b) = 1/N sum_i [logsumexp(z_i) - z_i[y_i]] + wd/2 |W|^2,
  * gradient dW = X^T (P - Y) / N + wd W, db = sum_i (P - Y)_i / N.
  * The products run in float on VLM_BACKEND's gemm (the cpu one is
- * bit-identical for every thread count); everything else is double, each row on its own and the
- * sums over rows in row order; L-BFGS starts from zero (the sweep from
+ * bit-identical for every thread count); everything else is double,
+ * each row on its own and the sums over rows in row order; L-BFGS
+ * starts from zero (the sweep from
  * wd large to small, each fit from the last one's minimum): the fit is
  * deterministic.
  */
