@@ -6,7 +6,8 @@
  * parameters as a full optimizer does and leaves the frozen ones; the
  * packed LoRA gradient equals the slab-layout one; checkpoints of packed
  * moments round-trip, old full-layout files load, and moments missing
- * for a trained parameter are refused with its name.
+ * for a trained parameter, a wrong length or unknown or repeated names
+ * in adamw.params are refused, saying which.
  */
 #include <sys/stat.h>
 
@@ -241,27 +242,46 @@ test_lora_packed(void **state)
 	vlm_model_release(&m);
 }
 
-/* RUN/latest -> ckpt with optim.safetensors written by hand in the
- * full layout of before (every parameter at its slab offset). */
+/* RUN/latest -> a checkpoint whose optim.safetensors holds n moments
+ * each, written by hand: adamw.params list (NULL: the full layout of
+ * before, every parameter at its slab offset). */
 static void
-write_full_layout(const char *run, const struct vlm_model *m,
-    const float *mm, const float *vv)
+write_moments(const char *run, int64_t n, const float *mm, const float *vv,
+    const char *list)
 {
 	char dir[4400], f[4500];
 	const char *names[2] = { "adamw.m", "adamw.v" };
-	const char *keys[1] = { "adamw.step" }, *vals[1] = { "3" };
+	const char *keys[2] = { "adamw.step", "adamw.params" };
+	const char *vals[2] = { "3", list };
 	struct vlm_tensor t[2] = {
-		{ VLM_DTYPE_F32, 1, { m->nfloats }, (void *)mm },
-		{ VLM_DTYPE_F32, 1, { m->nfloats }, (void *)vv },
+		{ VLM_DTYPE_F32, 1, { n }, (void *)mm },
+		{ VLM_DTYPE_F32, 1, { n }, (void *)vv },
 	};
 
 	snprintf(dir, sizeof(dir), "%s/ckpt-00000003", run);
 	assert_int_equal(mkdir(run, 0777), 0);
 	assert_int_equal(mkdir(dir, 0777), 0);
 	snprintf(f, sizeof(f), "%s/optim.safetensors", dir);
-	assert_int_equal(vlm_st_save(f, names, t, 2, keys, vals, 1), 0);
+	assert_int_equal(vlm_st_save(f, names, t, 2, keys, vals, list ? 2 :
+	    1), 0);
 	snprintf(f, sizeof(f), "%s/latest", run);
 	assert_int_equal(symlink("ckpt-00000003", f), 0);
+}
+
+/* Moments files that do not fit m are refused, saying why. */
+static void
+refused(const struct vlm_model *m, struct vlm_optim *l, const char *name,
+    int64_t n, const char *list, const char *why)
+{
+	char run[4200];
+	float *x = calloc(n, sizeof(float));
+
+	snprintf(run, sizeof(run), "%s/%s", test_tmpdir(), name);
+	write_moments(run, n, x, x, list);
+	assert_int_equal(vlm_ckpt_load_optim(run, m, l), -1);
+	print_message("%s\n", vlm_errmsg());
+	assert_non_null(strstr(vlm_errmsg(), why));
+	free(x);
 }
 
 static void
@@ -309,7 +329,7 @@ test_ckpt_moments(void **state)
 	randn_fill(fm, m.nfloats, 3);
 	randn_fill(fv, m.nfloats, 4);
 	snprintf(old, sizeof(old), "%s/old", test_tmpdir());
-	write_full_layout(old, &m, fm, fv);
+	write_moments(old, m.nfloats, fm, fv, NULL);
 	assert_int_equal(vlm_optim_init(&l, &m, txt), 0);
 	assert_int_equal(vlm_ckpt_load_optim(old, &m, &l), 0);
 	assert_int_equal(l.step, 3);
@@ -320,6 +340,12 @@ test_ckpt_moments(void **state)
 		assert_memory_equal(l.m + l.pack.off[i], fm + q->off, q->n * 4);
 		assert_memory_equal(l.v + l.pack.off[i], fv + q->off, q->n * 4);
 	}
+	refused(&m, &l, "short", m.nfloats - 1, NULL, "optimizer state "
+	    "does not fit the model");
+	refused(&m, &l, "unknown", 1, "nosuch", "adamw.params: unknown "
+	    "parameter 'nosuch'");
+	refused(&m, &l, "twice", 2, "logit_scale,logit_scale", "adamw.params: "
+	    "repeated parameter 'logit_scale'");
 	vlm_optim_release(&l);
 	vlm_optim_release(&o);
 	vlm_model_release(&m);
