@@ -3,15 +3,17 @@
  * last stage): the model t->m holds the frozen base and the adapters
  * (what checkpoints save); the forward and backward run on t->net, a
  * plain view whose slab holds the merged weights W + s B A, refreshed
- * after every optimizer step. The gradient with respect to the merged
- * weights becomes the adapters' (vlm_lora_grad_packed), and every base
- * parameter is frozen: it has no moments, and only the adapted weights
- * whose adapters train get a gradient. Without adapters t->net is t->m
+ * after every optimizer step. Every base parameter is frozen: no
+ * moments, no gradient slab; the gradient of an adapted weight whose
+ * adapters train lives only while the backward is in its block, which
+ * folds it into the adapters' (vlm_run_fold, vlm_lora_fold). Without adapters t->net is t->m
  * and every hook here does nothing.
  */
 #include <err.h>
 #include <stdlib.h>
+#include <string.h>
 
+#include "kernels.h"
 #include "train.h"
 #include "base/base.h"
 
@@ -59,45 +61,61 @@ adapted(const struct train *t, int i)
 	return a && !t->frozen[a - t->m.params];
 }
 
-/* The run's gradients, packed (after vlm_optim_init): the optimizer's
- * layout, or with adapters only the dW of the weights whose adapters
- * train (vlm_lora_grad_packed turns them into the adapters'); the run
- * skips the rest (t->net's parameters are t->m's first ones). */
+/* The run's fold: adapted weight i's gradient dw (micro-batch
+ * t->micro's) into its adapters'. */
+static void
+fold(void *ctx, int i, const float *dw)
+{
+	struct train *t = ctx;
+
+	if (vlm_lora_fold(&t->m, i, dw, t->lgrad, &t->opt.pack, t->micro ?
+	    1.0f : 0.0f) < 0)
+		errx(1, "%s", vlm_errmsg());
+}
+
+/* The run's gradients (after vlm_optim_init): packed as the optimizer
+ * lays them out; with adapters none in a slab: the weights whose
+ * adapters train are folded into the adapters' gradients block by
+ * block, the rest skipped (t->net's parameters are t->m's first ones). */
 void
 train_lora_pack(struct train *t)
 {
-	const struct vlm_pack *p = &t->opt.pack;
+	struct vlm_pack none;
 	uint8_t *skip;
 	int n = t->net->nparams;
 
-	if (t->net != &t->m) {
-		if (!(skip = malloc(n ? n : 1)))
-			err(1, NULL);
-		for (int i = 0; i < n; i++)
-			skip[i] = !adapted(t, i);
-		if (vlm_pack_init(&t->lpack, t->net, skip) < 0)
+	if (t->net == &t->m) {
+		if (vlm_run_pack(t->run, t->net, &t->opt.pack) < 0)
 			errx(1, "%s", vlm_errmsg());
-		free(skip);
-		p = &t->lpack;
-		if (!(t->lgrad = malloc((t->opt.pack.n ? t->opt.pack.n : 1) *
-		    sizeof(float))))
-			err(1, NULL);
+		t->ngrad = t->opt.pack.n;
+		return;
 	}
-	if (vlm_run_pack(t->run, t->net, p) < 0)
+	if (!(skip = malloc(n ? n : 1)) || !(t->lgrad = calloc(t->opt.pack.n ?
+	    t->opt.pack.n : 1, sizeof(float))))
+		err(1, NULL);
+	memset(skip, 1, n);
+	if (vlm_pack_init(&none, t->net, skip) < 0 ||
+	    vlm_run_pack(t->run, t->net, &none) < 0)
 		errx(1, "%s", vlm_errmsg());
-	t->ngrad = p->n;
+	vlm_pack_release(&none);
+	for (int i = 0; i < n; i++)
+		skip[i] = adapted(t, i);
+	if (vlm_run_fold(t->run, t->net, skip, fold, t) < 0)
+		errx(1, "%s", vlm_errmsg());
+	free(skip);
+	t->ngrad = 0;
 }
 
 /* Before the optimizer step: the gradient it reads, t->grad, or with
- * adapters theirs from t->grad (the merged weights'). */
+ * adapters theirs, the mean of the micro-batches'. */
 float *
 train_lora_grad(struct train *t)
 {
 	if (t->net == &t->m)
 		return t->grad;
-	if (vlm_lora_grad_packed(&t->m, t->grad, &t->lpack, t->lgrad,
-	    &t->opt.pack) < 0)
-		errx(1, "%s", vlm_errmsg());
+	if (t->accum > 1)
+		vlm_run_backend(t->run)->scale(t->lgrad, 1.0f / t->accum,
+		    t->opt.pack.n);
 	return t->lgrad;
 }
 
@@ -114,7 +132,6 @@ train_lora_free(struct train *t)
 {
 	if (t->net == &t->lora_view)
 		vlm_lora_view_release(&t->lora_view);
-	vlm_pack_release(&t->lpack);
 	free(t->lgrad);
 	t->lgrad = NULL;
 	t->net = NULL;

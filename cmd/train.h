@@ -67,10 +67,9 @@ struct train {
 	int64_t ngrad;              /* floats in grad and gacc: only the
 	                             * gradients the run packs (frozen
 	                             * parameters have none) */
-	struct vlm_pack lpack;      /* LoRA: grad holds the adapted
-	                             * weights' dW, packed so */
 	float *lgrad;               /* LoRA: the adapters' gradients, as
 	                             * opt.pack lays them out */
+	int micro;                  /* the micro-batch in the backward */
 	float *val_px;         /* (nimages, 3, S, S) validation images */
 	int32_t *val_ids;      /* (n, context) validation captions */
 	int64_t val_every;

@@ -339,6 +339,7 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	struct vlm_loss l;
 	float k = 1.0f / t->accum;
 
+	t->micro = m;
 	if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
 	    vlm_run_loss(t->run, t->net, &l) < 0)
 		errx(1, "%s", vlm_errmsg());

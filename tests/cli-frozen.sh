@@ -3,7 +3,8 @@
 # checkpoint's AdamW moments cover exactly the parameters that train (the
 # text tower and logit_scale), named in its metadata; the image tower is
 # not changed; an interrupted locked run resumes bit-identically, with
-# --accum-freq too.
+# --accum-freq too; LoRA keeps moments of the adapters only and resumes
+# bit-identically with micro-batches.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -56,4 +57,29 @@ ok "resumed" "$TR" --resume "$T/d2"
 check "bit-identical model and moments" \
     "cmp -s $T/c/latest/model.safetensors $T/d2/latest/model.safetensors &&
      cmp -s $T/c/latest/optim.safetensors $T/d2/latest/optim.safetensors"
+
+# LoRA: only the adapters have moments; with 2 micro-batches their
+# gradients (folded from the adapted weights' block by block) resume
+# bit-identically too
+S0=$T/start.safetensors
+ok "a model to fine-tune" "$BIN/vlm-convert" init --seed 1 \
+    --set vision.layers=2 --set text.layers=2 --set vision.width=32 \
+    --set text.width=32 --set vision.heads=2 --set text.heads=2 \
+    --set embed_dim=16 --set image_size=16 --set vocab=600 tiny-moe "$S0"
+FT="--data $P -m $S0 -b 8 --warmup 1 --seed 3 --lr 1e-2 --lora-rank 4
+--accum-freq 2"
+ok "LoRA, uninterrupted" "$TR" $FT -o "$T/l" --steps 3
+check "moments of the adapters only" \
+    "$PY -c 'import json, struct
+f = open(\"$T/l/latest/optim.safetensors\", \"rb\")
+n = struct.unpack(\"<Q\", f.read(8))[0]
+names = json.loads(f.read(n))[\"__metadata__\"][\"adamw.params\"]
+names = names.split(\",\")
+assert names and all(k.endswith((\".lora_A\", \".lora_B\")) for k in names)
+'"
+ok "LoRA, interrupted at 1" "$TR" $FT -o "$T/l2" --steps 3 --stop-at 1
+ok "resumed" "$TR" --resume "$T/l2"
+check "bit-identical model and moments" \
+    "cmp -s $T/l/latest/model.safetensors $T/l2/latest/model.safetensors &&
+     cmp -s $T/l/latest/optim.safetensors $T/l2/latest/optim.safetensors"
 finish

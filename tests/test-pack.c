@@ -3,8 +3,8 @@
  * a packed backward (vlm_run_pack) writes each kept parameter's gradient
  * bit for bit as the slab-layout backward with the same parameters
  * frozen, and nothing else; AdamW over packed moments moves the trained
- * parameters as a full optimizer does and leaves the frozen ones; the
- * packed LoRA gradient equals the slab-layout one; checkpoints of packed
+ * parameters as a full optimizer does and leaves the frozen ones; LoRA
+ * gradients folded block by block equal the slab-layout ones; checkpoints of packed
  * moments round-trip, old full-layout files load, and moments missing
  * for a trained parameter, a wrong length or unknown or repeated names
  * in adamw.params are refused, saying which.
@@ -186,60 +186,107 @@ test_optim_packed(void **state)
 	free(gf), free(gp), free(skip);
 }
 
-/* Packed adapter gradients equal the slab-layout ones; a frozen pair
- * gets none. */
+struct fold_ctx {
+	const struct vlm_model *m;
+	float *ga;
+	const struct vlm_pack *ap;
+	int calls;
+};
+
 static void
-test_lora_packed(void **state)
+fold_fn(void *ctx, int i, const float *dw)
+{
+	struct fold_ctx *f = ctx;
+
+	f->calls++;
+	assert_int_equal(vlm_lora_fold(f->m, i, dw, f->ga, f->ap, 0), 0);
+}
+
+/* The adapters' gradients folded block by block during the backward,
+ * with no slab for any base weight, equal bit for bit those of the
+ * slab-layout backward and vlm_lora_grad; a frozen pair gets none and
+ * its weight is not differentiated. Dense two towers, one-tower VL-MoE
+ * (stacked experts in two pools). */
+static void
+test_lora_fold(void **state)
 {
 	struct vlm_config c;
 	struct vlm_model m, v;
 
 	(void)state;
-	tiny_grad_config(&c);
-	c.family = VLM_TWO_TOWER;
-	c.lora.rank = 2, c.lora.alpha = 4;
-	assert_int_equal(vlm_model_init(&m, &c), 0);
-	vlm_model_randomize(&m, 3);
-	randn_fill(m.w + m.params[vlm_lora_first(&m)].off, m.nfloats -
-	    m.params[vlm_lora_first(&m)].off, 8); /* every B off 0 */
-	assert_int_equal(vlm_lora_view_init(&v, &m), 0);
-	int first = vlm_lora_first(&m);
-	uint8_t *frozen = calloc(m.nparams, 1), *wskip = calloc(v.nparams, 1);
-	for (int i = 0; i < m.nparams; i++) /* the base, visual adapters */
-		frozen[i] = i < first ||
-		    strncmp(m.params[i].name, "visual.", 7) == 0;
-	for (int i = 0; i < v.nparams; i++)
-		wskip[i] = !vlm_lora_target(&m.cfg, v.params[i].name) ||
-		    strncmp(v.params[i].name, "visual.", 7) == 0;
-	struct vlm_pack ap, wp;
-	assert_int_equal(vlm_pack_init(&ap, &m, frozen), 0);
-	assert_int_equal(vlm_pack_init(&wp, &v, wskip), 0);
-	float *full = calloc(m.nfloats, 4), *gw = malloc(wp.n * 4);
-	float *ga = malloc(ap.n * 4);
-	randn_fill(full, v.nfloats, 21);
-	for (int i = 0; i < v.nparams; i++)
-		if (!wskip[i])
-			memcpy(gw + wp.off[i], full + v.params[i].off,
-			    v.params[i].n * 4);
-	assert_int_equal(vlm_lora_grad_packed(&m, gw, &wp, ga, &ap), 0);
-	assert_int_equal(vlm_lora_grad(&m, full), 0);
-	int n = 0;
-	for (int i = first; i < m.nparams; i++) {
-		if (frozen[i])
-			continue;
-		assert_memory_equal(ga + ap.off[i], full + m.params[i].off,
-		    m.params[i].n * 4);
-		n++;
+	for (int moe = 0; moe < 2; moe++) {
+		tiny_grad_config(&c);
+		c.family = moe ? VLM_ONE_TOWER : VLM_TWO_TOWER;
+		c.moe.experts = moe ? 4 : 0, c.moe.top_k = 2, c.moe.every = 1;
+		c.moe.modality_experts = moe;
+		c.lora.rank = 2, c.lora.alpha = 4;
+		assert_int_equal(vlm_model_init(&m, &c), 0);
+		vlm_model_randomize(&m, 3);
+		int first = vlm_lora_first(&m);
+		randn_fill(m.w + m.params[first].off, m.nfloats -
+		    m.params[first].off, 8); /* every B off 0 */
+		assert_int_equal(vlm_lora_view_init(&v, &m), 0);
+		/* the base frozen; and in two towers the visual adapters */
+		uint8_t *frozen = calloc(m.nparams, 1);
+		uint8_t *skip = calloc(v.nparams, 1), *fold = calloc(v.nparams,
+		    1);
+		for (int i = 0; i < m.nparams; i++)
+			frozen[i] = i < first || (!moe &&
+			    strncmp(m.params[i].name, "visual.", 7) == 0);
+		memset(skip, 1, v.nparams);
+		for (int i = 0; i < v.nparams; i++) {
+			char a[112];
+			snprintf(a, sizeof(a), "%s.lora_A", v.params[i].name);
+			const struct vlm_param *p = vlm_model_param(&m, a);
+			fold[i] = p && !frozen[p - m.params];
+		}
+		struct vlm_pack ap, none;
+		assert_int_equal(vlm_pack_init(&ap, &m, frozen), 0);
+		assert_int_equal(vlm_pack_init(&none, &v, skip), 0);
+		float *full = calloc(m.nfloats, 4), *ga = calloc(ap.n, 4);
+		float g0;
+		struct fold_ctx f = { &m, ga, &ap, 0 };
+		/* the reference: every gradient in the slab, then the pairs */
+		grad_step(&v, NULL, NULL, full);
+		assert_int_equal(vlm_lora_grad(&m, full), 0);
+		/* folded: no slab at all (one float that stays) */
+		struct vlm_run *r;
+		float *px;
+		int32_t *ids;
+		batch(&v.cfg, &px, &ids);
+		assert_non_null(r = vlm_run_new(&v, NB, NB, 1));
+		assert_int_equal(vlm_run_pack(r, &v, &none), 0);
+		assert_int_equal(vlm_run_fold(r, &v, fold, fold_fn, &f), 0);
+		vlm_run_seed(r, 3);
+		assert_int_equal(vlm_forward(r, &v, px, ids), 0);
+		assert_int_equal(vlm_run_loss(r, &v, NULL), 0);
+		g0 = 77;
+		assert_int_equal(vlm_backward(r, &v, &g0), 0);
+		assert_true(g0 == 77);
+		int n = 0, nf = 0;
+		for (int i = 0; i < v.nparams; i++)
+			nf += fold[i];
+		for (int i = first; i < m.nparams; i++) {
+			if (frozen[i])
+				continue;
+			assert_memory_equal(ga + ap.off[i], full +
+			    m.params[i].off, m.params[i].n * 4);
+			n++;
+		}
+		print_message("%s: %d adapted weights folded (%d calls), %d "
+		    "adapter tensors of %d trained, equal\n", moe ?
+		    "one-tower moe" : "two towers", nf, f.calls, n,
+		    m.nparams - first);
+		assert_int_equal(f.calls, nf);
+		assert_true(n > 0 && n == 2 * nf);
+		vlm_run_free(r);
+		free(px), free(ids);
+		vlm_pack_release(&ap);
+		vlm_pack_release(&none);
+		free(full), free(ga), free(frozen), free(skip), free(fold);
+		vlm_lora_view_release(&v);
+		vlm_model_release(&m);
 	}
-	print_message("%d adapter tensors trained of %d; dW packed %lld of "
-	    "%lld floats\n", n, m.nparams - first, (long long)wp.n,
-	    (long long)v.nfloats);
-	assert_true(n > 0 && n < m.nparams - first);
-	vlm_pack_release(&ap);
-	vlm_pack_release(&wp);
-	free(full), free(gw), free(ga), free(frozen), free(wskip);
-	vlm_lora_view_release(&v);
-	vlm_model_release(&m);
 }
 
 /* RUN/latest -> a checkpoint whose optim.safetensors holds n moments
@@ -358,7 +405,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_backward_packed),
 		cmocka_unit_test(test_optim_packed),
-		cmocka_unit_test(test_lora_packed),
+		cmocka_unit_test(test_lora_fold),
 		cmocka_unit_test(test_ckpt_moments),
 	};
 

@@ -26,11 +26,17 @@ param_at(const struct vlm_model *m, int64_t off)
 	return lo;
 }
 
-/* Does anyone read the gradient of the parameter at off (-1: none)? */
+/* Does anyone read the gradient of the parameter at off (-1: none)? A
+ * folded one (vlm_run_fold) is read by the fold. */
 static int
 wanted(const struct vlm_run *r, const struct vlm_model *m, int64_t off)
 {
-	return off >= 0 && (!r->nograd || !r->nograd[param_at(m, off)]);
+	int i;
+
+	if (off < 0)
+		return 0;
+	i = param_at(m, off);
+	return !r->nograd || !r->nograd[i] || (r->foff && r->foff[i] >= 0);
 }
 
 /* Where the gradient of the parameter at off goes (k floats into it),
@@ -44,9 +50,11 @@ G(const struct vlm_run *r, const struct vlm_model *m, float *g, int64_t off,
 
 	if (!wanted(r, m, off))
 		return NULL;
+	i = param_at(m, off);
+	if (r->foff && r->foff[i] >= 0) /* the block's fold scratch */
+		return r->fbuf + r->foff[i] + (off - m->params[i].off) + k;
 	if (!r->goff)
 		return g + off + k;
-	i = param_at(m, off);
 	return g + r->goff[i] + (off - m->params[i].off) + k;
 }
 
@@ -328,6 +336,46 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 	    m->w + o->patch_w, B * P, 3 * p * p, D);
 }
 
+/* The offsets of block o's parameters (-1: absent) into off; their
+ * number. */
+static int
+block_params(const struct vlm_block_off *o, int64_t off[22])
+{
+	const int64_t dense[] = { o->ln1_w, o->ln1_b, o->qkv_w, o->qkv_b,
+		o->out_w, o->out_b, o->ln2_w, o->ln2_b, o->fc_w, o->fc_b,
+		o->proj_w, o->proj_b };
+	int n = 12;
+
+	memcpy(off, dense, sizeof(dense));
+	for (int p = 0; p < o->moe; p++) {
+		const int64_t e[] = { o->router[p], o->efc_w[p], o->efc_b[p],
+			o->eproj_w[p], o->eproj_b[p] };
+		memcpy(off + n, e, sizeof(e));
+		n += 5;
+	}
+	return n;
+}
+
+/* Block o's folded gradients, complete now, to the fold; then the
+ * scratch back to zeros for the next block. */
+static void
+fold_block(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_block_off *o)
+{
+	int64_t off[22], used = 0;
+	int n = block_params(o, off);
+
+	for (int j = 0; j < n; j++) {
+		int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+		if (i < 0 || r->foff[i] < 0)
+			continue;
+		r->fold(r->fold_ctx, i, r->fbuf + r->foff[i]);
+		used += m->params[i].n;
+	}
+	if (used)
+		zero(r->be, r->fbuf, used);
+}
+
 /* Every block of a stack in reverse; returns d x[0] (one of two bufs). */
 static float *
 stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
@@ -337,6 +385,8 @@ stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 
 	for (int l = st->L - 1; l >= st->stop; l--) {
 		block_bwd(r, m, st, l, dout, dx, g);
+		if (r->foff)
+			fold_block(r, m, &st->blocks[l]);
 		tmp = dout, dout = dx, dx = tmp;
 	}
 	return dout;
@@ -441,19 +491,10 @@ static int
 block_wanted(const struct vlm_run *r, const struct vlm_model *m,
     const struct vlm_block_off *o)
 {
-	const int64_t dense[] = { o->ln1_w, o->ln1_b, o->qkv_w, o->qkv_b,
-		o->out_w, o->out_b, o->ln2_w, o->ln2_b, o->fc_w, o->fc_b,
-		o->proj_w, o->proj_b };
+	int64_t off[22];
+	int n = block_params(o, off);
 
-	if (any_wanted(r, m, dense, o->moe ? 8 : 12))
-		return 1;
-	for (int p = 0; p < o->moe; p++) {
-		const int64_t e[] = { o->router[p], o->efc_w[p], o->efc_b[p],
-			o->eproj_w[p], o->eproj_b[p] };
-		if (any_wanted(r, m, e, 5))
-			return 1;
-	}
-	return 0;
+	return any_wanted(r, m, off, n);
 }
 
 /* Embeddings (part 0), head (1) or TokenLearner (2) of tower i. */
@@ -511,6 +552,11 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 	r->nograd = NULL;
 	free(r->goff);
 	r->goff = NULL;
+	free(r->foff);
+	r->foff = NULL;
+	if (r->fbuf)
+		r->be->free(r->fbuf);
+	r->fbuf = NULL;
 	for (int i = 0; i < r->nst; i++)
 		r->st[i].stop = r->st[i].no_dx0 = 0;
 	r->tw[0].no_head = r->tw[1].no_head = 0;
@@ -576,5 +622,57 @@ vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
 	}
 	memcpy(r->goff, p->off, m->nparams * sizeof(*r->goff));
 	r->gfloats = p->n;
+	return 0;
+}
+
+int
+vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *fold, void (*fn)(void *ctx, int i, const float *dw),
+    void *ctx)
+{
+	int64_t off[22], most = 0;
+
+	if (r->fbuf)
+		r->be->free(r->fbuf);
+	free(r->foff);
+	r->fbuf = NULL, r->foff = NULL, r->fold = fn, r->fold_ctx = ctx;
+	if (!fold)
+		goto plan;
+	if (!(r->foff = malloc((m->nparams ? m->nparams : 1) *
+	    sizeof(*r->foff))))
+		return vlm_error("out of memory");
+	for (int i = 0; i < m->nparams; i++)
+		r->foff[i] = -1;
+	for (int s = 0; s < r->nst; s++) /* each block's folded, packed */
+		for (int l = 0; l < r->st[s].L; l++) {
+			int n = block_params(&r->st[s].blocks[l], off);
+			int64_t used = 0;
+			for (int j = 0; j < n; j++) {
+				int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+				if (i < 0 || !fold[i] || r->foff[i] >= 0)
+					continue;
+				r->foff[i] = used;
+				used += m->params[i].n;
+			}
+			most = used > most ? used : most;
+		}
+	for (int i = 0; i < m->nparams; i++)
+		if (fold[i] && r->foff[i] < 0) {
+			free(r->foff);
+			r->foff = NULL;
+			return vlm_error("cannot fold '%s': not a block's "
+			    "parameter", m->params[i].name);
+		}
+	if (!(r->fbuf = r->be->alloc((most ? most : 1) * sizeof(float)))) {
+		free(r->foff);
+		r->foff = NULL;
+		return vlm_error("out of memory");
+	}
+plan:
+	for (int i = 0; i < r->nst; i++)
+		r->st[i].stop = r->st[i].no_dx0 = 0;
+	r->tw[0].no_head = r->tw[1].no_head = 0;
+	if (r->nograd || r->foff)
+		plan_stops(r, m);
 	return 0;
 }

@@ -490,6 +490,9 @@ vlm_run_free(struct vlm_run *r)
 	free(r->goff);
 	if (r->tlg)
 		r->be->free(r->tlg);
+	free(r->foff);
+	if (r->fbuf)
+		r->be->free(r->fbuf);
 	free(r);
 }
 

@@ -150,39 +150,47 @@ vlm_lora_merge_into(const struct vlm_model *m, float *w)
 	return be->sync();
 }
 
-int
-vlm_lora_grad_packed(const struct vlm_model *m, const float *gw,
-    const struct vlm_pack *wp, float *ga, const struct vlm_pack *ap)
+/* The pair adapting parameter w, or -1. */
+static int
+pair_of(const struct vlm_model *m, int w)
 {
-	int first = vlm_lora_first(m);
+	char name[112];
+	const struct vlm_param *a;
+
+	snprintf(name, sizeof(name), "%s.lora_A", m->params[w].name);
+	a = vlm_model_param(m, name);
+	return a ? (int)(a - m->params) : -1;
+}
+
+int
+vlm_lora_fold(const struct vlm_model *m, int w, const float *dw, float *ga,
+    const struct vlm_pack *ap, float beta)
+{
 	float s = vlm_lora_scale(&m->cfg);
 	const struct vlm_backend *be;
+	int i = pair_of(m, w);
+	int64_t oa, ob;
 	struct pair p;
 
-	if (first == m->nparams)
-		return 0;
+	if (i < 0)
+		return vlm_error("'%s' has no LoRA adapters", m->params[w].name);
+	if ((oa = vlm_pack_at(ap, m, i)) < 0)
+		return 0; /* a frozen pair */
 	if (!(be = gemm_backend()))
 		return -1;
-	for (int i = first; i + 1 < m->nparams; i += 2) {
-		int64_t oa = vlm_pack_at(ap, m, i), ob = vlm_pack_at(ap, m,
-		    i + 1), ow;
-		if (oa < 0)
-			continue; /* a frozen pair */
-		pair_at(m, i, m->w, &p);
-		ow = vlm_pack_at(wp, m, p.wi);
-		assert(ow >= 0 && ob >= 0);
-		for (int e = 0; e < p.E; e++) {
-			int64_t ea = (int64_t)e * p.r * p.IN;
-			int64_t eb = (int64_t)e * p.OUT * p.r;
-			int64_t ew = (int64_t)e * p.OUT * p.IN;
-			/* dA = s B^T dW (r,IN); dB = s dW A^T (OUT,r) */
-			be->gemm(1, 0, p.r, p.IN, p.OUT, s, p.b + eb, p.r,
-			    gw + ow + ew, p.IN, 0, ga + oa + ea, p.IN);
-			be->gemm(0, 1, p.OUT, p.r, p.IN, s, gw + ow + ew, p.IN,
-			    p.a + ea, p.IN, 0, ga + ob + eb, p.r);
-		}
+	ob = vlm_pack_at(ap, m, i + 1);
+	pair_at(m, i, m->w, &p);
+	for (int e = 0; e < p.E; e++) {
+		int64_t ea = (int64_t)e * p.r * p.IN;
+		int64_t eb = (int64_t)e * p.OUT * p.r;
+		int64_t ew = (int64_t)e * p.OUT * p.IN;
+		/* dA = s B^T dW (r,IN); dB = s dW A^T (OUT,r) */
+		be->gemm(1, 0, p.r, p.IN, p.OUT, s, p.b + eb, p.r, dw + ew,
+		    p.IN, beta, ga + oa + ea, p.IN);
+		be->gemm(0, 1, p.OUT, p.r, p.IN, s, dw + ew, p.IN, p.a + ea,
+		    p.IN, beta, ga + ob + eb, p.r);
 	}
-	return be->sync();
+	return 0;
 }
 
 int
@@ -193,8 +201,13 @@ vlm_lora_grad(const struct vlm_model *m, float *grad)
 
 	if (first == m->nparams)
 		return 0;
-	if (vlm_lora_grad_packed(m, grad, NULL, grad, NULL) < 0)
-		return -1;
+	for (int i = first; i + 1 < m->nparams; i += 2) {
+		struct pair p;
+		pair_at(m, i, m->w, &p);
+		if (vlm_lora_fold(m, p.wi, grad + m->params[p.wi].off, grad,
+		    NULL, 0) < 0)
+			return -1;
+	}
 	be = gemm_backend();
 	be->memset(grad, 0, m->params[first].off * sizeof(float));
 	return be->sync();

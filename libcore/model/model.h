@@ -286,6 +286,16 @@ int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
  * The run keeps a copy. */
 int vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
     const struct vlm_pack *p);
+/* Parameters fold[i] of m (weights of the transformer blocks, e.g. the
+ * ones LoRA adapts) get their gradient not in grad but in a scratch of
+ * one block, handed to fn(ctx, i, dw) when the block's backward is done
+ * (dw: the whole gradient of parameter i, the backend's memory, valid
+ * during the call): no slab holds them. They are differentiated even if
+ * frozen. NULL: none. After vlm_run_freeze or vlm_run_pack, which do
+ * not keep it. */
+int vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *fold, void (*fn)(void *ctx, int i, const float *dw),
+    void *ctx);
 
 /* ---- encoding (model/encoder.c) ------------------------------------------ */
 
@@ -353,12 +363,13 @@ int vlm_lora_merge_into(const struct vlm_model *m, float *w);
  * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
  * vlm_lora_merge_into. */
 int vlm_lora_grad(const struct vlm_model *m, float *grad);
-/* The same between packed slabs: gw holds dL/dW of the adapted weights
- * as wp lays out the base parameters; dA, dB of each pair that ap keeps
- * go into ga as ap lays them out (a pair whose dA is kept needs its
- * weight's dW in gw). NULL packs: m's slab layout. */
-int vlm_lora_grad_packed(const struct vlm_model *m, const float *gw,
-    const struct vlm_pack *wp, float *ga, const struct vlm_pack *ap);
+/* One adapted weight's share, a vlm_run_fold fold: from dw, the
+ * gradient of base parameter w, ga := beta ga + the dA and dB of its
+ * pair, as ap lays them out (NULL: m's slab layout); nothing when ap
+ * leaves the pair out (frozen). -1 as vlm_lora_merge_into, or when w
+ * has no adapters. */
+int vlm_lora_fold(const struct vlm_model *m, int w, const float *dw,
+    float *ga, const struct vlm_pack *ap, float beta);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);

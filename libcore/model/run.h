@@ -126,6 +126,11 @@ struct vlm_run {
 	                           * slab length */
 	float *tlg;               /* packed: the token learner's unwanted
 	                           * parameter gradients go here */
+	int64_t *foff;            /* vlm_run_fold's: each folded parameter's
+	                           * place in fbuf (-1: not folded), or NULL */
+	float *fbuf;              /* one block's folded gradients */
+	void (*fold)(void *ctx, int i, const float *dw);
+	void *fold_ctx;
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	size_t bytes, hbytes;     /* of each */
