@@ -309,8 +309,8 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 		if (dpos)
 			be->posembed_bwd(NULL, dpos, d, B, T, D);
 		if (wanted(r, m, o->tok_emb))
-			be->embed_bwd(G(r, m, g, o->tok_emb, 0), d, t->ids, B * T,
-			    c->vocab, D);
+			be->embed_bwd(G(r, m, g, o->tok_emb, 0), d, t->ids,
+			    B * T, c->vocab, D);
 		return;
 	}
 	zero(be, r->dlnf, (size_t)B * T * D); /* d xe */
@@ -410,10 +410,10 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 	 * scratch (packed) or back to 0 after (the rows below it wanted
 	 * theirs) */
 	for (int i = 0; i < 6; i++) {
-		int64_t n = m->params[param_at(m, tl[i])].n;
 		if (!(tg[i] = G(r, m, g, tl[i], 0)))
 			tg[i] = r->goff ? scratch : g + tl[i];
-		scratch += r->goff ? n : 0;
+		if (r->goff)
+			scratch += m->params[param_at(m, tl[i])].n;
 	}
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
