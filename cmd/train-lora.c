@@ -6,8 +6,8 @@
  * after every optimizer step. Every base parameter is frozen: no
  * moments, no gradient slab; the gradient of an adapted weight whose
  * adapters train lives only while the backward is in its block, which
- * folds it into the adapters' (vlm_run_fold, vlm_lora_fold). Without adapters t->net is t->m
- * and every hook here does nothing.
+ * folds it into the adapters' (vlm_run_fold, vlm_lora_fold). Without
+ * adapters t->net is t->m and every hook here does nothing.
  */
 #include <err.h>
 #include <stdlib.h>

@@ -4,10 +4,10 @@
  * bit for bit as the slab-layout backward with the same parameters
  * frozen, and nothing else; AdamW over packed moments moves the trained
  * parameters as a full optimizer does and leaves the frozen ones; LoRA
- * gradients folded block by block equal the slab-layout ones; checkpoints of packed
- * moments round-trip, old full-layout files load, and moments missing
- * for a trained parameter, a wrong length or unknown or repeated names
- * in adamw.params are refused, saying which.
+ * gradients folded block by block equal the slab-layout ones;
+ * checkpoints of packed moments round-trip, old full-layout files load,
+ * and moments missing for a trained parameter, a wrong length or
+ * unknown or repeated names in adamw.params are refused, saying which.
  */
 #include <sys/stat.h>
 
