@@ -19,7 +19,8 @@ struct vlm_image {
 	uint8_t *rgb; /* (h,w,3) */
 };
 
-enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG };
+enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG,
+	VLM_IMAGE_WEBP };
 /* What becomes of alpha (an alpha channel or PNG tRNS). */
 enum vlm_alpha {
 	VLM_ALPHA_DROP,  /* as PIL's convert("RGB") (the default) */
