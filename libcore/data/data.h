@@ -278,6 +278,30 @@ int vlm_wds_imagefolder_load(struct vlm_imagefolder *d, const char *dir,
 int vlm_wds_retrieval_load(struct vlm_pairs *p, const char *dir,
     const char *split);
 
+/*
+ * Writing shards (data/wds-write.c): samples into dir/0.tar, dir/1.tar
+ * ... of at most maxcount samples each, then dir/nshards.txt; a sample
+ * is n members KEY.ext[i] holding data[i] (size[i] bytes).
+ */
+struct vlm_shard_writer {
+	char *dir;
+	int maxcount;          /* e.g. 10000 */
+	int nshards;           /* shards complete */
+	int count;             /* samples in the open shard */
+	int64_t nsamples;      /* samples written */
+	struct archive *a;     /* the open shard or NULL */
+	struct vlm_atomic out;
+};
+int vlm_shard_writer_init(struct vlm_shard_writer *w, const char *dir,
+    int maxcount);
+int vlm_shard_writer_add(struct vlm_shard_writer *w, const char *key,
+    int n, const char *const *ext, const void *const *data,
+    const size_t *size);
+/* Close the last shard, write nshards.txt. */
+int vlm_shard_writer_finish(struct vlm_shard_writer *w);
+/* Free; with remove, delete the shards written (after a failure). */
+void vlm_shard_writer_release(struct vlm_shard_writer *w, int remove);
+
 /* ---- image paths: arguments, lists, directory walks (data/walk.c) -------- */
 
 /*

@@ -388,7 +388,8 @@ pairs_row(struct pairs_arg *a, int k, int num, const char *key,
 			return vlm_error("out of memory");
 		a->cap = c;
 	}
-	if (asprintf(&p->paths[n], "%s:%s", p->shards[k], key) < 0)
+	(void)k;
+	if (asprintf(&p->paths[n], "%s:%s", img->file, key) < 0)
 		return vlm_error("out of memory");
 	if (!(p->captions[n] = strdup(cap))) {
 		free(p->paths[n]);
@@ -412,7 +413,7 @@ pairs_emit(void *arg, int k, int num, struct sample *s)
 	int first = 1, rc = 0;
 
 	if (a->p->n > INT_MAX / 4)
-		return vlm_error("'%s': too many samples", a->p->shards[k]);
+		return vlm_error("'%s': too many samples", s->img.file);
 	if (!a->split)
 		rc = pairs_row(a, k, num, s->key, &s->img, t, 1);
 	for (; a->split && rc == 0 && *t; t = e + (*e == '\r' && e[1] ==
@@ -425,7 +426,7 @@ pairs_emit(void *arg, int k, int num, struct sample *s)
 		first = 0;
 	}
 	if (rc == 0 && first && a->split) {
-		if (asprintf(&msg, "'%s': %s: empty 'txt'", a->p->shards[k],
+		if (asprintf(&msg, "'%s': %s: empty 'txt'", s->img.file,
 		    s->key) < 0)
 			return vlm_error("out of memory");
 		rc = pairs_bad(arg, msg);
@@ -551,12 +552,12 @@ cls_emit(void *arg, int k, int num, struct sample *s)
 	long c = strtol(s->label, &end, 10);
 	int rc;
 
-	(void)num;
+	(void)num, (void)k;
 	while (isspace((unsigned char)*end))
 		end++;
 	if (end == s->label || *end || c < 0 || c >= a->nc) {
 		if (asprintf(&msg, "'%s': %s: label '%.20s' is not a class "
-		    "0..%d", d->shards[k], s->key, s->label, a->nc - 1) < 0)
+		    "0..%d", s->img.file, s->key, s->label, a->nc - 1) < 0)
 			return vlm_error("out of memory");
 		rc = cls_bad(arg, msg);
 		free(msg);
@@ -570,7 +571,7 @@ cls_emit(void *arg, int k, int num, struct sample *s)
 			return vlm_error("out of memory");
 		a->cap = cp;
 	}
-	if (asprintf(&d->paths[d->n], "%s:%s", d->shards[k], s->key) < 0)
+	if (asprintf(&d->paths[d->n], "%s:%s", s->img.file, s->key) < 0)
 		return vlm_error("out of memory");
 	d->labels[d->n] = (int)c;
 	d->blobs[d->n++] = s->img;
