@@ -47,7 +47,8 @@ eval_embed_images(const struct vlm_model *m, char *const *paths,
     unsigned char *ok)
 {
 	const struct vlm_config *c = &m->cfg;
-	struct vlm_items it = { .paths = paths, .blobs = blobs, .size = c->image_size,
+	struct vlm_items it = { .paths = paths, .blobs = blobs,
+	    .size = c->image_size,
 	    .mean = c->mean, .std = c->std, .alpha = c->image_alpha };
 	struct vlm_loader_opts o = { .n = n, .batch = batch, .epochs = 1,
 	    .on_fail = VLM_LOADER_SKIP, .arg = &it, .image = vlm_items_image,

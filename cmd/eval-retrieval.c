@@ -4,7 +4,8 @@
  * Reads a pairs file (TSV by default, CSV with --csv-separator ,): one
  * row per caption, rows repeating an image path give it several
  * captions; or a CLIP_benchmark webdataset directory (--wds), each
- * sample an image and its captions, the lines of its txt. Image embeddings are the model's (-m) of the distinct
+ * sample an image and its captions, the lines of its txt. Image
+ * embeddings are the model's (-m) of the distinct
  * images, or the rows of --image-emb whose ids name them; caption
  * embeddings are the model's, or the rows of --text-emb, one per good
  * row of the pairs file in order. Writes image_retrieval_recall@k (text

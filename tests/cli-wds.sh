@@ -86,7 +86,8 @@ check "each step takes 2 and 6 examples" \
 for l in open(sys.argv[1]): print(json.loads(l)[\"source_examples\"])' \
     $T/mix/metrics.jsonl | sort -u)\" = '[2, 6]' ]"
 
-# Python's shards: PNG, JPEG and WebP images, then the bad ones: a
+# Python's shards: PNG, JPEG and WebP images, some with names over 100
+# bytes (GNU long-name members; pax headers below), then the bad ones: a
 # sample without an image, one whose image cannot be decoded, and a
 # shard cut in the middle of a member
 $PY - "$T" <<'EOF' || fail "writing shards with Python's tarfile"
@@ -109,8 +110,9 @@ for k in range(3):
         for i in range(8 * k, 8 * k + 8):
             path, cap = rows[i]
             fmt, ext = [('PNG', 'png'), ('JPEG', 'jpg'), ('WEBP', 'webp')][i % 3]
-            add(t, f'dir/{i:04d}.{ext}', img(f'{d}/d/{path}', fmt))
-            add(t, f'dir/{i:04d}.txt', cap.encode())
+            key = f'dir/{i:04d}' if i % 5 else 'long/' + 'x' * 150 + f'{i}'
+            add(t, f'{key}.{ext}', img(f'{d}/d/{path}', fmt))
+            add(t, f'{key}.txt', cap.encode())
         if k == 1:
             add(t, 'dir/noimage.txt', b'a caption without an image')
             add(t, 'dir/broken.jpg', b'not a jpeg at all')
@@ -182,11 +184,12 @@ for kind in ('cls', 'ret'):
         with tarfile.open(f'{o}/test/{k}.tar', 'w') as t:
             for j in range(k * 8, min(15, k * 8 + 8)):
                 a, c, caps = samples[j]
-                add(t, f's{j:07d}.webp', webp(a))
+                key = f's{j:07d}' if j % 4 else f'sé{j:07d}'  # pax headers
+                add(t, f'{key}.webp', webp(a))
                 if kind == 'cls':
-                    add(t, f's{j:07d}.cls', str(c).encode())
+                    add(t, f'{key}.cls', str(c).encode())
                 else:
-                    add(t, f's{j:07d}.txt', '\n'.join(caps).encode())
+                    add(t, f'{key}.txt', '\n'.join(caps).encode())
     if kind == 'cls':
         open(f'{o}/classnames.txt', 'w').write('\n'.join(n.upper() for n in names) + '\n')
         open(f'{o}/zeroshot_classification_templates.txt', 'w').write(

@@ -219,6 +219,8 @@ int vlm_imagefolder_names(struct vlm_imagefolder *d, const char *root,
  * are read; string arrays grown one by one and freed. */
 int vlm_lines_load(const char *path, char ***lines, int *n);
 int vlm_strs_push(char ***v, int *n, const char *s);
+/* *pp, a malloc'ed array, to n elements of size bytes; -1 if no memory. */
+int vlm_array_grow(void *pp, size_t size, int n);
 void vlm_strs_free(char **s, int n);
 /* The template with each "{}" replaced by name; caller frees; NULL: OOM. */
 char *vlm_template_fill_alloc(const char *tmpl, const char *name);

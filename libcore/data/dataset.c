@@ -201,9 +201,8 @@ bad_row(struct vlm_pairs *p, const char *file, int line, const char *why)
 	return 0;
 }
 
-/* *pp, an array, to n elements of size bytes */
-static int
-grow(void *pp, size_t size, int n)
+int
+vlm_array_grow(void *pp, size_t size, int n)
 {
 	void **p = pp, *q = realloc(*p, size * n);
 
@@ -221,11 +220,11 @@ grow_rows(struct vlm_pairs *p, int *cap)
 
 	if (p->n < *cap)
 		return 0;
-	if (grow(&p->paths, sizeof(*p->paths), nc) < 0 ||
-	    grow(&p->captions, sizeof(*p->captions), nc) < 0 ||
-	    grow(&p->image_id, sizeof(*p->image_id), nc) < 0 ||
-	    grow(&p->line, sizeof(*p->line), nc) < 0 ||
-	    grow(&p->image_row, sizeof(*p->image_row), nc) < 0)
+	if (vlm_array_grow(&p->paths, sizeof(*p->paths), nc) < 0 ||
+	    vlm_array_grow(&p->captions, sizeof(*p->captions), nc) < 0 ||
+	    vlm_array_grow(&p->image_id, sizeof(*p->image_id), nc) < 0 ||
+	    vlm_array_grow(&p->line, sizeof(*p->line), nc) < 0 ||
+	    vlm_array_grow(&p->image_row, sizeof(*p->image_row), nc) < 0)
 		return -1;
 	*cap = nc;
 	return 0;

@@ -296,11 +296,14 @@ scan_shard(struct scan *sc, int k)
 		rc = vlm_error("'%s': %s", path, strerror(errno));
 	else if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK)
 		rc = vlm_error("'%s': %s", path, archive_error_string(a));
-	while (rc == 0 && (r = archive_read_next_header(a, &e)) ==
-	    ARCHIVE_OK) {
+	/* ARCHIVE_WARN: a name not in the locale's charset (pax headers
+	 * hold UTF-8), read as UTF-8 all the same */
+	while (rc == 0 && ((r = archive_read_next_header(a, &e)) ==
+	    ARCHIVE_OK || r == ARCHIVE_WARN)) {
 		int64_t off = archive_filter_bytes(a, 0);
 		int64_t size = archive_entry_size(e);
-		name = archive_entry_pathname(e);
+		if (!(name = archive_entry_pathname_utf8(e)))
+			name = archive_entry_pathname(e);
 		if (archive_entry_filetype(e) != AE_IFREG || !name)
 			continue;
 		if (off + size > st.st_size) {
@@ -358,18 +361,6 @@ pairs_bad(void *arg, const char *msg)
 	    vlm_error("out of memory") : 0;
 }
 
-/* *pp, an array, to n elements of size bytes */
-static int
-grow(void *pp, size_t size, int n)
-{
-	void **p = pp, *q = realloc(*p, size * n);
-
-	if (!q)
-		return -1;
-	*p = q;
-	return 0;
-}
-
 static int
 pairs_row(struct pairs_arg *a, int k, int num, const char *key,
     const struct vlm_blob *img, const char *cap, int image)
@@ -379,12 +370,12 @@ pairs_row(struct pairs_arg *a, int k, int num, const char *key,
 
 	if (n == a->cap) {
 		int c = a->cap ? 2 * a->cap : 1024;
-		if (grow(&p->paths, sizeof(char *), c) < 0 ||
-		    grow(&p->captions, sizeof(char *), c) < 0 ||
-		    grow(&p->image_id, sizeof(int), c) < 0 ||
-		    grow(&p->line, sizeof(int), c) < 0 ||
-		    grow(&p->image_row, sizeof(int), c) < 0 ||
-		    grow(&p->blobs, sizeof(*p->blobs), c) < 0)
+		if (vlm_array_grow(&p->paths, sizeof(char *), c) < 0 ||
+		    vlm_array_grow(&p->captions, sizeof(char *), c) < 0 ||
+		    vlm_array_grow(&p->image_id, sizeof(int), c) < 0 ||
+		    vlm_array_grow(&p->line, sizeof(int), c) < 0 ||
+		    vlm_array_grow(&p->image_row, sizeof(int), c) < 0 ||
+		    vlm_array_grow(&p->blobs, sizeof(*p->blobs), c) < 0)
 			return vlm_error("out of memory");
 		a->cap = c;
 	}
@@ -565,9 +556,9 @@ cls_emit(void *arg, int k, int num, struct sample *s)
 	}
 	if (d->n == a->cap) {
 		int cp = a->cap ? 2 * a->cap : 1024;
-		if (grow(&d->paths, sizeof(char *), cp) < 0 ||
-		    grow(&d->labels, sizeof(int), cp) < 0 ||
-		    grow(&d->blobs, sizeof(*d->blobs), cp) < 0)
+		if (vlm_array_grow(&d->paths, sizeof(char *), cp) < 0 ||
+		    vlm_array_grow(&d->labels, sizeof(int), cp) < 0 ||
+		    vlm_array_grow(&d->blobs, sizeof(*d->blobs), cp) < 0)
 			return vlm_error("out of memory");
 		a->cap = cp;
 	}
