@@ -41,9 +41,13 @@ expand(const char *pat, char ***v, int *n)
 	dots = strstr(alt, "..");
 	if (dots && sscanf(alt, "%ld..%ld", &lo, &hi) == 2 && lo <= hi &&
 	    hi - lo < BRACE_MAX) {
-		w = (alt[0] == '0' && dots - alt > 1) ? (int)(dots - alt) : 0;
-		if (dots[2] == '0' && (int)strlen(dots + 2) > w)
-			w = (int)strlen(dots + 2);
+		/* braceexpand: a bound with a leading zero pads every
+		 * number to the longer bound's width */
+		w = 0;
+		if ((alt[0] == '0' && dots - alt > 1) || (dots[2] == '0' &&
+		    dots[3] != '\0'))
+			w = (int)(dots - alt) > (int)strlen(dots + 2) ?
+			    (int)(dots - alt) : (int)strlen(dots + 2);
 		for (long i = lo; rc == 0 && i <= hi; i++) {
 			if (asprintf(&s, "%.*s%0*ld%s", (int)(o - pat), pat, w,
 			    i, c + 1) < 0)
@@ -282,7 +286,7 @@ cut(struct scan *sc, int k, struct sample *s, const char *name,
 static int
 scan_shard(struct scan *sc, int k)
 {
-	const char *path = sc->shards[k], *name = NULL;
+	const char *path = sc->shards[k], *name = NULL, *at = NULL;
 	struct archive *a = archive_read_new();
 	struct archive_entry *e;
 	struct sample s = { 0 };
@@ -309,6 +313,7 @@ scan_shard(struct scan *sc, int k)
 		if (off + size > st.st_size) {
 			r = ARCHIVE_FATAL;
 			archive_set_error(a, 0, "truncated tar");
+			at = name; /* valid: the entry is still current */
 			break;
 		}
 		rc = member(sc, k, a, name, off, size, &s, &num);
@@ -316,9 +321,8 @@ scan_shard(struct scan *sc, int k)
 	if (rc == -2) /* a text member could not be read */
 		rc = cut(sc, k, &s, name, vlm_errmsg(), &num);
 	else if (rc == 0 && r != ARCHIVE_EOF)
-		rc = cut(sc, k, &s, r == ARCHIVE_FATAL && name ? name : NULL,
-		    archive_error_string(a) ? archive_error_string(a) :
-		    "corrupt tar", &num);
+		rc = cut(sc, k, &s, at, archive_error_string(a) ?
+		    archive_error_string(a) : "corrupt tar", &num);
 	if (rc == 0)
 		rc = finish(sc, k, &s, &num);
 	sample_clear(&s);
