@@ -1,7 +1,7 @@
 /*
- * wds.c - webdataset tar shards as vlm's two data layouts: pairs (one row
- * a sample, OpenCLIP's --train-data) and classification or retrieval
- * sets in CLIP_benchmark's webdataset directories. libarchive reads the
+ * wds.c - webdataset tar shards as pairs (one row a sample, OpenCLIP's
+ * --train-data); CLIP_benchmark's directories are read by wds-bench.c
+ * over the same scan. libarchive reads the
  * member headers and the small text members; an image is kept as its
  * shard, offset and size (a struct vlm_blob) and read by the loader's
  * threads when its item is loaded, so the items can be visited in any
@@ -19,10 +19,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "data/data.h"
+#include "data/wds-priv.h"
 
 #define TEXT_MAX (1 << 20)  /* a caption or label member, bytes */
-#define BRACE_MAX 1000000   /* names one pattern may expand to */
 
 /* ---- brace expansion ---- */
 
@@ -106,25 +105,8 @@ vlm_wds_is_shards(const char *path)
 
 /* ---- reading one shard ---- */
 
-/* One sample's members, as they are met in the tar. */
-struct sample {
-	char *key;
-	struct vlm_blob img;
-	char *text, *label;     /* NULL if absent */
-};
-
-/* What to do with each sample: emit(arg, shard, number, sample). */
-struct scan {
-	const char *text_key, *label_key;
-	int (*emit)(void *arg, int shard, int num, struct sample *s);
-	void *arg;
-	int (*bad)(void *arg, const char *msg);
-	char **shards;
-	int nshards;
-};
-
 static void
-sample_clear(struct sample *s)
+sample_clear(struct wds_sample *s)
 {
 	free(s->key);
 	free(s->text);
@@ -168,7 +150,7 @@ read_text(struct archive *a, int64_t size, const char *shard,
 
 /* Report a bad sample: "'SHARD': KEY: why". */
 static int
-bad_sample(struct scan *sc, int k, const char *key, const char *why)
+bad_sample(struct wds_scan *sc, int k, const char *key, const char *why)
 {
 	char *msg;
 	int rc;
@@ -183,7 +165,7 @@ bad_sample(struct scan *sc, int k, const char *key, const char *why)
 
 /* Emit the finished sample *s (or report it bad); *num counts them. */
 static int
-finish(struct scan *sc, int k, struct sample *s, int *num)
+finish(struct wds_scan *sc, int k, struct wds_sample *s, int *num)
 {
 	char why[80];
 	int rc;
@@ -206,8 +188,8 @@ finish(struct scan *sc, int k, struct sample *s, int *num)
 
 /* Add member name (data at off, size bytes) to the sample in *s. */
 static int
-member(struct scan *sc, int k, struct archive *a, const char *name,
-    int64_t off, int64_t size, struct sample *s, int *num)
+member(struct wds_scan *sc, int k, struct archive *a, const char *name,
+    int64_t off, int64_t size, struct wds_sample *s, int *num)
 {
 	const char *base = strrchr(name, '/'), *dot;
 	char ext[64];
@@ -256,7 +238,7 @@ key_of(const char *name)
  * the sample that member belongs to is bad, one before it is finished.
  */
 static int
-cut(struct scan *sc, int k, struct sample *s, const char *name,
+cut(struct wds_scan *sc, int k, struct wds_sample *s, const char *name,
     const char *why, int *num)
 {
 	char *key = name ? key_of(name) : NULL;
@@ -284,12 +266,12 @@ cut(struct scan *sc, int k, struct sample *s, const char *name,
  * memory.
  */
 static int
-scan_shard(struct scan *sc, int k)
+scan_shard(struct wds_scan *sc, int k)
 {
 	const char *path = sc->shards[k], *name = NULL, *at = NULL;
 	struct archive *a = archive_read_new();
 	struct archive_entry *e;
-	struct sample s = { 0 };
+	struct wds_sample s = { 0 };
 	struct stat st;
 	int r, rc = 0, num = 0;
 
@@ -330,9 +312,8 @@ scan_shard(struct scan *sc, int k)
 	return rc;
 }
 
-/* Every shard of pattern, in order, through sc (shards set there). */
-static int
-scan_all(struct scan *sc, const char *pattern)
+int
+vlm_wds_scan(struct wds_scan *sc, const char *pattern)
 {
 	if (vlm_brace_expand(pattern, &sc->shards, &sc->nshards) < 0)
 		return -1;
@@ -401,7 +382,7 @@ pairs_row(struct pairs_arg *a, int k, int num, const char *key,
 
 /* One sample: a row, or with split a row per line of its text. */
 static int
-pairs_emit(void *arg, int k, int num, struct sample *s)
+pairs_emit(void *arg, int k, int num, struct wds_sample *s)
 {
 	struct pairs_arg *a = arg;
 	char *t = s->text, *e, *msg;
@@ -430,17 +411,17 @@ pairs_emit(void *arg, int k, int num, struct sample *s)
 	return rc;
 }
 
-static int
-pairs_scan(struct vlm_pairs *p, const char *pattern, const char *key,
-    int split)
+int
+vlm_wds_pairs_scan(struct vlm_pairs *p, const char *pattern,
+    const char *key, int split)
 {
 	struct pairs_arg a = { p, 0, split };
-	struct scan sc = { .text_key = key ? key : "txt", .emit = pairs_emit,
+	struct wds_scan sc = { .text_key = key ? key : "txt", .emit = pairs_emit,
 	    .bad = pairs_bad, .arg = &a };
 	int rc;
 
 	memset(p, 0, sizeof(*p));
-	rc = scan_all(&sc, pattern);
+	rc = vlm_wds_scan(&sc, pattern);
 	p->shards = sc.shards;
 	p->nshards = sc.nshards;
 	if (rc == 0 && p->n == 0)
@@ -456,227 +437,7 @@ int
 vlm_wds_pairs_load(struct vlm_pairs *p, const char *pattern,
     const char *key)
 {
-	return pairs_scan(p, pattern, key, 0);
-}
-
-/* ---- CLIP_benchmark's directories ---- */
-
-/* The first line of dir/name, stripped, into buf; 0, 1 absent, -1. */
-static int
-first_line(const char *dir, const char *name, char *buf, size_t n)
-{
-	char *path;
-	FILE *f;
-	size_t k;
-
-	if (asprintf(&path, "%s/%s", dir, name) < 0)
-		return vlm_error("out of memory");
-	if (!(f = fopen(path, "r"))) {
-		int rc = errno == ENOENT ? 1 : vlm_error("'%s': %s", path,
-		    strerror(errno));
-		free(path);
-		return rc;
-	}
-	if (!fgets(buf, n, f))
-		buf[0] = '\0';
-	fclose(f);
-	free(path);
-	for (k = strlen(buf); k > 0 && isspace((unsigned char)buf[k - 1]);)
-		buf[--k] = '\0';
-	return 0;
-}
-
-int
-vlm_wds_dataset_type(const char *dir, char *type, size_t n)
-{
-	int rc = first_line(dir, "dataset_type.txt", type, n);
-
-	if (rc == 1)
-		snprintf(type, n, "classification");
-	for (char *c = type; *c; c++)
-		*c = tolower((unsigned char)*c);
-	return rc < 0 ? -1 : 0;
-}
-
-/* "dir/split/{0..N-1}.tar" from dir/split/nshards.txt (malloc'ed). */
-static char *
-split_pattern(const char *dir, const char *split)
-{
-	char buf[64], *sub, *pat = NULL, *end;
-	long n;
-
-	if (asprintf(&sub, "%s/%s", dir, split) < 0) {
-		vlm_error("out of memory");
-		return NULL;
-	}
-	if (first_line(sub, "nshards.txt", buf, sizeof(buf)) != 0) {
-		if (!vlm_errmsg()[0] || strstr(vlm_errmsg(), "nshards") == NULL)
-			vlm_error("'%s/nshards.txt': missing", sub);
-	} else if ((n = strtol(buf, &end, 10)) < 1 || *end || n > BRACE_MAX) {
-		vlm_error("'%s/nshards.txt': '%s' is not a shard count", sub,
-		    buf);
-	} else if (asprintf(&pat, "%s/{0..%ld}.tar", sub, n - 1) < 0) {
-		vlm_error("out of memory");
-		pat = NULL;
-	}
-	free(sub);
-	return pat;
-}
-
-/* Classification: a sample's label, its class index. */
-struct cls_arg {
-	struct vlm_imagefolder *d;
-	int cap, nc;
-};
-
-static int
-cls_bad(void *arg, const char *msg)
-{
-	struct vlm_imagefolder *d = ((struct cls_arg *)arg)->d;
-
-	return vlm_strs_push(&d->bad, &d->nbad, msg) < 0 ?
-	    vlm_error("out of memory") : 0;
-}
-
-static int
-cls_emit(void *arg, int k, int num, struct sample *s)
-{
-	struct cls_arg *a = arg;
-	struct vlm_imagefolder *d = a->d;
-	char *end, *msg;
-	long c = strtol(s->label, &end, 10);
-	int rc;
-
-	(void)num, (void)k;
-	while (isspace((unsigned char)*end))
-		end++;
-	if (end == s->label || *end || c < 0 || c >= a->nc) {
-		if (asprintf(&msg, "'%s': %s: label '%.20s' is not a class "
-		    "0..%d", s->img.file, s->key, s->label, a->nc - 1) < 0)
-			return vlm_error("out of memory");
-		rc = cls_bad(arg, msg);
-		free(msg);
-		return rc;
-	}
-	if (d->n == a->cap) {
-		int cp = a->cap ? 2 * a->cap : 1024;
-		if (vlm_array_grow(&d->paths, sizeof(char *), cp) < 0 ||
-		    vlm_array_grow(&d->labels, sizeof(int), cp) < 0 ||
-		    vlm_array_grow(&d->blobs, sizeof(*d->blobs), cp) < 0)
-			return vlm_error("out of memory");
-		a->cap = cp;
-	}
-	if (asprintf(&d->paths[d->n], "%s:%s", s->img.file, s->key) < 0)
-		return vlm_error("out of memory");
-	d->labels[d->n] = (int)c;
-	d->blobs[d->n++] = s->img;
-	return 0;
-}
-
-/* The templates file: "{c}" becomes "{}" (CLIP_benchmark's format). */
-static int
-wds_templates(struct vlm_imagefolder *d, const char *path)
-{
-	if (vlm_lines_load(path, &d->templates, &d->ntemplates) < 0)
-		return -1;
-	for (int t = 0; t < d->ntemplates; t++) {
-		char *s = d->templates[t], *p;
-		while ((p = strstr(s, "{c}")) != NULL)
-			memmove(p + 1, p + 2, strlen(p + 2) + 1);
-	}
-	if (d->ntemplates == 0)
-		return vlm_error("'%s': no templates", path);
-	return 0;
-}
-
-/* classes, names and templates of a CLIP_benchmark directory */
-static int
-wds_classes(struct vlm_imagefolder *d, const char *dir,
-    const struct vlm_imagefolder_opts *o)
-{
-	struct vlm_imagefolder_opts no = { o ? o->classnames : NULL,
-	    o ? o->templates : NULL };
-	char *cn, *tn;
-	int rc = 0;
-
-	if (asprintf(&cn, "%s/classnames.txt", dir) < 0 ||
-	    asprintf(&tn, "%s/zeroshot_classification_templates.txt", dir) < 0)
-		return vlm_error("out of memory");
-	if (vlm_lines_load(no.classnames ? no.classnames : cn, &d->classes,
-	    &d->nclasses) < 0)
-		rc = -1;
-	else if (d->nclasses == 0)
-		rc = vlm_error("'%s': no class names", no.classnames ?
-		    no.classnames : cn);
-	no.classnames = NULL;  /* the names are the classes just read */
-	if (rc == 0 && !no.templates && access(tn, F_OK) == 0) {
-		rc = wds_templates(d, tn);
-		if (rc == 0) {
-			char **t = d->templates;
-			int nt = d->ntemplates;
-			d->templates = NULL, d->ntemplates = 0;
-			rc = vlm_imagefolder_names(d, dir, &no);
-			vlm_strs_free(d->templates, d->ntemplates);
-			d->templates = t, d->ntemplates = nt;
-		}
-	} else if (rc == 0) {
-		rc = vlm_imagefolder_names(d, dir, &no);
-	}
-	free(cn);
-	free(tn);
-	return rc;
-}
-
-int
-vlm_wds_imagefolder_load(struct vlm_imagefolder *d, const char *dir,
-    const char *split, const struct vlm_imagefolder_opts *o)
-{
-	char type[64], *pat = NULL;
-	struct cls_arg a = { d, 0, 0 };
-	struct scan sc = { .label_key = "cls", .emit = cls_emit,
-	    .bad = cls_bad, .arg = &a };
-	int rc;
-
-	memset(d, 0, sizeof(*d));
-	if (vlm_wds_dataset_type(dir, type, sizeof(type)) < 0)
-		return -1;
-	if (strcmp(type, "classification") != 0)
-		return vlm_error("'%s': a %s set, not classification", dir,
-		    type);
-	if ((rc = wds_classes(d, dir, o)) == 0 && !(pat = split_pattern(dir,
-	    split)))
-		rc = -1;
-	a.nc = d->nclasses;
-	if (rc == 0)
-		rc = scan_all(&sc, pat);
-	d->shards = sc.shards;
-	d->nshards = sc.nshards;
-	if (rc == 0 && d->n == 0)
-		rc = vlm_error("'%s': no samples with an image and a label%s%s",
-		    pat, d->nbad ? "; " : "", d->nbad ? d->bad[0] : "");
-	free(pat);
-	if (rc < 0)
-		vlm_imagefolder_release(d);
-	return rc;
-}
-
-int
-vlm_wds_retrieval_load(struct vlm_pairs *p, const char *dir,
-    const char *split)
-{
-	char type[64], *pat;
-	int rc;
-
-	memset(p, 0, sizeof(*p));
-	if (vlm_wds_dataset_type(dir, type, sizeof(type)) < 0)
-		return -1;
-	if (strcmp(type, "retrieval") != 0)
-		return vlm_error("'%s': a %s set, not retrieval", dir, type);
-	if (!(pat = split_pattern(dir, split)))
-		return -1;
-	rc = pairs_scan(p, pat, "txt", 1);
-	free(pat);
-	return rc;
+	return vlm_wds_pairs_scan(p, pattern, key, 0);
 }
 
 /* ---- images inside shards ---- */
