@@ -29,7 +29,7 @@ BINDIR ?= bin
 CUDA  ?= $(if $(NVCC),1,0)
 endif
 
-PKGS     = openblas libpng jansson zlib
+PKGS     = openblas libpng jansson zlib libarchive libwebp
 PKGCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

@@ -48,12 +48,14 @@ int eval_set_load(struct eval_set *s, const struct vlm_model *m,
     int nclasses, int batch, int *failed);
 
 /*
- * Embed n images by path with the model (OpenCLIP's validation
- * transform, L2-normalised): out (n, embed_dim); ok[i] 0 for a failed
- * image (warned about, its row zero). Returns the failures, or -1.
+ * Embed n images by path (or, blobs not NULL, from the shards there)
+ * with the model (OpenCLIP's validation transform, L2-normalised): out
+ * (n, embed_dim); ok[i] 0 for a failed image (warned about, its row
+ * zero). Returns the failures, or -1.
  */
 int64_t eval_embed_images(const struct vlm_model *m, char *const *paths,
-    int64_t n, int batch, float *out, unsigned char *ok);
+    const struct vlm_blob *blobs, int64_t n, int batch, float *out,
+    unsigned char *ok);
 /* Embed n texts with the tokenizer of model m (file name): out (n,
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,

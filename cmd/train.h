@@ -51,6 +51,7 @@ struct train {
 	struct vlm_bpe bpe;
 	struct vlm_pairs val;
 	char **paths, **captions; /* [nitems] all sources' pairs, in order */
+	struct vlm_blob *blobs;   /* [nitems] shard images (else file NULL) */
 	int nitems;
 	struct vlm_sampler *sampler; /* several sources */
 	struct train_fed fed[3];    /* a ring of nfed from fed0 */

@@ -14,9 +14,10 @@
 const char eval_usage[] =
     "usage: vlm-eval zeroshot [-m model] [--images dir] [--image-emb file]\n"
     "           [--labels file] [--text-emb file] [--classnames file]\n"
-    "           [--templates file] [-b batch] [--prompts] [--json]\n"
-    "           [--per-class]\n"
-    "       vlm-eval retrieval [-m model] --pairs file [--image-emb file]\n"
+    "           [--templates file] [--wds dir] [--split name] [-b batch]\n"
+    "           [--prompts] [--json] [--per-class]\n"
+    "       vlm-eval retrieval [-m model] [--pairs file] [--wds dir]\n"
+    "           [--split name] [--image-emb file]\n"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
     "           [--json]\n"
