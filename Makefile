@@ -96,10 +96,14 @@ $(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(call verb_objs,$$*) \
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $$(call hdrs_unless_d,$$@.o) $(LIB)
+# the op tests (test-*ops*) share the harness and cases in tests/ops-*.c
+OPS_SRC  = $(wildcard tests/ops-*.c)
+ops_src  = $(if $(findstring ops,$(1)),$(OPS_SRC))
+$(BUILD)/tests/%: tests/%.c $$(call ops_src,$$*) \
+		$$(call hdrs_unless_d,$$@.o) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) \
-		-lcmocka
+	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $(filter %.c,$^) \
+		$(LIB) $(LDLIBS) -lcmocka
 
 # every libcore header compiles on its own (includes what it needs)
 HEADERS  = $(wildcard libcore/*.h libcore/*/*.h)
