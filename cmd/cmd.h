@@ -17,6 +17,8 @@ int cmd_int(const char *opt, const char *s, long min, long max);
  * naming the reason). Returns the name.
  */
 const char *cmd_device(const char *spec);
+/* s (option or variable `what`) if it looks like a device, else exit 2. */
+const char *cmd_device_arg(const char *what, const char *s);
 /* The name cmd_device would use, unchecked (for --version). */
 const char *cmd_device_name(const char *spec);
 /* Refuse to write binary data to a terminal unless forced; exits 2. */

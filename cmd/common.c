@@ -65,15 +65,23 @@ cmd_device_name(const char *spec)
 }
 
 const char *
+cmd_device_arg(const char *what, const char *s)
+{
+	if (s && *s && strcmp(s, "cpu") != 0 && strcmp(s, "cuda") != 0 &&
+	    strncmp(s, "cuda:", 5) != 0)
+		errx(2, "%s '%s': want cpu, cuda or cuda:N", what, s);
+	return s;
+}
+
+const char *
 cmd_device(const char *spec)
 {
 	const char *name = cmd_device_name(spec);
-	const char *asked = spec && *spec ? spec : getenv("VLM_DEVICE");
 
-	if (asked && *asked && strcmp(asked, "cpu") != 0 &&
-	    strcmp(asked, "cuda") != 0 && strncmp(asked, "cuda:", 5) != 0)
-		errx(2, "%s '%s': want cpu, cuda or cuda:N", spec && *spec ?
-		    "--device" : "VLM_DEVICE", asked);
+	if (spec && *spec)
+		cmd_device_arg("--device", spec);
+	else
+		cmd_device_arg("VLM_DEVICE", getenv("VLM_DEVICE"));
 	if (!vlm_backend_get(name))
 		errx(1, "%s", vlm_errmsg());
 	if (setenv("VLM_BACKEND", name, 1) != 0)

@@ -71,7 +71,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;
 		case 'f': o->force = 1; break;
-		case 'D': o->device = optarg; break;
+		case 'D': o->device = cmd_device_arg("--device", optarg); break;
 		case 'q': o->quiet = 1; break;
 		case 'h': cmd_usage(usage, 0);
 		case 'V': cmd_version("vlm-embed");

@@ -181,7 +181,9 @@ main(int argc, char **argv)
 		case 'b': batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'o': out = optarg; break;
 		case O_DIFF: dif = 1; break;
-		case O_DEVICE: device = optarg; break;
+		case O_DEVICE:
+			device = cmd_device_arg("--device", optarg);
+			break;
 		case 'h': cmd_usage(usage, 0);
 		case 'V': cmd_version("vlm-route-stats");
 		default: cmd_usage(usage, 2);

@@ -209,7 +209,9 @@ parse(struct train *t, int argc, char **argv)
 		case O_FLOOR: t->so.eps = real(optarg, "--adaptive-floor");
 			break;
 		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
-		case O_DEVICE: t->device = optarg; break;
+		case O_DEVICE:
+			t->device = cmd_device_arg("--device", optarg);
+			break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
