@@ -27,8 +27,9 @@
 static const char usage[] =
     "usage: vlm-embed -m model [-t] [--raw] [-o out.npy] "
     "[--format npys|jsonl]\n"
-    "                 [--routes file] [-b batch] [-j threads] [-fq] "
-    "[path ...]\n"
+    "                 [--routes file] [-b batch] [-j threads] "
+    "[--device dev]\n"
+    "                 [-fq] [path ...]\n"
     "       vlm-embed -h | --help | --version\n";
 
 static void
