@@ -39,7 +39,8 @@ static double
 gemm_peak(const struct vlm_backend *be, int n)
 {
 	size_t bytes = (size_t)n * n * sizeof(float);
-	float *a = be->alloc(bytes), *b = be->alloc(bytes), *c = be->alloc(bytes);
+	float *a = be->alloc(bytes), *b = be->alloc(bytes);
+	float *c = be->alloc(bytes);
 	double best = 0;
 
 	if (!a || !b || !c)

@@ -109,8 +109,8 @@ test_missing_op(void **state)
 
 /* Loss and gradient of one training step of model c on backend be. */
 static void
-train_step(const struct vlm_backend *be, const struct vlm_config *c, float *loss,
-    float *grad)
+train_step(const struct vlm_backend *be, const struct vlm_config *c,
+    float *loss, float *grad)
 {
 	struct vlm_model m;
 	struct vlm_run *r;

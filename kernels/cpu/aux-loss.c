@@ -11,25 +11,9 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "shared.h"
 
 #define ENT_EPS 1e-8 /* H(pbar) uses log(pbar + 1e-8) */
-
-/* CV^2 = var / mean^2 with population variance; grad = dCV^2/dv. */
-static double
-cv2(const double *v, int E, double *grad)
-{
-	double m = 0, var = 0;
-
-	for (int e = 0; e < E; e++)
-		m += v[e];
-	m /= E;
-	for (int e = 0; e < E; e++)
-		var += (v[e] - m) * (v[e] - m);
-	var /= E;
-	for (int e = 0; grad && e < E; e++)
-		grad[e] = 2.0 / (E * m * m) * ((v[e] - m) - var / m);
-	return var / (m * m);
-}
 
 /* dz += p * (dp - p . dp): the softmax backward of one row. */
 static void
@@ -69,7 +53,7 @@ vlm_aux_importance_fwd_ref(const float *p, int S, int E)
 	for (int s = 0; s < S; s++)
 		for (int e = 0; e < E; e++)
 			imp[e] += p[(size_t)s * E + e];
-	return (float)cv2(imp, E, NULL);
+	return (float)vlm_cv2(imp, E, NULL);
 }
 
 void
@@ -82,32 +66,11 @@ vlm_aux_importance_bwd_ref(float *dz, const float *p, float dloss, int S,
 	for (int s = 0; s < S; s++)
 		for (int e = 0; e < E; e++)
 			imp[e] += p[(size_t)s * E + e];
-	cv2(imp, E, c);
+	vlm_cv2(imp, E, c);
 	for (int e = 0; e < E; e++)
 		c[e] *= dloss;
 	for (int s = 0; s < S; s++)
 		softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c, E);
-}
-
-/* Index of the K-th largest z + eps (ties: the lower index ranks first). */
-static int
-kth_index(const float *z, const float *eps, int E, int K)
-{
-	int prev = -1;
-
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			float v = z[e] + eps[e];
-			float pv = prev < 0 ? 0 : z[prev] + eps[prev];
-			if (prev >= 0 && !(v < pv || (v == pv && e > prev)))
-				continue; /* ranks at or before prev */
-			if (best < 0 || v > z[best] + eps[best])
-				best = e;
-		}
-		prev = best;
-	}
-	return prev;
 }
 
 /* P[s,e] = 1 - Phi((eta_s - z[s,e]) / sigma) for one row. */
@@ -115,7 +78,7 @@ static void
 load_row(double *P, double *dens, int *kth, const float *z, const float *eps,
     float sigma, int E, int K)
 {
-	int k = kth_index(z, eps, E, K);
+	int k = vlm_kth_index(z, eps, E, K);
 	double eta = (double)z[k] + eps[k];
 
 	for (int e = 0; e < E; e++) {
@@ -142,7 +105,7 @@ vlm_aux_load_fwd_ref(const float *z, const float *eps, float sigma, int S,
 		for (int e = 0; e < E; e++)
 			load[e] += P[e] / S;
 	}
-	return (float)cv2(load, E, NULL);
+	return (float)vlm_cv2(load, E, NULL);
 }
 
 /*
@@ -164,7 +127,7 @@ vlm_aux_load_bwd_ref(float *dz, const float *z, const float *eps,
 		for (int e = 0; e < E; e++)
 			load[e] += P[e] / S;
 	}
-	cv2(load, E, c);
+	vlm_cv2(load, E, c);
 	for (int s = 0; s < S; s++) {
 		float *dzs = dz + (size_t)s * E;
 		double tot = 0;

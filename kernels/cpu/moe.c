@@ -14,6 +14,7 @@
 
 #include "base/base.h"
 #include "kernels.h"
+#include "shared.h"
 
 /* C = max(cmin, round(K cf S / E)); cf <= 0: C = S, nothing dropped. */
 int
@@ -26,24 +27,6 @@ vlm_moe_capacity(int S, int E, int K, float cf, int cmin)
 		return S;
 	c = nearbyint((double)K * cf * S / E); /* ties to even, as Python */
 	return c > cmin ? (int)c : cmin;
-}
-
-/* Top-K of one row, plainly: K passes, ties to the lower index. */
-static void
-topk_row_ref(int32_t *idx, float *val, const float *g, int E, int K)
-{
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			int taken = 0;
-			for (int i = 0; i < j; i++)
-				taken |= idx[i] == e;
-			if (!taken && (best < 0 || g[e] > g[best]))
-				best = e;
-		}
-		idx[j] = best;
-		val[j] = g[best];
-	}
 }
 
 /* Top-K of one row in one pass: insertion into a sorted list of K. */
@@ -111,7 +94,7 @@ vlm_moe_route_fwd_ref(int32_t *idx, float *val, uint8_t *keep,
 {
 	assert(K >= 1 && K <= E);
 	for (int s = 0; s < S; s++)
-		topk_row_ref(idx + (size_t)s * K, val + (size_t)s * K,
+		vlm_topk_row(idx + (size_t)s * K, val + (size_t)s * K,
 		    g + (size_t)s * E, E, K);
 	for (int i = 0; i < S; i++) {
 		int t = i, k = i;

@@ -5,6 +5,7 @@
  * (a logged value). Formulas as kernels/cpu/aux-loss.c.
  */
 #include "cuda.cuh"
+#include "shared.h"
 
 #define AUX_T 256
 #define ENT_EPS 1e-8
@@ -22,23 +23,6 @@ sh_zero(int n, int E)
 }
 
 #define FOR_S(s, S) for (int s = threadIdx.x; s < (S); s += blockDim.x)
-
-/* CV^2 = var / mean^2 (population); grad (or NULL) = dCV^2/dv. */
-static __device__ double
-cv2(const double *v, int E, double *grad)
-{
-	double m = 0, var = 0;
-
-	for (int e = 0; e < E; e++)
-		m += v[e];
-	m /= E;
-	for (int e = 0; e < E; e++)
-		var += (v[e] - m) * (v[e] - m);
-	var /= E;
-	for (int e = 0; grad && e < E; e++)
-		grad[e] = 2.0 / (E * m * m) * ((v[e] - m) - var / m);
-	return var / (m * m);
-}
 
 /* max and sum of exp(z - max) of a row, in double. */
 static __device__ double
@@ -75,7 +59,7 @@ importance(float *out, float *dz, const float *p, float dloss, int S, int E)
 			atomicAdd(&imp[e], (double)p[(size_t)s * E + e]);
 	__syncthreads();
 	if (threadIdx.x == 0) {
-		double l = cv2(imp, E, c);
+		double l = vlm_cv2(imp, E, c);
 		if (out)
 			*out = (float)l;
 		for (int e = 0; e < E; e++)
@@ -84,29 +68,8 @@ importance(float *out, float *dz, const float *p, float dloss, int S, int E)
 	__syncthreads();
 	FOR_S(s, S)
 		if (dz)
-			softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c,
-			    E);
-}
-
-/* Index of the K-th largest z + eps (ties: the lower index first). */
-static __device__ int
-kth_index(const float *z, const float *eps, int E, int K)
-{
-	int prev = -1;
-
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			float v = z[e] + eps[e];
-			float pv = prev < 0 ? 0 : z[prev] + eps[prev];
-			if (prev >= 0 && !(v < pv || (v == pv && e > prev)))
-				continue;
-			if (best < 0 || v > z[best] + eps[best])
-				best = e;
-		}
-		prev = best;
-	}
-	return prev;
+			softmax_bwd_row(dz + (size_t)s * E,
+			    p + (size_t)s * E, c, E);
 }
 
 static __global__ void
@@ -117,7 +80,7 @@ load(float *out, float *dz, const float *z, const float *eps, float sigma,
 
 	FOR_S(s, S) {
 		const float *zs = z + (size_t)s * E, *es = eps + (size_t)s * E;
-		int k = kth_index(zs, es, E, K);
+		int k = vlm_kth_index(zs, es, E, K);
 		double eta = (double)zs[k] + es[k];
 		for (int e = 0; e < E; e++) {
 			double u = (zs[e] - eta) / sigma;
@@ -126,7 +89,7 @@ load(float *out, float *dz, const float *z, const float *eps, float sigma,
 	}
 	__syncthreads();
 	if (threadIdx.x == 0) {
-		double l = cv2(ld, E, c);
+		double l = vlm_cv2(ld, E, c);
 		if (out)
 			*out = (float)l;
 	}
@@ -134,7 +97,7 @@ load(float *out, float *dz, const float *z, const float *eps, float sigma,
 	FOR_S(s, S) {
 		const float *zs = z + (size_t)s * E, *es = eps + (size_t)s * E;
 		float *dzs = dz + (size_t)s * E;
-		int k = kth_index(zs, es, E, K);
+		int k = vlm_kth_index(zs, es, E, K);
 		double eta = (double)zs[k] + es[k], tot = 0;
 		if (!dz)
 			break;
@@ -173,8 +136,8 @@ switch_bal(float *out, float *dz, const float *g, const int32_t *idx,
 	__syncthreads();
 	FOR_S(s, S)
 		if (dz)
-			softmax_bwd_row(dz + (size_t)s * E, g + (size_t)s * E, f,
-			    E);
+			softmax_bwd_row(dz + (size_t)s * E,
+			    g + (size_t)s * E, f, E);
 }
 
 static __global__ void

@@ -117,7 +117,8 @@ vlm_cu_scratch(int slot, size_t n)
 	if (n > cap[slot]) {
 		cu_free(buf[slot]);
 		cap[slot] = n + n / 2;
-		if (!(buf[slot] = (float *)cu_alloc(cap[slot] * sizeof(float)))) {
+		buf[slot] = (float *)cu_alloc(cap[slot] * sizeof(float));
+		if (!buf[slot]) {
 			cap[slot] = 0;
 			vlm_cu_fail("scratch", "out of device memory");
 		}

@@ -8,6 +8,7 @@
  * output value in the CPU's order, so they are deterministic.
  */
 #include "cuda.cuh"
+#include "shared.h"
 
 /* ---- patches ---------------------------------------------------------- */
 
@@ -74,7 +75,8 @@ embed_bwd(float *dtable, const float *dout, const int32_t *ids, int N, int C)
 {
 	CU_FOR(c, C)
 		for (int n = 0; n < N; n++)
-			dtable[(size_t)ids[n] * C + c] += dout[(size_t)n * C + c];
+			dtable[(size_t)ids[n] * C + c] +=
+			    dout[(size_t)n * C + c];
 }
 
 static __global__ void
@@ -255,40 +257,15 @@ vlm_pool_mean_bwd_cuda(float *dx, const float *dout, const int32_t *len,
 	CU_LAUNCH(pool_mean_bwd, (int64_t)B * T * C, dx, dout, len, B, T, C);
 }
 
-/* MAP attention of (b, h), one thread each: kernels/cpu/pool.c's loops. */
+/* MAP attention of (b, h), one thread each (shared.h). */
 static __global__ void
 map_fwd(float *out, float *att, const float *q, const float *k,
     const float *v, const int32_t *len, int B, int T, int C, int H)
 {
-	int hd = C / H;
-	float scale = 1.0f / sqrtf((float)hd);
-
 	CU_FOR(bh, (int64_t)B * H) {
 		int b = (int)(bh / H), h = (int)(bh % H);
-		int n = len ? len[b] : T;
-		float *a = att + bh * T, *o = out + (size_t)b * C + h * hd;
-		float max = -INFINITY, sum = 0;
-		for (int t = 0; t < T; t++) {
-			const float *kt = k + ((size_t)b * T + t) * C + h * hd;
-			float dot = 0;
-			for (int i = 0; i < hd; i++)
-				dot += q[h * hd + i] * kt[i];
-			a[t] = dot * scale;
-			if (t < n && a[t] > max)
-				max = a[t];
-		}
-		for (int t = 0; t < T; t++) {
-			a[t] = t < n ? expf(a[t] - max) : 0;
-			sum += a[t];
-		}
-		for (int i = 0; i < hd; i++)
-			o[i] = 0;
-		for (int t = 0; t < n; t++) {
-			const float *vt = v + ((size_t)b * T + t) * C + h * hd;
-			a[t] /= sum;
-			for (int i = 0; i < hd; i++)
-				o[i] += a[t] * vt[i];
-		}
+		vlm_map_head(out, att, q, k, v, b, h, len ? len[b] : T, T, C,
+		    H);
 	}
 }
 
@@ -321,7 +298,8 @@ map_bwd_kv(float *dk, float *dv, const float *dout, const float *att,
 	CU_FOR(bh, (int64_t)B * H) {
 		int b = (int)(bh / H), h = (int)(bh % H);
 		int n = len ? len[b] : T;
-		const float *a = att + bh * T, *d = dout + (size_t)b * C + h * hd;
+		const float *a = att + bh * T;
+		const float *d = dout + (size_t)b * C + h * hd;
 		float dot = map_dot(a, d, v, b, h, n, T, C, hd);
 		for (int t = 0; t < n; t++) {
 			size_t o = ((size_t)b * T + t) * C + h * hd;
@@ -387,29 +365,6 @@ vlm_pool_map_bwd_cuda(float *dq, float *dk, float *dv, const float *dout,
 
 /* ---- TokenLearner ------------------------------------------------------ */
 
-/* act's views, as kernels/cpu/token-learner.c lays them out. */
-struct tl_act {
-	float *xn, *mean, *rstd, *pre, *h, *att, *dlogit, *dh, *dxn;
-};
-
-static struct tl_act
-tl_views(float *act, int B, int N, int D, int Hd, int M)
-{
-	size_t R = (size_t)B * N;
-	struct tl_act a;
-
-	a.xn = act;
-	a.mean = a.xn + R * D;
-	a.rstd = a.mean + R;
-	a.pre = a.rstd + R;
-	a.h = a.pre + R * Hd;
-	a.att = a.h + R * Hd;
-	a.dlogit = a.att + R * M;
-	a.dh = a.dlogit + R * M;
-	a.dxn = a.dh + R * Hd;
-	return a;
-}
-
 /* Softmax over the N tokens of att[b,:,m] in place; with bwd, dlogit =
  * att (dlogit - sum_n att dlogit) instead. One thread per (b, m). */
 static __global__ void
@@ -437,7 +392,7 @@ vlm_token_learner_fwd_cuda(float *out, float *act, const float *x,
     const float *ln_w, const float *ln_b, const float *w1, const float *b1,
     const float *w2, const float *b2, int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	int R = B * N;
 
 	vlm_layernorm_fwd_cuda(a.xn, a.mean, a.rstd, x, ln_w, ln_b, R, D);
@@ -456,7 +411,7 @@ vlm_token_learner_bwd_cuda(float *dx, float *dln_w, float *dln_b, float *dw1,
     const float *x, const float *ln_w, const float *w1, const float *w2,
     int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	int R = B * N;
 
 	/* dlogit[b] (N,M) = x[b] dout[b]^T; dx[b] += att[b] dout[b] */

@@ -8,6 +8,7 @@
  * scatters over (token, choice, channel).
  */
 #include "cuda.cuh"
+#include "shared.h"
 
 /* g (or p) of one row: softmax(z + eps) as the CPU computes it. */
 static __device__ void
@@ -55,24 +56,6 @@ vlm_router_bwd_cuda(float *dx, float *dwr, const float *dz, const float *x,
 		vlm_gemm_cuda(1, 0, E, D, S, 1.0f, dz, E, x, D, 1.0f, dwr, D);
 }
 
-/* Top-K of row g: K passes, ties to the lower expert. */
-static __device__ void
-topk_row(int32_t *idx, float *val, const float *g, int E, int K)
-{
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			int taken = 0;
-			for (int i = 0; i < j; i++)
-				taken |= idx[i] == e;
-			if (!taken && (best < 0 || g[e] > g[best]))
-				best = e;
-		}
-		idx[j] = best;
-		val[j] = g[best];
-	}
-}
-
 /* The whole routing of one group, one block. */
 static __global__ void
 route(int32_t *idx, float *val, uint8_t *keep, int32_t *slot, float *w,
@@ -80,7 +63,7 @@ route(int32_t *idx, float *val, uint8_t *keep, int32_t *slot, float *w,
     int C, int bpr, int gate_norm)
 {
 	for (int s = threadIdx.x; s < S; s += blockDim.x)
-		topk_row(idx + (size_t)s * K, val + (size_t)s * K,
+		vlm_topk_row(idx + (size_t)s * K, val + (size_t)s * K,
 		    g + (size_t)s * E, E, K);
 	__syncthreads();
 	for (int s = threadIdx.x; s < S; s += blockDim.x) {
