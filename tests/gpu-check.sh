@@ -6,7 +6,8 @@
 # the OpenCLIP fixture parity tests with the run on cuda (features,
 # logits, step-0 gradients, three AdamW steps), the cuda CLI checks and
 # the benchmark; every log under $OUT, a summary at its end.
-#   run(command="OUT=$OUT sh tests/gpu-check.sh", carry=["gpu-deps"])
+#   run(command="OUT=$OUT sh tests/gpu-check.sh", carry=["gpu-deps"],
+#       timeout_s=600)   (each test at most 120 s, the bench 300 s)
 # Environment: OUT (gpu-logs), JOBS (16), BENCH_BATCH (128).
 : "${OUT:=gpu-logs}" "${JOBS:=16}"
 mkdir -p "$OUT"
@@ -35,7 +36,7 @@ bin/vlm-train --version | tee -a "$S"
 # run NAME CMD...: CMD's output into NAME.log, its status and counts
 run() {
 	name=$1; shift
-	timeout 300 "$@" >"$OUT/$name.log" 2>&1
+	timeout 120 "$@" >"$OUT/$name.log" 2>&1
 	rc=$?
 	say "$name: exit $rc; $(grep -c ' ok$' "$OUT/$name.log") ok," \
 	    "$(grep -c 'FAIL' "$OUT/$name.log") FAIL lines," \
@@ -54,6 +55,6 @@ say "== CLI on cuda (cpu against cuda embeddings and losses)"
 run cli-cuda env BIN=bin sh tests/cli-cuda.sh
 tail -n 1 "$OUT/cli-cuda.log" | tee -a "$S"
 say "== benchmark"
-timeout 400 sh tests/bench-gpu.sh >"$OUT/bench.log" 2>&1
+timeout 300 sh tests/bench-gpu.sh >"$OUT/bench.log" 2>&1
 say "bench-gpu.sh: exit $?"
 cat "$OUT/bench.log" >>"$S"
