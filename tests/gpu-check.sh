@@ -33,6 +33,9 @@ if ! make -j"$JOBS" CUDA=1 all tests >"$OUT/build.log" 2>&1; then
 	say "BUILD FAILED"; exit 1
 fi
 bin/vlm-train --version | tee -a "$S"
+if bin/vlm-train --version | grep -q "^backend cuda: 0 devices"; then
+	say "NO CUDA DEVICE: nothing to check here"; exit 1
+fi
 # run NAME CMD...: CMD's output into NAME.log, its status and counts
 run() {
 	name=$1; shift
