@@ -67,6 +67,48 @@ vlm_cv2(const double *v, int E, double *grad)
 	return var / (m * m);
 }
 
+/* dz += p * (dp - p . dp): the softmax backward of one row (the aux
+ * losses' gradients into the router logits). */
+static inline VLM_HD void
+vlm_softmax_bwd_row(float *dz, const float *p, const double *dp, int E)
+{
+	double dot = 0;
+
+	for (int e = 0; e < E; e++)
+		dot += p[e] * dp[e];
+	for (int e = 0; e < E; e++)
+		dz[e] += (float)(p[e] * (dp[e] - dot));
+}
+
+/* Routing's gate path for token s: dw (S,K) through the top-K
+ * normalisation (if gate_norm; dropped choices still count in its sum)
+ * and the softmax that made g, into dz (S,E). */
+static inline VLM_HD void
+vlm_route_bwd_row(float *dz, const float *dw, const float *g,
+    const int32_t *idx, const uint8_t *keep, int s, int E, int K,
+    int gate_norm)
+{
+	const float *gs = g + (size_t)s * E, *dws = dw + (size_t)s * K;
+	const int32_t *is = idx + (size_t)s * K;
+	const uint8_t *ks = keep + (size_t)s * K;
+	float *dzs = dz + (size_t)s * E;
+	float sum = 0, dot = 0, sw = 0;
+
+	for (int j = 0; j < K; j++)
+		sum += gs[is[j]];
+	for (int j = 0; j < K; j++) /* sum_j dw_j w_j */
+		sw += ks[j] ? dws[j] * gs[is[j]] / sum : 0;
+	for (int j = 0; j < K; j++) { /* dval_j, then softmax */
+		float dv = ks[j] ? dws[j] : 0;
+		if (gate_norm)
+			dv = (dv - sw) / sum;
+		dot += gs[is[j]] * dv;
+		dzs[is[j]] += gs[is[j]] * dv;
+	}
+	for (int e = 0; e < E; e++)
+		dzs[e] -= gs[e] * dot;
+}
+
 /* Index of the K-th largest z + eps (ties: the lower index ranks first). */
 static inline VLM_HD int
 vlm_kth_index(const float *z, const float *eps, int E, int K)

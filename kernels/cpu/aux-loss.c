@@ -15,18 +15,6 @@
 
 #define ENT_EPS 1e-8 /* H(pbar) uses log(pbar + 1e-8) */
 
-/* dz += p * (dp - p . dp): the softmax backward of one row. */
-static void
-softmax_bwd_row(float *dz, const float *p, const double *dp, int E)
-{
-	double dot = 0;
-
-	for (int e = 0; e < E; e++)
-		dot += p[e] * dp[e];
-	for (int e = 0; e < E; e++)
-		dz[e] += (float)(p[e] * (dp[e] - dot));
-}
-
 /* logsumexp of a row; with p != NULL also its softmax. */
 static double
 lse_row(const float *z, int E, double *p)
@@ -70,7 +58,8 @@ vlm_aux_importance_bwd_ref(float *dz, const float *p, float dloss, int S,
 	for (int e = 0; e < E; e++)
 		c[e] *= dloss;
 	for (int s = 0; s < S; s++)
-		softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c, E);
+		vlm_softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c,
+		    E);
 }
 
 /* P[s,e] = 1 - Phi((eta_s - z[s,e]) / sigma) for one row. */
@@ -172,7 +161,8 @@ vlm_aux_switch_bwd_ref(float *dz, const float *g, const int32_t *idx,
 	for (int e = 0; e < E; e++) /* dL/dg[s,e] */
 		f[e] *= (double)dloss * E / S;
 	for (int s = 0; s < S; s++)
-		softmax_bwd_row(dz + (size_t)s * E, g + (size_t)s * E, f, E);
+		vlm_softmax_bwd_row(dz + (size_t)s * E, g + (size_t)s * E, f,
+		    E);
 }
 
 /* z-loss: mean_s (logsumexp_e z[s,e])^2. */
@@ -317,7 +307,7 @@ vlm_aux_entropy_global_bwd_ref(float *dz, const float *z, const uint8_t *mod,
 		lse_row(z + (size_t)s * E, E, p);
 		for (int e = 0; e < E; e++)
 			pf[e] = (float)p[e];
-		softmax_bwd_row(dz + (size_t)s * E, pf, c, E);
+		vlm_softmax_bwd_row(dz + (size_t)s * E, pf, c, E);
 	}
 }
 

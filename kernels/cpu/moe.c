@@ -157,27 +157,8 @@ vlm_moe_route_bwd_ref(float *dz, const float *dw, const float *g,
     const int32_t *idx, const uint8_t *keep, int S, int E, int K,
     int gate_norm)
 {
-	for (int s = 0; s < S; s++) {
-		const float *gs = g + (size_t)s * E, *dws = dw + (size_t)s * K;
-		const int32_t *is = idx + (size_t)s * K;
-		const uint8_t *ks = keep + (size_t)s * K;
-		float *dzs = dz + (size_t)s * E;
-		float sum = 0, dot = 0, sw = 0;
-
-		for (int j = 0; j < K; j++)
-			sum += gs[is[j]];
-		for (int j = 0; j < K; j++) /* sum_j dw_j w_j */
-			sw += ks[j] ? dws[j] * gs[is[j]] / sum : 0;
-		for (int j = 0; j < K; j++) { /* dval_j, then softmax */
-			float dv = ks[j] ? dws[j] : 0;
-			if (gate_norm)
-				dv = (dv - sw) / sum;
-			dot += gs[is[j]] * dv;
-			dzs[is[j]] += gs[is[j]] * dv;
-		}
-		for (int e = 0; e < E; e++)
-			dzs[e] -= gs[e] * dot;
-	}
+	for (int s = 0; s < S; s++)
+		vlm_route_bwd_row(dz, dw, g, idx, keep, s, E, K, gate_norm);
 }
 
 /* buf[idx[s,j], slot[s,j]] = x[s] for every kept assignment. */

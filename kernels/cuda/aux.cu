@@ -37,18 +37,6 @@ row_lse(const float *z, int E, double *max, double *sum)
 	return *max + log(*sum);
 }
 
-/* dz += p (dp - p . dp) for one row; p is float as the CPU keeps it. */
-static __device__ void
-softmax_bwd_row(float *dz, const float *p, const double *dp, int E)
-{
-	double dot = 0;
-
-	for (int e = 0; e < E; e++)
-		dot += p[e] * dp[e];
-	for (int e = 0; e < E; e++)
-		dz[e] += (float)(p[e] * (dp[e] - dot));
-}
-
 static __global__ void
 importance(float *out, float *dz, const float *p, float dloss, int S, int E)
 {
@@ -68,7 +56,7 @@ importance(float *out, float *dz, const float *p, float dloss, int S, int E)
 	__syncthreads();
 	FOR_S(s, S)
 		if (dz)
-			softmax_bwd_row(dz + (size_t)s * E,
+			vlm_softmax_bwd_row(dz + (size_t)s * E,
 			    p + (size_t)s * E, c, E);
 }
 
@@ -136,7 +124,7 @@ switch_bal(float *out, float *dz, const float *g, const int32_t *idx,
 	__syncthreads();
 	FOR_S(s, S)
 		if (dz)
-			softmax_bwd_row(dz + (size_t)s * E,
+			vlm_softmax_bwd_row(dz + (size_t)s * E,
 			    g + (size_t)s * E, f, E);
 }
 

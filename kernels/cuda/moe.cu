@@ -114,25 +114,9 @@ static __global__ void
 route_bwd(float *dz, const float *dw, const float *g, const int32_t *idx,
     const uint8_t *keep, int S, int E, int K, int gate_norm)
 {
-	CU_FOR(s, S) {
-		const float *gs = g + s * E, *dws = dw + s * K;
-		const int32_t *is = idx + s * K;
-		const uint8_t *ks = keep + s * K;
-		float *dzs = dz + s * E, sum = 0, dot = 0, sw = 0;
-		for (int j = 0; j < K; j++)
-			sum += gs[is[j]];
-		for (int j = 0; j < K; j++)
-			sw += ks[j] ? dws[j] * gs[is[j]] / sum : 0;
-		for (int j = 0; j < K; j++) {
-			float dv = ks[j] ? dws[j] : 0;
-			if (gate_norm)
-				dv = (dv - sw) / sum;
-			dot += gs[is[j]] * dv;
-			dzs[is[j]] += gs[is[j]] * dv;
-		}
-		for (int e = 0; e < E; e++)
-			dzs[e] -= gs[e] * dot;
-	}
+	CU_FOR(s, S)
+		vlm_route_bwd_row(dz, dw, g, idx, keep, (int)s, E, K,
+		    gate_norm);
 }
 
 void
