@@ -114,8 +114,8 @@ train_lora_grad(struct train *t)
 	if (t->net == &t->m)
 		return t->grad;
 	if (t->accum > 1)
-		vlm_run_backend(t->run)->scale(t->lgrad, 1.0f / t->accum,
-		    t->opt.pack.n);
+		vlm_backend_host(vlm_run_backend(t->run))->scale(t->lgrad,
+		    1.0f / t->accum, t->opt.pack.n);
 	return t->lgrad;
 }
 

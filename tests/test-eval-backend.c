@@ -37,7 +37,7 @@ test_gemm_device(void **state)
 	int M = 37, N = 13, K = 29;
 
 	(void)state;
-	dev.name = "dev", dev.host = 0;
+	dev.name = "dev", dev.device = 1;
 	dev.upload = dev_upload, dev.download = dev_download;
 	for (int ta = 0; ta < 2; ta++)
 	for (int tb = 0; tb < 2; tb++)

@@ -40,7 +40,7 @@ vlm_eval_gemm(const struct vlm_backend *be, int ta, int tb, int M, int N,
 	float *a, *b, *c;
 	int rc;
 
-	if (be->host) {
+	if (!be->device) {
 		be->gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 		return be->sync();
 	}

@@ -367,13 +367,19 @@ fold_block(struct vlm_run *r, const struct vlm_model *m,
 
 	for (int j = 0; j < n; j++) {
 		int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
-		if (i < 0 || r->foff[i] < 0)
-			continue;
-		r->fold(r->fold_ctx, i, r->fbuf + r->foff[i]);
-		used += m->params[i].n;
+		used += i >= 0 && r->foff[i] >= 0 ? m->params[i].n : 0;
 	}
-	if (used)
-		zero(r->be, r->fbuf, used);
+	if (!used)
+		return;
+	if (r->hfbuf) /* a device's: the fold reads host memory */
+		r->be->download(r->hfbuf, r->fbuf, used * sizeof(float));
+	for (int j = 0; j < n; j++) {
+		int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+		if (i >= 0 && r->foff[i] >= 0)
+			r->fold(r->fold_ctx, i, (r->hfbuf ? r->hfbuf :
+			    r->fbuf) + r->foff[i]);
+	}
+	zero(r->be, r->fbuf, used);
 }
 
 /* Every block of a stack in reverse; returns d x[0] (one of two bufs). */
@@ -439,18 +445,23 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
 	const struct vlm_backend *be = r->be;
 	int B = r->tw[0].B;
+	float theta = m->w[m->logit_scale], *hg = g;
+	int64_t ng = r->goff ? r->gfloats : m->nfloats; /* floats in g */
+	struct vlm_model view;
 
 	if (!r->train)
 		return vlm_error("backward on a run made for inference");
 	if (r->nograd && r->nparams != m->nparams)
 		return vlm_error("the run's frozen parameters are another "
 		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
-	zero(be, g, r->goff ? r->gfloats : m->nfloats);
+	m = vlm_run_weights(r, m, &view); /* as vlm_forward uploaded them */
+	g = r->gdev ? r->gdev : g;
+	zero(be, g, ng);
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
 	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
 	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
 	    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits, r->lse2,
-	    r->tw[0].unit, r->tw[1].unit, m->w[m->logit_scale], 1.0f, B,
+	    r->tw[0].unit, r->tw[1].unit, theta, 1.0f, B,
 	    m->cfg.embed_dim);
 	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
@@ -473,6 +484,8 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
+	if (r->gdev)
+		be->download(hg, g, ng * sizeof(float));
 	return be->sync();
 }
 
@@ -553,7 +566,8 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 	free(r->goff);
 	r->goff = NULL;
 	free(r->foff);
-	r->foff = NULL;
+	free(r->hfbuf);
+	r->foff = NULL, r->hfbuf = NULL;
 	if (r->fbuf)
 		r->be->free(r->fbuf);
 	r->fbuf = NULL;
@@ -635,7 +649,9 @@ vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
 	if (r->fbuf)
 		r->be->free(r->fbuf);
 	free(r->foff);
-	r->fbuf = NULL, r->foff = NULL, r->fold = fn, r->fold_ctx = ctx;
+	free(r->hfbuf);
+	r->fbuf = r->hfbuf = NULL, r->foff = NULL;
+	r->fold = fn, r->fold_ctx = ctx;
 	if (!fold)
 		goto plan;
 	if (!(r->foff = malloc((m->nparams ? m->nparams : 1) *
@@ -663,9 +679,10 @@ vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
 			return vlm_error("cannot fold '%s': not a block's "
 			    "parameter", m->params[i].name);
 		}
-	if (!(r->fbuf = r->be->alloc((most ? most : 1) * sizeof(float)))) {
-		free(r->foff);
-		r->foff = NULL;
+	if (!(r->fbuf = r->be->alloc((most ? most : 1) * sizeof(float))) ||
+	    (r->be->device && !(r->hfbuf = malloc((most ? most : 1) *
+	    sizeof(float))))) {
+		vlm_run_fold(r, m, NULL, NULL, NULL);
 		return vlm_error("out of memory");
 	}
 plan:
