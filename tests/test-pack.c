@@ -39,18 +39,30 @@ batch(const struct vlm_config *c, float **px, int32_t **ids)
 	}
 }
 
-/* One step's gradient of m into grad: slab layout with nograd frozen
- * (p NULL), or packed as p. */
+/* A "device" on the host: the cpu table with device set, so that a run
+ * keeps its own weights and gradients and moves them (as on a GPU). */
+static const struct vlm_backend *
+fake_device(void)
+{
+	static struct vlm_backend dev;
+
+	dev = *vlm_backend_get("cpu");
+	dev.name = "fake-device", dev.device = 1;
+	return &dev;
+}
+
+/* One step's gradient of m into grad on be: slab layout with nograd
+ * frozen (p NULL), or packed as p. */
 static void
-grad_step(const struct vlm_model *m, const uint8_t *nograd,
-    const struct vlm_pack *p, float *grad)
+grad_step_on(const struct vlm_backend *be, const struct vlm_model *m,
+    const uint8_t *nograd, const struct vlm_pack *p, float *grad)
 {
 	struct vlm_run *r;
 	float *px;
 	int32_t *ids;
 
 	batch(&m->cfg, &px, &ids);
-	assert_non_null(r = vlm_run_new(m, NB, NB, 1));
+	assert_non_null(r = vlm_run_new_on(be, m, NB, NB, 1));
 	if (p)
 		assert_int_equal(vlm_run_pack(r, m, p), 0);
 	else
@@ -62,6 +74,13 @@ grad_step(const struct vlm_model *m, const uint8_t *nograd,
 	vlm_run_free(r);
 	free(px);
 	free(ids);
+}
+
+static void
+grad_step(const struct vlm_model *m, const uint8_t *nograd,
+    const struct vlm_pack *p, float *grad)
+{
+	grad_step_on(vlm_backend_get("cpu"), m, nograd, p, grad);
 }
 
 /* Model variant v: two towers; a TokenLearner cut with MAP pooling;
@@ -111,9 +130,13 @@ test_backward_packed(void **state)
 		float *full = malloc(m.nfloats * 4);
 		/* one float past the packed slab: the backward stays in */
 		float *part = malloc((p.n + 1) * 4);
-		part[p.n] = 12345.0f;
+		float *dpart = malloc((p.n + 1) * 4);
+		part[p.n] = dpart[p.n] = 12345.0f;
 		grad_step(&m, skip, NULL, full);
 		grad_step(&m, NULL, &p, part);
+		/* a device run downloads the packed slab, no more */
+		grad_step_on(fake_device(), &m, NULL, &p, dpart);
+		assert_memory_equal(part, dpart, (p.n + 1) * 4);
 		for (int i = 0; i < m.nparams; i++) {
 			const struct vlm_param *q = &m.params[i];
 			if (skip[i]) {
@@ -133,7 +156,7 @@ test_backward_packed(void **state)
 		assert_int_equal(diff, 0);
 		assert_true(part[p.n] == 12345.0f);
 		vlm_pack_release(&p);
-		free(full), free(part), free(skip);
+		free(full), free(part), free(dpart), free(skip);
 		vlm_model_release(&m);
 	}
 }
@@ -202,6 +225,29 @@ fold_fn(void *ctx, int i, const float *dw)
 	assert_int_equal(vlm_lora_fold(f->m, i, dw, f->ga, f->ap, 0), 0);
 }
 
+/* A backward of v on be, its gradients none in a slab (one float that
+ * must stay) and those fold marks folded into f. */
+static void
+fold_backward(const struct vlm_backend *be, const struct vlm_model *v,
+    const struct vlm_pack *none, const uint8_t *fold, struct fold_ctx *f)
+{
+	struct vlm_run *r;
+	float *px, g0 = 77;
+	int32_t *ids;
+
+	batch(&v->cfg, &px, &ids);
+	assert_non_null(r = vlm_run_new_on(be, v, NB, NB, 1));
+	assert_int_equal(vlm_run_pack(r, v, none), 0);
+	assert_int_equal(vlm_run_fold(r, v, fold, fold_fn, f), 0);
+	vlm_run_seed(r, 3);
+	assert_int_equal(vlm_forward(r, v, px, ids), 0);
+	assert_int_equal(vlm_run_loss(r, v, NULL), 0);
+	assert_int_equal(vlm_backward(r, v, &g0), 0);
+	assert_true(g0 == 77);
+	vlm_run_free(r);
+	free(px), free(ids);
+}
+
 /* The adapters' gradients folded block by block during the backward,
  * with no slab for any base weight, equal bit for bit those of the
  * slab-layout backward and vlm_lora_grad; a frozen pair gets none and
@@ -244,43 +290,35 @@ test_lora_fold(void **state)
 		assert_int_equal(vlm_pack_init(&ap, &m, frozen), 0);
 		assert_int_equal(vlm_pack_init(&none, &v, skip), 0);
 		float *full = calloc(m.nfloats, 4), *ga = calloc(ap.n, 4);
-		float g0;
 		struct fold_ctx f = { &m, ga, &ap, 0 };
 		/* the reference: every gradient in the slab, then the pairs */
 		grad_step(&v, NULL, NULL, full);
 		assert_int_equal(vlm_lora_grad(&m, full), 0);
-		/* folded: no slab at all (one float that stays) */
-		struct vlm_run *r;
-		float *px;
-		int32_t *ids;
-		batch(&v.cfg, &px, &ids);
-		assert_non_null(r = vlm_run_new(&v, NB, NB, 1));
-		assert_int_equal(vlm_run_pack(r, &v, &none), 0);
-		assert_int_equal(vlm_run_fold(r, &v, fold, fold_fn, &f), 0);
-		vlm_run_seed(r, 3);
-		assert_int_equal(vlm_forward(r, &v, px, ids), 0);
-		assert_int_equal(vlm_run_loss(r, &v, NULL), 0);
-		g0 = 77;
-		assert_int_equal(vlm_backward(r, &v, &g0), 0);
-		assert_true(g0 == 77);
-		int n = 0, nf = 0;
-		for (int i = 0; i < v.nparams; i++)
-			nf += fold[i];
-		for (int i = first; i < m.nparams; i++) {
-			if (frozen[i])
-				continue;
-			assert_memory_equal(ga + ap.off[i], full +
-			    m.params[i].off, m.params[i].n * 4);
-			n++;
+		/* folded: no slab at all (one float that stays), on the
+		 * host and on a device (the fold gets host copies) */
+		const struct vlm_backend *bes[2] = { vlm_backend_get("cpu"),
+			fake_device() };
+		for (int d = 0; d < 2; d++) {
+			memset(ga, 0, ap.n * 4);
+			f.calls = 0;
+			fold_backward(bes[d], &v, &none, fold, &f);
+			int n = 0, nf = 0;
+			for (int i = 0; i < v.nparams; i++)
+				nf += fold[i];
+			for (int i = first; i < m.nparams; i++) {
+				if (frozen[i])
+					continue;
+				assert_memory_equal(ga + ap.off[i], full +
+				    m.params[i].off, m.params[i].n * 4);
+				n++;
+			}
+			print_message("%s on %s: %d adapted weights folded "
+			    "(%d calls), %d adapter tensors of %d trained, "
+			    "equal\n", moe ? "one-tower moe" : "two towers",
+			    bes[d]->name, nf, f.calls, n, m.nparams - first);
+			assert_int_equal(f.calls, nf);
+			assert_true(n > 0 && n == 2 * nf);
 		}
-		print_message("%s: %d adapted weights folded (%d calls), %d "
-		    "adapter tensors of %d trained, equal\n", moe ?
-		    "one-tower moe" : "two towers", nf, f.calls, n,
-		    m.nparams - first);
-		assert_int_equal(f.calls, nf);
-		assert_true(n > 0 && n == 2 * nf);
-		vlm_run_free(r);
-		free(px), free(ids);
 		vlm_pack_release(&ap);
 		vlm_pack_release(&none);
 		free(full), free(ga), free(frozen), free(skip), free(fold);
