@@ -1,0 +1,139 @@
+/*
+ * bf16.c - bfloat16 numbers and the linear layer with bf16 weights:
+ * y = bf16(x) w^T + b, w (OUT, IN) stored as bf16, the products, their
+ * sums, the bias and y in fp32. Rounding fp32 to bf16 is PyTorch's
+ * (c10/util/BFloat16.h): round to nearest even, NaN to the quiet NaN
+ * 0x7fc0, no flushing of subnormals.
+ *
+ * The product of two bf16 numbers (8-bit significands) is exact in
+ * fp32, so an fp32 GEMM on bf16 values widened to fp32 computes the
+ * same sums as a bf16 GEMM with fp32 accumulation, up to the order of
+ * the additions. The fast version does exactly that: it rounds x and
+ * widens w into the caller's scratch, then runs the tiled SGEMM
+ * (matmul.c). On the CPU this was measured, `make bench` (bench-gemm),
+ * faster than the bf16 dot-product instruction (AVX512_BF16
+ * VDPBF16PS), whose rate here is about half the fp32 FMA rate, and it
+ * needs no particular instruction set.
+ */
+#include <string.h>
+
+#include "base/base.h"
+#include "kernels.h"
+
+uint16_t
+vlm_bf16_round(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof(u));
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN */
+		return 0x7fc0;
+	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+float
+vlm_bf16_float(uint16_t h)
+{
+	uint32_t u = (uint32_t)h << 16;
+	float f;
+
+	memcpy(&f, &u, sizeof(f));
+	return f;
+}
+
+void
+vlm_bf16_from_f32_ref(uint16_t *y, const float *x, int64_t n)
+{
+	for (int64_t i = 0; i < n; i++)
+		y[i] = vlm_bf16_round(x[i]);
+}
+
+void
+vlm_linear_fwd_bf16_ref(float *y, float *scratch, const float *x,
+    const uint16_t *w, const float *b, int N, int IN, int OUT)
+{
+	(void)scratch;
+	for (int n = 0; n < N; n++) {
+		const float *xn = x + (size_t)n * IN;
+		for (int o = 0; o < OUT; o++) {
+			const uint16_t *wo = w + (size_t)o * IN;
+			float s = 0.0f;
+			for (int i = 0; i < IN; i++)
+				s += vlm_bf16_float(vlm_bf16_round(xn[i])) *
+				    vlm_bf16_float(wo[i]);
+			y[(size_t)n * OUT + o] = b ? s + b[o] : s;
+		}
+	}
+}
+
+size_t
+vlm_linear_bf16_scratch_floats(int N, int IN, int OUT)
+{
+	return ((size_t)N + (size_t)OUT) * (size_t)IN;
+}
+
+struct cast {
+	void *y;
+	const void *x;
+};
+
+/* y[i] = bf16(x[i]) for i in [i0, i1). */
+static void
+round_range(void *arg, int64_t i0, int64_t i1)
+{
+	struct cast *c = arg;
+
+	vlm_bf16_from_f32_ref((uint16_t *)c->y + i0, (const float *)c->x + i0,
+	    i1 - i0);
+}
+
+void
+vlm_bf16_from_f32_cpu(uint16_t *y, const float *x, int64_t n)
+{
+	struct cast c = { y, x };
+
+	vlm_parallel_for_cost(n, 4 * n, round_range, &c);
+}
+
+/* y[i] = x[i] rounded to bf16 and widened back, for i in [i0, i1):
+ * the bits below the top 16 cleared after rounding. */
+static void
+round_f32_range(void *arg, int64_t i0, int64_t i1)
+{
+	struct cast *c = arg;
+	const uint32_t *x = (const uint32_t *)c->x;
+	uint32_t *y = c->y;
+
+	for (int64_t i = i0; i < i1; i++) {
+		uint32_t u = x[i];
+		y[i] = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u :
+		    (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
+	}
+}
+
+/* y[i] = x[i] widened from bf16 to fp32, for i in [i0, i1). */
+static void
+widen_range(void *arg, int64_t i0, int64_t i1)
+{
+	struct cast *c = arg;
+	const uint16_t *x = c->x;
+	uint32_t *y = c->y;
+
+	for (int64_t i = i0; i < i1; i++)
+		y[i] = (uint32_t)x[i] << 16;
+}
+
+void
+vlm_linear_fwd_bf16_cpu(float *y, float *scratch, const float *x,
+    const uint16_t *w, const float *b, int N, int IN, int OUT)
+{
+	float *xr = scratch, *wf = scratch + (size_t)N * IN;
+	struct cast cx = { xr, x }, cw = { wf, w };
+	int64_t nx = (int64_t)N * IN, nw = (int64_t)OUT * IN;
+
+	if (N <= 0)
+		return;
+	vlm_parallel_for_cost(nx, 4 * nx, round_f32_range, &cx);
+	vlm_parallel_for_cost(nw, 2 * nw, widen_range, &cw);
+	vlm_linear_fwd_cpu(y, xr, wf, b, N, IN, OUT);
+}

@@ -1,0 +1,89 @@
+/*
+ * precision.c - the bf16 copies of a model's linear weights, made once
+ * per encoder for --precision bf16 (ALGORITHMS.md has no bf16 section:
+ * kernels.h says what the bf16 linear layer computes). The copy is a
+ * slab of nfloats bf16 numbers at the parameters' own offsets, so the
+ * forward finds a weight's copy where it finds the weight; entries that
+ * are not linear weights are never written, and allocated-but-untouched
+ * pages cost no memory.
+ */
+#include <string.h>
+
+#include "model/model.h"
+#include "kernels.h"
+
+int
+vlm_precision_parse(const char *s, enum vlm_precision *p)
+{
+	static const char *const names[] = { "fp32", "bf16" };
+
+	for (int i = 0; i < 2; i++)
+		if (strcmp(s, names[i]) == 0) {
+			*p = (enum vlm_precision)i;
+			return 0;
+		}
+	return vlm_error("unknown precision '%s' (there are fp32 and bf16)",
+	    s);
+}
+
+/* wb[off..off+n) = bf16(w[off..off+n)), if the parameter exists. */
+static void
+cast(const struct vlm_backend *be, uint16_t *wb, const float *w,
+    int64_t off, int64_t n)
+{
+	if (off >= 0)
+		be->bf16_from_f32(wb + off, w + off, n);
+}
+
+/* The linear weights of one tower: blocks, patch embedding, pooling. */
+static void
+cast_tower(const struct vlm_model *m, const struct vlm_backend *be,
+    uint16_t *wb, int tower)
+{
+	const struct vlm_config *c = &m->cfg;
+	const struct vlm_tower_config *tc = tower ? &c->text : &c->vision;
+	const struct vlm_tower_off *t = tower ? &m->txt : &m->vis;
+	int64_t D = tc->width, F = D * tc->mlp_ratio, E = c->moe.experts;
+	int64_t p = c->patch_size;
+
+	for (int l = 0; l < t->nblocks; l++) {
+		const struct vlm_block_off *o = &t->blocks[l];
+		cast(be, wb, m->w, o->qkv_w, 3 * D * D);
+		cast(be, wb, m->w, o->out_w, D * D);
+		if (!o->moe) {
+			cast(be, wb, m->w, o->fc_w, F * D);
+			cast(be, wb, m->w, o->proj_w, D * F);
+		}
+		for (int i = 0; i < o->moe; i++) {
+			cast(be, wb, m->w, o->efc_w[i], E * F * D);
+			cast(be, wb, m->w, o->eproj_w[i], E * D * F);
+		}
+	}
+	if (!tower)
+		cast(be, wb, m->w, t->patch_w, D * 3 * p * p);
+	if (tc->pool == VLM_POOL_MAP) {
+		cast(be, wb, m->w, t->map_in_w, 3 * D * D);
+		cast(be, wb, m->w, t->map_out_w, D * D);
+	}
+}
+
+uint16_t *
+vlm_model_bf16_alloc(const struct vlm_model *m, const struct vlm_backend *be,
+    int tower)
+{
+	uint16_t *wb;
+
+	if (!be->bf16_from_f32 || !be->linear_fwd_bf16) {
+		vlm_error("backend '%s' has no bf16 ops", be->name);
+		return NULL;
+	}
+	if (!(wb = be->alloc((size_t)m->nfloats * sizeof(*wb)))) {
+		vlm_error("out of memory for %lld MB of bf16 weights",
+		    (long long)(m->nfloats * 2 >> 20));
+		return NULL;
+	}
+	for (int i = 0; i < 2; i++)
+		if (tower < 0 || tower == i)
+			cast_tower(m, be, wb, i);
+	return wb;
+}
