@@ -47,6 +47,7 @@ parse(struct zs *z, int argc, char **argv)
 		{ "templates", required_argument, NULL, 'T' },
 		{ "prompts", no_argument, NULL, 'p' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "precision", required_argument, NULL, 'X' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }

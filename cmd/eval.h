@@ -21,6 +21,8 @@ struct eval_common {
 	int json;           /* --json */
 	int per_class;      /* --per-class */
 };
+/* --precision (c 'X'; every verb): the encoders' enum vlm_precision. */
+extern int eval_precision;
 /* Handle one of those options (c from getopt_long); 0 if not one. */
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */

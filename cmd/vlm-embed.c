@@ -27,8 +27,9 @@
 static const char usage[] =
     "usage: vlm-embed -m model [-t] [--raw] [-o out.npy] "
     "[--format npys|jsonl]\n"
-    "                 [--routes file] [-b batch] [-j threads] [-fq] "
-    "[path ...]\n"
+    "                 [--routes file] [-b batch] [-j threads] "
+    "[--precision fp32|bf16]\n"
+    "                 [-fq] [path ...]\n"
     "       vlm-embed -h | --help | --version\n";
 
 static void
@@ -43,6 +44,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		{ "routes", required_argument, NULL, 'R' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "threads", required_argument, NULL, 'j' },
+		{ "precision", required_argument, NULL, 'P' },
 		{ "force", no_argument, NULL, 'f' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -69,6 +71,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		case 'R': o->routes = optarg; break;
 		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;
+		case 'P': o->precision = cmd_precision(optarg); break;
 		case 'f': o->force = 1; break;
 		case 'q': o->quiet = 1; break;
 		case 'h': cmd_usage(usage, 0);

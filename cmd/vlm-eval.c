@@ -15,15 +15,15 @@ const char eval_usage[] =
     "usage: vlm-eval zeroshot [-m model] [--images dir] [--image-emb file]\n"
     "           [--labels file] [--text-emb file] [--classnames file]\n"
     "           [--templates file] [-b batch] [--prompts] [--json]\n"
-    "           [--per-class]\n"
+    "           [--per-class] [--precision fp32|bf16]\n"
     "       vlm-eval retrieval [-m model] --pairs file [--image-emb file]\n"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
-    "           [--json]\n"
+    "           [--json] [--precision fp32|bf16]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
-    "           [--per-class]\n"
+    "           [--per-class] [--precision fp32|bf16]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
