@@ -488,16 +488,14 @@ void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
 /* ---- bf16 (kernels/cpu/bf16.c) --------------------------------------- */
 
 /*
- * bfloat16 as raw bits (uint16_t): vlm_bf16_round is PyTorch's fp32 to
- * bf16 (round to nearest even, NaN to 0x7fc0), vlm_bf16_float the exact
- * widening. The linear layer with bf16 weights, y = bf16(x) w^T + b:
- * x rounded to bf16 at the input, w (OUT,IN) bf16, products, sums, bias
- * and y fp32. scratch is the caller's, vlm_linear_bf16_scratch_floats()
- * floats (the op allocates nothing; a backend may leave it unused),
- * its contents undefined after.
+ * bfloat16 as raw bits (uint16_t), rounded from fp32 as vlm_f32_to_bf16
+ * (base/base.h: round to nearest even, as PyTorch). The linear layer
+ * with bf16 weights, y = bf16(x) w^T + b: x rounded to bf16 at the
+ * input, w (OUT,IN) bf16, products, sums, bias and y fp32. scratch is
+ * the caller's, vlm_linear_bf16_scratch_floats() floats (the op
+ * allocates nothing; a backend may leave it unused), its contents
+ * undefined after.
  */
-uint16_t vlm_bf16_round(float f);
-float vlm_bf16_float(uint16_t h);
 void vlm_bf16_from_f32_ref(uint16_t *y /* (n) */, const float *x /* (n) */,
     int64_t n);
 void vlm_bf16_from_f32_cpu(uint16_t *y, const float *x, int64_t n);

@@ -1,9 +1,10 @@
 /*
  * bf16.c - bfloat16 numbers and the linear layer with bf16 weights:
  * y = bf16(x) w^T + b, w (OUT, IN) stored as bf16, the products, their
- * sums, the bias and y in fp32. Rounding fp32 to bf16 is PyTorch's
- * (c10/util/BFloat16.h): round to nearest even, NaN to the quiet NaN
- * 0x7fc0, no flushing of subnormals.
+ * sums, the bias and y in fp32. Rounding fp32 to bf16 is
+ * vlm_f32_to_bf16 (base/tensor.c), as PyTorch's (c10/util/BFloat16.h):
+ * round to nearest even, no flushing of subnormals (a NaN stays a quiet
+ * NaN of its sign, where PyTorch makes every NaN 0x7fc0).
  *
  * The product of two bf16 numbers (8-bit significands) is exact in
  * fp32, so an fp32 GEMM on bf16 values widened to fp32 computes the
@@ -15,37 +16,14 @@
  * VDPBF16PS), whose rate here is about half the fp32 FMA rate, and it
  * needs no particular instruction set.
  */
-#include <string.h>
-
 #include "base/base.h"
 #include "kernels.h"
-
-uint16_t
-vlm_bf16_round(float f)
-{
-	uint32_t u;
-
-	memcpy(&u, &f, sizeof(u));
-	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN */
-		return 0x7fc0;
-	return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
-float
-vlm_bf16_float(uint16_t h)
-{
-	uint32_t u = (uint32_t)h << 16;
-	float f;
-
-	memcpy(&f, &u, sizeof(f));
-	return f;
-}
 
 void
 vlm_bf16_from_f32_ref(uint16_t *y, const float *x, int64_t n)
 {
 	for (int64_t i = 0; i < n; i++)
-		y[i] = vlm_bf16_round(x[i]);
+		y[i] = vlm_f32_to_bf16(x[i]);
 }
 
 void
@@ -59,8 +37,8 @@ vlm_linear_fwd_bf16_ref(float *y, float *scratch, const float *x,
 			const uint16_t *wo = w + (size_t)o * IN;
 			float s = 0.0f;
 			for (int i = 0; i < IN; i++)
-				s += vlm_bf16_float(vlm_bf16_round(xn[i])) *
-				    vlm_bf16_float(wo[i]);
+				s += vlm_bf16_to_f32(vlm_f32_to_bf16(xn[i])) *
+				    vlm_bf16_to_f32(wo[i]);
 			y[(size_t)n * OUT + o] = b ? s + b[o] : s;
 		}
 	}
@@ -96,7 +74,9 @@ vlm_bf16_from_f32_cpu(uint16_t *y, const float *x, int64_t n)
 }
 
 /* y[i] = x[i] rounded to bf16 and widened back, for i in [i0, i1):
- * the bits below the top 16 cleared after rounding. */
+ * vlm_f32_to_bf16 (base/tensor.c) on the bits, in a loop the compiler
+ * vectorises: round to nearest even, then clear the low 16 bits; a NaN
+ * made quiet. */
 static void
 round_f32_range(void *arg, int64_t i0, int64_t i1)
 {
@@ -106,7 +86,8 @@ round_f32_range(void *arg, int64_t i0, int64_t i1)
 
 	for (int64_t i = i0; i < i1; i++) {
 		uint32_t u = x[i];
-		y[i] = (u & 0x7fffffffu) > 0x7f800000u ? 0x7fc00000u :
+		y[i] = (u & 0x7fffffffu) > 0x7f800000u ?
+		    (u & 0xffff0000u) | 0x00400000u :
 		    (u + 0x7fffu + ((u >> 16) & 1)) & 0xffff0000u;
 	}
 }
