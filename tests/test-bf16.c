@@ -222,19 +222,31 @@ min_cosine(const float *a, const float *b, int n, int E)
 	return worst;
 }
 
-/* One tower of the fixture model encoded in fp32 and bf16. */
+/* One tower of the fixture model encoded in fp32 and bf16; then the
+ * tower's f32 linear weights dropped: bf16 gives the same bits (it reads
+ * none of them), fp32 other ones (they are gone). */
 static void
-features_both(const struct vlm_model *m, int text, const void *in, int n,
+features_both(struct vlm_model *m, int text, const void *in, int n,
     float *f32, float *b16)
 {
 	struct vlm_encoder e;
+	float *again = malloc(sizeof(float) * n * m->cfg.embed_dim);
+	size_t bytes = sizeof(float) * n * m->cfg.embed_dim;
 
 	assert_int_equal(vlm_encoder_init(&e, m, text, n), 0);
 	assert_int_equal(vlm_encode(&e, in, n, f32, 0), 0);
 	assert_int_equal(vlm_encoder_set_precision(&e, VLM_PRECISION_BF16),
 	    0);
 	assert_int_equal(vlm_encode(&e, in, n, b16, 0), 0);
+	vlm_model_drop_f32(m, text);
+	assert_int_equal(vlm_encode(&e, in, n, again, 0), 0);
+	assert_memory_equal(again, b16, bytes);
+	assert_int_equal(vlm_encoder_set_precision(&e, VLM_PRECISION_FP32),
+	    0);
+	assert_int_equal(vlm_encode(&e, in, n, again, 0), 0);
+	assert_true(memcmp(again, f32, bytes) != 0);
 	vlm_encoder_release(&e);
+	free(again);
 }
 
 static void

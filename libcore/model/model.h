@@ -278,6 +278,16 @@ int vlm_precision_parse(const char *s, enum vlm_precision *p);
  * are never touched); free with be->free. NULL with vlm_error. */
 uint16_t *vlm_model_bf16_alloc(const struct vlm_model *m,
     const struct vlm_backend *be, int tower);
+/*
+ * Give back the memory of the f32 linear weights of a tower (as for
+ * vlm_model_bf16_alloc) once their bf16 copies are made: the whole pages
+ * inside them (madvise MADV_DONTNEED; for a process that runs no other
+ * precision or tower, e.g. vlm-embed). They must not be read afterwards
+ * (a private mapping of the model file reads back the file's values, an
+ * allocated slab zeros); in a one-tower model the blocks are both
+ * towers'. Host memory only.
+ */
+void vlm_model_drop_f32(struct vlm_model *m, int tower);
 /* The run's linear layers use wb (from vlm_model_bf16_alloc for the same
  * model and the run's backend; NULL: back to fp32) from now on. -1 for
  * a training run or a backend without bf16 ops. */
