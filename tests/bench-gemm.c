@@ -234,41 +234,33 @@ dnnl_run(const struct shape *s, const uint16_t *x, const uint16_t *w,
 }
 #endif
 
-/* Best GFLOP/s of candidate how over 3 runs (after a warm-up); -1 for
- * one this build or library lacks. */
+/* Seconds of one run of candidate how, or -1 for one this build or
+ * library lacks. */
 static double
-bf16_gflops(int how, const struct shape *s, const float *x, const float *w,
+bf16_once(int how, const struct shape *s, const float *x, const float *w,
     const uint16_t *xb, const uint16_t *wb, float *y, float *scratch)
 {
 	sbgemm_fn *sb = (sbgemm_fn *)dlsym(RTLD_DEFAULT, "cblas_sbgemm");
-	double best = 0;
+	double t = cputime();
 
-	for (int rep = 0; rep < 4; rep++) {
-		double t = cputime();
-		if (how == DNNL) {
+	if (how == DNNL) {
 #ifdef HAVE_DNNL
-			if ((t = dnnl_run(s, xb, wb, y)) < 0)
-				return -1;
+		return dnnl_run(s, xb, wb, y); /* the execution alone */
 #else
-			return -1;
+		return -1;
 #endif
-		} else if (how == F32)
-			vlm_gemm_cpu(0, 1, s->M, s->N, s->K, 1.0f, x, s->K, w,
-			    s->K, 0.0f, y, s->N);
-		else if (how == SBGEMM) {
-			if (!sb)
-				return -1;
-			sb(CblasRowMajor, CblasNoTrans, CblasTrans, s->M, s->N,
-			    s->K, 1.0f, xb, s->K, wb, s->K, 0.0f, y, s->N);
-		} else
-			vlm_linear_fwd_bf16_cpu(y, scratch, x, wb, NULL, s->M,
-			    s->K, s->N);
-		if (how != DNNL) /* dnnl_run times the execution alone */
-			t = cputime() - t;
-		if (rep && 2.0 * s->M * s->N * s->K / t / 1e9 > best)
-			best = 2.0 * s->M * s->N * s->K / t / 1e9;
-	}
-	return best;
+	} else if (how == F32)
+		vlm_gemm_cpu(0, 1, s->M, s->N, s->K, 1.0f, x, s->K, w, s->K,
+		    0.0f, y, s->N);
+	else if (how == SBGEMM) {
+		if (!sb)
+			return -1;
+		sb(CblasRowMajor, CblasNoTrans, CblasTrans, s->M, s->N, s->K,
+		    1.0f, xb, s->K, wb, s->K, 0.0f, y, s->N);
+	} else
+		vlm_linear_fwd_bf16_cpu(y, scratch, x, wb, NULL, s->M, s->K,
+		    s->N);
+	return cputime() - t;
 }
 
 static int
@@ -310,21 +302,28 @@ bf16_report(void)
 	for (int s = 0; s < 3; s++)
 		printf("  %4dx%4dx%4d", shapes[s].M, shapes[s].N, shapes[s].K);
 	printf("  (ratio to fp32)\n");
-	double f32[3];
+	/* best of 5 runs each after a warm-up, the candidates turn about */
+	double g[4][3] = { { 0 } };
+	for (int s = 0; s < 3; s++)
+		for (int rep = 0; rep < 6; rep++)
+			for (int how = F32; how <= OURS; how++) {
+				const struct shape *sh = &shapes[s];
+				double t = bf16_once(how, sh, x, w, xb, wb, y,
+				    sc), f = 2.0 * sh->M * sh->N * sh->K;
+				if (t < 0)
+					g[how][s] = -1;
+				else if (rep && f / t / 1e9 > g[how][s])
+					g[how][s] = f / t / 1e9;
+			}
 	for (int how = F32; how <= OURS; how++) {
 		printf("%-26s", names[how]);
-		for (int s = 0; s < 3; s++) {
-			double g = bf16_gflops(how, &shapes[s], x, w, xb, wb,
-			    y, sc);
-			if (how == F32)
-				f32[s] = g;
-			if (g < 0)
+		for (int s = 0; s < 3; s++)
+			if (g[how][s] < 0)
 				printf("  %14s", "absent");
 			else
-				printf("  %6.1f (%4.2fx)", g, g / f32[s]);
-		}
+				printf("  %6.1f (%4.2fx)", g[how][s],
+				    g[how][s] / g[F32][s]);
 		printf("\n");
-		fflush(stdout);
 	}
 	free(x), free(w), free(y), free(sc), free(xb), free(wb);
 	return 0;
