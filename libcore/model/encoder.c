@@ -9,6 +9,7 @@
 
 #include "text/text.h"
 #include "model/model.h"
+#include "kernels.h"
 
 int
 vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m, int text,
@@ -23,9 +24,31 @@ vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m, int text,
 void
 vlm_encoder_release(struct vlm_encoder *e)
 {
+	if (e->wb)
+		vlm_run_backend(e->r)->free(e->wb);
 	vlm_run_free(e->r);
 	free(e->pad);
 	memset(e, 0, sizeof(*e));
+}
+
+int
+vlm_encoder_set_precision(struct vlm_encoder *e, enum vlm_precision p)
+{
+	const struct vlm_backend *be = vlm_run_backend(e->r);
+	uint16_t *wb = NULL;
+
+	if (p == VLM_PRECISION_BF16 &&
+	    !(wb = vlm_model_bf16_alloc(e->m, be, e->text)))
+		return -1;
+	if (vlm_run_set_bf16(e->r, e->m, wb) < 0) {
+		if (wb)
+			be->free(wb);
+		return -1;
+	}
+	if (e->wb)
+		be->free(e->wb);
+	e->wb = wb;
+	return 0;
 }
 
 /*

@@ -260,6 +260,40 @@ int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
 int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
     const uint8_t *nograd);
 
+/* ---- reduced precision (model/precision.c) ------------------------------- */
+
+/*
+ * --precision bf16 (inference): the weights of the linear layers (patch
+ * embedding, attention and MLP projections, experts, attention pooling)
+ * as bf16, their inputs rounded to bf16, products summed in fp32;
+ * everything else fp32 (LayerNorm, softmax, attention, residuals,
+ * routers, the final projections).
+ */
+enum vlm_precision { VLM_PRECISION_FP32, VLM_PRECISION_BF16 };
+/* "fp32" or "bf16" into *p; -1 with vlm_error for anything else. */
+int vlm_precision_parse(const char *s, enum vlm_precision *p);
+/* bf16 copies of the linear weights of a tower (0 vision, 1 text, -1
+ * both; one-tower: the shared blocks) in memory of backend be, at the
+ * parameters' own offsets (a slab of nfloats bf16 whose other entries
+ * are never touched); free with be->free. NULL with vlm_error. */
+uint16_t *vlm_model_bf16_alloc(const struct vlm_model *m,
+    const struct vlm_backend *be, int tower);
+/*
+ * Give back the memory of the f32 linear weights of a tower (as for
+ * vlm_model_bf16_alloc) once their bf16 copies are made: the whole pages
+ * inside them (madvise MADV_DONTNEED; for a process that runs no other
+ * precision or tower, e.g. vlm-embed). They must not be read afterwards
+ * (a private mapping of the model file reads back the file's values, an
+ * allocated slab zeros); in a one-tower model the blocks are both
+ * towers'. Host memory only.
+ */
+void vlm_model_drop_f32(struct vlm_model *m, int tower);
+/* The run's linear layers use wb (from vlm_model_bf16_alloc for the same
+ * model and the run's backend; NULL: back to fp32) from now on. -1 for
+ * a training run or a backend without bf16 ops. */
+int vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
+    const uint16_t *wb);
+
 /* ---- encoding (model/encoder.c) ------------------------------------------ */
 
 /* A model as an image or text encoder over batches of a fixed size. */
@@ -269,10 +303,14 @@ struct vlm_encoder {
 	int batch;        /* e.g. 32 */
 	struct vlm_run *r;
 	void *pad;        /* padding copy for a short last batch */
+	uint16_t *wb;     /* bf16 weights (vlm_encoder_set_precision) */
 };
 int vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m,
     int text, int batch);
 void vlm_encoder_release(struct vlm_encoder *e);
+/* Encode in precision p from now on (bf16: converts the tower's linear
+ * weights once, model/precision.c). */
+int vlm_encoder_set_precision(struct vlm_encoder *e, enum vlm_precision p);
 /* n <= batch items: pixels (n,3,S,S) or token ids (n,context) into
  * out (n, embed_dim); unit: L2-normalised. */
 int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
