@@ -194,7 +194,8 @@ vlm_lora_merge(struct vlm_model *m)
 	m->cfg.lora.rank = 0;
 	m->cfg.lora.alpha = 0;
 	m->cfg.lora.targets = VLM_LORA_ALL;
-	if ((w = realloc(m->w, m->nfloats * sizeof(float)))) /* shrink */
+	if (!m->file.base && (w = realloc(m->w, m->nfloats *
+	    sizeof(float)))) /* shrink an owned slab */
 		m->w = w;
 	return 0;
 }
@@ -219,7 +220,8 @@ vlm_model_load_merged(struct vlm_model *m, const char *path)
 {
 	if (vlm_model_load(m, path) < 0)
 		return -1;
-	if (vlm_lora_merge(m) < 0 || check_finite(m, path) < 0) {
+	if (vlm_lora_merge(m) < 0 || check_finite(m, path) < 0 ||
+	    vlm_map_writable(&m->file, 0) < 0) { /* inference: read-only */
 		vlm_model_release(m);
 		return -1;
 	}

@@ -318,7 +318,10 @@ vlm_model_release(struct vlm_model *m)
 		free(m->vis.blocks);
 	free(m->txt.blocks);
 	free(m->params);
-	free(m->w);
+	if (m->file.base)
+		vlm_map_release(&m->file);
+	else
+		free(m->w);
 	free(m->tokenizer);
 	memset(m, 0, sizeof(*m));
 }
@@ -494,13 +497,57 @@ check_param(const struct vlm_param *p, const struct vlm_tensor *t,
 }
 
 /*
+ * The slab as it lies in st's file: every parameter F32 at its slab
+ * offset from a 64-byte aligned start in a mapping; else NULL.
+ */
+static float *
+slab_in_file(const struct vlm_model *m, const struct vlm_st *st)
+{
+	const unsigned char *w;
+
+	if (!st->file.mapped || m->nparams == 0)
+		return NULL;
+	w = vlm_st_get(st, m->params[0].name)->data;
+	if (m->params[0].off != 0 || (uintptr_t)w % VLM_ST_ALIGN != 0)
+		return NULL;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(st, p->name);
+		if (t->dtype != VLM_DTYPE_F32 || (const unsigned char *)t->data
+		    != w + p->off * sizeof(float))
+			return NULL;
+	}
+	return (float *)w;
+}
+
+/* The floats (F32, F16 or BF16) of st's tensors copied into a new slab. */
+static int
+copy_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
+{
+	if (alloc_slab(m) < 0)
+		return vlm_error("'%s': %s", path, vlm_errmsg());
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(st, p->name);
+		if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
+		    t->dtype, p->n) < 0) {
+			vlm_error("'%s': tensor '%s': %s", path, p->name,
+			    vlm_errmsg());
+			vlm_model_release(m);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
  * The model of a file: its config (checked), every tensor's shape checked
- * against it before the slab is allocated (so a config claiming a huge
- * model over small tensors costs nothing), then the floats (F32, F16 or
- * BF16) copied in.
+ * against it before any slab is allocated (so a config claiming a huge
+ * model over small tensors costs nothing), then the slab: the file's own
+ * mapping where it holds the slab as is, else a copy.
  */
 static int
-load_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
+load_params(struct vlm_model *m, struct vlm_st *st, const char *path)
 {
 	const char *cfg = vlm_st_meta(st, "vlm.config");
 	struct vlm_config c;
@@ -518,18 +565,13 @@ load_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
 			vlm_model_release(m);
 			return -1;
 		}
-	if (alloc_slab(m) < 0)
-		return vlm_error("'%s': %s", path, vlm_errmsg());
-	for (int i = 0; i < m->nparams; i++) {
-		const struct vlm_param *p = &m->params[i];
-		const struct vlm_tensor *t = vlm_st_get(st, p->name);
-		if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
-		    t->dtype, p->n) < 0) {
-			vlm_error("'%s': tensor '%s': %s", path, p->name,
-			    vlm_errmsg());
-			vlm_model_release(m);
-			return -1;
-		}
+	if (!(m->w = slab_in_file(m, st)))
+		return copy_params(m, st, path);
+	vlm_st_keep_file(st, &m->file);
+	if (vlm_map_writable(&m->file, 1) < 0) {
+		vlm_error("'%s': %s", path, vlm_errmsg());
+		vlm_model_release(m);
+		return -1;
 	}
 	return 0;
 }
@@ -551,6 +593,12 @@ vlm_model_load(struct vlm_model *m, const char *path)
 	}
 	vlm_st_release(&st);
 	return rc;
+}
+
+int
+vlm_model_mapped(const struct vlm_model *m)
+{
+	return m->file.mapped;
 }
 
 int
