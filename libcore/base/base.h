@@ -99,6 +99,7 @@ struct vlm_map {
 	unsigned char *base;
 	size_t size;
 	int mapped;   /* 1: base is a mapping; 0: malloc'ed (or NULL) */
+	int cow;      /* made writable once: pages may differ from the file */
 };
 int vlm_map_file(struct vlm_map *mp, const char *path, const char *name);
 /* Make a mapping copy-on-write (1) or read-only again (0); a written

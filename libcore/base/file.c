@@ -239,10 +239,13 @@ vlm_map_file(struct vlm_map *mp, const char *path, const char *name)
 int
 vlm_map_writable(struct vlm_map *mp, int writable)
 {
-	if (!mp->mapped || mprotect(mp->base, mp->size, PROT_READ |
-	    (writable ? PROT_WRITE : 0)) == 0)
+	if (!mp->mapped)
 		return 0;
-	return vlm_error("mprotect: %s", strerror(errno));
+	if (mprotect(mp->base, mp->size, PROT_READ |
+	    (writable ? PROT_WRITE : 0)) != 0)
+		return vlm_error("mprotect: %s", strerror(errno));
+	mp->cow |= writable;
+	return 0;
 }
 
 void

@@ -184,6 +184,15 @@ const struct vlm_param *vlm_model_param(const struct vlm_model *m,
 int vlm_model_load(struct vlm_model *m, const char *path);
 /* Does m->w point into a mapped file (1) or own its slab (0)? */
 int vlm_model_mapped(const struct vlm_model *m);
+/*
+ * -1 with a message naming the first parameter holding a NaN or an
+ * infinity (a NaN in a file would make every output NaN). In a mapped
+ * model whose pages were never written, the pages read for the check
+ * are let go again (the file still holds them), so that a run faults in
+ * only the weights it uses: an image-only run never holds the text
+ * tower's.
+ */
+int vlm_model_check_finite(const struct vlm_model *m, const char *path);
 /* Save parameters, config and tokenizer as one safetensors file, F32 in
  * slab order from a 64-byte aligned start: it loads mapped. */
 int vlm_model_save(const struct vlm_model *m, const char *path);
@@ -343,7 +352,8 @@ int vlm_lora_grad(const struct vlm_model *m, float *grad);
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
 /* vlm_model_load() for inference: adapters, if any, merged; a weight
- * that is NaN or infinite is refused, naming its parameter. */
+ * that is NaN or infinite is refused, naming its parameter; a mapped
+ * slab is read-only (a stray write faults). In model/model.c. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
