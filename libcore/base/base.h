@@ -106,6 +106,10 @@ int vlm_map_file(struct vlm_map *mp, const char *path, const char *name);
  * page becomes private memory, the file never changes. */
 int vlm_map_writable(struct vlm_map *mp, int writable);
 void vlm_map_release(struct vlm_map *mp);
+/* Let go of the whole pages of [p, p + n), a range inside a mapping
+ * never made writable (else a no-op): they leave memory, and a later
+ * read maps the file's bytes again. */
+void vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n);
 /*
  * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
  * process kills itself (SIGKILL) the Nth time (default 1) it reaches the

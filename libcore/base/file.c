@@ -257,3 +257,16 @@ vlm_map_release(struct vlm_map *mp)
 		free(mp->base);
 	memset(mp, 0, sizeof(*mp));
 }
+
+void
+vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
+	uintptr_t b = ((uintptr_t)p + n) / page * page;
+
+	if (mp->mapped && !mp->cow && a < b &&
+	    (const unsigned char *)p >= mp->base &&
+	    (const unsigned char *)p + n <= mp->base + mp->size)
+		madvise((void *)a, b - a, MADV_DONTNEED);
+}

@@ -13,8 +13,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "formats/formats.h"
 #include "model/model.h"
@@ -522,7 +520,8 @@ slab_in_file(const struct vlm_model *m, const struct vlm_st *st)
 	return (float *)w;
 }
 
-/* The floats (F32, F16 or BF16) of st's tensors copied into a new slab. */
+/* The floats (F32, F16 or BF16) of st's tensors copied into a new slab;
+ * the file's pages go as they are copied, so it is not held twice. */
 static int
 copy_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
 {
@@ -538,6 +537,7 @@ copy_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
 			vlm_model_release(m);
 			return -1;
 		}
+		vlm_map_drop(&st->file, t->data, vlm_tensor_nbytes(t));
 	}
 	return 0;
 }
@@ -630,7 +630,6 @@ vlm_model_mapped(const struct vlm_model *m)
 
 struct finite_job {
 	const struct vlm_model *m;
-	int drop;
 	int64_t bad;   /* the first chunk holding a non-finite, or -1 */
 };
 
@@ -651,16 +650,14 @@ any_nonfinite(const float *x, int64_t n)
 	return bad != 0;
 }
 
-/* Check chunks [c0, c1); let go of the pages read, when asked. */
+/* Check chunks [c0, c1); let go of the pages read, if they can be. */
 static void
 finite_chunks(void *ctx, int64_t c0, int64_t c1)
 {
 	struct finite_job *j = ctx;
-	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 
 	for (int64_t c = c0; c < c1; c++) {
 		int64_t i0 = c * FINITE_CHUNK, n = j->m->nfloats - i0;
-		uintptr_t a = (uintptr_t)(j->m->w + i0), b;
 		int64_t seen;
 
 		n = n < FINITE_CHUNK ? n : FINITE_CHUNK;
@@ -670,21 +667,16 @@ finite_chunks(void *ctx, int64_t c0, int64_t c1)
 				if (__atomic_compare_exchange_n(&j->bad, &seen,
 				    c, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
 					break;
-		b = (a + (size_t)n * sizeof(float)) / page * page;
-		a = (a + page - 1) / page * page;
-		if (j->drop && a < b)
-			madvise((void *)a, b - a, MADV_DONTNEED);
+		vlm_map_drop(&j->m->file, j->m->w + i0, n * sizeof(float));
 	}
 }
 
 int
 vlm_model_check_finite(const struct vlm_model *m, const char *path)
 {
-	struct finite_job j = { m, 0, -1 };
+	struct finite_job j = { m, -1 };
 	int64_t i0, i1;
 
-	/* never-written pages of a mapping hold the file's bytes */
-	j.drop = m->file.mapped && !m->file.cow;
 	vlm_parallel_for((m->nfloats + FINITE_CHUNK - 1) / FINITE_CHUNK,
 	    finite_chunks, &j);
 	if (j.bad < 0)
