@@ -23,23 +23,18 @@
 
 #include "vlm.h"
 
+/* Seconds on clock id: wall (CLOCK_MONOTONIC) or this process's CPU. */
 static double
-now(void)
+seconds(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static double
-cpu(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#define now() seconds(CLOCK_MONOTONIC)
+#define cpu() seconds(CLOCK_PROCESS_CPUTIME_ID)
 
 /* Inference start-up: load for inference, embed one image. */
 static int
