@@ -1,8 +1,9 @@
 #!/bin/sh
 # bench-embed.sh - vlm-embed end to end (JPEG decode + preprocessing +
 # model) against the model alone, same model, same run: a ViT-B/32 CLIP
-# with random weights on 224 px JPEGs; then --precision bf16 against
-# fp32. Run by tests/bench.sh.
+# with random weights on 224 px JPEGs; one image end to end (start-up);
+# the peak RSS of the whole run; then --precision bf16 against fp32.
+# Run by tests/bench.sh.
 : "${BIN:=bin}" "${BUILD:=build}"
 n=${BENCH_IMAGES:-192}
 if ! /usr/bin/python3 -c 'import PIL, numpy' 2>/dev/null; then
@@ -38,6 +39,12 @@ run() {
 }
 few=$(run "$T/few")
 all=$(run "$T/img")
+# one image end to end, and the peak RSS of the whole folder's run
+mkdir "$T/one" && ln -s "$T/img/0000.jpg" "$T/one/"
+one=$(run "$T/one")
+/usr/bin/time -f %M -o "$T/rss" "$BIN/vlm-embed" -m "$T/b.safetensors" \
+    -b 32 -o "$T/e.npy" "$T/img" || exit 1
+rss=$(tail -1 "$T/rss")
 alone=$("$BUILD/tests/bench-model" vitb-only | sed -n 's/.* \([0-9.]*\) images\/s.*/\1/p')
 /usr/bin/python3 -c "
 n, few, all, alone = $n, $few, $all, float('$alone')
@@ -46,7 +53,10 @@ print('vlm-embed end to end: %d 224 px JPEGs (320x256 decoded): %.1f s, '
 rate = (n - 32) / (all - few)
 print('steady state (the %d images past the first 32): %.1f images/s' % (n - 32, rate))
 print('model alone (bench-model, same run): %.1f images/s; '
-      'steady end to end / model: %.2f' % (alone, rate / alone))"
+      'steady end to end / model: %.2f' % (alone, rate / alone))
+print('one image end to end (start-up included): %.2f s' % $one)
+print('peak RSS of the %d-image run: %.0f MiB (weights %.0f MiB)' % (n,
+      $rss / 1024, $(stat -c %s "$T/b.safetensors") / 2**20))"
 # --precision bf16 against fp32, turn about, end to end over all images
 f1=$(run "$T/img" bf16); f2=$(run "$T/img"); f3=$(run "$T/img" bf16)
 /usr/bin/python3 -c "

@@ -158,6 +158,7 @@ struct vlm_model {
 	struct vlm_tower_off vis, txt;
 	int64_t logit_scale;
 	char *tokenizer;          /* BPE merges text carried in the file, or NULL */
+	struct vlm_map file;      /* the model file w points into, if mapped */
 };
 
 /* Build the parameter table for a config and allocate a zeroed slab. */
@@ -171,9 +172,29 @@ void vlm_model_randomize(struct vlm_model *m, uint64_t seed);
 /* Find a parameter by name; NULL if absent. */
 const struct vlm_param *vlm_model_param(const struct vlm_model *m,
     const char *name);
-/* Load a vlm model file (safetensors with config in its metadata). */
+/*
+ * Load a vlm model file (safetensors with config in its metadata). A file
+ * whose tensors are all F32 laid out as the slab, starting 64-byte
+ * aligned (what vlm_model_save writes), is mapped and not copied: m->w
+ * points into the mapping, copy-on-write (a page written, as training
+ * does, becomes private memory; the file never changes), and pages are
+ * read from the page cache only when first used. Other files (F16 or
+ * BF16 tensors, another layout, stdin) are copied into a new slab.
+ */
 int vlm_model_load(struct vlm_model *m, const char *path);
-/* Save parameters, config and tokenizer as one safetensors file. */
+/* Does m->w point into a mapped file (1) or own its slab (0)? */
+int vlm_model_mapped(const struct vlm_model *m);
+/*
+ * -1 with a message naming the first parameter holding a NaN or an
+ * infinity (a NaN in a file would make every output NaN). In a mapped
+ * model whose pages were never written, the pages read for the check
+ * are let go again (the file still holds them), so that a run faults in
+ * only the weights it uses: an image-only run never holds the text
+ * tower's.
+ */
+int vlm_model_check_finite(const struct vlm_model *m, const char *path);
+/* Save parameters, config and tokenizer as one safetensors file, F32 in
+ * slab order from a 64-byte aligned start: it loads mapped. */
 int vlm_model_save(const struct vlm_model *m, const char *path);
 /* Total parameters, and parameters active per token (K of E experts). */
 int64_t vlm_model_active_params(const struct vlm_model *m);
@@ -301,6 +322,7 @@ struct vlm_encoder {
 	const struct vlm_model *m;
 	int text;         /* 0 images, 1 texts */
 	int batch;        /* e.g. 32 */
+	int rows;         /* r's batch: batch, or fewer for a short one */
 	struct vlm_run *r;
 	void *pad;        /* padding copy for a short last batch */
 	uint16_t *wb;     /* bf16 weights (vlm_encoder_set_precision) */
@@ -368,7 +390,8 @@ int vlm_lora_grad(const struct vlm_model *m, float *grad);
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
 /* vlm_model_load() for inference: adapters, if any, merged; a weight
- * that is NaN or infinite is refused, naming its parameter. */
+ * that is NaN or infinite is refused, naming its parameter; a mapped
+ * slab is read-only (a stray write faults). In model/model.c. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer
