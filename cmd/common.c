@@ -37,6 +37,16 @@ cmd_int(const char *opt, const char *s, long min, long max)
 	return (int)v;
 }
 
+int
+cmd_precision(const char *s)
+{
+	enum vlm_precision p;
+
+	if (vlm_precision_parse(s, &p) < 0)
+		errx(2, "--precision: %s", vlm_errmsg());
+	return p;
+}
+
 void
 cmd_version(const char *prog)
 {

@@ -95,6 +95,7 @@ struct embed_opts {
 	int text, raw, force, quiet;
 	int batch;    /* e.g. 32 */
 	int threads;  /* loader workers and kernel threads; 0: all cores */
+	int precision; /* enum vlm_precision, --precision */
 };
 
 /* One run of vlm-embed (cmd/embed-run.c). */

@@ -17,15 +17,16 @@ const char eval_usage[] =
     "           [--labels file] [--text-emb file] [--classnames file]\n"
     "           [--templates file] [--wds dir] [--split name] [-b batch]\n"
     "           [--prompts] [--json] [--per-class] [--device dev]\n"
+    "           [--precision fp32|bf16]\n"
     "       vlm-eval retrieval [-m model] [--pairs file] [--wds dir]\n"
     "           [--split name] [--image-emb file]\n"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
-    "           [--json] [--device dev]\n"
+    "           [--json] [--device dev] [--precision fp32|bf16]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
-    "           [--per-class] [--device dev]\n"
+    "           [--per-class] [--device dev] [--precision fp32|bf16]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {

@@ -132,6 +132,8 @@ struct vlm_run {
 	float *hfbuf;             /* their host copy (device backends) */
 	void (*fold)(void *ctx, int i, const float *dw);
 	void *fold_ctx;
+	const uint16_t *wb;       /* bf16 weights (vlm_run_set_bf16), or NULL */
+	float *bscratch;          /* linear_fwd_bf16's scratch */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	/* a device backend's copy of the model's weights, uploaded by every
