@@ -8,6 +8,7 @@
 #   make install PREFIX=/usr/local
 #   make SANITIZE=1 check    ASan + UBSan build in build-san/
 #   make CUDA=1     also compile kernels/cuda (default when nvcc is found)
+#   make MPI=0      without MPI (default: with it when mpicc is found)
 
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
@@ -50,6 +51,13 @@ LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
 	-lcublas -lcudart -lstdc++
 NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels \
 	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+endif
+# MPI (libcore/train/comm-mpi.c) when OpenMPI's mpicc is found; MPI=0 off
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI   ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+CFLAGS  += -DVLM_MPI=1 $(shell $(MPICC) --showme:compile)
+LDLIBS  += $(shell $(MPICC) --showme:link)
 endif
 LIB      = $(BUILD)/libvlm.a
 

@@ -273,10 +273,14 @@ lock_run(const char *run)
 static void
 setup(struct train *t)
 {
+	int rank0 = train_dist_rank(t) == 0; /* writes the run directory */
+
 	if (t->resume) {
-		lock_run(t->resume);
+		if (rank0)
+			lock_run(t->resume);
 		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0 ||
-		    vlm_ckpt_prune(t->resume, t->st.step, t->keep) < 0)
+		    (rank0 && vlm_ckpt_prune(t->resume, t->st.step, t->keep) <
+		    0))
 			errx(1, "%s", vlm_errmsg());
 		t->seed = t->st.seed;
 	} else {
@@ -288,10 +292,11 @@ setup(struct train *t)
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
 		char latest[4096];
 		snprintf(latest, sizeof(latest), "%s/latest", t->out);
-		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+		if (rank0 && mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
 			err(1, "%s", t->out);
-		lock_run(t->out);
-		if (access(latest, F_OK) == 0)
+		if (rank0)
+			lock_run(t->out);
+		if (rank0 && access(latest, F_OK) == 0)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
 	}
@@ -302,7 +307,8 @@ setup(struct train *t)
 		t->o.steps = t->epochs * (t->nitems / ((int64_t)t->o.batch *
 		    t->accum));
 	if (train_lora_init(t) < 0 ||
-	    !(t->run = vlm_run_new(t->net, t->o.batch, t->o.batch, 1)) ||
+	    !(t->run = vlm_run_new(t->net, train_dist_batch(t),
+	    train_dist_batch(t), 1)) ||
 	    !(t->grad = malloc(t->m.nfloats * sizeof(float))) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)) ||
 	    (t->accum > 1 && !(t->gacc = malloc(t->m.nfloats *
@@ -313,6 +319,7 @@ setup(struct train *t)
 	train_lora_freeze(t);
 	if (train_loader(t) < 0)
 		errx(1, "%s", vlm_errmsg());
+	train_dist_setup(t);
 }
 
 static void
@@ -321,8 +328,8 @@ checkpoint(struct train *t)
 	t->st.rng = *vlm_run_rng(t->run);
 	vlm_loader_cursor(t->loader, &t->st.cursor);
 	train_sources_save(t);
-	if (vlm_ckpt_save(t->out, &t->m, &t->opt, &t->st, t->keep) < 0)
-		errx(1, "%s", vlm_errmsg());
+	train_dist_agree(t, train_dist_rank(t) ? 0 : vlm_ckpt_save(t->out,
+	    &t->m, &t->opt, &t->st, t->keep));
 }
 
 /* Micro-batch m's loss into the mean L, its gradient into t->grad. */
@@ -335,20 +342,18 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	struct vlm_loss l;
 	float k = 1.0f / t->accum;
 
-	if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
-	    vlm_run_loss(t->run, t->net, &l) < 0)
-		errx(1, "%s", vlm_errmsg());
+	train_dist_forward(t, b, &l, m);
 	if (!isfinite(l.total))
 		errx(1, "non-finite loss at step %lld; nothing saved over the "
 		    "last checkpoint", (long long)t->st.step + 1);
 	train_sources_loss(t, src, b->n);
 	if (t->accum == 1) {
 		*L = l;
-		vlm_backward(t->run, t->net, t->grad);
+		train_dist_backward(t, t->grad);
 		return;
 	}
 	/* plain accumulation: the mean of the micro-batches' gradients */
-	vlm_backward(t->run, t->net, m ? t->gacc : t->grad);
+	train_dist_backward(t, m ? t->gacc : t->grad);
 	if (m)
 		be->add(t->grad, t->gacc, t->net->nfloats);
 	if (m == t->accum - 1)
@@ -365,6 +370,7 @@ step(struct train *t, struct vlm_loss *L)
 {
 	for (int m = 0; m < t->accum; m++)
 		micro_step(t, m, L);
+	train_dist_grads(t, t->grad, t->net->nfloats);
 	train_lora_grad(t);
 	vlm_optim_step(&t->opt, &t->m, t->grad, vlm_lr_at(&t->o, t->st.step),
 	    t->frozen);
@@ -430,15 +436,17 @@ main(int argc, char **argv)
 	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	defaults(&t);
+	train_dist_init(&t, &argc, &argv);
 	parse(&t, argc, argv);
 	setup(&t);
-	if (train_params_save(&t) < 0)
-		errx(1, "%s", vlm_errmsg());
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
-	if (t.resume && train_log_resume(&t, path) < 0)
-		errx(1, "%s", vlm_errmsg());
-	if (!(t.metrics = fopen(path, "a")))
-		err(1, "%s", path);
+	if (train_dist_rank(&t) == 0) { /* the others write nothing */
+		if (train_params_save(&t) < 0 || (t.resume &&
+		    train_log_resume(&t, path) < 0))
+			errx(1, "%s", vlm_errmsg());
+		if (!(t.metrics = fopen(path, "a")))
+			err(1, "%s", path);
+	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	t0 = last = now();
@@ -446,8 +454,10 @@ main(int argc, char **argv)
 	while (t.st.step < t.o.steps && !stop_signal &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		report(&t, &L, (t.st.step - first) * (double)t.o.batch *
-		    t.accum / (now() - t0), &last);
+		stop_signal = train_dist_signal(&t, stop_signal);
+		if (t.metrics)
+			report(&t, &L, (t.st.step - first) *
+			    (double)t.o.batch * t.accum / (now() - t0), &last);
 		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
 			saved = t.st.step;
@@ -457,8 +467,9 @@ main(int argc, char **argv)
 		fputc('\n', stderr);
 	if (t.st.step != saved)
 		checkpoint(&t);
-	if (fclose(t.metrics) != 0)
+	if (t.metrics && fclose(t.metrics) != 0)
 		err(1, "%s", path);
+	train_dist_finish(&t);
 	teardown(&t);
 	if (stop_signal)
 		return 128 + stop_signal;

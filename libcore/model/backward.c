@@ -62,12 +62,14 @@ act_bwd(const struct vlm_backend *be, const struct vlm_config *c, float *dx,
 /* The aux terms' gradient into dz, each weighted as in the forward. */
 static void
 aux_bwd(const struct vlm_backend *be, const struct vlm_config *c,
-    const struct moe_acts *ma, float *dz)
+    const struct moe_acts *ma, float *dz, float aux_w)
 {
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k;
 	float coef[8], sigma = c->moe.noise / E;
 
 	vlm_aux_coefs(c, ma, 1, coef);
+	for (int i = 0; i < 8; i++)
+		coef[i] *= aux_w;
 	if (coef[0])
 		be->aux_importance_bwd(dz, ma->p, coef[0], S, E);
 	if (coef[1])
@@ -134,7 +136,7 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	zero(be, r->dz, (size_t)S * E);
 	be->moe_route_bwd(r->dz, r->dw, ma->g, ma->idx, ma->keep, S, E, K,
 	    c->moe.gate_norm == VLM_GATE_TOPK);
-	aux_bwd(be, c, ma, r->dz);
+	aux_bwd(be, c, ma, r->dz, r->aux_w);
 	be->router_bwd(r->dxs, G(r, m, g, o->router[pool], 0), r->dz, ma->xs,
 	    w + o->router[pool], S, D, E);
 	be->rows_scatter_add(dln2, r->dxs, ma->rows, S, D);
@@ -368,24 +370,63 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 			zero(be, g + tl[i], m->params[param_at(m, tl[i])].n);
 }
 
+/* Checks, then grad zeroed. */
+static int
+backward_start(struct vlm_run *r, const struct vlm_model *m, float *g)
+{
+	if (!r->train)
+		return vlm_error("backward on a run made for inference");
+	if (r->nograd && r->nparams != m->nparams)
+		return vlm_error("the run's frozen parameters are another "
+		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
+	zero(r->be, g, m->nfloats);
+	return 0;
+}
+
+static int towers_bwd(struct vlm_run *r, const struct vlm_model *m,
+    float *g);
+
 int
 vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
 	const struct vlm_backend *be = r->be;
 	int B = r->tw[0].B;
 
-	if (!r->train)
-		return vlm_error("backward on a run made for inference");
-	if (r->nograd && r->nparams != m->nparams)
-		return vlm_error("the run's frozen parameters are another "
-		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
-	zero(be, g, m->nfloats);
+	if (backward_start(r, m, g) < 0)
+		return -1;
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
 	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
 	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
 	    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits, r->lse2,
 	    r->tw[0].unit, r->tw[1].unit, m->w[m->logit_scale], 1.0f, B,
 	    m->cfg.embed_dim);
+	r->aux_w = 1;
+	return towers_bwd(r, m, g);
+}
+
+int
+vlm_backward_from(struct vlm_run *r, const struct vlm_model *m, float *g,
+    const float *dimg, const float *dtxt, float aux_w)
+{
+	size_t n = (size_t)r->tw[0].B * m->cfg.embed_dim * sizeof(float);
+
+	if (r->tw[0].B != r->tw[1].B)
+		return vlm_error("backward from features needs as many "
+		    "images as texts (%d and %d)", r->tw[0].B, r->tw[1].B);
+	if (backward_start(r, m, g) < 0)
+		return -1;
+	r->be->upload(r->dunit[0], dimg, n);
+	r->be->upload(r->dunit[1], dtxt, n);
+	r->aux_w = aux_w;
+	return towers_bwd(r, m, g);
+}
+
+/* d unit features (r->dunit) -> every wanted parameter's gradient. */
+static int
+towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g)
+{
+	const struct vlm_backend *be = r->be;
+
 	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
 		float *dx0;

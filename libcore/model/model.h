@@ -251,6 +251,12 @@ int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 /* Gradients of the loss into grad (nfloats, zeroed here) after
  * vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
+/* The same from a loss computed outside the run (over the features of
+ * several ranks, cmd/train-dist.c): its gradient dimg, dtxt (B, embed)
+ * with respect to the run's unit features (host memory), the aux terms
+ * weighted aux_w (e.g. 1/ranks); logit_scale's gradient is left 0. */
+int vlm_backward_from(struct vlm_run *r, const struct vlm_model *m,
+    float *grad, const float *dimg, const float *dtxt, float aux_w);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward
  * then neither computes nor writes theirs (that part of grad stays 0:
@@ -291,6 +297,10 @@ int vlm_model_set_tokenizer(struct vlm_model *m, const struct vlm_bpe *bpe);
  * loss (B). */
 struct vlm_run;
 int vlm_run_row_loss(const struct vlm_run *r, double *loss);
+/* The same from a contrastive loss's logits (B,B) and log-sum-exps
+ * (2B) on the host. */
+void vlm_row_loss(const float *logits, const float *lse2, int B,
+    double *loss);
 
 /* ---- LoRA adapters (model/lora.c) ---------------------------------------- */
 

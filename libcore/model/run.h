@@ -121,6 +121,7 @@ struct vlm_run {
 	float *datt;              /* attention backward scratch, one layer */
 	float *hstream;           /* host copy for vlm_run_stream */
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
+	float aux_w;              /* backward: weight of the aux terms */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
