@@ -1,0 +1,112 @@
+#!/bin/sh
+# cli-mpi.sh - vlm-train data parallel over 2 MPI ranks (mpirun, 2 cores
+# oversubscribed): a few steps end with parameters equal to one process
+# on the same global batch to 1e-5 relative (tests/params-diff.py), dense
+# and MoE (no router noise, no capacity drops: see vlm-train(1),
+# DISTRIBUTED RUNS), with the same routing choices; a run stopped and
+# resumed, and one killed by SIGTERM on one rank and resumed, equal an
+# uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
+# one message; a rank killed outright ends the run (no hang).
+. tests/lib.sh
+
+TR=$BIN/vlm-train
+if ! command -v mpirun >/dev/null 2>&1; then
+	skip "the distributed runs (all)" "mpirun not found"
+	finish; exit
+fi
+if ! "$TR" --version >/dev/null 2>&1 || ! nm "$TR" 2>/dev/null |
+    grep -q MPI_Init; then
+	skip "the distributed runs (all)" "$TR built without MPI"
+	finish; exit
+fi
+. tests/tiny-run.sh
+have_py "the parameter comparisons" numpy || { finish; exit; }
+# CI runs as root; 2 ranks on whatever cores there are; OpenMPI's own
+# allocations are not ours (ASan builds)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+export VLM_COMM_TIMEOUT=120
+MR="timeout 300 mpirun --oversubscribe -np 2"
+DIFF="/usr/bin/python3 tests/params-diff.py"
+DENSE=$(echo "$SMALL" | sed 's/tiny-moe/tiny/')
+EXACT="--set moe.noise=0 --set moe.cf_train=0 --set aux.importance=0"
+
+ok "dense: one process, batch 8" "$TR" --data "$P" $DENSE -j 1 -n 4 \
+    -o "$T/d1"
+ok "dense: 2 ranks of 4" $MR "$TR" --data "$P" $DENSE -j 1 -n 4 -o "$T/d2"
+ok "dense: parameters equal to 1e-5" $DIFF "$T/d1/latest/model.safetensors" \
+    "$T/d2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+check "the same loss logged" "[ \"\$(cut -d, -f5 $T/d1/metrics.jsonl)\" = \
+    \"\$(cut -d, -f5 $T/d2/metrics.jsonl)\" ]"
+check "rank 0 alone wrote the run" "[ \$(ls $T/d2 | wc -l) = 4 ]"
+
+ok "moe: one process" "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m1"
+ok "moe: 2 ranks" $MR "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m2"
+ok "moe: parameters equal to 1e-5" $DIFF "$T/m1/latest/model.safetensors" \
+    "$T/m2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+RS=$BIN/vlm-route-stats
+for i in 1 2; do
+	ok "moe: routing records of model $i" "$RS" -m \
+	    "$T/m$i/latest/model.safetensors" --images "$T/d" -o "$T/r$i.npys"
+done
+ok "routing compared" "$RS" --tsv --diff "$T/r1.npys" "$T/r2.npys"
+check "every token's choice agrees" "awk -F'\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
+    c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
+    END { exit !(n > 0 && !bad) }' $T/out"
+
+# stopped at step 2 and resumed; killed by SIGTERM on rank 1 and resumed
+ok "2 ranks, uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n 6 \
+    -o "$T/u"
+ok "2 ranks, stopped at step 2" $MR "$TR" --data "$P" $SMALL -j 1 -n 6 \
+    --stop-at 2 -o "$T/s"
+ok "2 ranks, resumed" $MR "$TR" --resume "$T/s"
+check "equal bit for bit to the uninterrupted run" \
+    "cmp -s $T/u/latest/model.safetensors $T/s/latest/model.safetensors &&
+     cmp -s $T/u/latest/optim.safetensors $T/s/latest/optim.safetensors"
+
+# the ranks: the children of mpirun, itself the child of timeout
+ranks() {
+	for p in $(pgrep -P "$1"); do pgrep -P "$p"; done
+}
+N=300
+$MR "$TR" --data "$P" $SMALL -j 1 -n $N -o "$T/k" >"$T/kout" 2>"$T/kerr" &
+mp=$!
+i=0
+while [ ! -s "$T/k/metrics.jsonl" ] && [ $i -lt 300 ]; do
+	sleep 0.1; i=$((i + 1))
+done
+kill -TERM $(ranks $mp | tail -1) 2>/dev/null
+wait $mp
+st=$?
+check "SIGTERM on rank 1: exit 143 (got $st)" "[ $st = 143 ]"
+last=$(tail -1 "$T/k/metrics.jsonl" | sed 's/{"step":\([0-9]*\).*/\1/')
+check "both ranks stopped at step $last, checkpointed there" \
+    "[ \$(readlink $T/k/latest) = ckpt-\$(printf %08d $last) ] &&
+     [ $last -lt $N ]"
+check "no message from vlm-train" "! grep -q vlm-train $T/kerr"
+ok "the killed run resumed" $MR "$TR" --resume "$T/k"
+ok "uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n $N -o "$T/k2"
+check "equal bit for bit" \
+    "cmp -s $T/k/latest/model.safetensors $T/k2/latest/model.safetensors"
+
+fails "NaN loss: every rank exits 1" 1 $MR "$TR" --data "$P" $SMALL -j 1 \
+    -n 4 --lr 1e30 --warmup 0 -o "$T/nan"
+check "with one message" "[ \$(grep -c 'non-finite loss' $T/err) = 1 ]"
+
+$MR "$TR" --data "$P" $SMALL -j 1 -n 100000 -o "$T/x" >/dev/null \
+    2>"$T/xerr" &
+mp=$!
+i=0
+while [ ! -s "$T/x/metrics.jsonl" ] && [ $i -lt 300 ]; do
+	sleep 0.1; i=$((i + 1))
+done
+kill -KILL $(ranks $mp | tail -1) 2>/dev/null
+wait $mp
+st=$?
+check "rank 1 killed outright: the run ends non-zero (got $st)" \
+    "[ $st != 0 ] && [ $st != 124 ] && ! pgrep -P $mp >/dev/null"
+finish
