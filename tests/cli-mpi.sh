@@ -72,7 +72,7 @@ check "equal bit for bit to the uninterrupted run" \
 ranks() {
 	for p in $(pgrep -P "$1"); do pgrep -P "$p"; done
 }
-N=300
+N=100
 $MR "$TR" --data "$P" $SMALL -j 1 -n $N -o "$T/k" >"$T/kout" 2>"$T/kerr" &
 mp=$!
 i=0
