@@ -22,12 +22,13 @@ now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Wait for n requests: spin briefly, then sleep 50 us between polls. */
+/* Wait for n requests: spin briefly, then sleep 20 us between polls
+ * (ranks may share cores: a spinning one would slow the others). */
 static int
 wait_all(struct vlm_comm *c, MPI_Request *req, int n, const char *what)
 {
 	double t0 = now();
-	struct timespec nap = { 0, 50000 };
+	struct timespec nap = { 0, 20000 };
 	int done = 0;
 
 	for (long k = 0;; k++) {
@@ -41,7 +42,7 @@ wait_all(struct vlm_comm *c, MPI_Request *req, int n, const char *what)
 			return vlm_error("%s: rank %d waited %g s for the "
 			    "others (VLM_COMM_TIMEOUT)", what, c->rank,
 			    c->timeout);
-		if (k > 1000)
+		if (k > 100)
 			nanosleep(&nap, NULL);
 	}
 }
