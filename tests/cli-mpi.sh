@@ -109,4 +109,35 @@ wait $mp
 st=$?
 check "rank 1 killed outright: the run ends non-zero (got $st)" \
     "[ $st != 0 ] && [ $st != 124 ] && ! pgrep -P $mp >/dev/null"
+VLM_COMM_TIMEOUT=2 $MR "$TR" --data "$P" $SMALL -j 1 -n 100000 -o "$T/y" \
+    >/dev/null 2>"$T/yerr" &
+mp=$!
+i=0
+while [ ! -s "$T/y/metrics.jsonl" ] && [ $i -lt 300 ]; do
+	sleep 0.1; i=$((i + 1))
+done
+kill -STOP $(ranks $mp | tail -1) 2>/dev/null
+wait $mp
+st=$?
+check "rank 1 stopped: the other times out, the run ends (got $st)" \
+    "[ $st != 0 ] && [ $st != 124 ] &&
+     grep -q 'rank 0: all-reduce: waited 2 s for the other ranks' $T/yerr"
+
+# several sources, the adaptive sampler, 2 micro-batches a step
+cp "$P" "$T/d/b.tsv"
+MS="--data $P --data $T/d/b.tsv --adaptive --accum-freq 2 --log-every 2"
+ok "sources: one process" "$TR" $MS $DENSE -j 1 -n 4 -o "$T/a1"
+ok "sources: 2 ranks" $MR "$TR" $MS $DENSE -j 1 -n 4 -o "$T/a2"
+ok "sources: parameters equal to 1e-5" $DIFF \
+    "$T/a1/latest/model.safetensors" "$T/a2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+check "the same sampler statistics logged (to 1e-5)" "/usr/bin/python3 -c '
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
+assert len(a) == len(b) == 2
+for x, y in zip(a, b):
+    for k in (\"source_p\", \"source_loss\"):
+        assert all(abs(u - v) <= 1e-5 * abs(v) for u, v in zip(x[k], y[k]))
+    assert x[\"source_examples\"] == y[\"source_examples\"]
+' $T/a1/metrics.jsonl $T/a2/metrics.jsonl"
 finish

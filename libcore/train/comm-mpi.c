@@ -39,9 +39,8 @@ wait_all(struct vlm_comm *c, MPI_Request *req, int n, const char *what)
 		if (done)
 			return 0;
 		if (now() - t0 > c->timeout)
-			return vlm_error("%s: rank %d waited %g s for the "
-			    "others (VLM_COMM_TIMEOUT)", what, c->rank,
-			    c->timeout);
+			return vlm_error("%s: waited %g s for the other ranks "
+			    "(VLM_COMM_TIMEOUT)", what, c->timeout);
 		if (k > 100)
 			nanosleep(&nap, NULL);
 	}
