@@ -116,8 +116,14 @@ train_dist_setup(struct train *t)
 	struct train_dist *d = t->dist;
 	size_t B, E;
 
+	if (t->ep > 1 && (!d || d->P != t->ep))
+		errx(2, "--expert-parallel %d: run it as %d ranks (mpirun "
+		    "-np %d), not %d", t->ep, t->ep, t->ep, d ? d->P : 1);
 	if (!d)
 		return;
+	if (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
+	    0)
+		errx(1, "%s", vlm_errmsg());
 	d->B = t->o.batch, d->Bl = train_dist_batch(t);
 	d->E = t->m.cfg.embed_dim;
 	B = d->B, E = d->E;

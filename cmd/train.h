@@ -72,6 +72,7 @@ struct train {
 	unsigned char *warned; /* one bit per pair: unreadable image reported */
 	FILE *metrics;
 	struct train_dist *dist; /* several ranks (cmd/train-dist.c), or NULL */
+	int ep;                  /* --expert-parallel: ranks sharing experts */
 };
 
 /* cmd/train-setup.c */

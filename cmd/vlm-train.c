@@ -50,7 +50,8 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
-	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM };
+	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
+	O_EP };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -99,6 +100,7 @@ static const struct option opts[] = {
 	{ "accum-freq", required_argument, NULL, O_ACCUM },
 	{ "lora-rank", required_argument, NULL, O_LORA_R },
 	{ "lora-alpha", required_argument, NULL, O_LORA_A },
+	{ "expert-parallel", required_argument, NULL, O_EP },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -207,6 +209,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_FLOOR: t->so.eps = real(optarg, "--adaptive-floor");
 			break;
 		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
+		case O_EP: t->ep = num(optarg, "--expert-parallel"); break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");

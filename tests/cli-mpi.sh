@@ -2,8 +2,9 @@
 # cli-mpi.sh - vlm-train data parallel over 2 MPI ranks (mpirun, 2 cores
 # oversubscribed): a few steps end with parameters equal to one process
 # on the same global batch to 1e-5 relative (tests/params-diff.py), dense
-# and MoE (no router noise, no capacity drops: see vlm-train(1),
-# DISTRIBUTED RUNS), with the same routing choices; a run stopped and
+# and MoE (no router noise, no capacity drops, no aux losses: see
+# vlm-train(1), Distributed runs), with the same routing choices, also
+# with the experts split over the ranks (--expert-parallel 2, E = 4); a run stopped and
 # resumed, and one killed by SIGTERM on one rank and resumed, equal an
 # uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
 # one message; a rank killed outright ends the run, and one stopped makes
@@ -32,7 +33,10 @@ export VLM_COMM_TIMEOUT=120
 MR="timeout 300 mpirun --oversubscribe -np 2"
 DIFF="/usr/bin/python3 tests/params-diff.py"
 DENSE=$(echo "$SMALL" | sed 's/tiny-moe/tiny/')
-EXACT="--set moe.noise=0 --set moe.cf_train=0 --set aux.importance=0"
+EXACT="--set moe.noise=0 --set moe.cf_train=0 --set aux.limoe=0
+--set aux.importance=0 --set aux.load=0 --set aux.zloss=0
+--set aux.local_img=0 --set aux.local_txt=0 --set aux.global_img=0
+--set aux.global_txt=0"
 
 ok "dense: one process, batch 8" "$TR" --data "$P" $DENSE -j 1 -n 4 \
     -o "$T/d1"
@@ -59,6 +63,28 @@ check "every token's choice agrees" "awk -F'\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
     c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
     END { exit !(n > 0 && !bad) }' $T/out"
+
+# expert parallel: E = 4 experts, 2 on each rank
+E4="$EXACT --set moe.experts=4"
+ok "moe E=4: one process" "$TR" --data "$P" $SMALL $E4 -j 1 -n 4 -o "$T/e1"
+ok "moe E=4: 2 ranks, --expert-parallel 2" $MR "$TR" --data "$P" $SMALL \
+    $E4 -j 1 -n 4 -o "$T/e2" --expert-parallel 2
+ok "expert parallel: parameters equal to 1e-5" $DIFF \
+    "$T/e1/latest/model.safetensors" "$T/e2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+for i in 1 2; do
+	ok "expert parallel: routing records of model $i" "$RS" -m \
+	    "$T/e$i/latest/model.safetensors" --images "$T/d" -o "$T/q$i.npys"
+done
+ok "expert parallel: routing compared" "$RS" --tsv --diff "$T/q1.npys" \
+    "$T/q2.npys"
+check "every token's choice agrees" "awk -F'\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
+    c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
+    END { exit !(n > 0 && !bad) }' $T/out"
+fails "--expert-parallel 2 in one process is refused" 2 "$TR" --data "$P" \
+    $SMALL $E4 -n 1 -o "$T/e3" --expert-parallel 2
+check "saying why" "grep -q 'run it as 2 ranks' $T/err"
 
 # stopped at step 2 and resumed; killed by SIGTERM on rank 1 and resumed
 ok "2 ranks, uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n 6 \

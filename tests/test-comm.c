@@ -6,7 +6,9 @@
  * half backpropagating its rows' feature gradients (vlm_backward_from)
  * with the aux terms halved; the two gradients plus the logit scale's
  * sum to the whole batch's (vlm_backward), dense and MoE (no router
- * noise, no capacity drops, no aux weights: each half routes alone).
+ * noise, no capacity drops, no aux weights: each half routes alone);
+ * expert parallel over the one-process communicator equals the plain
+ * expert loop.
  */
 #include <math.h>
 
@@ -159,6 +161,68 @@ test_split_moe(void **state)
 	check_split(1);
 }
 
+/* Expert parallel over the one-process communicator: every expert's
+ * rows packed, "sent" to itself, computed in chunks and unpacked give
+ * the features and gradients of the plain expert loop. */
+static void
+test_expert_parallel_self(void **state)
+{
+	struct vlm_config c;
+	struct vlm_model m;
+	struct vlm_comm self;
+	struct vlm_rng rng;
+	static float img[B * 3 * 16 * 16], f[B * E];
+	int32_t ids[B * 7] = { 0 };
+	struct vlm_run *r;
+	float *g[2];
+	double worst = 0, big = 0;
+
+	(void)state;
+	tiny_grad_config(&c);
+	c.moe.experts = 4;
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	vlm_model_randomize(&m, 5);
+	vlm_rng_seed(&rng, 12);
+	for (size_t i = 0; i < sizeof(img) / sizeof(*img); i++)
+		img[i] = (float)vlm_rng_normal(&rng);
+	for (int b = 0; b < B; b++) {
+		for (int t = 0; t < 2 + b; t++)
+			ids[b * 7 + t] = 1 + vlm_rng_below(&rng, 37);
+		ids[b * 7 + 2 + b] = 39;
+	}
+	vlm_comm_init_self(&self);
+	assert_non_null(r = vlm_run_new(&m, B, B, 1));
+	for (int k = 0; k < 2; k++) {
+		g[k] = malloc(m.nfloats * sizeof(float));
+		if (k == 1) { /* stale buffers would show */
+			static float neg[sizeof(img) / sizeof(*img)];
+			for (size_t i = 0; i < sizeof(img) / sizeof(*img); i++)
+				neg[i] = -img[i];
+			assert_int_equal(vlm_forward(r, &m, neg, ids), 0);
+			assert_int_equal(vlm_run_expert_parallel(r, &m, &self),
+			    0);
+		}
+		vlm_run_seed(r, 9); /* the same router noise */
+		assert_int_equal(vlm_forward(r, &m, img, ids), 0);
+		assert_int_equal(vlm_run_loss(r, &m, NULL), 0);
+		assert_int_equal(vlm_backward(r, &m, g[k]), 0);
+		if (k == 0)
+			memcpy(f, vlm_run_features(r, 1, 0), sizeof(f));
+		else
+			assert_memory_equal(f, vlm_run_features(r, 1, 0),
+			    sizeof(f));
+	}
+	for (int64_t i = 0; i < m.nfloats; i++) {
+		worst = fmax(worst, fabs(g[0][i] - g[1][i]));
+		big = fmax(big, fabs(g[0][i]));
+	}
+	assert_true(big > 0 && worst <= 1e-6 * big);
+	vlm_run_free(r);
+	vlm_model_release(&m);
+	free(g[0]);
+	free(g[1]);
+}
+
 int
 main(void)
 {
@@ -167,6 +231,7 @@ main(void)
 		cmocka_unit_test(test_launched),
 		cmocka_unit_test(test_split_dense),
 		cmocka_unit_test(test_split_moe),
+		cmocka_unit_test(test_expert_parallel_self),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -112,7 +112,9 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	zero(be, r->deact, (size_t)E * C * F);
 	zero(be, r->defc, (size_t)E * C * F);
 	zero(be, r->dbuf, (size_t)E * C * D);
-	for (int e = 0; e < E; e++) {
+	if (r->ep) /* the experts on their ranks */
+		vlm_ep_bwd(r, m, ma, o, pool, g, D, F);
+	for (int e = 0; !r->ep && e < E; e++) {
 		int n = ma->hfill[e];
 		size_t bo = (size_t)e * C;
 		if (!n)
@@ -448,6 +450,8 @@ towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g)
 			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
+	if (vlm_ep_check(r) < 0)
+		return -1;
 	return be->sync();
 }
 

@@ -257,6 +257,13 @@ int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
  * weighted aux_w (e.g. 1/ranks); logit_scale's gradient is left 0. */
 int vlm_backward_from(struct vlm_run *r, const struct vlm_model *m,
     float *grad, const float *dimg, const float *dtxt, float aux_w);
+/* Expert parallel over c's ranks (model/moe-ep.c): rank q computes
+ * experts q*E/P .. (q+1)*E/P - 1 of every MoE layer for every rank's
+ * tokens, moved by all-to-all; the backward writes only those experts'
+ * gradients (sum the ranks' gradients). c must outlive the run. */
+struct vlm_comm;
+int vlm_run_expert_parallel(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_comm *c);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward
  * then neither computes nor writes theirs (that part of grad stays 0:
