@@ -435,6 +435,7 @@ main(int argc, char **argv)
 	char path[4096];
 	double t0, last;
 	int64_t first, saved;
+	int stop = 0; /* the signal every rank stops for (one: this one's) */
 
 	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
@@ -454,10 +455,10 @@ main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	t0 = last = now();
 	first = saved = t.st.step;
-	while (t.st.step < t.o.steps && !stop_signal &&
+	while (t.st.step < t.o.steps && !stop &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		stop_signal = train_dist_signal(&t, stop_signal);
+		stop = train_dist_signal(&t, stop_signal);
 		if (t.metrics)
 			report(&t, &L, (t.st.step - first) *
 			    (double)t.o.batch * t.accum / (now() - t0), &last);
@@ -474,7 +475,7 @@ main(int argc, char **argv)
 		err(1, "%s", path);
 	train_dist_finish(&t);
 	teardown(&t);
-	if (stop_signal)
-		return 128 + stop_signal;
+	if (stop || stop_signal)
+		return 128 + (stop ? stop : stop_signal);
 	return cmd_finish(0);
 }
