@@ -458,7 +458,8 @@ main(int argc, char **argv)
 	while (t.st.step < t.o.steps && !stop &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		stop = train_dist_signal(&t, stop_signal);
+		if ((stop = train_dist_signal(&t, stop_signal)))
+			stop_signal = stop; /* report() logs the last step */
 		if (t.metrics)
 			report(&t, &L, (t.st.step - first) *
 			    (double)t.o.batch * t.accum / (now() - t0), &last);
