@@ -11,8 +11,10 @@
  * optimizer step. MoE layers route each rank's tokens as their own
  * group (capacity, batch priority and aux losses over it; the aux terms
  * averaged over the ranks, as over groups), and router noise is drawn
- * per (step, micro-batch, rank). Only rank 0 writes the run directory;
- * the others' stderr is quiet unless VLM_DIST_STDERR=all.
+ * per (step, micro-batch, rank); with --expert-parallel P the experts
+ * run on their owner ranks (libcore/model/moe-ep.c). Only rank 0 writes
+ * the run directory; the others' stderr is quiet unless
+ * VLM_DIST_STDERR=all.
  */
 #include <err.h>
 #include <fcntl.h>
