@@ -351,7 +351,8 @@ rewrite(const struct job *j, const char *tmp, const char *path)
 		errx(1, "out of memory");
 	if (vlm_atomic_open(&a, path) < 0)
 		warnx("%s", vlm_errmsg());
-	else if (json_dumpf(o, a.f, JSON_PRESERVE_ORDER) < 0 ||
+	else if (json_dumpf(o, a.f, JSON_PRESERVE_ORDER |
+	    JSON_REAL_PRECISION(15)) < 0 ||
 	    fputc('\n', a.f) == EOF) {
 		warn("'%s'", path);
 		vlm_atomic_abort(&a);

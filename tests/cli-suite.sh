@@ -12,6 +12,7 @@
 . tests/lib.sh
 
 V=$(cd "$BIN" && pwd)/vlm-eval
+CV=$(cd "$BIN" && pwd)/vlm-convert
 TOP=$(pwd)
 PY=/usr/bin/python3
 
@@ -181,6 +182,25 @@ fails "select: a short row" 1 "$V" select -m "$M1" \
     --file data/shapes/short.tsv --json
 check "names the line, scores the rest" \
     "grep -q 'short.tsv.:4: want 4' err && grep -q '\"acc\"' out"
+
+# CLIP_benchmark webdataset directories: the task from dataset_type.txt,
+# the metrics those of the tree and pairs file they were made from
+"$CV" shard --split test data/tree/test data/wds-tree \
+    >/dev/null 2>&1 && "$CV" shard --group --split test \
+    data/shapes/pairs.tsv data/wds-pairs >/dev/null 2>&1 ||
+    fail "making the shards"
+printf '%s\n' data/wds-tree data/wds-pairs/ >wds.txt
+mkdir res-wds
+ok "a suite of webdataset directories" "$V" suite -m "$M1" -o res-wds \
+    wds.txt
+for t in "tree tree zeroshot_classification" \
+    "pairs shapes_pairs.tsv zeroshot_retrieval"; do
+	set -- $t
+	f=tiny.safetensors_tiny_en_$3.json
+	check "wds: $3 as from $2" "[ -f res-wds/data_wds-$1_$f ] &&
+	    [ \"\$(sed 's/.*metrics//' res-wds/data_wds-$1_$f)\" = \
+	    \"\$(sed 's/.*metrics//' res/data_$2_$f)\" ]"
+done
 
 mkdir res2
 printf 'data/shapes/pairs.tsv linear_probe\n' >bad1.txt
