@@ -195,14 +195,15 @@ check_tasks(struct suite *s, struct entry *e, int ln)
 	return 0;
 }
 
-/* CLIP_benchmark's dataset slug: "/" as "_", no "./" or trailing "/". */
+/* CLIP_benchmark's dataset slug: "/" as "_", no leading "./" or "/",
+ * no trailing "/". */
 static char *
 slug_alloc(const char *path)
 {
 	char *s;
 
-	while (!strncmp(path, "./", 2))
-		path += 2;
+	while (!strncmp(path, "./", 2) || (path[0] == '/' && path[1]))
+		path += path[0] == '/' ? 1 : 2;
 	if (!(s = strdup(path)))
 		errx(1, "out of memory");
 	for (size_t n = strlen(s); n > 1 && s[n - 1] == '/'; n--)
