@@ -31,39 +31,6 @@
 #include "cmd.h"
 #include "eval.h"
 
-#define SUITE_MAX_MODELS 64
-#define SUITE_MAX_TASKS 4
-
-enum kind { K_WDS, K_FOLDER, K_SELECT, K_PAIRS };
-
-struct entry {
-	char *path, *slug;
-	enum kind kind;
-	int splits;                      /* a folder with train/, test/ */
-	int ntasks;
-	const char *tasks[SUITE_MAX_TASKS];
-};
-
-struct suite {
-	const char *models[SUITE_MAX_MODELS];
-	int nmodels;
-	const char *out, *split, *batch, *list;
-	struct entry *e;
-	int n;
-	int done, total;                 /* progress */
-};
-
-/* The tasks, and which kinds may have each. */
-static const struct {
-	const char *name;
-	unsigned kinds;
-} tasks[] = {
-	{ "zeroshot_classification", 1 << K_WDS | 1 << K_FOLDER },
-	{ "zeroshot_retrieval", 1 << K_WDS | 1 << K_PAIRS },
-	{ "linear_probe", 1 << K_FOLDER },
-	{ "image_caption_selection", 1 << K_SELECT },
-};
-
 static void
 parse(struct suite *s, int argc, char **argv)
 {
@@ -104,180 +71,10 @@ parse(struct suite *s, int argc, char **argv)
 				    "a file name", s->models[j], s->models[i]);
 }
 
-static int
-is_dir(const char *dir, const char *sub)
-{
-	struct stat st;
-	char *p;
-	int r;
-
-	if (asprintf(&p, "%s%s%s", dir, sub ? "/" : "", sub ? sub : "") < 0)
-		errx(1, "out of memory");
-	r = stat(p, &st) == 0 && S_ISDIR(st.st_mode);
-	free(p);
-	return r;
-}
-
-/* A file's kind from its header: a selection file or pairs. */
-static int
-file_kind(struct entry *e)
-{
-	FILE *f = fopen(e->path, "r");
-	char line[32] = "";
-
-	if (!f) {
-		warn("'%s'", e->path);
-		return -1;
-	}
-	if (!fgets(line, sizeof(line), f))
-		line[0] = '\0';
-	fclose(f);
-	e->kind = !strncmp(line, "image\tcaption\t", 14) ||
-	    !strncmp(line, "image0\timage1\t", 14) ? K_SELECT : K_PAIRS;
-	return 0;
-}
-
-/* The entry's kind and, without tasks given, its default task. */
-static int
-classify(struct suite *s, struct entry *e)
-{
-	char *nsh, type[64];
-
-	if (!is_dir(e->path, NULL))
-		return file_kind(e);
-	if (asprintf(&nsh, "%s/%s/nshards.txt", e->path, s->split) < 0)
-		errx(1, "out of memory");
-	e->kind = access(nsh, F_OK) == 0 ? K_WDS : K_FOLDER;
-	free(nsh);
-	e->splits = e->kind == K_FOLDER && is_dir(e->path, "train") &&
-	    is_dir(e->path, "test");
-	if (e->kind == K_WDS && vlm_wds_dataset_type(e->path, type,
-	    sizeof(type)) < 0) {
-		warnx("%s", vlm_errmsg());
-		return -1;
-	}
-	if (e->ntasks == 0 && e->kind == K_WDS)
-		e->tasks[e->ntasks++] = strcmp(type, "retrieval") ?
-		    tasks[0].name : tasks[1].name;
-	return 0;
-}
-
-/* Check a line's tasks against its kind; the default one if none. */
-static int
-check_tasks(struct suite *s, struct entry *e, int ln)
-{
-	static const int deflt[] = { 0, 0, 3, 1 }; /* by kind */
-
-	if (classify(s, e) < 0)
-		return -1;
-	if (e->ntasks == 0)
-		e->tasks[e->ntasks++] = tasks[deflt[e->kind]].name;
-	for (int i = 0; i < e->ntasks; i++) {
-		size_t t = 0;
-		while (t < sizeof(tasks) / sizeof(*tasks) &&
-		    strcmp(tasks[t].name, e->tasks[i]))
-			t++;
-		if (t == sizeof(tasks) / sizeof(*tasks)) {
-			warnx("'%s':%d: unknown task '%s'", s->list, ln,
-			    e->tasks[i]);
-			return -1;
-		}
-		e->tasks[i] = tasks[t].name;
-		if (!(tasks[t].kinds >> e->kind & 1) || (!strcmp(e->tasks[i],
-		    "linear_probe") && !e->splits)) {
-			warnx("'%s':%d: '%s' cannot have task '%s'%s", s->list,
-			    ln, e->path, e->tasks[i], e->kind == K_FOLDER ?
-			    " (linear_probe: a tree with train/ and test/)" :
-			    "");
-			return -1;
-		}
-	}
-	return 0;
-}
-
-/* CLIP_benchmark's dataset slug: "/" as "_", no leading "./" or "/",
- * no trailing "/". */
-static char *
-slug_alloc(const char *path)
-{
-	char *s;
-
-	while (!strncmp(path, "./", 2) || (path[0] == '/' && path[1]))
-		path += path[0] == '/' ? 1 : 2;
-	if (!(s = strdup(path)))
-		errx(1, "out of memory");
-	for (size_t n = strlen(s); n > 1 && s[n - 1] == '/'; n--)
-		s[n - 1] = '\0';
-	for (char *c = s; *c; c++)
-		if (*c == '/')
-			*c = '_';
-	return s;
-}
-
-/* One line of the list into e (fields split in place); 0 if blank. */
-static int
-entry(struct suite *s, struct entry *e, char *line, int ln)
-{
-	char *f[SUITE_MAX_TASKS + 2], *save;
-	int n = 0;
-
-	memset(e, 0, sizeof(*e));
-	for (char *t = strtok_r(line, " \t\r\n", &save); t && n <
-	    SUITE_MAX_TASKS + 2; t = strtok_r(NULL, " \t\r\n", &save))
-		f[n++] = t;
-	if (n == 0 || f[0][0] == '#')
-		return 0;
-	if (n > SUITE_MAX_TASKS + 1) {
-		warnx("'%s':%d: more than %d tasks", s->list, ln,
-		    SUITE_MAX_TASKS);
-		return -1;
-	}
-	if (!(e->path = strdup(f[0])))
-		errx(1, "out of memory");
-	e->slug = slug_alloc(f[0]);
-	for (int i = 1; i < n; i++)
-		e->tasks[e->ntasks++] = f[i];
-	return check_tasks(s, e, ln) < 0 ? -1 : 1;
-}
-
-/* The whole list; any bad line fails it (nothing runs). */
-static int
-load_list(struct suite *s)
-{
-	FILE *f = fopen(s->list, "r");
-	char *line = NULL;
-	size_t len = 0, cap = 0;
-	int ln = 0, rc = 0, r;
-
-	if (!f) {
-		warn("'%s'", s->list);
-		return -1;
-	}
-	while (getline(&line, &len, f) >= 0) {
-		ln++;
-		if ((size_t)s->n == cap && !(s->e = realloc(s->e, (cap = cap *
-		    2 + 8) * sizeof(*s->e))))
-			errx(1, "out of memory");
-		if ((r = entry(s, &s->e[s->n], line, ln)) < 0) {
-			free(s->e[s->n].path);
-			free(s->e[s->n].slug);
-			rc = -1;
-		} else if (r > 0)
-			s->total += s->e[s->n++].ntasks * s->nmodels;
-	}
-	if (ferror(f))
-		rc = -1, warn("'%s'", s->list);
-	else if (rc == 0 && s->n == 0)
-		rc = -1, warnx("'%s': no data sets", s->list);
-	free(line);
-	fclose(f);
-	return rc;
-}
-
 /* One model on one data set. */
 struct job {
 	const struct suite *s;
-	const struct entry *e;
+	const struct suite_entry *e;
 	const char *model;   /* its path */
 	char *name;          /* its file name without the extension */
 	char *tree, *train;  /* a folder's zero-shot tree, training tree */
@@ -441,7 +238,7 @@ embed_once(struct job *j, const struct vlm_model *m)
 static void
 args(const struct job *j, int t, char **av)
 {
-	const struct entry *e = j->e;
+	const struct suite_entry *e = j->e;
 	const char *tree = j->tree;
 	int n = 0;
 
@@ -451,7 +248,7 @@ args(const struct job *j, int t, char **av)
 	A("-m"), A(j->model), A("--json");
 	if (j->s->batch)
 		A("-b"), A(j->s->batch);
-	if (e->kind == K_WDS)
+	if (e->kind == SUITE_WDS)
 		A("--wds"), A(e->path), A("--split"), A(j->s->split);
 	else if (t == 0)
 		A("--images"), A(tree), A("--image-emb"), A(j->emb);
@@ -472,7 +269,7 @@ static int
 run_task(struct suite *s, struct job *j, int t, struct vlm_model *m,
     int *loaded)
 {
-	char *out = result_alloc(j, tasks[t].name), *tmp, *av[24];
+	char *out = result_alloc(j, suite_tasks[t].name), *tmp, *av[24];
 	int rc = -1;
 
 	s->done++;
@@ -483,21 +280,21 @@ run_task(struct suite *s, struct job *j, int t, struct vlm_model *m,
 		return 0;
 	}
 	fprintf(stderr, "vlm-eval suite: [%d/%d] %s on '%s' with '%s'\n",
-	    s->done, s->total, tasks[t].name, j->e->path, j->model);
+	    s->done, s->total, suite_tasks[t].name, j->e->path, j->model);
 	if (asprintf(&tmp, "%s.out.%ld", out, (long)getpid()) < 0)
 		errx(1, "out of memory");
-	if (j->e->kind == K_FOLDER && !*loaded && eval_model_load(m,
+	if (j->e->kind == SUITE_FOLDER && !*loaded && eval_model_load(m,
 	    j->model) == 0)
 		*loaded = 1;
-	if (j->e->kind != K_FOLDER || (*loaded && embed_once(j, m) == 0)) {
+	if (j->e->kind != SUITE_FOLDER || (*loaded && embed_once(j, m) == 0)) {
 		args(j, t, av);
 		if (capture(verb_of[t], av, tmp) == 0)
 			rc = rewrite(j, tmp, out);
 		unlink(tmp);
 	}
 	if (rc < 0)
-		warnx("'%s': %s with '%s' failed", j->e->path, tasks[t].name,
-		    j->model);
+		warnx("'%s': %s with '%s' failed", j->e->path,
+		    suite_tasks[t].name, j->model);
 	free(tmp);
 	free(out);
 	return rc;
@@ -505,7 +302,7 @@ run_task(struct suite *s, struct job *j, int t, struct vlm_model *m,
 
 /* Every task of e with one model. */
 static int
-run_entry(struct suite *s, const struct entry *e, const char *model,
+run_entry(struct suite *s, const struct suite_entry *e, const char *model,
     struct vlm_model *m, int *loaded)
 {
 	struct job j = { .s = s, .e = e, .model = model };
@@ -521,7 +318,7 @@ run_entry(struct suite *s, const struct entry *e, const char *model,
 		errx(1, "out of memory");
 	for (int i = 0; i < e->ntasks; i++) {
 		int t = 0;
-		while (strcmp(tasks[t].name, e->tasks[i]))
+		while (strcmp(suite_tasks[t].name, e->tasks[i]))
 			t++;
 		rc |= run_task(s, &j, t, m, loaded);
 	}
@@ -541,9 +338,9 @@ eval_suite(int argc, char **argv)
 	int bad, failed = 0;
 
 	parse(&s, argc, argv);
-	if (!is_dir(s.out, NULL))
+	if (!suite_is_dir(s.out, NULL))
 		errx(1, "'%s': not a directory", s.out);
-	bad = load_list(&s) < 0;
+	bad = suite_list_load(&s) < 0;
 	for (int i = 0; !bad && i < s.nmodels; i++) {
 		struct vlm_model m = { 0 };
 		int loaded = 0, r = 0;
