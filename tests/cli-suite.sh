@@ -13,6 +13,7 @@
 
 V=$(cd "$BIN" && pwd)/vlm-eval
 CV=$(cd "$BIN" && pwd)/vlm-convert
+EMB=$(cd "$BIN" && pwd)/vlm-embed
 TOP=$(pwd)
 PY=/usr/bin/python3
 
@@ -172,6 +173,54 @@ ok "select: equal images, different captions" "$V" select \
     -m "$M1" --file data/shapes/wino-tie.tsv --json
 check "no image or group score" \
     "grep -q '\"image_score\": 0.000000, \"group_score\": 0.000000}' out"
+
+# the scores against NumPy's, from embeddings vlm-embed made
+if have_py "selection scores against NumPy's" numpy; then
+	"$EMB" -q -m "$M1" data/shapes/img >img.npys &&
+	cut -f2- data/shapes/sugar.tsv data/shapes/wino.tsv | tr '\t' '\n' |
+	    sort -u >texts.txt && "$EMB" -q -m "$M1" -t <texts.txt >txt.npys ||
+	    fail "embedding the selection files with vlm-embed"
+	"$V" select -m "$M1" --file data/shapes/sugar.tsv --json >sel.json
+	"$V" select -m "$M1" --file data/shapes/wino.tsv --json >wino.json
+	$PY - >"$T/py.out" 2>&1 <<'PYEOF'
+import json, os, numpy as np
+def records(path):
+    out = []
+    with open(path, 'rb') as f:
+        while f.peek(1):
+            out.append(np.load(f))
+    return out
+def load(path):
+    r = records(path)
+    return np.concatenate(r[2:-1:2]).astype(np.float64), np.concatenate(r[1:-1:2])
+iv, ids = load('img.npys')
+tv, _ = load('txt.npys')
+img = {os.path.basename(str(i)): v for i, v in zip(ids, iv)}
+txt = dict(zip(open('texts.txt').read().splitlines(), tv))
+def rows(p):
+    return [l.rstrip('\n').split('\t') for l in open(p)][1:]
+s = lambda i, t: img[os.path.basename(i)] @ txt[t]
+acc = np.mean([all(s(r[0], r[1]) > s(r[0], n) for n in r[2:])
+               for r in rows('data/shapes/sugar.tsv')])
+tx, im, gr = [], [], []
+for i0, i1, c0, c1 in rows('data/shapes/wino.tsv'):
+    t = s(i0, c0) > s(i0, c1) and s(i1, c1) > s(i1, c0)
+    g = s(i0, c0) > s(i1, c0) and s(i1, c1) > s(i0, c1)
+    tx.append(t); im.append(g); gr.append(t and g)
+want = {'acc': acc}
+got = json.load(open('sel.json'))['metrics']
+wino = json.load(open('wino.json'))['metrics']
+want2 = {'text_score': np.mean(tx), 'image_score': np.mean(im),
+         'group_score': np.mean(gr)}
+for w, g in ((want, got), (want2, wino)):
+    for k in w:
+        assert '%.6f' % w[k] == '%.6f' % g[k], (k, w[k], g[k])
+print('numpy agrees', want, want2)
+PYEOF
+	check "selection scores equal NumPy's on vlm-embed's embeddings" \
+	    "grep -q '^numpy agrees' $T/py.out" || cat "$T/py.out"
+	sed 's/^/# /' "$T/py.out"
+fi
 
 printf 'image\tcaption\n' >bad-header.tsv
 fails "select: one caption, no negative" 1 "$V" select -m "$M1" \
