@@ -176,25 +176,17 @@ check "no image or group score" \
 
 # the scores against NumPy's, from embeddings vlm-embed made
 if have_py "selection scores against NumPy's" numpy; then
-	"$EMB" -q -m "$M1" data/shapes/img >img.npys &&
+	"$EMB" -q -m "$M1" -o img.npy data/shapes/img &&
 	cut -f2- data/shapes/sugar.tsv data/shapes/wino.tsv | tr '\t' '\n' |
-	    sort -u >texts.txt && "$EMB" -q -m "$M1" -t <texts.txt >txt.npys ||
+	    sort -u >texts.txt && "$EMB" -q -m "$M1" -t -o txt.npy <texts.txt ||
 	    fail "embedding the selection files with vlm-embed"
 	"$V" select -m "$M1" --file data/shapes/sugar.tsv --json >sel.json
 	"$V" select -m "$M1" --file data/shapes/wino.tsv --json >wino.json
 	$PY - >"$T/py.out" 2>&1 <<'PYEOF'
 import json, os, numpy as np
-def records(path):
-    out = []
-    with open(path, 'rb') as f:
-        while f.peek(1):
-            out.append(np.load(f))
-    return out
-def load(path):
-    r = records(path)
-    return np.concatenate(r[2:-1:2]).astype(np.float64), np.concatenate(r[1:-1:2])
-iv, ids = load('img.npys')
-tv, _ = load('txt.npys')
+# the packed form: vectors and, beside them, ids (vlm-npys(5))
+iv, ids = np.load('img.npy').astype(np.float64), np.load('img.ids.npy')
+tv = np.load('txt.npy').astype(np.float64)
 img = {os.path.basename(str(i)): v for i, v in zip(ids, iv)}
 txt = dict(zip(open('texts.txt').read().splitlines(), tv))
 def rows(p):
