@@ -11,6 +11,9 @@ extern const char eval_usage[];
 int eval_zeroshot(int argc, char **argv);
 int eval_retrieval(int argc, char **argv);
 int eval_linear_probe(int argc, char **argv);
+int eval_select(int argc, char **argv);
+int eval_suite(int argc, char **argv);
+int eval_table(int argc, char **argv);
 
 #define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
 
@@ -97,5 +100,44 @@ void eval_report_add(struct eval_report *r, const char *name, double v);
 void eval_report_print(const struct eval_report *r, int json);
 /* The "model" key of an embeddings file's metadata (malloc'ed), or NULL. */
 char *eval_meta_model(const struct vlm_emb *e);
+
+/* ---- vlm-eval suite (cmd/eval-suite.c, eval-suite-list.c) ---------- */
+#define SUITE_MAX_MODELS 64
+#define SUITE_MAX_TASKS 4
+
+enum suite_kind { SUITE_WDS, SUITE_FOLDER, SUITE_SELECT, SUITE_PAIRS };
+
+/* A line of the list: a data set, its kind and tasks. */
+struct suite_entry {
+	char *path, *slug;
+	enum suite_kind kind;
+	int splits;                      /* a folder with train/, test/ */
+	int ntasks;
+	const char *tasks[SUITE_MAX_TASKS];
+};
+
+/* A run: the options, then the list. */
+struct suite {
+	const char *models[SUITE_MAX_MODELS];
+	int nmodels;
+	const char *out, *split, *batch, *list;
+	struct suite_entry *e;
+	int n;
+	int done, total;                 /* progress */
+};
+
+/* The tasks (zeroshot_classification, zeroshot_retrieval, linear_probe,
+ * image_caption_selection) and the kinds of data set that have each. */
+#define SUITE_NTASKS 4
+struct suite_task {
+	const char *name;
+	unsigned kinds; /* 1 << enum suite_kind */
+};
+extern const struct suite_task suite_tasks[SUITE_NTASKS];
+/* 1 if dir (or dir/sub) is a directory. */
+int suite_is_dir(const char *dir, const char *sub);
+/* The list s->list into s->e, s->n, s->total; a bad line warned about
+ * (any fails the list, -1). */
+int suite_list_load(struct suite *s);
 
 #endif

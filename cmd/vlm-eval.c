@@ -1,6 +1,7 @@
 /*
- * vlm-eval - zero-shot classification, retrieval and linear-probe
- * evaluation of a model, as CLIP_benchmark defines the metrics.
+ * vlm-eval - zero-shot classification, retrieval, linear-probe and
+ * image-caption selection evaluation of a model, as CLIP_benchmark
+ * defines the metrics; whole suites of them and their results table.
  *
  * Reads a vlm model file and an ImageFolder tree or an image-caption
  * pairs file, or embeddings made earlier (.npys streams or packed .npy
@@ -26,12 +27,19 @@ const char eval_usage[] =
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
     "           [--per-class] [--device dev] [--precision fp32|bf16]\n"
+    "       vlm-eval select -m model --file file [-b batch] [--json]\n"
+    "       vlm-eval suite -m model [-m model ...] [-o dir] [--split name]\n"
+    "           [-b batch] list\n"
+    "       vlm-eval table [--markdown] [-o file] dir\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
 	{ "zeroshot", eval_zeroshot, NULL },
 	{ "retrieval", eval_retrieval, NULL },
 	{ "linear-probe", eval_linear_probe, NULL },
+	{ "select", eval_select, NULL },
+	{ "suite", eval_suite, NULL },
+	{ "table", eval_table, NULL },
 };
 
 int
