@@ -12,8 +12,8 @@ in DIR, writes raw uint8 references and lists them in DIR/refs.txt:
 
 VARIANT: drop (convert("RGB")), white / black (alpha_composite over an
 opaque background), noexif (without exif_transpose). Decoding is
-Image.open + ImageOps.exif_transpose + convert("RGB"), except 16-bit gray
-(mode I), which PIL's convert clips, so its reference is the value >> 8.
+Image.open + ImageOps.exif_transpose + convert("RGB") (16-bit gray, mode
+I, is clipped to 0..255 by that convert).
 Preprocessing is what OpenCLIP's validation transform does through
 torchvision on an RGB image: resize((new_w, new_h), BICUBIC) with the
 longer side int(S * long / short), then crop at int(round((size - S) / 2)).
@@ -89,9 +89,6 @@ def decode(path, variant):
     im = Image.open(path)
     if variant != "noexif":
         im = ImageOps.exif_transpose(im)
-    if im.mode.startswith("I"):
-        a = (np.array(im).astype(np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
     if variant in ("drop", "noexif"):
         return np.array(im.convert("RGB"))
     colour = (255, 255, 255, 255) if variant == "white" else (0, 0, 0, 255)

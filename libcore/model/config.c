@@ -27,7 +27,8 @@ static const char *const act_names[] = { "gelu", "quickgelu", NULL };
 static const char *const pool_names[] = { "cls", "eot", "gap", "map", NULL };
 static const char *const gate_names[] = { "none", "topk", NULL };
 static const char *const tower_names[] = { "both", "vision", "text", NULL };
-static const char *const alpha_names[] = { "drop", "white", "black", NULL };
+static const char *const alpha_names[] = { "drop", "white", "black",
+    "resize-first", NULL };
 static const char *const lora_names[] = { "all", "attn", "mlp", NULL };
 
 /*
