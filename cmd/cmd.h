@@ -9,6 +9,8 @@
 void cmd_usage(const char *usage, int status) __attribute__((noreturn));
 void cmd_version(const char *prog) __attribute__((noreturn));
 int cmd_int(const char *opt, const char *s, long min, long max);
+/* --alpha's argument: an image_alpha mode (enum vlm_alpha), or exit 2. */
+int cmd_alpha(const char *s);
 /* Refuse to write binary data to a terminal unless forced; exits 2. */
 void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */

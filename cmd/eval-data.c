@@ -12,10 +12,13 @@
 #include "eval.h"
 
 int
-eval_model_load(struct vlm_model *m, const char *path)
+eval_model_load(struct vlm_model *m, const struct eval_common *o)
 {
-	if (vlm_model_load_merged(m, path) == 0)
+	if (vlm_model_load_merged(m, o->model) == 0) {
+		if (o->alpha)
+			m->cfg.image_alpha = o->alpha - 1;
 		return 0;
+	}
 	warnx("%s", vlm_errmsg());
 	return -1;
 }

@@ -47,6 +47,7 @@ parse(struct zs *z, int argc, char **argv)
 		{ "templates", required_argument, NULL, 'T' },
 		{ "prompts", no_argument, NULL, 'p' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "alpha", required_argument, NULL, 'A' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -253,7 +254,7 @@ eval_zeroshot(int argc, char **argv)
 		}
 		free(p);
 		rc = 0;
-	} else if (!z.c.model || eval_model_load(&m, z.c.model) == 0) {
+	} else if (!z.c.model || eval_model_load(&m, &z.c) == 0) {
 		rc = evaluate(&z, &m, &failed) < 0 || failed;
 		if (z.c.model)
 			vlm_model_release(&m);

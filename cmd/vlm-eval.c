@@ -16,14 +16,17 @@ const char eval_usage[] =
     "           [--labels file] [--text-emb file] [--classnames file]\n"
     "           [--templates file] [-b batch] [--prompts] [--json]\n"
     "           [--per-class]\n"
+    "           [--alpha mode]\n"
     "       vlm-eval retrieval [-m model] --pairs file [--image-emb file]\n"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
     "           [--json]\n"
+    "           [--alpha mode]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
     "           [--per-class]\n"
+    "           [--alpha mode]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
