@@ -19,12 +19,17 @@ in premultiplied alpha, P and 1 by nearest neighbour and I (16-bit gray)
 in 32-bit integers.
 """
 import os
+import importlib
 import struct
 import sys
 import zlib
 
 import numpy as np
 from PIL import Image
+
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+pil_ref = importlib.import_module("pil-ref")  # its Resize + CenterCrop
 
 SIZES = (17, 32, 224)
 
@@ -97,14 +102,7 @@ def generate(d):
 
 def first(im, s):
     """OpenCLIP's validation transform up to ToTensor, on the opened image."""
-    w, h = im.size
-    short, long = (w, h) if w <= h else (h, w)
-    nl = int(s * long / short)
-    size = (s, nl) if w <= h else (nl, s)
-    im = im.resize(size, Image.BICUBIC)
-    top = int(round((size[1] - s) / 2.0))
-    left = int(round((size[0] - s) / 2.0))
-    return np.array(im.crop((left, top, left + s, top + s)).convert("RGB"))
+    return np.array(pil_ref.resize_crop_image(im, s).convert("RGB"))
 
 
 def crops(w, h):

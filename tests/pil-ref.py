@@ -112,7 +112,8 @@ def png_depth(path):
     return head[24] if head[:4] == b"\x89PNG" else 8
 
 
-def resize_crop(im, s):
+def resize_crop_image(im, s):
+    """torchvision's Resize(s) + CenterCrop(s) of a PIL image, any mode."""
     w, h = im.size
     short, long = (w, h) if w <= h else (h, w)
     nl = int(s * long / short)
@@ -120,7 +121,11 @@ def resize_crop(im, s):
     im = im.resize(size, Image.BICUBIC)
     top = int(round((size[1] - s) / 2.0))
     left = int(round((size[0] - s) / 2.0))
-    return np.array(im.crop((left, top, left + s, top + s)))
+    return im.crop((left, top, left + s, top + s))
+
+
+def resize_crop(im, s):
+    return np.array(resize_crop_image(im, s))
 
 
 def variants(path):
