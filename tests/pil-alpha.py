@@ -4,7 +4,7 @@
 Used by tests/test-preprocess.c (image_alpha resize-first) and
 tests/cli-alpha.sh. Writes into DIR images whose resize PIL does not do on
 RGB: RGBA, LA (8- and 16-bit), P with and without tRNS, bilevel, 16-bit
-gray; odd sizes. Then for each image and size S writes what OpenCLIP's
+gray, and a CMYK JPEG; odd sizes. Then for each image and size S writes what OpenCLIP's
 validation transform gives, as raw uint8 (S, S, 3), listed in DIR/refs.txt:
 
   first FILE S              FILE.first.S.pre   Resize(S) + CenterCrop(S) of
@@ -15,8 +15,8 @@ validation transform gives, as raw uint8 (S, S, 3), listed in DIR/refs.txt:
 Resize(S) is PIL's resize((new_w, new_h), BICUBIC) of the image as opened
 (torchvision's Resize on a PIL image), the longer side int(S * long /
 short); the crop is at int(round((size - S) / 2)). PIL resizes RGBA and LA
-in premultiplied alpha, P and 1 by nearest neighbour and I (16-bit gray)
-in 32-bit integers.
+in premultiplied alpha, P and 1 by nearest neighbour, I (16-bit gray)
+in 32-bit integers and CMYK in CMYK.
 """
 import os
 import importlib
@@ -98,6 +98,8 @@ def generate(d):
         os.path.join(d, "gray-trns-27x18.png"), transparency=200)
     Image.fromarray(rgb_noise(rng, 26, 19), "RGB").save(
         os.path.join(d, "rgb-trns-26x19.png"), transparency=(10, 20, 30))
+    Image.fromarray(rgb_noise(rng, 45, 31), "RGB").convert("CMYK").save(
+        os.path.join(d, "cmyk-45x31.jpg"), quality=90)
 
 
 def first(im, s):
@@ -117,7 +119,7 @@ def main():
     generate(d)
     out = []
     for f in sorted(os.listdir(d)):
-        if not f.endswith(".png"):
+        if not f.endswith((".png", ".jpg")):
             continue
         im = Image.open(os.path.join(d, f))
         im.load()

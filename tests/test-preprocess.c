@@ -147,7 +147,8 @@ test_resize_matches_pil(void **state)
 /*
  * image_alpha resize-first against PIL, bit for bit: OpenCLIP's transform
  * of the images as opened (tests/pil-alpha.py: RGBA, LA, 16-bit RGBA and
- * LA, P with and without tRNS, bilevel, 16-bit gray, odd sizes), through
+ * LA, P with and without tRNS, bilevel, 16-bit gray, CMYK JPEG, odd
+ * sizes), through
  * our decoder and resize, the centre crop and the crop-resize alike.
  */
 static void
@@ -158,7 +159,7 @@ test_resize_first_matches_pil(void **state)
 	char d[4200], line[512], file[256], name[400], path[8800];
 	struct vlm_image im = {0}, rgb = {0};
 	struct vlm_crop c;
-	int S, cases = 0, kinds[4] = {0}, differ = 0;
+	int S, cases = 0, kinds[5] = {0}, differ = 0;
 	FILE *refs;
 
 	(void)state;
@@ -209,10 +210,10 @@ test_resize_first_matches_pil(void **state)
 	fclose(refs);
 	print_message("resize-first: %d cases equal to PIL (%d of them "
 	    "differ from convert-first); kinds rgb %d, alpha %d, nearest %d, "
-	    "gray16 %d\n", cases, differ, kinds[0], kinds[1], kinds[2],
-	    kinds[3]);
+	    "gray16 %d, cmyk %d\n", cases, differ, kinds[0], kinds[1],
+	    kinds[2], kinds[3], kinds[4]);
 	assert_true(cases >= 100 && kinds[0] && kinds[1] && kinds[2] &&
-	    kinds[3] && differ >= cases / 2);
+	    kinds[3] && kinds[4] && differ >= cases / 2);
 }
 
 /*

@@ -21,7 +21,8 @@ enum vlm_image_kind {
 	VLM_IMAGE_RGB,     /* bicubic on rgb (modes L, RGB; tRNS ignored) */
 	VLM_IMAGE_ALPHA,   /* RGBA, LA: bicubic in premultiplied alpha */
 	VLM_IMAGE_NEAREST, /* P, 1: nearest neighbour on rgb */
-	VLM_IMAGE_GRAY16   /* 16-bit gray (mode I): 32-bit bicubic, clip */
+	VLM_IMAGE_GRAY16,  /* 16-bit gray (mode I): 32-bit bicubic, clip */
+	VLM_IMAGE_CMYK     /* CMYK JPEG: bicubic on CMYK, then to RGB */
 };
 
 /*
@@ -35,6 +36,7 @@ struct vlm_image {
 	int kind;         /* enum vlm_image_kind, e.g. VLM_IMAGE_RGB */
 	uint8_t *alpha;   /* (h,w) VLM_IMAGE_ALPHA, else NULL */
 	uint16_t *gray16; /* (h,w) VLM_IMAGE_GRAY16, else NULL */
+	uint8_t *cmyk;    /* (h,w,4) VLM_IMAGE_CMYK (PIL's values), else NULL */
 };
 
 enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG };
@@ -50,7 +52,8 @@ enum vlm_alpha {
 	VLM_ALPHA_BLACK, /* composite over black */
 	VLM_ALPHA_RESIZE_FIRST /* resize as PIL does the opened image (RGBA
 	                        * and LA premultiplied, P and 1 nearest,
-	                        * 16-bit gray in 32 bits), then drop alpha */
+	                        * 16-bit gray in 32 bits, CMYK as CMYK),
+	                        * then drop alpha */
 };
 
 #define VLM_IMAGE_MAX_PIXELS (64LL << 20)
@@ -109,6 +112,10 @@ int vlm_resample_bicubic_i16(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
 void vlm_resample_nearest(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
     int x0, int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */,
     int w, int h, size_t stride);
+
+/* PIL's cmyk2rgb of n pixels of its "CMYK" mode. */
+void vlm_cmyk_to_rgb(uint8_t *rgb /* (n,3) */, const uint8_t *cmyk /* (n,4) */,
+    size_t n);
 
 /* OpenAI CLIP's normalisation, OpenCLIP's default. */
 extern const float vlm_openai_mean[3], vlm_openai_std[3];

@@ -56,6 +56,7 @@ vlm_image_release(struct vlm_image *im)
 	free(im->rgb);
 	free(im->alpha);
 	free(im->gray16);
+	free(im->cmyk);
 	*im = (struct vlm_image){0};
 }
 
@@ -178,7 +179,8 @@ orient(struct vlm_image *im, int o, const char *name)
 		return 0;
 	if (orient_plane(&im->rgb, w, h, 3, o) < 0 ||
 	    (im->alpha && orient_plane(&im->alpha, w, h, 1, o) < 0) ||
-	    (im->gray16 && orient_plane(&im->gray16, w, h, 2, o) < 0))
+	    (im->gray16 && orient_plane(&im->gray16, w, h, 2, o) < 0) ||
+	    (im->cmyk && orient_plane(&im->cmyk, w, h, 4, o) < 0))
 		return vlm_error("'%s': out of memory", name);
 	if (o >= 5) {
 		im->w = h;

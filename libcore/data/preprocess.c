@@ -18,7 +18,8 @@
  * kept what VLM_ALPHA_RESIZE_FIRST needs: then the resize is PIL's for the
  * image as opened (OpenCLIP's transform on Image.open(path), which turns
  * RGB only after the crop): RGBA and LA in premultiplied alpha, palette
- * and bilevel by nearest neighbour, 16-bit gray in 32-bit integers.
+ * and bilevel by nearest neighbour, 16-bit gray in 32-bit integers, CMYK
+ * in CMYK.
  */
 #include <assert.h>
 #include <math.h>
@@ -92,6 +93,26 @@ resize_premultiplied(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
 	return 0;
 }
 
+/* The same for a CMYK image: PIL resizes its four channels, then RGB. */
+static int
+resize_cmyk(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
+    const struct vlm_crop *c, int ow, int oh, int x0, int y0, int cw, int ch)
+{
+	uint8_t *res = malloc((size_t)cw * ch * 4);
+	size_t off = (size_t)c->y * im->w + c->x;
+
+	if (!res)
+		return vlm_error("out of memory resizing %dx%d", c->w, c->h);
+	if (vlm_resample_bicubic_nc(res, ow, oh, x0, y0, cw, ch,
+	    im->cmyk + off * 4, c->w, c->h, (size_t)im->w * 4, 4) < 0) {
+		free(res);
+		return -1;
+	}
+	vlm_cmyk_to_rgb(out, res, (size_t)cw * ch);
+	free(res);
+	return 0;
+}
+
 /*
  * The window (x0, y0, cw, ch) of region c of im resized to ow x oh the
  * way PIL resizes an image of im->kind (a crop first, as torchvision's
@@ -117,6 +138,8 @@ resize_region(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
 	case VLM_IMAGE_GRAY16:
 		return vlm_resample_bicubic_i16(out, ow, oh, x0, y0, cw, ch,
 		    im->gray16 + off, c->w, c->h, im->w);
+	case VLM_IMAGE_CMYK:
+		return resize_cmyk(out, im, c, ow, oh, x0, y0, cw, ch);
 	default:
 		return vlm_resample_bicubic(out, ow, oh, x0, y0, cw, ch, rgb,
 		    c->w, c->h, stride);
