@@ -9,6 +9,18 @@
 void cmd_usage(const char *usage, int status) __attribute__((noreturn));
 void cmd_version(const char *prog) __attribute__((noreturn));
 int cmd_int(const char *opt, const char *s, long min, long max);
+/*
+ * --device (spec) or $VLM_DEVICE: cpu, cuda or cuda:N, the backend of the
+ * program's runs (it sets VLM_BACKEND). Unset: VLM_BACKEND if set, else
+ * cuda where the build has CUDA and a device is present, else cpu. A
+ * malformed name exits 2, a device that cannot be used 1 (one line
+ * naming the reason). Returns the name.
+ */
+const char *cmd_device(const char *spec);
+/* s (option or variable `what`) if it looks like a device, else exit 2. */
+const char *cmd_device_arg(const char *what, const char *s);
+/* The name cmd_device would use, unchecked (for --version). */
+const char *cmd_device_name(const char *spec);
 /* Refuse to write binary data to a terminal unless forced; exits 2. */
 void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */

@@ -9,11 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "eval.h"
 
 int
 eval_model_load(struct vlm_model *m, const char *path)
 {
+	cmd_device(eval_device);
 	if (vlm_model_load_merged(m, path) == 0)
 		return 0;
 	warnx("%s", vlm_errmsg());

@@ -54,6 +54,7 @@ parse(struct lp *p, int argc, char **argv)
 		{ "test-labels", required_argument, NULL, 'L' },
 		{ "wd", required_argument, NULL, 'w' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }

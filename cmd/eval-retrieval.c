@@ -46,6 +46,7 @@ parse(struct ret *r, int argc, char **argv)
 		{ "csv-caption-key", required_argument, NULL, 'C' },
 		{ "csv-separator", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};

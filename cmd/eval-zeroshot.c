@@ -52,6 +52,7 @@ parse(struct zs *z, int argc, char **argv)
 		{ "wds", required_argument, NULL, 'W' },
 		{ "split", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }

@@ -21,6 +21,8 @@ struct eval_common {
 	int json;           /* --json */
 	int per_class;      /* --per-class */
 };
+/* --device (NULL: VLM_DEVICE or the default), used by eval_model_load. */
+extern const char *eval_device;
 /* Handle one of those options (c from getopt_long); 0 if not one. */
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */

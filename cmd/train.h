@@ -25,6 +25,7 @@ struct train_fed {
 struct train {
 	/* options */
 	const char *data, *val_data, *model, *out, *resume, *tokenizer;
+	const char *device;     /* --device, e.g. "cuda:0" */
 	char **sets;
 	int nset;
 	struct vlm_train_opts o;

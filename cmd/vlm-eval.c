@@ -14,17 +14,21 @@
 const char eval_usage[] =
     "usage: vlm-eval zeroshot [-m model] [--images dir] [--image-emb file]\n"
     "           [--labels file] [--text-emb file] [--classnames file]\n"
-    "           [--templates file] [--wds dir] [--split name] [-b batch]\n"
-    "           [--prompts] [--json] [--per-class]\n"
-    "       vlm-eval retrieval [-m model] [--pairs file] [--wds dir]\n"
-    "           [--split name] [--image-emb file]\n"
+    "           [--templates file] [--wds dir] [--split name] [-b batch]
+"
+    "           [--prompts] [--json] [--per-class] [--device dev]
+"
+    "       vlm-eval retrieval [-m model] [--pairs file] [--wds dir]
+"
+    "           [--split name] [--image-emb file]
+"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
-    "           [--json]\n"
+    "           [--json] [--device dev]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
-    "           [--per-class]\n"
+    "           [--per-class] [--device dev]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
