@@ -29,7 +29,7 @@ BINDIR ?= bin
 CUDA  ?= $(if $(NVCC),1,0)
 endif
 
-PKGS     = openblas libpng jansson zlib
+PKGS     = openblas libpng jansson zlib libarchive libwebp
 PKGCFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKGLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -42,15 +42,18 @@ LDLIBS  += $(PKGLIBS) -ljpeg -lm
 LIB_SRC  = $(wildcard libcore/*/*.c kernels/cpu/*.c)
 LIB_OBJ  = $(LIB_SRC:%.c=$(BUILD)/%.o)
 ifeq ($(CUDA),1)
+# the cuda backend is a shared object the programs load when asked for
+# cuda (kernels.h): they run without the CUDA libraries or a driver
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CU_SRC   = $(wildcard kernels/cuda/*.cu)
-LIB_OBJ += $(CU_SRC:%.cu=$(BUILD)/%.o)
-CFLAGS  += -DVLM_CUDA=1 -I$(CUDA_HOME)/include
-LDLIBS  += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
-	-lcublas -lcudart -lstdc++
-NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels \
-	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80
+CU_OBJ   = $(CU_SRC:%.cu=$(BUILD)/%.o)
+CUDA_SO  = $(BUILD)/libvlm-cuda.so
+CFLAGS  += -DVLM_CUDA=1 -DVLM_CUDA_SO='"$(abspath $(CUDA_SO))"'
+NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels -Xcompiler -fPIC \
+	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
+	-gencode arch=compute_90,code=compute_90
 endif
+LDLIBS  += -ldl
 LIB      = $(BUILD)/libvlm.a
 
 PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats
@@ -61,7 +64,7 @@ BENCH_SRC = $(wildcard tests/bench-*.c)
 BENCHES  = $(BENCH_SRC:tests/%.c=$(BUILD)/tests/%)
 MANS     = $(wildcard man/*.[157])
 
-all: $(BINS)
+all: $(BINS) $(CUDA_SO)
 
 # Each object depends on the headers it includes: gcc -MMD -MP writes them
 # into a .d file beside it, read below. An object without its .d (built
@@ -78,6 +81,10 @@ $(BUILD)/%.o: %.cu $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 
+$(CUDA_SO): $(CU_OBJ)
+	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 \
+		-Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+
 $(LIB): $(LIB_OBJ)
 	@rm -f $@
 	$(AR) rcs $@ $^
@@ -89,10 +96,14 @@ $(BINDIR)/vlm-%: $(BUILD)/cmd/vlm-%.o $$(call verb_objs,$$*) \
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/tests/%: tests/%.c $$(call hdrs_unless_d,$$@.o) $(LIB)
+# the op tests (test-*ops*) share the harness and cases in tests/ops-*.c
+OPS_SRC  = $(wildcard tests/ops-*.c)
+ops_src  = $(if $(findstring ops,$(1)),$(OPS_SRC))
+$(BUILD)/tests/%: tests/%.c $$(call ops_src,$$*) \
+		$$(call hdrs_unless_d,$$@.o) $(LIB)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS) \
-		-lcmocka
+	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $(filter %.c,$^) \
+		$(LIB) $(LDLIBS) -lcmocka
 
 # every libcore header compiles on its own (includes what it needs)
 HEADERS  = $(wildcard libcore/*.h libcore/*/*.h)
@@ -102,9 +113,10 @@ $(BUILD)/%.h.ok: %.h
 	$(CC) $(CFLAGS) -fsyntax-only -MMD -MP -MF $@.d -MT $@ -x c $<
 	@touch $@
 
-tests: $(TESTS) $(HDR_OK)
+tests: $(TESTS) $(HDR_OK) $(CUDA_SO)
 
-DEPS = $(LIB_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) $(HDR_OK:=.d) \
+DEPS = $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(TESTS:=.d) $(BENCHES:=.d) \
+	$(HDR_OK:=.d) \
 	$(patsubst %.c,$(BUILD)/%.d,$(wildcard cmd/*.c))
 -include $(DEPS)
 

@@ -11,6 +11,18 @@ void cmd_version(const char *prog) __attribute__((noreturn));
 int cmd_int(const char *opt, const char *s, long min, long max);
 /* --alpha's argument: an image_alpha mode (enum vlm_alpha), or exit 2. */
 int cmd_alpha(const char *s);
+/*
+ * --device (spec) or $VLM_DEVICE: cpu, cuda or cuda:N, the backend of the
+ * program's runs (it sets VLM_BACKEND). Unset: VLM_BACKEND if set, else
+ * cuda where the build has CUDA and a device is present, else cpu. A
+ * malformed name exits 2, a device that cannot be used 1 (one line
+ * naming the reason). Returns the name.
+ */
+const char *cmd_device(const char *spec);
+/* s (option or variable `what`) if it looks like a device, else exit 2. */
+const char *cmd_device_arg(const char *what, const char *s);
+/* The name cmd_device would use, unchecked (for --version). */
+const char *cmd_device_name(const char *spec);
 /* Refuse to write binary data to a terminal unless forced; exits 2. */
 void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */
@@ -46,6 +58,7 @@ int convert_tokenize(int argc, char **argv);
 int convert_upcycle(int argc, char **argv);
 int convert_set(int argc, char **argv);
 int convert_merge_lora(int argc, char **argv);
+int convert_shard(int argc, char **argv);
 /* A preset name or a config JSON file into c. */
 struct vlm_config;
 int cmd_config(struct vlm_config *c, const char *spec);

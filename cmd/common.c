@@ -56,14 +56,52 @@ cmd_version(const char *prog)
 	printf("%s %s\n", prog, VLM_VERSION);
 	printf("backend cpu: OpenBLAS %s kernels, %d threads\n",
 	    openblas_get_corename(), vlm_threads());
-#ifdef VLM_CUDA
-	char name[256];
-	int n = vlm_cuda_device_count();
-	printf("backend cuda: %d device%s%s%s\n", n, n == 1 ? "" : "s",
-	    n ? ", " : "", n && vlm_cuda_device_name(0, name, sizeof(name)) ?
-	    name : "");
-#endif
+	char why[256];
+	int n = vlm_cuda_devices(why, sizeof(why));
+	printf("backend cuda: %d device%s (%s)\n", n, n == 1 ? "" : "s", why);
+	printf("device: %s\n", cmd_device_name(NULL));
 	exit(cmd_finish(0));
+}
+
+/* The device spec names (NULL: $VLM_DEVICE, else $VLM_BACKEND, else
+ * cuda where a device is, else cpu), unchecked. */
+const char *
+cmd_device_name(const char *spec)
+{
+	char why[256];
+
+	if (!spec || !*spec)
+		spec = getenv("VLM_DEVICE");
+	if (!spec || !*spec)
+		spec = getenv("VLM_BACKEND");
+	if (!spec || !*spec)
+		spec = vlm_cuda_devices(why, sizeof(why)) > 0 ? "cuda" : "cpu";
+	return spec;
+}
+
+const char *
+cmd_device_arg(const char *what, const char *s)
+{
+	if (s && *s && strcmp(s, "cpu") != 0 && strcmp(s, "cuda") != 0 &&
+	    strncmp(s, "cuda:", 5) != 0)
+		errx(2, "%s '%s': want cpu, cuda or cuda:N", what, s);
+	return s;
+}
+
+const char *
+cmd_device(const char *spec)
+{
+	const char *name = cmd_device_name(spec);
+
+	if (spec && *spec)
+		cmd_device_arg("--device", spec);
+	else
+		cmd_device_arg("VLM_DEVICE", getenv("VLM_DEVICE"));
+	if (!vlm_backend_get(name))
+		errx(1, "%s", vlm_errmsg());
+	if (setenv("VLM_BACKEND", name, 1) != 0)
+		err(1, "setenv");
+	return name;
 }
 
 void

@@ -13,6 +13,7 @@
 
 #include "cmd.h"
 #include "embed.h"
+#include "kernels.h"
 
 /* A JSON string of name; bytes of invalid UTF-8 become '?'. */
 static json_t *
@@ -86,9 +87,10 @@ setup_loader(struct embed *e, char **paths, int npaths)
 static int
 setup_outputs(struct embed *e)
 {
-	json_t *meta = json_pack("{s:o,s:i,s:s,s:b}", "model",
+	json_t *meta = json_pack("{s:o,s:i,s:s,s:b,s:s}", "model",
 	    json_name(e->o.model), "dim", e->m.cfg.embed_dim, "space",
-	    e->o.text ? "text" : "image", "normalized", !e->o.raw);
+	    e->o.text ? "text" : "image", "normalized", !e->o.raw, "device",
+	    vlm_run_backend(e->enc.r)->name);
 	char *s = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	int rc;
 

@@ -85,6 +85,7 @@ void embed_progress_end(struct embed_progress *p);
 /* What the command line asked for. */
 struct embed_opts {
 	const char *model, *output, *routes;
+	const char *device;  /* --device, e.g. "cuda" */
 	enum embed_format format;
 	int text, raw, force, quiet;
 	int batch;    /* e.g. 32 */

@@ -9,11 +9,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "eval.h"
 
 int
 eval_model_load(struct vlm_model *m, const struct eval_common *o)
 {
+	cmd_device(eval_device);
 	if (vlm_model_load_merged(m, o->model) == 0) {
 		if (o->alpha)
 			m->cfg.image_alpha = o->alpha - 1;
@@ -45,11 +47,13 @@ take_batch(struct vlm_encoder *e, const struct vlm_batch *b, float *tmp,
 }
 
 int64_t
-eval_embed_images(const struct vlm_model *m, char *const *paths, int64_t n,
-    int batch, float *out, unsigned char *ok)
+eval_embed_images(const struct vlm_model *m, char *const *paths,
+    const struct vlm_blob *blobs, int64_t n, int batch, float *out,
+    unsigned char *ok)
 {
 	const struct vlm_config *c = &m->cfg;
-	struct vlm_items it = { .paths = paths, .size = c->image_size,
+	struct vlm_items it = { .paths = paths, .blobs = blobs,
+	    .size = c->image_size,
 	    .mean = c->mean, .std = c->std, .alpha = c->image_alpha };
 	struct vlm_loader_opts o = { .n = n, .batch = batch, .epochs = 1,
 	    .on_fail = VLM_LOADER_SKIP, .arg = &it, .image = vlm_items_image,

@@ -55,6 +55,7 @@ parse(struct lp *p, int argc, char **argv)
 		{ "wd", required_argument, NULL, 'w' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "alpha", required_argument, NULL, 'A' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }

@@ -16,6 +16,8 @@
 #include "cmd.h"
 #include "eval.h"
 
+const char *eval_device;
+
 int
 eval_common_opt(struct eval_common *o, int c, const char *arg)
 {
@@ -25,6 +27,7 @@ eval_common_opt(struct eval_common *o, int c, const char *arg)
 	case 'J': o->json = 1; return 1;
 	case 'P': o->per_class = 1; return 1;
 	case 'A': o->alpha = cmd_alpha(arg) + 1; return 1;
+	case 'D': eval_device = cmd_device_arg("--device", arg); return 1;
 	case 'h': cmd_usage(eval_usage, 0);
 	}
 	return 0;

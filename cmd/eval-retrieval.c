@@ -3,7 +3,9 @@
  *
  * Reads a pairs file (TSV by default, CSV with --csv-separator ,): one
  * row per caption, rows repeating an image path give it several
- * captions. Image embeddings are the model's (-m) of the distinct
+ * captions; or a CLIP_benchmark webdataset directory (--wds), each
+ * sample an image and its captions, the lines of its txt. Image
+ * embeddings are the model's (-m) of the distinct
  * images, or the rows of --image-emb whose ids name them; caption
  * embeddings are the model's, or the rows of --text-emb, one per good
  * row of the pairs file in order. Writes image_retrieval_recall@k (text
@@ -23,6 +25,7 @@
 struct ret {
 	struct eval_common c;
 	const char *pairs, *image_emb, *text_emb;
+	const char *wds, *split;  /* --wds: a CLIP_benchmark directory */
 	struct vlm_pairs_opts po;
 	struct vlm_pairs p;
 	char *model;        /* from the image embeddings' metadata */
@@ -35,6 +38,8 @@ parse(struct ret *r, int argc, char **argv)
 		{ "model", required_argument, NULL, 'm' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "pairs", required_argument, NULL, 'p' },
+		{ "wds", required_argument, NULL, 'W' },
+		{ "split", required_argument, NULL, 's' },
 		{ "image-emb", required_argument, NULL, 'i' },
 		{ "text-emb", required_argument, NULL, 't' },
 		{ "csv-img-key", required_argument, NULL, 'K' },
@@ -42,6 +47,7 @@ parse(struct ret *r, int argc, char **argv)
 		{ "csv-separator", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "alpha", required_argument, NULL, 'A' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -52,6 +58,8 @@ parse(struct ret *r, int argc, char **argv)
 			continue;
 		switch (c) {
 		case 'p': r->pairs = optarg; break;
+		case 'W': r->wds = optarg; break;
+		case 's': r->split = optarg; break;
 		case 'i': r->image_emb = optarg; break;
 		case 't': r->text_emb = optarg; break;
 		case 'K': r->po.img_key = optarg; break;
@@ -66,7 +74,7 @@ parse(struct ret *r, int argc, char **argv)
 		default: cmd_usage(eval_usage, 2);
 		}
 	}
-	if (optind != argc || !r->pairs)
+	if (optind != argc || !r->pairs == !r->wds)
 		cmd_usage(eval_usage, 2);
 	if ((!r->image_emb || !r->text_emb) && !r->c.model)
 		errx(2, "retrieval: give -m, or both --image-emb and "
@@ -79,12 +87,15 @@ load_pairs(struct ret *r, int *failed)
 {
 	struct vlm_pairs *p = &r->p;
 
-	if (vlm_pairs_load(p, r->pairs, &r->po) < 0) {
+	if (r->wds ? vlm_wds_retrieval_load(p, r->wds, r->split ? r->split :
+	    "test") < 0 : vlm_pairs_load(p, r->pairs, &r->po) < 0) {
 		warnx("%s", vlm_errmsg());
 		return -1;
 	}
 	for (int i = 0; i < p->nbadmsg; i++)
 		warnx("%s", p->bad[i]);
+	if (r->wds)
+		r->pairs = r->wds; /* the data set's name from here on */
 	if (p->nbad > p->nbadmsg)
 		warnx("'%s': %d more bad rows", r->pairs, p->nbad -
 		    p->nbadmsg);
@@ -118,20 +129,25 @@ images(struct ret *r, const struct vlm_model *m, unsigned char *ok,
 {
 	struct vlm_pairs *p = &r->p;
 	char **paths = malloc(p->nimages * sizeof(*paths));
+	struct vlm_blob *blobs = p->blobs ? malloc(p->nimages *
+	    sizeof(*blobs)) : NULL;
 	int64_t *row = malloc(p->nimages * sizeof(*row)), k;
 	struct vlm_emb e;
 	float *v = NULL;
 
-	if (!paths || !row)
+	if (!paths || !row || (p->blobs && !blobs))
 		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++)
+	for (int i = 0; i < p->nimages; i++) {
 		paths[i] = p->paths[p->image_row[i]];
+		if (blobs)
+			blobs[i] = p->blobs[p->image_row[i]];
+	}
 	if (!r->image_emb) {
 		*dim = m->cfg.embed_dim;
 		if (!(v = malloc((size_t)p->nimages * *dim * sizeof(*v))))
 			errx(1, "out of memory");
-		if ((k = eval_embed_images(m, paths, p->nimages, r->c.batch, v,
-		    ok)) < 0) {
+		if ((k = eval_embed_images(m, paths, blobs, p->nimages,
+		    r->c.batch, v, ok)) < 0) {
 			free(v);
 			v = NULL;
 		}
@@ -154,6 +170,7 @@ images(struct ret *r, const struct vlm_model *m, unsigned char *ok,
 		vlm_emb_release(&e);
 	}
 	free(paths);
+	free(blobs);
 	free(row);
 	return v;
 }

@@ -278,7 +278,8 @@ set_from_model(struct eval_set *s, const struct vlm_model *m,
 	s->labels = malloc(d->n * sizeof(*s->labels));
 	if (!ok || !s->vec || !s->labels)
 		errx(1, "out of memory");
-	nf = eval_embed_images(m, d->paths, d->n, batch, s->vec, ok);
+	nf = eval_embed_images(m, d->paths, d->blobs, d->n, batch, s->vec,
+	    ok);
 	if (nf < 0) {
 		free(ok);
 		return -1;

@@ -2,7 +2,9 @@
  * eval-zeroshot.c - `vlm-eval zeroshot`: zero-shot classification.
  *
  * Classes come from an ImageFolder tree (--images: its directories, or
- * the names in --classnames) or from --classnames alone; prompts are
+ * the names in --classnames), from a CLIP_benchmark webdataset directory
+ * (--wds: its classnames.txt, templates and the split's shards, labels
+ * from each sample's cls) or from --classnames alone; prompts are
  * each template of --templates (default "a photo of a {}.") filled with
  * each class name, class by class. Image embeddings are the model's
  * (-m) of the tree's images, or the rows of --image-emb, labelled by
@@ -24,6 +26,7 @@ struct zs {
 	struct eval_common c;
 	const char *images, *image_emb, *labels, *text_emb;
 	const char *classnames, *templates;
+	const char *wds, *split;   /* --wds: a CLIP_benchmark directory */
 	int prompts;
 	/* the classes and templates */
 	struct vlm_imagefolder d;
@@ -46,8 +49,11 @@ parse(struct zs *z, int argc, char **argv)
 		{ "classnames", required_argument, NULL, 'n' },
 		{ "templates", required_argument, NULL, 'T' },
 		{ "prompts", no_argument, NULL, 'p' },
+		{ "wds", required_argument, NULL, 'W' },
+		{ "split", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'J' },
 		{ "alpha", required_argument, NULL, 'A' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
@@ -65,11 +71,17 @@ parse(struct zs *z, int argc, char **argv)
 		case 'n': z->classnames = optarg; break;
 		case 'T': z->templates = optarg; break;
 		case 'p': z->prompts = 1; break;
+		case 'W': z->wds = optarg; break;
+		case 's': z->split = optarg; break;
 		default: cmd_usage(eval_usage, 2);
 		}
 	}
 	if (optind != argc)
 		cmd_usage(eval_usage, 2);
+	if (z->wds && z->images)
+		errx(2, "zeroshot: --images or --wds, not both");
+	if (z->wds)  /* the tree's part from here on */
+		z->images = z->wds;
 	if (!z->images && !z->classnames)
 		errx(2, "zeroshot: the classes come from --images or "
 		    "--classnames");
@@ -92,7 +104,9 @@ load_classes(struct zs *z)
 	struct vlm_imagefolder_opts o = { z->classnames, z->templates };
 
 	if (z->images) {
-		if (vlm_imagefolder_load(&z->d, z->images, &o) < 0) {
+		if (z->wds ? vlm_wds_imagefolder_load(&z->d, z->wds, z->split ?
+		    z->split : "test", &o) < 0 : vlm_imagefolder_load(&z->d,
+		    z->images, &o) < 0) {
 			warnx("%s", vlm_errmsg());
 			return -1;
 		}

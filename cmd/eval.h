@@ -22,6 +22,8 @@ struct eval_common {
 	int per_class;      /* --per-class */
 	int alpha;          /* --alpha: enum vlm_alpha + 1; 0: the model's */
 };
+/* --device (NULL: VLM_DEVICE or the default), used by eval_model_load. */
+extern const char *eval_device;
 /* Handle one of those options (c from getopt_long); 0 if not one. */
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */
@@ -49,12 +51,14 @@ int eval_set_load(struct eval_set *s, const struct vlm_model *m,
     int nclasses, int batch, int *failed);
 
 /*
- * Embed n images by path with the model (OpenCLIP's validation
- * transform, L2-normalised): out (n, embed_dim); ok[i] 0 for a failed
- * image (warned about, its row zero). Returns the failures, or -1.
+ * Embed n images by path (or, blobs not NULL, from the shards there)
+ * with the model (OpenCLIP's validation transform, L2-normalised): out
+ * (n, embed_dim); ok[i] 0 for a failed image (warned about, its row
+ * zero). Returns the failures, or -1.
  */
 int64_t eval_embed_images(const struct vlm_model *m, char *const *paths,
-    int64_t n, int batch, float *out, unsigned char *ok);
+    const struct vlm_blob *blobs, int64_t n, int batch, float *out,
+    unsigned char *ok);
 /* Embed n texts with the tokenizer of model m (file name): out (n,
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,

@@ -17,6 +17,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "kernels.h"
 #include "train.h"
 
 /* exp(H(mean p)) over the tokens of modality mod, and dropped tokens. */
@@ -118,6 +119,8 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
+	json_object_set_new(o, "device",
+	    json_string(vlm_run_backend(t->run)->name));
 	memory_json(t, o);
 	train_sources_log(t, o);
 	for (int i = 0; val && i < 2 * VLM_RECALL_NK; i++) {

@@ -98,13 +98,25 @@ train_params_given(struct train *t, const char *name)
 	t->given |= bit(name);
 }
 
-/* A file as an absolute path when it exists, else as given. */
+/* A file as an absolute path when it exists (a shard pattern: when its
+ * directory does), else as given. */
 static json_t *
 path_json(const char *path)
 {
-	char *abs = path ? realpath(path, NULL) : NULL;
-	json_t *j = path ? json_string(abs ? abs : path) : json_null();
+	char *abs = path ? realpath(path, NULL) : NULL, *dir, *s = NULL;
+	const char *slash = path ? strrchr(path, '/') : NULL;
+	json_t *j;
 
+	if (path && !abs && slash && slash > path && !memchr(path, '{',
+	    slash - path) && (dir = strndup(path, slash - path))) {
+		if ((abs = realpath(dir, NULL)) && asprintf(&s, "%s%s", abs,
+		    slash) < 0)
+			s = NULL;
+		free(dir);
+		free(abs);
+		abs = s;
+	}
+	j = path ? json_string(abs ? abs : path) : json_null();
 	free(abs);
 	return j;
 }

@@ -69,7 +69,7 @@ check_source(struct train *t, struct train_src *s)
 
 	for (int i = 0; i < p->nbadmsg; i++)
 		warnx("%s", p->bad[i]);
-	for (int i = 0; i < p->n; i++)
+	for (int i = 0; !p->blobs && i < p->n; i++)
 		if (access(p->paths[i], R_OK) < 0) {
 			int64_t k = s->lo + i; /* reported: not again */
 			t->warned[k / 8] |= 1 << (k % 8);
@@ -119,7 +119,8 @@ train_data(struct train *t)
 	t->nitems = (int)n;
 	t->paths = malloc(n * sizeof(*t->paths));
 	t->captions = malloc(n * sizeof(*t->captions));
-	if (!t->paths || !t->captions)
+	t->blobs = calloc(n, sizeof(*t->blobs));
+	if (!t->paths || !t->captions || !t->blobs)
 		return vlm_error("out of memory");
 	for (int i = 0; i < t->nsrc; i++) {
 		const struct vlm_pairs *p = &t->src[i].pairs;
@@ -127,6 +128,9 @@ train_data(struct train *t)
 		    p->n * sizeof(char *));
 		memcpy(t->captions + t->src[i].lo, p->captions,
 		    p->n * sizeof(char *));
+		if (p->blobs)
+			memcpy(t->blobs + t->src[i].lo, p->blobs,
+			    p->n * sizeof(*p->blobs));
 	}
 	return 0;
 }
@@ -181,7 +185,7 @@ train_loader(struct train *t)
 	if (multi && sampler_setup(t) < 0)
 		return -1;
 	t->items = (struct vlm_items){ .paths = t->paths,
-		.captions = t->captions, .size = c->image_size,
+		.blobs = t->blobs, .captions = t->captions, .size = c->image_size,
 		.mean = c->mean, .std = c->std, .train = 1, .augment = &t->aug,
 		.alpha = c->image_alpha, .bpe = &t->bpe, .ctx = c->context };
 	lo.n = t->nitems;
@@ -214,7 +218,10 @@ report_errors(struct train *t, const struct vlm_batch *b)
 		t->warned[k / 8] |= 1 << (k % 8);
 		while (s + 1 < t->nsrc && k >= t->src[s + 1].lo)
 			s++;
-		warnx("%s:%d: %s (skipped)", t->src[s].path,
+		if (t->src[s].pairs.blobs) /* names its shard and key */
+			warnx("%s (skipped)", b->err[i].msg);
+		else
+			warnx("%s:%d: %s (skipped)", t->src[s].path,
 		    t->src[s].pairs.line[k - t->src[s].lo], b->err[i].msg);
 	}
 }
@@ -360,6 +367,7 @@ train_sources_free(struct train *t)
 	free(t->w);
 	free(t->paths);
 	free(t->captions);
+	free(t->blobs);
 	free(t->step_count);
 	free(t->rowloss);
 	free(t->feed);

@@ -23,6 +23,7 @@ train_val_load(struct train *t)
 	if (vlm_pairs_load(p, t->val_data, &t->csv) < 0)
 		return -1;
 	it.paths = p->paths;
+	it.blobs = p->blobs;
 	t->val_px = malloc(p->nimages * S3 * sizeof(float));
 	t->val_ids = malloc((size_t)p->n * c->context * sizeof(int32_t));
 	if (!t->val_px || !t->val_ids)

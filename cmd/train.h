@@ -25,6 +25,7 @@ struct train_fed {
 struct train {
 	/* options */
 	const char *data, *val_data, *model, *out, *resume, *tokenizer;
+	const char *device;     /* --device, e.g. "cuda:0" */
 	char **sets;
 	int nset;
 	struct vlm_train_opts o;
@@ -51,6 +52,7 @@ struct train {
 	struct vlm_bpe bpe;
 	struct vlm_pairs val;
 	char **paths, **captions; /* [nitems] all sources' pairs, in order */
+	struct vlm_blob *blobs;   /* [nitems] shard images (else file NULL) */
 	int nitems;
 	struct vlm_sampler *sampler; /* several sources */
 	struct train_fed fed[3];    /* a ring of nfed from fed0 */

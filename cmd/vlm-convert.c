@@ -24,6 +24,8 @@ const char convert_usage[] =
     "           [--router-std x] [-s seed] dense out\n"
     "       vlm-convert set model key=value ...\n"
     "       vlm-convert merge-lora in out\n"
+    "       vlm-convert shard [-c count] [--split name] [--classnames file]\n"
+    "           [--templates file] [--group] input outdir\n"
     "       vlm-convert -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -36,6 +38,7 @@ static const struct cmd_verb verbs[] = {
 	{ "merge-lora", convert_merge_lora, NULL },
 	{ "upcycle", convert_upcycle, NULL },
 	{ "set", convert_set, NULL },
+	{ "shard", convert_shard, NULL },
 };
 
 int

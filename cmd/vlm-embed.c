@@ -28,8 +28,9 @@ static const char usage[] =
     "usage: vlm-embed -m model [-t] [--raw] [-o out.npy] "
     "[--format npys|jsonl]\n"
     "                 [--alpha mode]\n"
-    "                 [--routes file] [-b batch] [-j threads] [-fq] "
-    "[path ...]\n"
+    "                 [--routes file] [-b batch] [-j threads] "
+    "[--device dev]\n"
+    "                 [-fq] [path ...]\n"
     "       vlm-embed -h | --help | --version\n";
 
 static void
@@ -46,6 +47,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "threads", required_argument, NULL, 'j' },
 		{ "force", no_argument, NULL, 'f' },
+		{ "device", required_argument, NULL, 'D' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -73,6 +75,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;
 		case 'f': o->force = 1; break;
+		case 'D': o->device = cmd_device_arg("--device", optarg); break;
 		case 'q': o->quiet = 1; break;
 		case 'h': cmd_usage(usage, 0);
 		case 'V': cmd_version("vlm-embed");
@@ -81,6 +84,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 	}
 	if (!o->model)
 		cmd_usage(usage, 2);
+	cmd_device(o->device);
 	if (o->output && strcmp(o->output, "-") == 0)
 		o->output = NULL;
 	n = o->output ? strlen(o->output) : 0;

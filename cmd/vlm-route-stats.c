@@ -134,7 +134,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_TSV = 256, O_JSON, O_HEAT, O_CLASSES, O_POS, O_LAYER,
-		O_PARTIAL, O_PNG, O_IMAGES, O_TEXT, O_DIFF };
+		O_PARTIAL, O_PNG, O_IMAGES, O_TEXT, O_DIFF, O_DEVICE };
 	static const struct option opts[] = {
 		{ "tsv", no_argument, NULL, O_TSV },
 		{ "json", no_argument, NULL, O_JSON },
@@ -150,13 +150,14 @@ main(int argc, char **argv)
 		{ "batch", required_argument, NULL, 'b' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "diff", no_argument, NULL, O_DIFF },
+		{ "device", required_argument, NULL, O_DEVICE },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct rs_opts o = { .fmt = RS_TABLE, .layer = -1 };
 	const char *png = NULL, *model = NULL, *images = NULL, *text = NULL;
-	const char *out = NULL, *name;
+	const char *out = NULL, *name, *device = NULL;
 	int c, partial = 0, dif = 0, batch = 32, bad = 0, rc;
 	struct vlm_route_stats s;
 	FILE *f;
@@ -180,6 +181,9 @@ main(int argc, char **argv)
 		case 'b': batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'o': out = optarg; break;
 		case O_DIFF: dif = 1; break;
+		case O_DEVICE:
+			device = cmd_device_arg("--device", optarg);
+			break;
 		case 'h': cmd_usage(usage, 0);
 		case 'V': cmd_version("vlm-route-stats");
 		default: cmd_usage(usage, 2);
@@ -197,6 +201,7 @@ main(int argc, char **argv)
 	    (out && strcmp(out, "-") == 0))
 		cmd_usage(usage, 2);
 	if (model) {
+		cmd_device(device);
 		f = run_model(model, images, text, batch, out, &bad);
 		name = out ? out : model;
 	} else {

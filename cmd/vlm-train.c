@@ -50,7 +50,8 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_SEED, O_LOCKI, O_LOCKT, O_TOK, O_VOCAB, O_LOG, O_SAVE, O_KEEP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
-	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM };
+	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
+	O_DEVICE };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -97,6 +98,7 @@ static const struct option opts[] = {
 	{ "adaptive-decay", required_argument, NULL, O_DECAY },
 	{ "adaptive-floor", required_argument, NULL, O_FLOOR },
 	{ "accum-freq", required_argument, NULL, O_ACCUM },
+	{ "device", required_argument, NULL, O_DEVICE },
 	{ "lora-rank", required_argument, NULL, O_LORA_R },
 	{ "lora-alpha", required_argument, NULL, O_LORA_A },
 	{ "help", no_argument, NULL, 'h' },
@@ -207,6 +209,9 @@ parse(struct train *t, int argc, char **argv)
 		case O_FLOOR: t->so.eps = real(optarg, "--adaptive-floor");
 			break;
 		case O_ACCUM: t->accum = num(optarg, "--accum-freq"); break;
+		case O_DEVICE:
+			t->device = cmd_device_arg("--device", optarg);
+			break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
@@ -254,6 +259,7 @@ parse(struct train *t, int argc, char **argv)
 		train_params_resume(t);
 	if (!t->data || t->o.batch < 2)
 		cmd_usage(usage, 2);
+	t->device = cmd_device(t->device);
 	train_sources_check(t);
 }
 
@@ -331,7 +337,9 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 {
 	const int *src;
 	const struct vlm_batch *b = train_next(t, &src);
-	const struct vlm_backend *be = vlm_run_backend(t->run);
+	/* the gradients are host memory (the run downloads them) */
+	const struct vlm_backend *be = vlm_backend_host(
+	    vlm_run_backend(t->run));
 	struct vlm_loss l;
 	float k = 1.0f / t->accum;
 

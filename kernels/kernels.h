@@ -500,6 +500,7 @@ void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
  */
 struct vlm_backend {
 	const char *name;              /* e.g. "cpu" */
+	int device;                    /* 1: its memory is a device's */
 	void *(*alloc)(size_t bytes);  /* zero-filled; NULL: out of memory */
 	void (*free)(void *p);
 	void (*upload)(void *dst, const void *src, size_t bytes);
@@ -682,12 +683,29 @@ int vlm_backend_has(const struct vlm_backend *b, enum vlm_op op);
 int vlm_backend_check(const struct vlm_backend *b, const enum vlm_op *ops,
     int n);
 
-/* ---- CUDA (kernels/cuda/, built with CUDA=1) ----------------------------- */
-#ifdef VLM_CUDA
-/* Devices visible to the CUDA runtime (0 without driver or device). */
-int vlm_cuda_device_count(void);
-/* "NAME (sm_XY, N MiB)" of device i into buf, or NULL. */
-const char *vlm_cuda_device_name(int i, char *buf, int len);
-#endif
+/* The table whose memory is the host's for b: b itself, or "cpu". */
+const struct vlm_backend *vlm_backend_host(const struct vlm_backend *b);
+
+/* ---- CUDA (kernels/cuda/, build/libvlm-cuda.so, loaded at run time) ---- */
+
+/*
+ * "cuda" and "cuda:N" name the CUDA backend on device N (0). It lives in
+ * libvlm-cuda.so (built by make CUDA=1 beside libvlm.a, with cudart and
+ * cuBLAS), which vlm_backend_get loads on first use: from $VLM_CUDA_LIB,
+ * else the path the build wrote in. A binary built with CUDA thus runs
+ * on a machine without the CUDA libraries or a driver until cuda is
+ * asked for, which then fails with the reason.
+ */
+/* Devices the cuda backend sees; device 0's "NAME (sm_XY, N MiB)" into
+ * buf. 0, with the reason in buf, when the build has no CUDA, the
+ * library or driver does not load, or there is no device. */
+int vlm_cuda_devices(char *buf, int len);
+
+/* What libvlm-cuda.so exports (kernels/cuda/backend.cu). */
+typedef int vlm_cuda_devices_fn(char *buf, int len);
+/* The table of device dev (its errors reported through `error`, i.e.
+ * vlm_error), or NULL with the reason in err. */
+typedef const struct vlm_backend *vlm_cuda_open_fn(int dev,
+    int (*error)(const char *fmt, ...), char *err, int len);
 
 #endif /* VLM_KERNELS_H */

@@ -2,11 +2,12 @@
 # cli-alpha.sh - images with transparency as OpenCLIP sees them: an
 # OpenCLIP checkpoint imported with vlm-convert gets image_alpha
 # resize-first, an HF one drop; vlm-embed of RGBA, LA, palette+tRNS,
-# 16-bit RGBA and LA, bilevel and 16-bit gray PNGs and a CMYK JPEG of
-# odd sizes gives the features of OpenCLIP's pipeline: PIL's Resize +
-# CenterCrop + convert("RGB") (tests/pil-alpha.py), saved as an opaque
-# PNG of the model's size and embedded by the same model (its forward
-# matches OpenCLIP's: cli-embed.sh). --alpha overrides the model's mode.
+# 16-bit RGBA and LA, bilevel and 16-bit gray PNGs, a CMYK JPEG and an
+# RGBA WebP of odd sizes gives the features of OpenCLIP's pipeline: PIL's
+# Resize + CenterCrop + convert("RGB") (tests/pil-alpha.py), saved as an
+# opaque PNG of the model's size and embedded by the same model (its
+# forward matches OpenCLIP's: cli-embed.sh). --alpha overrides the
+# model's mode.
 . tests/lib.sh
 E=$BIN/vlm-embed
 O=$FIX/openclip-tiny
@@ -47,9 +48,9 @@ for line in open(d + "/refs.txt"):
         Image.fromarray(a.reshape(32, 32, 3)).save("%s/%s" % (r, w[1]),
                                                    "PNG")
 ' "$T/img" "$T/ref"
-	ls "$T/img"/*.png "$T/img"/*.jpg >"$T/list"
+	ls "$T/img"/*.png "$T/img"/*.jpg "$T/img"/*.webp >"$T/list"
 	sed "s|^$T/img/|$T/ref/|" "$T/list" >"$T/rlist"
-	check "16 images" '[ "$(wc -l <"$T/list")" -eq 16 ]'
+	check "17 images" '[ "$(wc -l <"$T/list")" -eq 17 ]'
 	ok "embed the images (resize-first, the model's)" sh -c "'$E' -q \
 	    --raw -m '$T/oc.safetensors' -o '$T/first.npy' <'$T/list'"
 	ok "embed PIL's pixels" sh -c "'$E' -q --raw -m '$T/oc.safetensors' \
@@ -64,7 +65,7 @@ for line in open(d + "/refs.txt"):
 	cat >"$T/cmp.py" <<'EOF'
 import sys, numpy as np
 a, b = (np.load(p).astype(np.float64) for p in sys.argv[1:3])
-assert a.shape == b.shape == (16, 32), (a.shape, b.shape)
+assert a.shape == b.shape == (17, 32), (a.shape, b.shape)
 rel = np.abs(a - b).max(axis=1) / np.abs(b).max(axis=1)
 print("%.3g" % rel.max())
 EOF

@@ -4,7 +4,7 @@
 Used by tests/test-preprocess.c (image_alpha resize-first) and
 tests/cli-alpha.sh. Writes into DIR images whose resize PIL does not do on
 RGB: RGBA, LA (8- and 16-bit), P with and without tRNS, bilevel, 16-bit
-gray, and a CMYK JPEG; odd sizes. Then for each image and size S writes what OpenCLIP's
+gray, a CMYK JPEG, an RGBA WebP; odd sizes. Then for each image and size S writes what OpenCLIP's
 validation transform gives, as raw uint8 (S, S, 3), listed in DIR/refs.txt:
 
   first FILE S              FILE.first.S.pre   Resize(S) + CenterCrop(S) of
@@ -100,6 +100,9 @@ def generate(d):
         os.path.join(d, "rgb-trns-26x19.png"), transparency=(10, 20, 30))
     Image.fromarray(rgb_noise(rng, 45, 31), "RGB").convert("CMYK").save(
         os.path.join(d, "cmyk-45x31.jpg"), quality=90)
+    a = np.dstack([rgb_noise(rng, 33, 25), stamp_alpha(rng, 33, 25)])
+    Image.fromarray(a, "RGBA").save(os.path.join(d, "rgba-33x25.webp"),
+                                    lossless=True)
 
 
 def first(im, s):
@@ -119,7 +122,7 @@ def main():
     generate(d)
     out = []
     for f in sorted(os.listdir(d)):
-        if not f.endswith((".png", ".jpg")):
+        if not f.endswith((".png", ".jpg", ".webp")):
             continue
         im = Image.open(os.path.join(d, f))
         im.load()

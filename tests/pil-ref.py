@@ -83,6 +83,12 @@ def generate(d):
         small.save(os.path.join(d, "exif%d-40x24.jpg" % o),
                    exif=exif_bytes(o), quality=95)
     small.save(os.path.join(d, "exif6-40x24.png"), exif=exif_bytes(6))
+    # WebP (libwebp in both): lossy, lossy with alpha, lossless with alpha
+    img(37, 29).save(os.path.join(d, "lossy-37x29.webp"), quality=80)
+    Image.fromarray(rgba[:21, :33], "RGBA").save(
+        os.path.join(d, "lossy-alpha-33x21.webp"), quality=70)
+    Image.fromarray(rgba, "RGBA").save(
+        os.path.join(d, "lossless-alpha-64x64.webp"), lossless=True)
 
 
 def decode(path, variant):
@@ -151,7 +157,7 @@ def main():
     generate(d)
     out = []
     for f in sorted(os.listdir(d)):
-        if not f.endswith((".png", ".jpg")):
+        if not f.endswith((".png", ".jpg", ".webp")):
             continue
         p = os.path.join(d, f)
         for v in variants(p):

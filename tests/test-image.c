@@ -393,7 +393,7 @@ test_bad_input(void **state)
 	put_file(path_of(d, "zero.png"), "", 0);
 	expect_fail(path_of(d, "zero.png"), NULL, "empty file");
 	put_file(path_of(d, "text.jpg"), "GIF89a not really\n", 18);
-	expect_fail(path_of(d, "text.jpg"), NULL, "not a JPEG or PNG");
+	expect_fail(path_of(d, "text.jpg"), NULL, "not a JPEG, PNG or WebP");
 	expect_fail(path_of(d, "nonexistent.png"), NULL, "No such file");
 	buf = slurp_file(d, "rgb-40x24.png", &n);
 	for (size_t cut = 8; cut < n; cut += n / 7)

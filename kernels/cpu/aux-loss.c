@@ -11,37 +11,9 @@
 #include <math.h>
 
 #include "kernels.h"
+#include "shared.h"
 
 #define ENT_EPS 1e-8 /* H(pbar) uses log(pbar + 1e-8) */
-
-/* CV^2 = var / mean^2 with population variance; grad = dCV^2/dv. */
-static double
-cv2(const double *v, int E, double *grad)
-{
-	double m = 0, var = 0;
-
-	for (int e = 0; e < E; e++)
-		m += v[e];
-	m /= E;
-	for (int e = 0; e < E; e++)
-		var += (v[e] - m) * (v[e] - m);
-	var /= E;
-	for (int e = 0; grad && e < E; e++)
-		grad[e] = 2.0 / (E * m * m) * ((v[e] - m) - var / m);
-	return var / (m * m);
-}
-
-/* dz += p * (dp - p . dp): the softmax backward of one row. */
-static void
-softmax_bwd_row(float *dz, const float *p, const double *dp, int E)
-{
-	double dot = 0;
-
-	for (int e = 0; e < E; e++)
-		dot += p[e] * dp[e];
-	for (int e = 0; e < E; e++)
-		dz[e] += (float)(p[e] * (dp[e] - dot));
-}
 
 /* logsumexp of a row; with p != NULL also its softmax. */
 static double
@@ -69,7 +41,7 @@ vlm_aux_importance_fwd_ref(const float *p, int S, int E)
 	for (int s = 0; s < S; s++)
 		for (int e = 0; e < E; e++)
 			imp[e] += p[(size_t)s * E + e];
-	return (float)cv2(imp, E, NULL);
+	return (float)vlm_cv2(imp, E, NULL);
 }
 
 void
@@ -82,32 +54,12 @@ vlm_aux_importance_bwd_ref(float *dz, const float *p, float dloss, int S,
 	for (int s = 0; s < S; s++)
 		for (int e = 0; e < E; e++)
 			imp[e] += p[(size_t)s * E + e];
-	cv2(imp, E, c);
+	vlm_cv2(imp, E, c);
 	for (int e = 0; e < E; e++)
 		c[e] *= dloss;
 	for (int s = 0; s < S; s++)
-		softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c, E);
-}
-
-/* Index of the K-th largest z + eps (ties: the lower index ranks first). */
-static int
-kth_index(const float *z, const float *eps, int E, int K)
-{
-	int prev = -1;
-
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			float v = z[e] + eps[e];
-			float pv = prev < 0 ? 0 : z[prev] + eps[prev];
-			if (prev >= 0 && !(v < pv || (v == pv && e > prev)))
-				continue; /* ranks at or before prev */
-			if (best < 0 || v > z[best] + eps[best])
-				best = e;
-		}
-		prev = best;
-	}
-	return prev;
+		vlm_softmax_bwd_row(dz + (size_t)s * E, p + (size_t)s * E, c,
+		    E);
 }
 
 /* P[s,e] = 1 - Phi((eta_s - z[s,e]) / sigma) for one row. */
@@ -115,7 +67,7 @@ static void
 load_row(double *P, double *dens, int *kth, const float *z, const float *eps,
     float sigma, int E, int K)
 {
-	int k = kth_index(z, eps, E, K);
+	int k = vlm_kth_index(z, eps, E, K);
 	double eta = (double)z[k] + eps[k];
 
 	for (int e = 0; e < E; e++) {
@@ -142,7 +94,7 @@ vlm_aux_load_fwd_ref(const float *z, const float *eps, float sigma, int S,
 		for (int e = 0; e < E; e++)
 			load[e] += P[e] / S;
 	}
-	return (float)cv2(load, E, NULL);
+	return (float)vlm_cv2(load, E, NULL);
 }
 
 /*
@@ -164,7 +116,7 @@ vlm_aux_load_bwd_ref(float *dz, const float *z, const float *eps,
 		for (int e = 0; e < E; e++)
 			load[e] += P[e] / S;
 	}
-	cv2(load, E, c);
+	vlm_cv2(load, E, c);
 	for (int s = 0; s < S; s++) {
 		float *dzs = dz + (size_t)s * E;
 		double tot = 0;
@@ -209,7 +161,8 @@ vlm_aux_switch_bwd_ref(float *dz, const float *g, const int32_t *idx,
 	for (int e = 0; e < E; e++) /* dL/dg[s,e] */
 		f[e] *= (double)dloss * E / S;
 	for (int s = 0; s < S; s++)
-		softmax_bwd_row(dz + (size_t)s * E, g + (size_t)s * E, f, E);
+		vlm_softmax_bwd_row(dz + (size_t)s * E, g + (size_t)s * E, f,
+		    E);
 }
 
 /* z-loss: mean_s (logsumexp_e z[s,e])^2. */
@@ -354,7 +307,7 @@ vlm_aux_entropy_global_bwd_ref(float *dz, const float *z, const uint8_t *mod,
 		lse_row(z + (size_t)s * E, E, p);
 		for (int e = 0; e < E; e++)
 			pf[e] = (float)p[e];
-		softmax_bwd_row(dz + (size_t)s * E, pf, c, E);
+		vlm_softmax_bwd_row(dz + (size_t)s * E, pf, c, E);
 	}
 }
 

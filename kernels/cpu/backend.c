@@ -3,9 +3,13 @@
  * plain ones where no fast version exists: kernels.h says which) and
  * "ref" (every op's plain oracle, for tests and debugging), their host
  * memory verbs, the lookup by name (VLM_BACKEND) and the check that a
- * table has the ops a caller needs.
+ * table has the ops a caller needs; "cuda[:N]" loads libvlm-cuda.so
+ * (kernels.h) the first time it is asked for.
  */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,6 +129,98 @@ vlm_backend_at(int i)
 }
 
 const struct vlm_backend *
+vlm_backend_host(const struct vlm_backend *b)
+{
+	return b->device ? &cpu : b;
+}
+
+#ifndef VLM_CUDA_SO
+#define VLM_CUDA_SO "libvlm-cuda.so"
+#endif
+
+/* libvlm-cuda.so, opened once; NULL with the reason in why. */
+static void *cuda_so;
+static char cuda_why[512];
+static pthread_once_t cuda_once = PTHREAD_ONCE_INIT;
+
+static void
+cuda_load(void)
+{
+#ifdef VLM_CUDA
+	const char *path = getenv("VLM_CUDA_LIB");
+
+	if (!path || !*path)
+		path = VLM_CUDA_SO;
+	/* the driver first: without it, cudart and cuBLAS need not load */
+	if (!dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL)) {
+		snprintf(cuda_why, sizeof(cuda_why), "no CUDA driver (%s)",
+		    dlerror());
+		return;
+	}
+	if (!(cuda_so = dlopen(path, RTLD_NOW | RTLD_LOCAL)))
+		snprintf(cuda_why, sizeof(cuda_why), "cannot load '%s': %s",
+		    path, dlerror());
+#else
+	snprintf(cuda_why, sizeof(cuda_why), "this build has no CUDA "
+	    "(make CUDA=1 where nvcc is)");
+#endif
+}
+
+/* The symbol name of libvlm-cuda.so, or NULL (reason in cuda_why). */
+static void *
+cuda_sym(const char *name)
+{
+	void *f;
+
+	pthread_once(&cuda_once, cuda_load);
+	if (!cuda_so)
+		return NULL;
+	if (!(f = dlsym(cuda_so, name)))
+		snprintf(cuda_why, sizeof(cuda_why), "'%s' has no %s",
+		    VLM_CUDA_SO, name);
+	return f;
+}
+
+int
+vlm_cuda_devices(char *buf, int len)
+{
+	vlm_cuda_devices_fn *f = (vlm_cuda_devices_fn *)cuda_sym(
+	    "vlm_cuda_so_devices");
+
+	if (!f) {
+		snprintf(buf, len, "%s", cuda_why);
+		return 0;
+	}
+	return f(buf, len);
+}
+
+/* "cuda" or "cuda:N": that device's table, or NULL with vlm_error. */
+static const struct vlm_backend *
+cuda_get(const char *name)
+{
+	vlm_cuda_open_fn *f;
+	const struct vlm_backend *b;
+	char why[512], *end;
+	long dev = 0;
+
+	if (name[4] == ':') {
+		dev = strtol(name + 5, &end, 10);
+		if (name[5] < '0' || name[5] > '9' || *end || dev > 1023) {
+			vlm_error("backend '%s': want cuda or cuda:N, N a "
+			    "device number", name);
+			return NULL;
+		}
+	}
+	if (!(f = (vlm_cuda_open_fn *)cuda_sym("vlm_cuda_so_open"))) {
+		vlm_error("backend '%s': %s", name, cuda_why);
+		return NULL;
+	}
+	if (!(b = f((int)dev, vlm_error, why, sizeof(why))))
+		vlm_error("backend '%s': %s", name, why);
+	return b;
+}
+
+const struct vlm_backend *
 vlm_backend_get(const char *name)
 {
 	const struct vlm_backend *b;
@@ -132,7 +228,10 @@ vlm_backend_get(const char *name)
 	for (int i = 0; (b = vlm_backend_at(i)); i++)
 		if (strcmp(b->name, name) == 0)
 			return b;
-	vlm_error("unknown backend '%s' (there are cpu and ref)", name);
+	if (strncmp(name, "cuda", 4) == 0 && (!name[4] || name[4] == ':'))
+		return cuda_get(name);
+	vlm_error("unknown backend '%s' (there are cpu, ref and cuda[:N])",
+	    name);
 	return NULL;
 }
 

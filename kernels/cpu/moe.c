@@ -14,6 +14,7 @@
 
 #include "base/base.h"
 #include "kernels.h"
+#include "shared.h"
 
 /* C = max(cmin, round(K cf S / E)); cf <= 0: C = S, nothing dropped. */
 int
@@ -26,24 +27,6 @@ vlm_moe_capacity(int S, int E, int K, float cf, int cmin)
 		return S;
 	c = nearbyint((double)K * cf * S / E); /* ties to even, as Python */
 	return c > cmin ? (int)c : cmin;
-}
-
-/* Top-K of one row, plainly: K passes, ties to the lower index. */
-static void
-topk_row_ref(int32_t *idx, float *val, const float *g, int E, int K)
-{
-	for (int j = 0; j < K; j++) {
-		int best = -1;
-		for (int e = 0; e < E; e++) {
-			int taken = 0;
-			for (int i = 0; i < j; i++)
-				taken |= idx[i] == e;
-			if (!taken && (best < 0 || g[e] > g[best]))
-				best = e;
-		}
-		idx[j] = best;
-		val[j] = g[best];
-	}
 }
 
 /* Top-K of one row in one pass: insertion into a sorted list of K. */
@@ -111,7 +94,7 @@ vlm_moe_route_fwd_ref(int32_t *idx, float *val, uint8_t *keep,
 {
 	assert(K >= 1 && K <= E);
 	for (int s = 0; s < S; s++)
-		topk_row_ref(idx + (size_t)s * K, val + (size_t)s * K,
+		vlm_topk_row(idx + (size_t)s * K, val + (size_t)s * K,
 		    g + (size_t)s * E, E, K);
 	for (int i = 0; i < S; i++) {
 		int t = i, k = i;
@@ -174,27 +157,8 @@ vlm_moe_route_bwd_ref(float *dz, const float *dw, const float *g,
     const int32_t *idx, const uint8_t *keep, int S, int E, int K,
     int gate_norm)
 {
-	for (int s = 0; s < S; s++) {
-		const float *gs = g + (size_t)s * E, *dws = dw + (size_t)s * K;
-		const int32_t *is = idx + (size_t)s * K;
-		const uint8_t *ks = keep + (size_t)s * K;
-		float *dzs = dz + (size_t)s * E;
-		float sum = 0, dot = 0, sw = 0;
-
-		for (int j = 0; j < K; j++)
-			sum += gs[is[j]];
-		for (int j = 0; j < K; j++) /* sum_j dw_j w_j */
-			sw += ks[j] ? dws[j] * gs[is[j]] / sum : 0;
-		for (int j = 0; j < K; j++) { /* dval_j, then softmax */
-			float dv = ks[j] ? dws[j] : 0;
-			if (gate_norm)
-				dv = (dv - sw) / sum;
-			dot += gs[is[j]] * dv;
-			dzs[is[j]] += gs[is[j]] * dv;
-		}
-		for (int e = 0; e < E; e++)
-			dzs[e] -= gs[e] * dot;
-	}
+	for (int s = 0; s < S; s++)
+		vlm_route_bwd_row(dz, dw, g, idx, keep, s, E, K, gate_norm);
 }
 
 /* buf[idx[s,j], slot[s,j]] = x[s] for every kept assignment. */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "shared.h"
 
 /* out[b] = x[b, pos[b]]; pos NULL means row 0 (the class token). */
 void
@@ -99,40 +100,11 @@ void
 vlm_pool_map_fwd_ref(float *out, float *att, const float *q, const float *k,
     const float *v, const int32_t *len, int B, int T, int C, int H)
 {
-	int hd = C / H;
-	float scale = 1.0f / sqrtf((float)hd);
-
 	assert(H > 0 && C % H == 0);
 	for (int b = 0; b < B; b++)
-		for (int h = 0; h < H; h++) {
-			float *a = att + ((size_t)b * H + h) * T;
-			float *o = out + (size_t)b * C + h * hd;
-			float max = -INFINITY, sum = 0;
-			int n = seq_len(len, b, T);
-			for (int t = 0; t < T; t++) {
-				const float *kt = k + ((size_t)b * T + t) * C
-				    + h * hd;
-				float dot = 0;
-				for (int i = 0; i < hd; i++)
-					dot += q[h * hd + i] * kt[i];
-				a[t] = dot * scale;
-				if (t < n && a[t] > max)
-					max = a[t];
-			}
-			for (int t = 0; t < T; t++) {
-				a[t] = t < n ? expf(a[t] - max) : 0;
-				sum += a[t];
-			}
-			for (int i = 0; i < hd; i++)
-				o[i] = 0;
-			for (int t = 0; t < n; t++) {
-				const float *vt = v + ((size_t)b * T + t) * C
-				    + h * hd;
-				a[t] /= sum;
-				for (int i = 0; i < hd; i++)
-					o[i] += a[t] * vt[i];
-			}
-		}
+		for (int h = 0; h < H; h++)
+			vlm_map_head(out, att, q, k, v, b, h,
+			    seq_len(len, b, T), T, C, H);
 }
 
 /* dq (C) sums over the batch; dk, dv (B,T,C); any may be NULL. */

@@ -16,21 +16,9 @@
 #include <cblas.h>
 
 #include "kernels.h"
+#include "shared.h"
 
 #define LN_EPS 1e-5f
-
-/* Views into act for R = B N rows. */
-struct tl_act {
-	float *xn;     /* (R,D) LayerNorm output */
-	float *mean;   /* (R) */
-	float *rstd;   /* (R) */
-	float *pre;    /* (R,Hd) before GELU */
-	float *h;      /* (R,Hd) after GELU */
-	float *att;    /* (R,M) = (B,N,M) softmax over N */
-	float *dlogit; /* (R,M) backward scratch */
-	float *dh;     /* (R,Hd) backward scratch */
-	float *dxn;    /* (R,D) backward scratch */
-};
 
 size_t
 vlm_token_learner_act_floats(int B, int N, int D, int Hd, int M)
@@ -38,27 +26,9 @@ vlm_token_learner_act_floats(int B, int N, int D, int Hd, int M)
 	return (size_t)B * N * (2 * (size_t)D + 2 + 3 * (size_t)Hd + 2 * M);
 }
 
-static struct tl_act
-tl_views(float *act, int B, int N, int D, int Hd, int M)
-{
-	size_t R = (size_t)B * N;
-	struct tl_act a;
-
-	a.xn = act;
-	a.mean = a.xn + R * D;
-	a.rstd = a.mean + R;
-	a.pre = a.rstd + R;
-	a.h = a.pre + R * Hd;
-	a.att = a.h + R * Hd;
-	a.dlogit = a.att + R * M;
-	a.dh = a.dlogit + R * M;
-	a.dxn = a.dh + R * Hd;
-	return a;
-}
-
 /* LayerNorm of R rows, saving mean and 1/std. */
 static void
-ln_fwd(struct tl_act *a, const float *x, const float *w, const float *b,
+ln_fwd(struct vlm_tl_act *a, const float *x, const float *w, const float *b,
     size_t R, int D)
 {
 	for (size_t r = 0; r < R; r++) {
@@ -79,7 +49,7 @@ ln_fwd(struct tl_act *a, const float *x, const float *w, const float *b,
 
 /* dx += LN backward of dxn; dw, db += the affine gradients. */
 static void
-ln_bwd(float *dx, float *dw, float *db, const struct tl_act *a,
+ln_bwd(float *dx, float *dw, float *db, const struct vlm_tl_act *a,
     const float *x, const float *w, size_t R, int D)
 {
 	for (size_t r = 0; r < R; r++) {
@@ -188,7 +158,7 @@ vlm_token_learner_fwd_ref(float *out, float *act, const float *x,
     const float *ln_w, const float *ln_b, const float *w1, const float *b1,
     const float *w2, const float *b2, int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	size_t R = (size_t)B * N;
 
 	ln_fwd(&a, x, ln_w, ln_b, R, D);
@@ -217,7 +187,7 @@ vlm_token_learner_bwd_ref(float *dx, float *dln_w, float *dln_b, float *dw1,
     const float *x, const float *ln_w, const float *w1, const float *w2,
     int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	size_t R = (size_t)B * N;
 
 	for (int b = 0; b < B; b++)
@@ -273,7 +243,7 @@ vlm_token_learner_fwd_cpu(float *out, float *act, const float *x,
     const float *ln_w, const float *ln_b, const float *w1, const float *b1,
     const float *w2, const float *b2, int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	size_t R = (size_t)B * N;
 
 	ln_fwd(&a, x, ln_w, ln_b, R, D);
@@ -295,7 +265,7 @@ vlm_token_learner_bwd_cpu(float *dx, float *dln_w, float *dln_b, float *dw1,
     const float *x, const float *ln_w, const float *w1, const float *w2,
     int B, int N, int D, int Hd, int M)
 {
-	struct tl_act a = tl_views(act, B, N, D, Hd, M);
+	struct vlm_tl_act a = vlm_tl_views(act, B, N, D, Hd, M);
 	size_t R = (size_t)B * N;
 
 	for (int b = 0; b < B; b++) {

@@ -39,7 +39,8 @@ struct vlm_image {
 	uint8_t *cmyk;    /* (h,w,4) VLM_IMAGE_CMYK (PIL's values), else NULL */
 };
 
-enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG };
+enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG,
+	VLM_IMAGE_WEBP };
 /*
  * What becomes of alpha (an alpha channel or PNG tRNS), and when the
  * image becomes RGB: before the resize (the first three: HF's
@@ -207,9 +208,17 @@ struct vlm_pairs {
 	int nbad;         /* rows skipped */
 	int nbadmsg;
 	char **bad;       /* [nbadmsg] "FILE:LINE: why", the first ones */
+	struct vlm_blob *blobs; /* tar shards: [n] each row's image bytes in
+	                         * shards[] (paths then read "SHARD:KEY",
+	                         * line the sample's number in its shard);
+	                         * else NULL */
+	int nshards;
+	char **shards;
 };
 
-/* Read a pairs file (o may be NULL). -1 only for the whole file. */
+/* Read a pairs file (o may be NULL). -1 only for the whole file. A path
+ * naming webdataset tar shards (vlm_wds_is_shards) reads those instead:
+ * vlm_wds_pairs_load with o->caption_key. */
 int vlm_pairs_load(struct vlm_pairs *p, const char *path,
     const struct vlm_pairs_opts *o);
 void vlm_pairs_release(struct vlm_pairs *p);
@@ -246,13 +255,107 @@ struct vlm_imagefolder {
 	int nbad;           /* entries that could not be walked (symlink */
 	char **bad;         /* loops, unreadable directories): [nbad] the
 	                     * messages, for the caller to report */
+	struct vlm_blob *blobs; /* tar shards: [n] the images (paths read
+	                         * "SHARD:KEY"); else NULL */
+	int nshards;
+	char **shards;
 };
 
 int vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
     const struct vlm_imagefolder_opts *o);
 void vlm_imagefolder_release(struct vlm_imagefolder *d);
+/* The class names and templates of d, whose classes are set, as
+ * vlm_imagefolder_load reads them (root for messages). */
+int vlm_imagefolder_names(struct vlm_imagefolder *d, const char *root,
+    const struct vlm_imagefolder_opts *o);
+/* The lines of a small text file as the class-name and template files
+ * are read; string arrays grown one by one and freed. */
+int vlm_lines_load(const char *path, char ***lines, int *n);
+int vlm_strs_push(char ***v, int *n, const char *s);
+/* *pp, a malloc'ed array, to n elements of size bytes; -1 if no memory. */
+int vlm_array_grow(void *pp, size_t size, int n);
+void vlm_strs_free(char **s, int n);
 /* The template with each "{}" replaced by name; caller frees; NULL: OOM. */
 char *vlm_template_fill_alloc(const char *tmpl, const char *name);
+
+/* ---- webdataset tar shards (data/wds.c) --------------------------------- */
+
+/*
+ * Tar shards as webdataset writes them (OpenCLIP's --train-data,
+ * CLIP_benchmark's sets): members grouped into samples by key (the
+ * member's path up to the first dot of its base name; consecutive
+ * members with the same key are one sample), the part after that dot,
+ * lower-cased, the member's extension. The image is the first member
+ * with extension jpg, jpeg, png or webp; the caption the text of `txt`
+ * (or another key); the label the integer in `cls`. Shards are named by
+ * a pattern with brace expansion as braceexpand (OpenCLIP) does it:
+ * "{000..127}" (zero-padded as the bounds), "{a,b}", several patterns
+ * joined by "::". Plain uncompressed tar only (libarchive reads the
+ * headers; images are read later by offset, by the loader's threads).
+ * A truncated shard, a sample without an image or without the caption
+ * or label asked for is skipped and described "SHARD: KEY: why".
+ */
+
+/* Bytes off..off+size-1 of a file: an image inside a shard. */
+struct vlm_blob {
+	const char *file;
+	int64_t off, size;
+};
+/* Decode b's image (name for messages), as vlm_image_load does. */
+int vlm_blob_image_load(struct vlm_image *im, const struct vlm_blob *b,
+    const char *name, const struct vlm_image_opts *o);
+
+/* The expansions of a brace pattern (malloc'ed, vlm_strs_free). */
+int vlm_brace_expand(const char *pattern, char ***names, int *n);
+/* 1 if a path names shards: its last expansion ends in ".tar". */
+int vlm_wds_is_shards(const char *path);
+/*
+ * The samples of the shards of pattern as pairs: one row a sample,
+ * the caption the text of key (NULL: "txt"); bad samples as vlm_pairs
+ * bad rows. -1 when a shard cannot be opened or has no samples at all.
+ */
+int vlm_wds_pairs_load(struct vlm_pairs *p, const char *pattern,
+    const char *key);
+/*
+ * A CLIP_benchmark webdataset directory: dir/SPLIT/nshards.txt and
+ * dir/SPLIT/0.tar ..., dir/dataset_type.txt ("classification", the
+ * default, or "retrieval"), dir/classnames.txt and
+ * dir/zeroshot_classification_templates.txt ("{c}" standing for the
+ * class name). *type gets the dataset type.
+ */
+int vlm_wds_dataset_type(const char *dir, char *type, size_t n);
+/* A classification set: labels from cls, names and templates from the
+ * directory's files unless o names others (default template if none). */
+int vlm_wds_imagefolder_load(struct vlm_imagefolder *d, const char *dir,
+    const char *split, const struct vlm_imagefolder_opts *o);
+/* A retrieval set: a row per line of each sample's txt (Python's
+ * str.splitlines), rows of a sample sharing its image. */
+int vlm_wds_retrieval_load(struct vlm_pairs *p, const char *dir,
+    const char *split);
+
+/*
+ * Writing shards (data/wds-write.c): samples into dir/0.tar, dir/1.tar
+ * ... of at most maxcount samples each, then dir/nshards.txt; a sample
+ * is n members KEY.ext[i] holding data[i] (size[i] bytes).
+ */
+struct vlm_shard_writer {
+	char *dir;
+	int maxcount;          /* e.g. 10000 */
+	int nshards;           /* shards complete */
+	int count;             /* samples in the open shard */
+	int64_t nsamples;      /* samples written */
+	struct archive *a;     /* the open shard or NULL */
+	struct vlm_atomic out;
+};
+int vlm_shard_writer_init(struct vlm_shard_writer *w, const char *dir,
+    int maxcount);
+int vlm_shard_writer_add(struct vlm_shard_writer *w, const char *key,
+    int n, const char *const *ext, const void *const *data,
+    const size_t *size);
+/* Close the last shard, write nshards.txt. */
+int vlm_shard_writer_finish(struct vlm_shard_writer *w);
+/* Free; with remove, delete the shards written (after a failure). */
+void vlm_shard_writer_release(struct vlm_shard_writer *w, int remove);
 
 /* ---- image paths: arguments, lists, directory walks (data/walk.c) -------- */
 
@@ -422,6 +525,8 @@ int vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items,
  */
 struct vlm_items {
 	char *const *paths;        /* [n] or NULL: the key */
+	const struct vlm_blob *blobs; /* [n] or NULL: an item whose blob
+	                           * has a file is read from it (shards) */
 	char *const *captions;     /* [n] or NULL: the key */
 	int size;                  /* S, e.g. 224 */
 	const float *mean, *std;   /* NULL: OpenAI's */

@@ -201,9 +201,8 @@ bad_row(struct vlm_pairs *p, const char *file, int line, const char *why)
 	return 0;
 }
 
-/* *pp, an array, to n elements of size bytes */
-static int
-grow(void *pp, size_t size, int n)
+int
+vlm_array_grow(void *pp, size_t size, int n)
 {
 	void **p = pp, *q = realloc(*p, size * n);
 
@@ -221,11 +220,11 @@ grow_rows(struct vlm_pairs *p, int *cap)
 
 	if (p->n < *cap)
 		return 0;
-	if (grow(&p->paths, sizeof(*p->paths), nc) < 0 ||
-	    grow(&p->captions, sizeof(*p->captions), nc) < 0 ||
-	    grow(&p->image_id, sizeof(*p->image_id), nc) < 0 ||
-	    grow(&p->line, sizeof(*p->line), nc) < 0 ||
-	    grow(&p->image_row, sizeof(*p->image_row), nc) < 0)
+	if (vlm_array_grow(&p->paths, sizeof(*p->paths), nc) < 0 ||
+	    vlm_array_grow(&p->captions, sizeof(*p->captions), nc) < 0 ||
+	    vlm_array_grow(&p->image_id, sizeof(*p->image_id), nc) < 0 ||
+	    vlm_array_grow(&p->line, sizeof(*p->line), nc) < 0 ||
+	    vlm_array_grow(&p->image_row, sizeof(*p->image_row), nc) < 0)
 		return -1;
 	*cap = nc;
 	return 0;
@@ -365,6 +364,8 @@ vlm_pairs_load(struct vlm_pairs *p, const char *path,
 	FILE *fp;
 
 	memset(p, 0, sizeof(*p));
+	if (vlm_wds_is_shards(path))
+		return vlm_wds_pairs_load(p, path, o ? o->caption_key : NULL);
 	if (o && o->sep && (o->sep == '"' || o->sep == '\n'))
 		return vlm_error("'%s': bad field separator", name);
 	if (!(dir = strndup(path, slash && !stdin_ ? slash - path + (slash ==
@@ -402,6 +403,10 @@ vlm_pairs_release(struct vlm_pairs *p)
 	free(p->line);
 	free(p->image_row);
 	free(p->bad);
+	free(p->blobs);
+	for (int i = 0; i < p->nshards; i++)
+		free(p->shards[i]);
+	free(p->shards);
 	memset(p, 0, sizeof(*p));
 }
 
@@ -474,6 +479,24 @@ read_lines(const char *path, char ***v, int *n)
 		*n = 0;
 	}
 	return rc;
+}
+
+int
+vlm_lines_load(const char *path, char ***lines, int *n)
+{
+	return read_lines(path, lines, n);
+}
+
+int
+vlm_strs_push(char ***v, int *n, const char *s)
+{
+	return push_str(v, n, s);
+}
+
+void
+vlm_strs_free(char **s, int n)
+{
+	free_strs(s, n);
 }
 
 static int
@@ -558,19 +581,15 @@ add_class(struct vlm_imagefolder *d, const char *root, int c)
 }
 
 int
-vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
+vlm_imagefolder_names(struct vlm_imagefolder *d, const char *root,
     const struct vlm_imagefolder_opts *o)
 {
 	const char *cn = o ? o->classnames : NULL, *tn = o ? o->templates :
 	    NULL;
 	int rc = 0;
 
-	memset(d, 0, sizeof(*d));
-	rc = list_classes(d, root);
-	for (int c = 0; rc == 0 && c < d->nclasses; c++)
-		rc = add_class(d, root, c);
-	if (rc == 0 && cn && (rc = read_lines(cn, &d->classnames,
-	    &d->nnames)) == 0 && d->nnames != d->nclasses)
+	if (cn && (rc = read_lines(cn, &d->classnames, &d->nnames)) == 0 &&
+	    d->nnames != d->nclasses)
 		rc = vlm_error("'%s': %d class names for %d class "
 		    "directories in '%s'", cn, d->nnames, d->nclasses, root);
 	for (int c = 0; rc == 0 && !cn && c < d->nclasses; c++)
@@ -587,6 +606,21 @@ vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
 			    t + 1);
 	if (rc == 0 && d->ntemplates == 0)
 		rc = vlm_error("'%s': no templates", tn);
+	return rc;
+}
+
+int
+vlm_imagefolder_load(struct vlm_imagefolder *d, const char *root,
+    const struct vlm_imagefolder_opts *o)
+{
+	int rc = 0;
+
+	memset(d, 0, sizeof(*d));
+	rc = list_classes(d, root);
+	for (int c = 0; rc == 0 && c < d->nclasses; c++)
+		rc = add_class(d, root, c);
+	if (rc == 0)
+		rc = vlm_imagefolder_names(d, root, o);
 	if (rc < 0)
 		vlm_imagefolder_release(d);
 	return rc;
@@ -601,6 +635,8 @@ vlm_imagefolder_release(struct vlm_imagefolder *d)
 	free_strs(d->classnames, d->nnames);
 	free_strs(d->templates, d->ntemplates);
 	free_strs(d->bad, d->nbad);
+	free(d->blobs);
+	free_strs(d->shards, d->nshards);
 	memset(d, 0, sizeof(*d));
 }
 

@@ -158,8 +158,7 @@ rgba_to_rgb(struct pctx *c, struct vlm_image *im, size_t n,
 		for (size_t i = 0; i < n; i++)
 			im->alpha[i] = c->pix[4 * i + 3];
 	}
-	vlm_image_flatten(c->pix, n, o->alpha == VLM_ALPHA_RESIZE_FIRST ?
-	    VLM_ALPHA_DROP : o->alpha);
+	vlm_image_flatten(c->pix, n, o->alpha);
 	if ((shrunk = realloc(c->pix, n * 3)))
 		c->pix = shrunk;
 	return 0;

@@ -16,6 +16,10 @@ int vlm_jpeg_decode(struct vlm_image *im, const uint8_t *buf, size_t n,
     const char *name, const struct vlm_image_opts *o, int *orientation);
 int vlm_png_decode(struct vlm_image *im, const uint8_t *buf, size_t n,
     const char *name, const struct vlm_image_opts *o, int *orientation);
+/* The same for WebP (image-webp.c); vlm_webp_sniff: 1 for a RIFF WEBP. */
+int vlm_webp_decode(struct vlm_image *im, const uint8_t *buf, size_t n,
+    const char *name, const struct vlm_image_opts *o, int *orientation);
+int vlm_webp_sniff(const uint8_t *p, size_t n);
 
 /* -1 with a message unless 0 < w, h and w * h <= o->max_pixels. */
 int vlm_image_check_size(const char *name, uint64_t w, uint64_t h,

@@ -28,6 +28,8 @@ vlm_image_sniff_mem(const void *buf, size_t n)
 		return VLM_IMAGE_JPEG;
 	if (n >= 8 && memcmp(p, png, 8) == 0)
 		return VLM_IMAGE_PNG;
+	if (vlm_webp_sniff(p, n))
+		return VLM_IMAGE_WEBP;
 	return VLM_IMAGE_NONE;
 }
 
@@ -35,7 +37,7 @@ vlm_image_sniff_mem(const void *buf, size_t n)
 int
 vlm_image_sniff(const char *path)
 {
-	uint8_t buf[8];
+	uint8_t buf[12];
 	size_t n;
 	FILE *f = fopen(path, "rb");
 
@@ -219,9 +221,12 @@ vlm_image_decode(struct vlm_image *im, const void *buf, size_t n,
 	case VLM_IMAGE_PNG:
 		rv = vlm_png_decode(im, buf, n, name, &d, &orientation);
 		break;
+	case VLM_IMAGE_WEBP:
+		rv = vlm_webp_decode(im, buf, n, name, &d, &orientation);
+		break;
 	default:
 		return vlm_error("'%s': %s", name, n == 0 ? "empty file" :
-		    "not a JPEG or PNG image");
+		    "not a JPEG, PNG or WebP image");
 	}
 	if (rv < 0)
 		return -1;
@@ -247,7 +252,7 @@ slurp(FILE *f, const char *name, uint8_t **bufp, size_t *np, size_t max)
 		return vlm_error("'%s': out of memory", name);
 	while ((got = fread(buf + n, 1, cap - n, f)) > 0) {
 		n += got;
-		if (n >= 8 && vlm_image_sniff_mem(buf, n) == VLM_IMAGE_NONE)
+		if (n >= 12 && vlm_image_sniff_mem(buf, n) == VLM_IMAGE_NONE)
 			break;
 		if (n > max) {
 			free(buf);
@@ -298,8 +303,9 @@ vlm_image_load(struct vlm_image *im, const char *path,
 }
 
 /*
- * Drop or composite the alpha of n RGBA pixels into RGB, in place (the
- * output is packed at the start of the buffer). Compositing over an
+ * Drop (VLM_ALPHA_DROP, RESIZE_FIRST) or composite the alpha of n RGBA
+ * pixels into RGB, in place (the output is packed at the start of the
+ * buffer). Compositing over an
  * opaque background uses PIL's alpha_composite arithmetic.
  */
 void
@@ -315,7 +321,7 @@ vlm_image_flatten(uint8_t *p /* (n,4) in, (n,3) out */, size_t n,
 		for (int c = 0; c < 3; c++) {
 			uint32_t t;
 
-			if (mode == VLM_ALPHA_DROP) {
+			if (mode != VLM_ALPHA_WHITE && mode != VLM_ALPHA_BLACK) {
 				d[c] = p[c];
 				continue;
 			}

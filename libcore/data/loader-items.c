@@ -3,7 +3,8 @@
  * file (decoded, then OpenCLIP's validation transform or its training
  * augmentation seeded by the item's seed) and/or a caption (CLIP BPE).
  * Paths and captions come from arrays (pairs, ImageFolder) or, for
- * streams, the item's key is the path.
+ * streams, the item's key is the path; an image inside a tar shard is
+ * read from its blob.
  */
 #include "text/text.h"
 #include "data/data.h"
@@ -21,8 +22,10 @@ vlm_items_image(void *arg, int64_t index, const char *key, uint64_t seed,
 
 	if (!path)
 		return vlm_error("item %lld: no image path", (long long)index);
-	if (vlm_image_load(&im, path, it->image_opts ? it->image_opts :
-	    &alpha) < 0)
+	if (it->blobs && it->blobs[index].file ? vlm_blob_image_load(&im,
+	    &it->blobs[index], path, it->image_opts ? it->image_opts :
+	    &alpha) < 0 : vlm_image_load(&im, path, it->image_opts ?
+	    it->image_opts : &alpha) < 0)
 		return -1;
 	if (it->train) {
 		vlm_rng_seed(&r, seed);

@@ -373,18 +373,22 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
 	const struct vlm_backend *be = r->be;
 	int B = r->tw[0].B;
+	float theta = m->w[m->logit_scale], *hg = g;
+	struct vlm_model view;
 
 	if (!r->train)
 		return vlm_error("backward on a run made for inference");
 	if (r->nograd && r->nparams != m->nparams)
 		return vlm_error("the run's frozen parameters are another "
 		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
+	m = vlm_run_weights(r, m, &view); /* as vlm_forward uploaded them */
+	g = r->gdev ? r->gdev : g;
 	zero(be, g, m->nfloats);
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
 	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
 	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
 	    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits, r->lse2,
-	    r->tw[0].unit, r->tw[1].unit, m->w[m->logit_scale], 1.0f, B,
+	    r->tw[0].unit, r->tw[1].unit, theta, 1.0f, B,
 	    m->cfg.embed_dim);
 	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
@@ -407,6 +411,8 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
+	if (r->gdev)
+		be->download(hg, g, m->nfloats * sizeof(float));
 	return be->sync();
 }
 

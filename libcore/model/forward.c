@@ -471,6 +471,13 @@ vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
 		vlm_run_free(r);
 		return NULL;
 	}
+	if (be->device && (!(r->wdev = be->alloc(m->nfloats * sizeof(float))) ||
+	    (train && !(r->gdev = be->alloc(m->nfloats * sizeof(float)))))) {
+		vlm_error("out of memory for the weights on backend '%s'",
+		    be->name);
+		vlm_run_free(r);
+		return NULL;
+	}
 	r->bytes = a.off, r->hbytes = a.hoff;
 	a.base = r->arena, a.hbase = r->harena, a.off = a.hoff = 0;
 	plan(&a, r, m);
@@ -485,6 +492,10 @@ vlm_run_free(struct vlm_run *r)
 		return;
 	if (r->arena)
 		r->be->free(r->arena);
+	if (r->wdev)
+		r->be->free(r->wdev);
+	if (r->gdev)
+		r->be->free(r->gdev);
 	free(r->harena);
 	free(r->nograd);
 	free(r);
@@ -852,10 +863,27 @@ cut_fwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st)
 	}
 }
 
+/* m, or on a device backend m with its weights uploaded to r->wdev. */
+const struct vlm_model *
+vlm_run_weights(const struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_model *view)
+{
+	if (!r->wdev)
+		return m;
+	*view = *m;
+	view->w = r->wdev;
+	return view;
+}
+
 int
 vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
     const int32_t *tokens)
 {
+	struct vlm_model view;
+
+	if (r->wdev) /* the weights may have changed since the last step */
+		r->be->upload(r->wdev, m->w, m->nfloats * sizeof(float));
+	m = vlm_run_weights(r, m, &view);
 	if (m->cfg.lora.rank > 0) /* lora.c: a view, or vlm_lora_merge() */
 		return vlm_error("model has unmerged LoRA adapters: merge "
 		    "them first (vlm-convert merge-lora)");

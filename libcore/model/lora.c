@@ -120,6 +120,7 @@ gemm_backend(void)
 	static const enum vlm_op op = VLM_OP_gemm;
 	const struct vlm_backend *be = vlm_backend_default();
 
+	be = be ? vlm_backend_host(be) : NULL; /* the weights are the host's */
 	return be && vlm_backend_check(be, &op, 1) == 0 ? be : NULL;
 }
 

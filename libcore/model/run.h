@@ -14,8 +14,8 @@
  * positions, router noise) or reads back (fill counts, features,
  * routing records, logits) lives in a second, host arena (the h* fields)
  * and moves only by upload and download. The weights and gradients the
- * run is given are used as the backend's memory (host memory for the
- * CPU backends).
+ * run is given are used as the backend's memory on host backends; a
+ * device backend's run keeps its own copies (wdev, gdev) and moves them.
  */
 #ifndef VLM_RUN_H
 #define VLM_RUN_H
@@ -124,6 +124,10 @@ struct vlm_run {
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
+	/* a device backend's copy of the model's weights, uploaded by every
+	 * vlm_forward, and of the gradient vlm_backward downloads into the
+	 * caller's (host) buffer: NULL on host backends */
+	float *wdev, *gdev;
 	size_t bytes, hbytes;     /* of each */
 };
 
@@ -131,5 +135,9 @@ struct vlm_run {
  * importance, load, switch, z, local img/txt, global img/txt. */
 void vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
     int train, float coef[8]);
+
+/* m, or (device backends) a view of m whose weights are r->wdev. */
+const struct vlm_model *vlm_run_weights(const struct vlm_run *r,
+    const struct vlm_model *m, struct vlm_model *view);
 
 #endif

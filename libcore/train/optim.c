@@ -33,7 +33,9 @@ vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
 
 	o->step = 0;
 	o->m = o->v = NULL;
+	/* the weights are host memory: a device backend's runs move them */
 	if (!(o->be = vlm_backend_default()) ||
+	    !(o->be = vlm_backend_host(o->be)) ||
 	    vlm_backend_check(o->be, ops, 2) < 0)
 		return -1;
 	o->m = o->be->alloc(n);

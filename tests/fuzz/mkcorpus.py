@@ -258,6 +258,35 @@ def images():
         put("jpeg", "truncated", f.read()[:200])
 
 
+def wds():
+    import tarfile
+    r = np.random.default_rng(2)
+    def img(fmt, **kw):
+        b = io.BytesIO()
+        Image.fromarray((r.random((5, 4, 3)) * 255).astype("uint8")).save(
+            b, fmt, **kw)
+        return b.getvalue()
+    def shard(name, members, **kw):
+        b = io.BytesIO()
+        with tarfile.open(fileobj=b, mode="w", **kw) as t:
+            for n, data in members:
+                i = tarfile.TarInfo(n)
+                i.size = len(data)
+                t.addfile(i, io.BytesIO(data))
+        put("wds", name, b.getvalue())
+        return b.getvalue()
+    good = shard("three", [("a.png", img("PNG")), ("a.txt", b"a cat"),
+                           ("d/b.jpg", img("JPEG")), ("d/b.txt", b"a dog"),
+                           ("c.webp", img("WEBP")), ("c.txt", b"x\ny")])
+    shard("pax-gnu", [("\u00e9/" + "k" * 120 + ".png", img("PNG")),
+                      ("\u00e9/" + "k" * 120 + ".txt", b"long")],
+          format=tarfile.PAX_FORMAT)
+    shard("bad-samples", [("n.txt", b"no image"), ("m.png", b"not png"),
+                          ("m.txt", b"broken"), (".hidden.png", b""),
+                          ("nodot", b"")], format=tarfile.GNU_FORMAT)
+    put("wds", "truncated", good[:1800])
+
+
 safetensors(); npy(); npys(); model(); routes(); config(); tokenizer()
-bpe_encode(); pairs(); imagefolder(); images()
+bpe_encode(); pairs(); imagefolder(); images(); wds()
 subprocess.run(["rm", "-rf", TMP])

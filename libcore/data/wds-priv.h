@@ -1,0 +1,37 @@
+/*
+ * wds-priv.h - what wds.c (shards: names, the scan, pairs) shares with
+ * wds-bench.c (CLIP_benchmark's directories); not part of the API.
+ */
+#ifndef VLM_WDS_PRIV_H
+#define VLM_WDS_PRIV_H
+
+#include "data/data.h"
+
+#define BRACE_MAX 1000000   /* names one pattern may expand to */
+
+/* One sample's members, as they are met in the tar. */
+struct wds_sample {
+	char *key;
+	struct vlm_blob img;
+	char *text, *label;     /* NULL if absent */
+};
+
+/* What to do with each sample: emit(arg, shard, number, sample). */
+struct wds_scan {
+	const char *text_key, *label_key;
+	int (*emit)(void *arg, int shard, int num, struct wds_sample *s);
+	void *arg;
+	int (*bad)(void *arg, const char *msg);
+	char **shards;
+	int nshards;
+};
+
+/* Every shard of pattern, in order, through sc (sc->shards set, also
+ * on failure). -1 when a shard cannot be opened, or out of memory. */
+int vlm_wds_scan(struct wds_scan *sc, const char *pattern);
+/* The samples of pattern as pairs, captions from key; with split a row
+ * per line of each caption (Python's str.splitlines on \n, \r\n, \r). */
+int vlm_wds_pairs_scan(struct vlm_pairs *p, const char *pattern,
+    const char *key, int split);
+
+#endif

@@ -1,0 +1,63 @@
+#!/bin/sh
+# gpu-check.sh - the one script a GPU session runs (from the repository
+# root, on the machine with the GPU): unpack gpu-deps/ (made here by
+# tests/gpu-deps.sh and carried), build with CUDA=1, run the op tests
+# of every family on cuda against ref, the whole-step and memory tests,
+# the OpenCLIP fixture parity tests with the run on cuda (features,
+# logits, step-0 gradients, three AdamW steps), the cuda CLI checks and
+# the benchmark; every log under $OUT, a summary at its end.
+#   run(command="OUT=$OUT sh tests/gpu-check.sh", carry=["gpu-deps"],
+#       timeout_s=600)   (each test at most 120 s, the bench 300 s)
+# Environment: OUT (gpu-logs), JOBS (16), BENCH_BATCH (128).
+: "${OUT:=gpu-logs}" "${JOBS:=16}"
+mkdir -p "$OUT"
+S=$OUT/summary.txt
+: >"$S"
+say() { echo "$*" | tee -a "$S"; }
+D=$(pwd)/gpu-deps
+if [ -f "$D/deps.tar.xz" ]; then
+	[ -d "$D/root" ] || tar -C "$D" -xJf "$D/deps.tar.xz"
+	R=$D/root L=$D/root/usr/lib/x86_64-linux-gnu
+	export PKG_CONFIG_SYSROOT_DIR="$R"
+	export PKG_CONFIG_LIBDIR="$L/pkgconfig:$L/openblas-pthread/pkgconfig"
+	export CPATH="$R/usr/include:$R/usr/include/x86_64-linux-gnu"
+	export LIBRARY_PATH="$L:$L/openblas-pthread"
+	export LD_LIBRARY_PATH="$L:$L/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+if [ -d "$D/fixtures" ]; then SHARED=$D; else : "${SHARED:=../shared}"; fi
+export SHARED
+(nvidia-smi; nvcc --version) >"$OUT/machine.txt" 2>&1
+say "== build (make CUDA=1, log build.log)"
+if ! make -j"$JOBS" CUDA=1 all tests >"$OUT/build.log" 2>&1; then
+	tail -n 30 "$OUT/build.log" | tee -a "$S"
+	say "BUILD FAILED"; exit 1
+fi
+bin/vlm-train --version | tee -a "$S"
+if bin/vlm-train --version | grep -q "^backend cuda: 0 devices"; then
+	say "NO CUDA DEVICE: nothing to check here"; exit 1
+fi
+# run NAME CMD...: CMD's output into NAME.log, its status and counts
+run() {
+	name=$1; shift
+	timeout 120 "$@" >"$OUT/$name.log" 2>&1
+	rc=$?
+	say "$name: exit $rc; $(grep -c ' ok$' "$OUT/$name.log") ok," \
+	    "$(grep -c 'FAIL' "$OUT/$name.log") FAIL lines," \
+	    "$(grep -c 'SKIPPED \]' "$OUT/$name.log") skip lines"
+	grep -E 'FAIL|skipped:' "$OUT/$name.log" | head -n 20 | tee -a "$S"
+}
+say "== every op on cuda against ref (odd sizes, fwd and bwd)"
+for t in test-ops-dense test-ops-moe test-ops-input test-backend-ops; do
+	run "$t" "build/tests/$t"
+done
+say "== OpenCLIP fixture parity with the runs on cuda"
+for t in test-model test-train-step test-model-grad test-routes; do
+	run "$t-cuda" env VLM_BACKEND=cuda "build/tests/$t"
+done
+say "== CLI on cuda (cpu against cuda embeddings and losses)"
+run cli-cuda env BIN=bin sh tests/cli-cuda.sh
+tail -n 1 "$OUT/cli-cuda.log" | tee -a "$S"
+say "== benchmark"
+timeout 300 sh tests/bench-gpu.sh >"$OUT/bench.log" 2>&1
+say "bench-gpu.sh: exit $?"
+cat "$OUT/bench.log" >>"$S"

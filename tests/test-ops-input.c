@@ -1,0 +1,12 @@
+/*
+ * test-ops-input.c - the input, pooling and token-reduction ops (tests/ops-input.c) on every backend
+ * against "ref": cpu and ref themselves, then cuda, a skipped test where
+ * the cuda backend does not load.
+ */
+#include "ops-common.h"
+
+int
+main(void)
+{
+	return ops_main(&ops_input);
+}
