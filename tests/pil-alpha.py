@@ -121,9 +121,7 @@ def main():
     d = sys.argv[1]
     generate(d)
     out = []
-    for f in sorted(os.listdir(d)):
-        if not f.endswith((".png", ".jpg", ".webp")):
-            continue
+    for f in pil_ref.image_files(d):
         im = Image.open(os.path.join(d, f))
         im.load()
         for s in SIZES:
@@ -131,13 +129,11 @@ def main():
             out.append("first %s %d" % (f, s))
         for x, y, w, h in crops(*im.size):
             for s in (17, 32):
-                r = np.array(im.crop((x, y, x + w, y + h))
-                             .resize((s, s), Image.BICUBIC).convert("RGB"))
-                r.tofile(os.path.join(d, "%s.fc.%d.%d.%d.%d.%d.pre"
-                                      % (f, x, y, w, h, s)))
+                r = pil_ref.crop_resize_image(im, x, y, w, h, s)
+                np.array(r.convert("RGB")).tofile(os.path.join(
+                    d, "%s.fc.%d.%d.%d.%d.%d.pre" % (f, x, y, w, h, s)))
                 out.append("firstcrop %s %d %d %d %d %d" % (f, x, y, w, h, s))
-    with open(os.path.join(d, "refs.txt"), "w") as fp:
-        fp.write("\n".join(out) + "\n")
+    pil_ref.write_refs(d, out)
 
 
 if __name__ == "__main__":

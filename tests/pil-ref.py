@@ -134,6 +134,22 @@ def resize_crop(im, s):
     return np.array(resize_crop_image(im, s))
 
 
+def crop_resize_image(im, x, y, w, h, s):
+    """torchvision's resized_crop: crop the box, resize to (s, s)."""
+    return im.crop((x, y, x + w, y + h)).resize((s, s), Image.BICUBIC)
+
+
+def image_files(d):
+    """The test images in d, sorted."""
+    return [f for f in sorted(os.listdir(d))
+            if f.endswith((".png", ".jpg", ".webp"))]
+
+
+def write_refs(d, lines):
+    with open(os.path.join(d, "refs.txt"), "w") as fp:
+        fp.write("\n".join(lines) + "\n")
+
+
 def variants(path):
     im = Image.open(path)
     v = ["drop"]
@@ -156,9 +172,7 @@ def main():
     d = sys.argv[1]
     generate(d)
     out = []
-    for f in sorted(os.listdir(d)):
-        if not f.endswith((".png", ".jpg", ".webp")):
-            continue
+    for f in image_files(d):
         p = os.path.join(d, f)
         for v in variants(p):
             a = decode(p, v)
@@ -171,13 +185,11 @@ def main():
         for x, y, w, h in CROPS.get(f, []):
             im = Image.fromarray(decode(p, "drop"), "RGB")
             for s in SIZES:
-                r = np.array(im.crop((x, y, x + w, y + h))
-                             .resize((s, s), Image.BICUBIC))
+                r = np.array(crop_resize_image(im, x, y, w, h, s))
                 r.tofile(os.path.join(d, "%s.crop.%d.%d.%d.%d.%d.pre"
                                       % (f, x, y, w, h, s)))
                 out.append("crop %s %d %d %d %d %d" % (f, x, y, w, h, s))
-    with open(os.path.join(d, "refs.txt"), "w") as fp:
-        fp.write("\n".join(out) + "\n")
+    write_refs(d, out)
 
 
 if __name__ == "__main__":
