@@ -142,6 +142,10 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@sh examples/demo.sh
 
+# bench-gemm measures oneDNN's bf16 matmul beside ours where libdnnl is
+$(BUILD)/tests/bench-gemm: LDLIBS += $(if $(wildcard \
+	/usr/include/oneapi/dnnl/dnnl.h),-ldnnl -lgomp)
+
 bench: all $(BENCHES)
 	@BUILD=$(BUILD) BIN=$(BINDIR) sh tests/bench.sh $(BENCHES)
 

@@ -23,6 +23,8 @@ const char *cmd_device(const char *spec);
 const char *cmd_device_arg(const char *what, const char *s);
 /* The name cmd_device would use, unchecked (for --version). */
 const char *cmd_device_name(const char *spec);
+/* --precision's argument: enum vlm_precision (fp32, bf16), or exit 2. */
+int cmd_precision(const char *s);
 /* Refuse to write binary data to a terminal unless forced; exits 2. */
 void cmd_binary_out(FILE *f, int force);
 /* Flush stdout and fail (exit 1) on a full disk or closed pipe. */

@@ -50,6 +50,16 @@ cmd_alpha(const char *s)
 	return c.image_alpha;
 }
 
+int
+cmd_precision(const char *s)
+{
+	enum vlm_precision p;
+
+	if (vlm_precision_parse(s, &p) < 0)
+		errx(2, "--precision: %s", vlm_errmsg());
+	return p;
+}
+
 void
 cmd_version(const char *prog)
 {

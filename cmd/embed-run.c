@@ -57,7 +57,12 @@ embed_setup_model(struct embed *e)
 	e->failed = json_array();
 	if (!e->vec || !e->ids || !e->num || !e->failed)
 		return vlm_error("out of memory");
-	return vlm_encoder_init(&e->enc, &e->m, e->o.text, e->o.batch);
+	if (vlm_encoder_init(&e->enc, &e->m, e->o.text, e->o.batch) < 0 ||
+	    vlm_encoder_set_precision(&e->enc, e->o.precision) < 0)
+		return -1;
+	if (e->o.precision == VLM_PRECISION_BF16) /* only they are read */
+		vlm_model_drop_f32(&e->m, e->o.text);
+	return 0;
 }
 
 /* The loader over the inputs: a stream, decoded ahead by workers. */

@@ -90,6 +90,7 @@ struct embed_opts {
 	int text, raw, force, quiet;
 	int batch;    /* e.g. 32 */
 	int threads;  /* loader workers and kernel threads; 0: all cores */
+	int precision; /* enum vlm_precision, --precision */
 	int alpha;    /* --alpha: enum vlm_alpha + 1; 0: the model's */
 };
 

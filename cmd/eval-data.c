@@ -12,6 +12,8 @@
 #include "cmd.h"
 #include "eval.h"
 
+int eval_precision = VLM_PRECISION_FP32;
+
 int
 eval_model_load(struct vlm_model *m, const struct eval_common *o)
 {
@@ -72,6 +74,12 @@ eval_embed_images(const struct vlm_model *m, char *const *paths,
 		free(tmp);
 		return -1;
 	}
+	if (vlm_encoder_set_precision(&e, eval_precision) < 0) {
+		warnx("%s", vlm_errmsg());
+		vlm_encoder_release(&e);
+		free(tmp);
+		return -1;
+	}
 	if (!(l = vlm_loader_new(&o))) {
 		warnx("%s", vlm_errmsg());
 		vlm_encoder_release(&e);
@@ -113,7 +121,8 @@ eval_embed_texts(const struct vlm_model *m, const char *name,
 		free(tok);
 		return -1;
 	}
-	if (vlm_encoder_init(&e, m, 1, batch) < 0)
+	if (vlm_encoder_init(&e, m, 1, batch) < 0 ||
+	    vlm_encoder_set_precision(&e, eval_precision) < 0)
 		rc = -1;
 	for (int64_t i0 = 0; rc == 0 && i0 < n; i0 += batch) {
 		int k = n - i0 < batch ? (int)(n - i0) : batch;

@@ -56,6 +56,7 @@ parse(struct lp *p, int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
+		{ "precision", required_argument, NULL, 'X' },
 		{ "per-class", no_argument, NULL, 'P' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }

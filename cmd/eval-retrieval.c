@@ -48,6 +48,7 @@ parse(struct ret *r, int argc, char **argv)
 		{ "json", no_argument, NULL, 'J' },
 		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
+		{ "precision", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};

@@ -24,6 +24,8 @@ struct eval_common {
 };
 /* --device (NULL: VLM_DEVICE or the default), used by eval_model_load. */
 extern const char *eval_device;
+/* --precision (c 'X'; every verb): the encoders' enum vlm_precision. */
+extern int eval_precision;
 /* Handle one of those options (c from getopt_long); 0 if not one. */
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */

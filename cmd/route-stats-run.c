@@ -15,6 +15,8 @@
 #include "cmd.h"
 #include "route-stats.h"
 
+int rs_precision = VLM_PRECISION_FP32;
+
 /* Does dir hold only (non-hidden) subdirectories, at least one? */
 static int
 is_imagefolder(const char *dir)
@@ -153,6 +155,7 @@ run_images(struct vlm_routes_writer *w, const struct vlm_model *m,
 		goto out;
 	items.paths = im.paths, lo.n = im.n, bad = im.bad;
 	if (vlm_encoder_init(&enc, m, 0, batch) == 0 &&
+	    vlm_encoder_set_precision(&enc, rs_precision) == 0 &&
 	    (ld = vlm_loader_new(&lo)) != NULL) {
 		while ((rc = vlm_loader_next(ld, &b)) == 1) {
 			for (int i = 0; i < b->nerr; i++)
@@ -211,7 +214,8 @@ run_text(struct vlm_routes_writer *w, const struct vlm_model *m,
 		vlm_error("out of memory");
 	else if (vlm_model_tokenizer(m, &bpe) < 0)
 		vlm_error("'%s': %s", w->name, strcpy(msg, vlm_errmsg()));
-	else if (vlm_encoder_init(&enc, m, 1, batch) == 0) {
+	else if (vlm_encoder_init(&enc, m, 1, batch) == 0 &&
+	    vlm_encoder_set_precision(&enc, rs_precision) == 0) {
 		for (rc = 0; rc == 0 && getline(&line, &cap, f) > 0;) {
 			lineno++;
 			if (strspn(line, " \t\r\n") == strlen(line))

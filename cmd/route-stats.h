@@ -70,5 +70,7 @@ int rs_png(const char *path, const struct vlm_route_stats *s, int layer);
  */
 int rs_run(FILE *out, const char *model, const char *dir, const char *text,
     int batch);
+/* The encoders' precision (enum vlm_precision, --precision). */
+extern int rs_precision;
 
 #endif

@@ -30,7 +30,7 @@ static const char usage[] =
     "                 [--alpha mode]\n"
     "                 [--routes file] [-b batch] [-j threads] "
     "[--device dev]\n"
-    "                 [-fq] [path ...]\n"
+    "                 [--precision fp32|bf16] [-fq] [path ...]\n"
     "       vlm-embed -h | --help | --version\n";
 
 static void
@@ -46,6 +46,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		{ "routes", required_argument, NULL, 'R' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "threads", required_argument, NULL, 'j' },
+		{ "precision", required_argument, NULL, 'P' },
 		{ "force", no_argument, NULL, 'f' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "quiet", no_argument, NULL, 'q' },
@@ -74,6 +75,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		case 'R': o->routes = optarg; break;
 		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;
+		case 'P': o->precision = cmd_precision(optarg); break;
 		case 'f': o->force = 1; break;
 		case 'D': o->device = cmd_device_arg("--device", optarg); break;
 		case 'q': o->quiet = 1; break;

@@ -24,7 +24,7 @@ static const char usage[] =
     "[records]\n"
     "       vlm-route-stats -m model --images dir [--text file] "
     "[-b batch]\n"
-    "           [-o records] [option ...]\n"
+    "           [-o records] [--precision fp32|bf16] [option ...]\n"
     "       vlm-route-stats [--partial] [--tsv | --json] --diff a b\n"
     "       vlm-route-stats -h | --help | --version\n";
 
@@ -134,7 +134,8 @@ int
 main(int argc, char **argv)
 {
 	enum { O_TSV = 256, O_JSON, O_HEAT, O_CLASSES, O_POS, O_LAYER,
-		O_PARTIAL, O_PNG, O_IMAGES, O_TEXT, O_DIFF, O_DEVICE };
+		O_PARTIAL, O_PNG, O_IMAGES, O_TEXT, O_DIFF, O_DEVICE,
+		O_PRECISION };
 	static const struct option opts[] = {
 		{ "tsv", no_argument, NULL, O_TSV },
 		{ "json", no_argument, NULL, O_JSON },
@@ -151,6 +152,7 @@ main(int argc, char **argv)
 		{ "output", required_argument, NULL, 'o' },
 		{ "diff", no_argument, NULL, O_DIFF },
 		{ "device", required_argument, NULL, O_DEVICE },
+		{ "precision", required_argument, NULL, O_PRECISION },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
@@ -184,6 +186,7 @@ main(int argc, char **argv)
 		case O_DEVICE:
 			device = cmd_device_arg("--device", optarg);
 			break;
+		case O_PRECISION: rs_precision = cmd_precision(optarg); break;
 		case 'h': cmd_usage(usage, 0);
 		case 'V': cmd_version("vlm-route-stats");
 		default: cmd_usage(usage, 2);

@@ -485,6 +485,27 @@ void vlm_rows_scatter_add_ref(float *x /* (R,D) */, const float *y /* (S,D) */,
 void vlm_rows_scatter_add_cpu(float *x, const float *y, const int32_t *rows,
     int S, int D);
 
+/* ---- bf16 (kernels/cpu/bf16.c) --------------------------------------- */
+
+/*
+ * bfloat16 as raw bits (uint16_t), rounded from fp32 as vlm_f32_to_bf16
+ * (base/base.h: round to nearest even, as PyTorch). The linear layer
+ * with bf16 weights, y = bf16(x) w^T + b: x rounded to bf16 at the
+ * input, w (OUT,IN) bf16, products, sums, bias and y fp32. scratch is
+ * the caller's, vlm_linear_bf16_scratch_floats() floats (the op
+ * allocates nothing; a backend may leave it unused), its contents
+ * undefined after.
+ */
+void vlm_bf16_from_f32_ref(uint16_t *y /* (n) */, const float *x /* (n) */,
+    int64_t n);
+void vlm_bf16_from_f32_cpu(uint16_t *y, const float *x, int64_t n);
+size_t vlm_linear_bf16_scratch_floats(int N, int IN, int OUT);
+void vlm_linear_fwd_bf16_ref(float *y /* (N,OUT) */, float *scratch,
+    const float *x /* (N,IN) */, const uint16_t *w /* (OUT,IN) */,
+    const float *b /* (OUT) or NULL */, int N, int IN, int OUT);
+void vlm_linear_fwd_bf16_cpu(float *y, float *scratch, const float *x,
+    const uint16_t *w, const float *b, int N, int IN, int OUT);
+
 /* ---- backends (kernels/cpu/backend.c) -------------------------------- */
 
 /*
@@ -641,6 +662,12 @@ struct vlm_backend {
 	    int S, int D);
 	void (*rows_scatter_add)(float *x, const float *y,
 	    const int32_t *rows, int S, int D);
+	/* bf16 weights (inference with --precision bf16). Not in
+	 * VLM_BACKEND_OPS: a run checks them when it is given bf16
+	 * weights (vlm_run_set_bf16); tests/test-bf16.c tests them. */
+	void (*bf16_from_f32)(uint16_t *y, const float *x, int64_t n);
+	void (*linear_fwd_bf16)(float *y, float *scratch, const float *x,
+	    const uint16_t *w, const float *b, int N, int IN, int OUT);
 };
 
 /* Every op of the table, in its order: X(name) for each entry. */

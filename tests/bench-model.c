@@ -8,9 +8,12 @@
  *    over it, beside the ratio of their FLOPs;
  *  - training steps (forward, backward, AdamW) of the tiny and s presets,
  *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
- * Usage: bench-model [quick] [vitb-only | train PRESET]  ("quick": fewer
- * repetitions; "vitb-only": just the ViT-B/32 forward lines, for
- * bench-embed.sh; "train PRESET": just that preset's training line, e.g.
+ *  - the ViT-B/32 image encoder in fp32 and in bf16 (--precision bf16),
+ *    turn about: both rates, their ratio, how close their features are;
+ * Usage: bench-model [quick] [vitb-only | bf16 | train PRESET] ("quick":
+ * fewer repetitions; "vitb-only": just the ViT-B/32 forward lines, for
+ * bench-embed.sh; "bf16": just the bf16 line; "train PRESET": just that
+ * preset's training line, e.g.
  * to run builds of two versions of the library turn about).
  */
 #include <cblas.h>
@@ -144,6 +147,67 @@ bench_vitb(double peak)
 	vlm_model_release(&m);
 }
 
+/* Seconds of one batch through encoder e, best of reps after a warm-up. */
+static double
+time_encode(struct vlm_encoder *e, const float *px, float *out)
+{
+	double best = 1e30;
+
+	for (int k = 0; k < reps + 1; k++) {
+		double t = now();
+		if (vlm_encode(e, px, e->batch, out, 1) < 0) {
+			fprintf(stderr, "%s\n", vlm_errmsg());
+			exit(1);
+		}
+		t = now() - t;
+		if (k && t < best)
+			best = t;
+	}
+	return best;
+}
+
+/* The ViT-B/32 image encoder in fp32 and in bf16 (--precision bf16),
+ * turn about, 3 rounds: the rates, their ratio, the smallest cosine
+ * between the two precisions' features. */
+static void
+bench_bf16(void)
+{
+	struct vlm_model m;
+	struct vlm_encoder f, h;
+	int B = 32, S, E;
+	double t32 = 1e30, t16 = 1e30, cmin = 1;
+
+	model_of(&m, "b", 0, 0, -1);
+	S = m.cfg.image_size, E = m.cfg.embed_dim;
+	float *px = malloc(sizeof(float) * B * 3 * S * S);
+	float *o32 = malloc(sizeof(float) * B * E);
+	float *o16 = malloc(sizeof(float) * B * E);
+	for (int i = 0; i < B * 3 * S * S; i++)
+		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
+	if (vlm_encoder_init(&f, &m, 0, B) < 0 ||
+	    vlm_encoder_init(&h, &m, 0, B) < 0 ||
+	    vlm_encoder_set_precision(&h, VLM_PRECISION_BF16) < 0) {
+		fprintf(stderr, "%s\n", vlm_errmsg());
+		exit(1);
+	}
+	for (int round = 0; round < 3; round++) {
+		double a = time_encode(&f, px, o32), b = time_encode(&h, px, o16);
+		t32 = a < t32 ? a : t32, t16 = b < t16 ? b : t16;
+	}
+	for (int i = 0; i < B; i++) {
+		double c = 0;
+		for (int k = 0; k < E; k++)
+			c += (double)o32[i * E + k] * o16[i * E + k];
+		cmin = c < cmin ? c : cmin;
+	}
+	printf("vit-b/32 image encoder, batch %d, turn about: fp32 %.1f "
+	    "images/s, bf16 %.1f images/s, bf16 / fp32 %.2f; min cosine "
+	    "%.6f\n", B, B / t32, B / t16, t32 / t16, cmin);
+	vlm_encoder_release(&f), vlm_encoder_release(&h);
+	vlm_model_release(&m);
+	free(px), free(o32), free(o16);
+}
+
 static void
 bench_train(const char *preset, double peak)
 {
@@ -170,6 +234,10 @@ main(int argc, char **argv)
 	vlm_blas_setup(argc, argv);
 	if (argc > a && strcmp(argv[a], "quick") == 0)
 		reps = 1, a++;
+	if (argc > a && strcmp(argv[a], "bf16") == 0) {
+		bench_bf16();
+		return 0;
+	}
 	if (argc > a && strcmp(argv[a], "vitb-only") == 0) {
 		bench_vitb(0); /* images/s for bench-embed.sh */
 		return 0;
@@ -183,6 +251,7 @@ main(int argc, char **argv)
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
 	    vlm_threads(), peak);
 	bench_vitb(peak);
+	bench_bf16();
 	bench_train("tiny", peak);
 	bench_train("s", peak);
 	return 0;

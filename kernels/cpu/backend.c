@@ -109,7 +109,9 @@ host_sync(void)
 	.token_learner_fwd = vlm_token_learner_fwd##S, \
 	.token_learner_bwd = vlm_token_learner_bwd##S, \
 	.add = vlm_add##S, .scale = vlm_scale##S, .rows_gather = vlm_rows_gather##S, \
-	.rows_scatter_add = vlm_rows_scatter_add##S
+	.rows_scatter_add = vlm_rows_scatter_add##S, \
+	.bf16_from_f32 = vlm_bf16_from_f32##S, \
+	.linear_fwd_bf16 = vlm_linear_fwd_bf16##S
 
 static const struct vlm_backend cpu = {
 	.name = "cpu", HOST_MEMORY, BOTH(_cpu), REF_ONLY

@@ -89,6 +89,28 @@ int vlm_atomic_open(struct vlm_atomic *a, const char *path);
 int vlm_atomic_commit(struct vlm_atomic *a);
 void vlm_atomic_abort(struct vlm_atomic *a);
 /*
+ * A whole file in memory: a regular file is mapped (MAP_PRIVATE,
+ * read-only until vlm_map_writable), anything else (a pipe, "-" for
+ * stdin) read into a malloc'ed buffer. name is the file in messages.
+ * A mapping reads the file as it is on disk: a file truncated while
+ * mapped raises SIGBUS (vlm writes files by rename, never in place).
+ */
+struct vlm_map {
+	unsigned char *base;
+	size_t size;
+	int mapped;   /* 1: base is a mapping; 0: malloc'ed (or NULL) */
+	int cow;      /* made writable once: pages may differ from the file */
+};
+int vlm_map_file(struct vlm_map *mp, const char *path, const char *name);
+/* Make a mapping copy-on-write (1) or read-only again (0); a written
+ * page becomes private memory, the file never changes. */
+int vlm_map_writable(struct vlm_map *mp, int writable);
+void vlm_map_release(struct vlm_map *mp);
+/* Let go of the whole pages of [p, p + n), a range inside a mapping
+ * never made writable (else a no-op): they leave memory, and a later
+ * read maps the file's bytes again. */
+void vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n);
+/*
  * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
  * process kills itself (SIGKILL) the Nth time (default 1) it reaches the
  * named point: atomic-commit (an output complete under its temporary

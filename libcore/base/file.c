@@ -1,10 +1,12 @@
-/* file.c - file helpers shared by every tool: atomic output, pickle refusal. */
+/* file.c - file helpers shared by every tool: atomic output, pickle
+ * refusal, whole files mapped or read into memory. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -174,4 +176,97 @@ vlm_crash_point(const char *point)
 		return;
 	if (++hits >= (s[n] ? atol(s + n + 1) : 1))
 		raise(strstr(s + n, ":stop") ? SIGSTOP : SIGKILL);
+}
+
+/* Read all of fd (a pipe, stdin) into a malloc'ed buffer. */
+static int
+read_all(struct vlm_map *mp, int fd, const char *name)
+{
+	size_t cap = 1 << 16;
+	ssize_t k;
+
+	if (!(mp->base = malloc(cap)))
+		return vlm_error("'%s': out of memory", name);
+	while ((k = read(fd, mp->base + mp->size, cap - mp->size)) != 0) {
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			return vlm_error("'%s': %s", name, strerror(errno));
+		}
+		mp->size += (size_t)k;
+		if (mp->size == cap) {
+			unsigned char *p = realloc(mp->base, cap *= 2);
+			if (!p)
+				return vlm_error("'%s': out of memory", name);
+			mp->base = p;
+		}
+	}
+	return 0;
+}
+
+int
+vlm_map_file(struct vlm_map *mp, const char *path, const char *name)
+{
+	struct stat sb;
+	int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
+	int rc = 0;
+
+	memset(mp, 0, sizeof(*mp));
+	if (fd < 0)
+		return vlm_error("'%s': %s", name, strerror(errno));
+	if (fstat(fd, &sb) != 0)
+		rc = vlm_error("'%s': %s", name, strerror(errno));
+	else if (S_ISDIR(sb.st_mode))
+		rc = vlm_error("'%s': is a directory", name);
+	else if (!S_ISREG(sb.st_mode))
+		rc = read_all(mp, fd, name);
+	else if ((mp->size = (size_t)sb.st_size) > 0) {
+		mp->base = mmap(NULL, mp->size, PROT_READ, MAP_PRIVATE, fd, 0);
+		if (mp->base == MAP_FAILED) {
+			mp->base = NULL;
+			rc = vlm_error("'%s': %s", name, strerror(errno));
+		} else {
+			mp->mapped = 1;
+		}
+	}
+	if (fd != 0)
+		close(fd);
+	if (rc != 0)
+		vlm_map_release(mp);
+	return rc;
+}
+
+int
+vlm_map_writable(struct vlm_map *mp, int writable)
+{
+	if (!mp->mapped)
+		return 0;
+	if (mprotect(mp->base, mp->size, PROT_READ |
+	    (writable ? PROT_WRITE : 0)) != 0)
+		return vlm_error("mprotect: %s", strerror(errno));
+	mp->cow |= writable;
+	return 0;
+}
+
+void
+vlm_map_release(struct vlm_map *mp)
+{
+	if (mp->mapped)
+		munmap(mp->base, mp->size);
+	else
+		free(mp->base);
+	memset(mp, 0, sizeof(*mp));
+}
+
+void
+vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
+	uintptr_t b = ((uintptr_t)p + n) / page * page;
+
+	if (mp->mapped && !mp->cow && a < b &&
+	    (const unsigned char *)p >= mp->base &&
+	    (const unsigned char *)p + n <= mp->base + mp->size)
+		madvise((void *)a, b - a, MADV_DONTNEED);
 }

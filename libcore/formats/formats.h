@@ -134,15 +134,22 @@ struct vlm_st {
 	int nmeta;                  /* __metadata__ entries, header order */
 	const char **meta_keys, **meta_vals;
 	/* private */
-	unsigned char *base;        /* whole file: mmap or malloc */
-	size_t size;
-	int mapped;
+	struct vlm_map file;        /* the whole file: mapped or read */
 	void *copy;                 /* aligned copy of the data, or NULL */
 	int *byname;                /* indices sorted by name */
 	void *json;                 /* the parsed header, owns the strings */
 };
 
+/* The data section's alignment in files vlm_st_save() writes. */
+#define VLM_ST_ALIGN 64
+
 int vlm_st_load(struct vlm_st *st, const char *path);
+/*
+ * Hand the file's bytes over to the caller (who releases them with
+ * vlm_map_release): tensor data that points into them stays valid after
+ * vlm_st_release(). st keeps working until then.
+ */
+void vlm_st_keep_file(struct vlm_st *st, struct vlm_map *out);
 void vlm_st_release(struct vlm_st *st);
 /* The tensor called name, or NULL. */
 const struct vlm_tensor *vlm_st_get(const struct vlm_st *st,
@@ -154,10 +161,13 @@ int64_t vlm_st_numel(const struct vlm_st *st);
 
 /*
  * Write n tensors and nmeta metadata strings to path atomically
- * (temporary name, fsync, rename; "-" is stdout). As the reference
- * writer does, the header is padded with spaces to a multiple of 8 and
- * the tensors are laid out in the given order stably sorted by
- * decreasing dtype size, so each is aligned and loads zero copy.
+ * (temporary name, fsync, rename; "-" is stdout). The header is padded
+ * with spaces (which the format allows) so that the data section starts
+ * at a multiple of VLM_ST_ALIGN bytes, and as the reference writer does
+ * the tensors are laid out contiguously in the given order stably
+ * sorted by decreasing dtype size, so each is aligned for its dtype and
+ * loads zero copy; tensors of sizes that are multiples of 64 bytes
+ * after such a start stay 64-byte aligned (the format allows no gaps).
  * Refuses repeated or reserved ("__metadata__") names, invalid UTF-8.
  */
 int vlm_st_save(const char *path, const char *const *names,

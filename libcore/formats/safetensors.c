@@ -11,12 +11,8 @@
  */
 #include <assert.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <jansson.h>
 
@@ -59,64 +55,16 @@ get_le64(const unsigned char *p)
 	return v;
 }
 
-/* Read all of fd (a pipe, stdin) into a malloc'd buffer. */
-static int
-read_all(struct vlm_st *st, int fd)
-{
-	size_t cap = 1 << 16;
-	ssize_t k;
-
-	if (!(st->base = malloc(cap)))
-		return vlm_error("'%s': out of memory", st->path);
-	while ((k = read(fd, st->base + st->size, cap - st->size)) != 0) {
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return vlm_error("'%s': %s", st->path, strerror(errno));
-		}
-		st->size += (size_t)k;
-		if (st->size == cap) {
-			unsigned char *p = realloc(st->base, cap *= 2);
-			if (!p)
-				return vlm_error("'%s': out of memory",
-				    st->path);
-			st->base = p;
-		}
-	}
-	return 0;
-}
-
-/* Map a regular file, read anything else; fills st->base and st->size. */
+/* The file's bytes: mapped, or read from a pipe; at least 8 of them. */
 static int
 open_bytes(struct vlm_st *st, const char *path)
 {
-	struct stat sb;
-	int fd = strcmp(path, "-") == 0 ? 0 : open(path, O_RDONLY | O_CLOEXEC);
-	int rc = 0;
-
-	if (fd < 0)
-		return vlm_error("'%s': %s", st->path, strerror(errno));
-	if (fstat(fd, &sb) != 0)
-		rc = vlm_error("'%s': %s", st->path, strerror(errno));
-	else if (S_ISDIR(sb.st_mode))
-		rc = vlm_error("'%s': is a directory", st->path);
-	else if (!S_ISREG(sb.st_mode))
-		rc = read_all(st, fd);
-	else if ((st->size = (size_t)sb.st_size) >= 8) {
-		st->base = mmap(NULL, st->size, PROT_READ, MAP_PRIVATE, fd, 0);
-		if (st->base == MAP_FAILED) {
-			st->base = NULL;
-			rc = vlm_error("'%s': %s", st->path, strerror(errno));
-		} else {
-			st->mapped = 1;
-		}
-	}
-	if (fd != 0)
-		close(fd);
-	if (rc == 0 && st->size < 8)
-		rc = vlm_error("'%s': too short for a safetensors file "
-		    "(%zu bytes)", st->path, st->size);
-	return rc;
+	if (vlm_map_file(&st->file, path, st->path) != 0)
+		return -1;
+	if (st->file.size < 8)
+		return vlm_error("'%s': too short for a safetensors file "
+		    "(%zu bytes)", st->path, st->file.size);
+	return 0;
 }
 
 /* Refuse nesting deeper than MAX_DEPTH before the parser recurses. */
@@ -402,19 +350,19 @@ vlm_st_load(struct vlm_st *st, const char *path)
 		return vlm_error("'%s': out of memory", path);
 	if (open_bytes(st, path) != 0)
 		goto out;
-	hlen = get_le64(st->base);
+	hlen = get_le64(st->file.base);
 	if (hlen > MAX_HEADER) {
 		vlm_error("'%s': header length %llu exceeds the %d-byte limit",
 		    st->path, (unsigned long long)hlen, MAX_HEADER);
 		goto out;
 	}
-	if (hlen > st->size - 8) {
+	if (hlen > st->file.size - 8) {
 		vlm_error("'%s': header length %llu runs past the end of the "
 		    "file (%zu bytes)", st->path, (unsigned long long)hlen,
-		    st->size);
+		    st->file.size);
 		goto out;
 	}
-	if (parse_header(st, st->base + 8, hlen) != 0)
+	if (parse_header(st, st->file.base + 8, hlen) != 0)
 		goto out;
 	cap = json_object_size((json_t *)st->json) + 1;
 	es = calloc(cap, sizeof(*es));
@@ -424,8 +372,8 @@ vlm_st_load(struct vlm_st *st, const char *path)
 	if (!es || !st->names || !st->tensors || !st->byname)
 		vlm_error("'%s': out of memory", st->path);
 	else
-		rc = load_entries(st, es, st->base + 8 + hlen,
-		    st->size - 8 - hlen);
+		rc = load_entries(st, es, st->file.base + 8 + hlen,
+		    st->file.size - 8 - hlen);
 out:
 	free(es);
 	if (rc != 0)
@@ -434,12 +382,16 @@ out:
 }
 
 void
+vlm_st_keep_file(struct vlm_st *st, struct vlm_map *out)
+{
+	*out = st->file;
+	memset(&st->file, 0, sizeof(st->file));
+}
+
+void
 vlm_st_release(struct vlm_st *st)
 {
-	if (st->mapped)
-		munmap(st->base, st->size);
-	else
-		free(st->base);
+	vlm_map_release(&st->file);
 	free(st->copy);
 	if (st->json)
 		json_decref((json_t *)st->json);
@@ -571,7 +523,9 @@ meta_json(const char *path, const char *const *keys,
 	return m;
 }
 
-/* The header text, space-padded to a multiple of 8; caller frees. */
+/* The header text, space-padded so that the data section starts at a
+ * multiple of VLM_ST_ALIGN bytes (so also a multiple of 8, as the
+ * reference writer pads); caller frees. */
 static char *
 header_text_alloc(const char *path, const char *const *names,
     const struct vlm_tensor *ts, const int *ord, int n,
@@ -594,14 +548,14 @@ header_text_alloc(const char *path, const char *const *names,
 		goto out;
 	}
 	*len = strlen(text);
-	if (!(p = realloc(text, *len + 8))) {
+	if (!(p = realloc(text, *len + VLM_ST_ALIGN))) {
 		vlm_error("'%s': out of memory", path);
 		free(text);
 		text = NULL;
 		goto out;
 	}
 	text = p;
-	while (*len % 8)
+	while ((8 + *len) % VLM_ST_ALIGN)
 		text[(*len)++] = ' ';
 	if (*len > MAX_HEADER) {
 		vlm_error("'%s': header of %zu bytes exceeds the %d-byte "

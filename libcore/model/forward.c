@@ -496,9 +496,60 @@ vlm_run_free(struct vlm_run *r)
 		r->be->free(r->wdev);
 	if (r->gdev)
 		r->be->free(r->gdev);
+	if (r->bscratch)
+		r->be->free(r->bscratch);
 	free(r->harena);
 	free(r->nograd);
 	free(r);
+}
+
+/* Floats of scratch enough for every linear layer of the run with bf16
+ * weights: rows up to the widest stack's, widths up to the widest. */
+static size_t
+bf16_scratch_floats(const struct vlm_run *r, const struct vlm_model *m)
+{
+	int rows = 0, w = 3 * m->cfg.patch_size * m->cfg.patch_size;
+
+	for (int i = 0; i < r->nst; i++) {
+		rows = r->st[i].R > rows ? r->st[i].R : rows;
+		w = r->st[i].F > w ? r->st[i].F : w;
+		w = r->st[i].D > w ? r->st[i].D : w;
+	}
+	return vlm_linear_bf16_scratch_floats(rows, w, w);
+}
+
+int
+vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
+    const uint16_t *wb)
+{
+	if (r->train && wb)
+		return vlm_error("bf16 weights are for inference: a training "
+		    "run keeps fp32");
+	if (wb && (!r->be->linear_fwd_bf16 || !r->be->bf16_from_f32))
+		return vlm_error("backend '%s' has no op 'linear_fwd_bf16'",
+		    r->be->name);
+	if (wb && !r->bscratch &&
+	    !(r->bscratch = r->be->alloc(bf16_scratch_floats(r, m) *
+	    sizeof(float))))
+		return vlm_error("out of memory for the bf16 scratch");
+	r->wb = wb;
+	return 0;
+}
+
+/*
+ * y (N,OUT) = x (N,IN) w^T + b with the weight at offset off (OUT,IN) of
+ * the parameters: its bf16 copy when the run has them
+ * (vlm_run_set_bf16), else the fp32 one.
+ */
+static void
+linear(const struct vlm_run *r, const struct vlm_model *m, float *y,
+    const float *x, int64_t off, const float *b, int N, int IN, int OUT)
+{
+	if (r->wb)
+		r->be->linear_fwd_bf16(y, r->bscratch, x, r->wb + off, b, N,
+		    IN, OUT);
+	else
+		r->be->linear_fwd(y, x, m->w + off, b, N, IN, OUT);
 }
 
 /* y (N, OUT) = x (N, IN) @ w (IN, OUT): OpenCLIP's projections. */
@@ -650,13 +701,13 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 		size_t bo = (size_t)e * C;
 		if (!n)
 			continue;
-		be->linear_fwd(ma->efc + bo * F, ma->buf + bo * D,
-		    w + o->efc_w[pool] + (size_t)e * F * D,
+		linear(r, m, ma->efc + bo * F, ma->buf + bo * D,
+		    o->efc_w[pool] + (int64_t)e * F * D,
 		    w + o->efc_b[pool] + (size_t)e * F, n, D, F);
 		act_fwd(be, c, ma->eact + bo * F, ma->efc + bo * F,
 		    (int64_t)n * F);
-		be->linear_fwd(ma->eout + bo * D, ma->eact + bo * F,
-		    w + o->eproj_w[pool] + (size_t)e * D * F,
+		linear(r, m, ma->eout + bo * D, ma->eact + bo * F,
+		    o->eproj_w[pool] + (int64_t)e * D * F,
 		    w + o->eproj_b[pool] + (size_t)e * D, n, F, D);
 	}
 	be->moe_combine_fwd(ma->ys, ma->eout, ma->idx, ma->slot, ma->w, S, D,
@@ -698,17 +749,17 @@ block_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 
 	be->layernorm_fwd(ln1, LAYER(st, mean1, l, R), LAYER(st, rstd1, l, R),
 	    x, w + o->ln1_w, w + o->ln1_b, R, D);
-	be->linear_fwd(qkv, ln1, w + o->qkv_w, w + o->qkv_b, R, D, 3 * D);
+	linear(r, m, qkv, ln1, o->qkv_w, w + o->qkv_b, R, D, 3 * D);
 	attention_fwd(be, st, l);
-	be->linear_fwd(mid, LAYER(st, atty, l, R * D), w + o->out_w,
-	    w + o->out_b, R, D, D);
+	linear(r, m, mid, LAYER(st, atty, l, R * D), o->out_w, w + o->out_b, R,
+	    D, D);
 	be->add(mid, x, R * D);
 	be->layernorm_fwd(ln2, LAYER(st, mean2, l, R), LAYER(st, rstd2, l, R),
 	    mid, w + o->ln2_w, w + o->ln2_b, R, D);
 	if (!o->moe) {
-		be->linear_fwd(fc, ln2, w + o->fc_w, w + o->fc_b, R, D, F);
+		linear(r, m, fc, ln2, o->fc_w, w + o->fc_b, R, D, F);
 		act_fwd(be, &m->cfg, act, fc, R * F);
-		be->linear_fwd(out, act, w + o->proj_w, w + o->proj_b, R, F, D);
+		linear(r, m, out, act, o->proj_w, w + o->proj_b, R, F, D);
 		be->add(out, mid, R * D);
 		return;
 	}
@@ -753,8 +804,8 @@ image_embed(struct vlm_run *r, const struct vlm_model *m, const float *img)
 	    c->image_size * sizeof(float));
 	be->patchify_fwd(t->patches, t->img, B, 3, c->image_size,
 	    c->image_size, p);
-	be->linear_fwd(t->emb, t->patches, m->w + o->patch_w, NULL, B * P,
-	    3 * p * p, D);
+	linear(r, m, t->emb, t->patches, o->patch_w, NULL, B * P, 3 * p * p,
+	    D);
 	if (o->cls >= 0)
 		be->cls_prepend_fwd(t->xe, t->emb, m->w + o->cls, B, P, D);
 	else
@@ -798,21 +849,23 @@ text_embed(struct vlm_run *r, const struct vlm_model *m, const int32_t *ids)
 
 /* Attention pooling: the query attends over lnf, then out-projection. */
 static void
-map_fwd(const struct vlm_backend *be, struct tower_acts *t, const float *w,
-    const struct vlm_tower_off *o, int B, int T, int D, int H)
+map_fwd(const struct vlm_run *r, const struct vlm_model *m,
+    struct tower_acts *t, const struct vlm_tower_off *o, int B, int T, int D,
+    int H)
 {
-	size_t DD = (size_t)D * D;
+	const float *w = m->w;
+	int64_t DD = (int64_t)D * D;
 
-	be->linear_fwd(t->mq, w + o->map_q, w + o->map_in_w, w + o->map_in_b,
-	    1, D, D);
-	be->linear_fwd(t->mk, t->lnf, w + o->map_in_w + DD,
-	    w + o->map_in_b + D, B * T, D, D);
-	be->linear_fwd(t->mv, t->lnf, w + o->map_in_w + 2 * DD,
+	linear(r, m, t->mq, w + o->map_q, o->map_in_w, w + o->map_in_b, 1, D,
+	    D);
+	linear(r, m, t->mk, t->lnf, o->map_in_w + DD, w + o->map_in_b + D,
+	    B * T, D, D);
+	linear(r, m, t->mv, t->lnf, o->map_in_w + 2 * DD,
 	    w + o->map_in_b + 2 * D, B * T, D, D);
-	be->pool_map_fwd(t->mpatt, t->matt, t->mq, t->mk, t->mv, t->len, B, T,
-	    D, H);
-	be->linear_fwd(t->pooled, t->mpatt, w + o->map_out_w,
-	    w + o->map_out_b, B, D, D);
+	r->be->pool_map_fwd(t->mpatt, t->matt, t->mq, t->mk, t->mv, t->len, B,
+	    T, D, H);
+	linear(r, m, t->pooled, t->mpatt, o->map_out_w, w + o->map_out_b, B,
+	    D, D);
 }
 
 /* Final LN, pooling and projection of modality i. */
@@ -832,7 +885,7 @@ head_fwd(struct vlm_run *r, const struct vlm_model *m, int i)
 	if (tc->pool == VLM_POOL_GAP)
 		be->pool_mean_fwd(t->pooled, t->lnf, t->len, B, T, D);
 	else if (tc->pool == VLM_POOL_MAP)
-		map_fwd(be, t, m->w, o, B, T, D, tc->heads);
+		map_fwd(r, m, t, o, B, T, D, tc->heads);
 	else
 		be->pool_token_fwd(t->pooled, t->lnf, t->pos, B, T, D);
 	project(be, t->feat, t->pooled, m->w + o->proj, B, D, c->embed_dim);

@@ -195,35 +195,9 @@ vlm_lora_merge(struct vlm_model *m)
 	m->cfg.lora.rank = 0;
 	m->cfg.lora.alpha = 0;
 	m->cfg.lora.targets = VLM_LORA_ALL;
-	if ((w = realloc(m->w, m->nfloats * sizeof(float)))) /* shrink */
+	if (!m->file.base && (w = realloc(m->w, m->nfloats *
+	    sizeof(float)))) /* shrink an owned slab */
 		m->w = w;
-	return 0;
-}
-
-/* Every weight finite: a NaN in a file would make every output NaN. */
-static int
-check_finite(const struct vlm_model *m, const char *path)
-{
-	for (int i = 0; i < m->nparams; i++) {
-		const struct vlm_param *p = &m->params[i];
-		for (int64_t j = 0; j < p->n; j++)
-			if (!isfinite(m->w[p->off + j]))
-				return vlm_error("'%s': parameter '%s' holds "
-				    "NaN or infinity (element %lld)", path,
-				    p->name, (long long)j);
-	}
-	return 0;
-}
-
-int
-vlm_model_load_merged(struct vlm_model *m, const char *path)
-{
-	if (vlm_model_load(m, path) < 0)
-		return -1;
-	if (vlm_lora_merge(m) < 0 || check_finite(m, path) < 0) {
-		vlm_model_release(m);
-		return -1;
-	}
 	return 0;
 }
 

@@ -318,7 +318,10 @@ vlm_model_release(struct vlm_model *m)
 		free(m->vis.blocks);
 	free(m->txt.blocks);
 	free(m->params);
-	free(m->w);
+	if (m->file.base)
+		vlm_map_release(&m->file);
+	else
+		free(m->w);
 	free(m->tokenizer);
 	memset(m, 0, sizeof(*m));
 }
@@ -494,13 +497,59 @@ check_param(const struct vlm_param *p, const struct vlm_tensor *t,
 }
 
 /*
+ * The slab as it lies in st's file: every parameter F32 at its slab
+ * offset from a 64-byte aligned start in a mapping; else NULL.
+ */
+static float *
+slab_in_file(const struct vlm_model *m, const struct vlm_st *st)
+{
+	const unsigned char *w;
+
+	if (!st->file.mapped || m->nparams == 0)
+		return NULL;
+	w = vlm_st_get(st, m->params[0].name)->data;
+	if (m->params[0].off != 0 || (uintptr_t)w % VLM_ST_ALIGN != 0)
+		return NULL;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(st, p->name);
+		if (t->dtype != VLM_DTYPE_F32 || (const unsigned char *)t->data
+		    != w + p->off * sizeof(float))
+			return NULL;
+	}
+	return (float *)w;
+}
+
+/* The floats (F32, F16 or BF16) of st's tensors copied into a new slab;
+ * the file's pages go as they are copied, so it is not held twice. */
+static int
+copy_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
+{
+	if (alloc_slab(m) < 0)
+		return vlm_error("'%s': %s", path, vlm_errmsg());
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		const struct vlm_tensor *t = vlm_st_get(st, p->name);
+		if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
+		    t->dtype, p->n) < 0) {
+			vlm_error("'%s': tensor '%s': %s", path, p->name,
+			    vlm_errmsg());
+			vlm_model_release(m);
+			return -1;
+		}
+		vlm_map_drop(&st->file, t->data, vlm_tensor_nbytes(t));
+	}
+	return 0;
+}
+
+/*
  * The model of a file: its config (checked), every tensor's shape checked
- * against it before the slab is allocated (so a config claiming a huge
- * model over small tensors costs nothing), then the floats (F32, F16 or
- * BF16) copied in.
+ * against it before any slab is allocated (so a config claiming a huge
+ * model over small tensors costs nothing), then the slab: the file's own
+ * mapping where it holds the slab as is, else a copy.
  */
 static int
-load_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
+load_params(struct vlm_model *m, struct vlm_st *st, const char *path)
 {
 	const char *cfg = vlm_st_meta(st, "vlm.config");
 	struct vlm_config c;
@@ -518,24 +567,15 @@ load_params(struct vlm_model *m, const struct vlm_st *st, const char *path)
 			vlm_model_release(m);
 			return -1;
 		}
-	if (alloc_slab(m) < 0)
-		return vlm_error("'%s': %s", path, vlm_errmsg());
-	for (int i = 0; i < m->nparams; i++) {
-		const struct vlm_param *p = &m->params[i];
-		const struct vlm_tensor *t = vlm_st_get(st, p->name);
-		if (vlm_convert_floats(m->w + p->off, VLM_DTYPE_F32, t->data,
-		    t->dtype, p->n) < 0) {
-			vlm_error("'%s': tensor '%s': %s", path, p->name,
-			    vlm_errmsg());
-			vlm_model_release(m);
-			return -1;
-		}
-	}
+	if (!(m->w = slab_in_file(m, st)))
+		return copy_params(m, st, path);
+	vlm_st_keep_file(st, &m->file);
 	return 0;
 }
 
-int
-vlm_model_load(struct vlm_model *m, const char *path)
+/* The model of a file; a mapped slab copy-on-write, or read-only. */
+static int
+load(struct vlm_model *m, const char *path, int writable)
 {
 	struct vlm_st st;
 	const char *tok;
@@ -544,6 +584,10 @@ vlm_model_load(struct vlm_model *m, const char *path)
 	if (vlm_st_load(&st, path) < 0)
 		return -1;
 	rc = load_params(m, &st, path);
+	if (rc == 0 && writable && vlm_map_writable(&m->file, 1) < 0) {
+		rc = vlm_error("'%s': %s", path, vlm_errmsg());
+		vlm_model_release(m);
+	}
 	if (rc == 0 && (tok = vlm_st_meta(&st, "tokenizer.merges")) &&
 	    !(m->tokenizer = strdup(tok))) {
 		rc = vlm_error("out of memory");
@@ -551,6 +595,105 @@ vlm_model_load(struct vlm_model *m, const char *path)
 	}
 	vlm_st_release(&st);
 	return rc;
+}
+
+int
+vlm_model_load(struct vlm_model *m, const char *path)
+{
+	return load(m, path, 1);
+}
+
+int
+vlm_model_load_merged(struct vlm_model *m, const char *path)
+{
+	int lora = 0;
+
+	if (load(m, path, 0) < 0)
+		return -1;
+	if (m->cfg.lora.rank > 0) /* merging writes the base weights */
+		lora = vlm_map_writable(&m->file, 1) < 0 ||
+		    vlm_lora_merge(m) < 0 || vlm_map_writable(&m->file, 0) < 0;
+	if (lora || vlm_model_check_finite(m, path) < 0) {
+		vlm_model_release(m);
+		return -1;
+	}
+	return 0;
+}
+
+int
+vlm_model_mapped(const struct vlm_model *m)
+{
+	return m->file.mapped;
+}
+
+#define FINITE_CHUNK (1 << 20) /* floats each job checks */
+
+struct finite_job {
+	const struct vlm_model *m;
+	int64_t bad;   /* the first chunk holding a non-finite, or -1 */
+};
+
+/* Does x (n floats) hold a NaN or infinity? Exponent bits all ones, in
+ * fixed blocks that the compiler vectorizes. */
+static int
+any_nonfinite(const float *x, int64_t n)
+{
+	const uint32_t *u = (const uint32_t *)x;
+	uint32_t bad = 0;
+	int64_t i = 0;
+
+	for (; i + 64 <= n; i += 64)
+		for (int k = 0; k < 64; k++)
+			bad |= (u[i + k] & 0x7f800000u) == 0x7f800000u;
+	for (; i < n; i++)
+		bad |= (u[i] & 0x7f800000u) == 0x7f800000u;
+	return bad != 0;
+}
+
+/* Check chunks [c0, c1); let go of the pages read, if they can be. */
+static void
+finite_chunks(void *ctx, int64_t c0, int64_t c1)
+{
+	struct finite_job *j = ctx;
+
+	for (int64_t c = c0; c < c1; c++) {
+		int64_t i0 = c * FINITE_CHUNK, n = j->m->nfloats - i0;
+		int64_t seen;
+
+		n = n < FINITE_CHUNK ? n : FINITE_CHUNK;
+		if (any_nonfinite(j->m->w + i0, n))
+			while ((seen = __atomic_load_n(&j->bad,
+			    __ATOMIC_RELAXED)) < 0 || c < seen)
+				if (__atomic_compare_exchange_n(&j->bad, &seen,
+				    c, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+					break;
+		vlm_map_drop(&j->m->file, j->m->w + i0, n * sizeof(float));
+	}
+}
+
+int
+vlm_model_check_finite(const struct vlm_model *m, const char *path)
+{
+	struct finite_job j = { m, -1 };
+	int64_t i0, i1;
+
+	vlm_parallel_for((m->nfloats + FINITE_CHUNK - 1) / FINITE_CHUNK,
+	    finite_chunks, &j);
+	if (j.bad < 0)
+		return 0;
+	i0 = j.bad * FINITE_CHUNK;
+	i1 = i0 + FINITE_CHUNK < m->nfloats ? i0 + FINITE_CHUNK : m->nfloats;
+	while (i0 < i1 && isfinite(m->w[i0]))
+		i0++;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		if (i0 >= p->off && i0 < p->off + p->n)
+			return vlm_error("'%s': parameter '%s' holds NaN or "
+			    "infinity (element %lld)", path, p->name,
+			    (long long)(i0 - p->off));
+	}
+	return vlm_error("'%s': NaN or infinity at float %lld", path,
+	    (long long)i0);
 }
 
 int

@@ -158,6 +158,7 @@ struct vlm_model {
 	struct vlm_tower_off vis, txt;
 	int64_t logit_scale;
 	char *tokenizer;          /* BPE merges text carried in the file, or NULL */
+	struct vlm_map file;      /* the model file w points into, if mapped */
 };
 
 /* Build the parameter table for a config and allocate a zeroed slab. */
@@ -171,9 +172,29 @@ void vlm_model_randomize(struct vlm_model *m, uint64_t seed);
 /* Find a parameter by name; NULL if absent. */
 const struct vlm_param *vlm_model_param(const struct vlm_model *m,
     const char *name);
-/* Load a vlm model file (safetensors with config in its metadata). */
+/*
+ * Load a vlm model file (safetensors with config in its metadata). A file
+ * whose tensors are all F32 laid out as the slab, starting 64-byte
+ * aligned (what vlm_model_save writes), is mapped and not copied: m->w
+ * points into the mapping, copy-on-write (a page written, as training
+ * does, becomes private memory; the file never changes), and pages are
+ * read from the page cache only when first used. Other files (F16 or
+ * BF16 tensors, another layout, stdin) are copied into a new slab.
+ */
 int vlm_model_load(struct vlm_model *m, const char *path);
-/* Save parameters, config and tokenizer as one safetensors file. */
+/* Does m->w point into a mapped file (1) or own its slab (0)? */
+int vlm_model_mapped(const struct vlm_model *m);
+/*
+ * -1 with a message naming the first parameter holding a NaN or an
+ * infinity (a NaN in a file would make every output NaN). In a mapped
+ * model whose pages were never written, the pages read for the check
+ * are let go again (the file still holds them), so that a run faults in
+ * only the weights it uses: an image-only run never holds the text
+ * tower's.
+ */
+int vlm_model_check_finite(const struct vlm_model *m, const char *path);
+/* Save parameters, config and tokenizer as one safetensors file, F32 in
+ * slab order from a 64-byte aligned start: it loads mapped. */
 int vlm_model_save(const struct vlm_model *m, const char *path);
 /* Total parameters, and parameters active per token (K of E experts). */
 int64_t vlm_model_active_params(const struct vlm_model *m);
@@ -260,6 +281,40 @@ int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
 int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
     const uint8_t *nograd);
 
+/* ---- reduced precision (model/precision.c) ------------------------------- */
+
+/*
+ * --precision bf16 (inference): the weights of the linear layers (patch
+ * embedding, attention and MLP projections, experts, attention pooling)
+ * as bf16, their inputs rounded to bf16, products summed in fp32;
+ * everything else fp32 (LayerNorm, softmax, attention, residuals,
+ * routers, the final projections).
+ */
+enum vlm_precision { VLM_PRECISION_FP32, VLM_PRECISION_BF16 };
+/* "fp32" or "bf16" into *p; -1 with vlm_error for anything else. */
+int vlm_precision_parse(const char *s, enum vlm_precision *p);
+/* bf16 copies of the linear weights of a tower (0 vision, 1 text, -1
+ * both; one-tower: the shared blocks) in memory of backend be, at the
+ * parameters' own offsets (a slab of nfloats bf16 whose other entries
+ * are never touched); free with be->free. NULL with vlm_error. */
+uint16_t *vlm_model_bf16_alloc(const struct vlm_model *m,
+    const struct vlm_backend *be, int tower);
+/*
+ * Give back the memory of the f32 linear weights of a tower (as for
+ * vlm_model_bf16_alloc) once their bf16 copies are made: the whole pages
+ * inside them (madvise MADV_DONTNEED; for a process that runs no other
+ * precision or tower, e.g. vlm-embed). They must not be read afterwards
+ * (a private mapping of the model file reads back the file's values, an
+ * allocated slab zeros); in a one-tower model the blocks are both
+ * towers'. Host memory only.
+ */
+void vlm_model_drop_f32(struct vlm_model *m, int tower);
+/* The run's linear layers use wb (from vlm_model_bf16_alloc for the same
+ * model and the run's backend; NULL: back to fp32) from now on. -1 for
+ * a training run or a backend without bf16 ops. */
+int vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
+    const uint16_t *wb);
+
 /* ---- encoding (model/encoder.c) ------------------------------------------ */
 
 /* A model as an image or text encoder over batches of a fixed size. */
@@ -267,12 +322,17 @@ struct vlm_encoder {
 	const struct vlm_model *m;
 	int text;         /* 0 images, 1 texts */
 	int batch;        /* e.g. 32 */
+	int rows;         /* r's batch: batch, or fewer for a short one */
 	struct vlm_run *r;
 	void *pad;        /* padding copy for a short last batch */
+	uint16_t *wb;     /* bf16 weights (vlm_encoder_set_precision) */
 };
 int vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m,
     int text, int batch);
 void vlm_encoder_release(struct vlm_encoder *e);
+/* Encode in precision p from now on (bf16: converts the tower's linear
+ * weights once, model/precision.c). */
+int vlm_encoder_set_precision(struct vlm_encoder *e, enum vlm_precision p);
 /* n <= batch items: pixels (n,3,S,S) or token ids (n,context) into
  * out (n, embed_dim); unit: L2-normalised. */
 int vlm_encode(struct vlm_encoder *e, const void *in, int n, float *out,
@@ -330,7 +390,8 @@ int vlm_lora_grad(const struct vlm_model *m, float *grad);
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);
 /* vlm_model_load() for inference: adapters, if any, merged; a weight
- * that is NaN or infinite is refused, naming its parameter. */
+ * that is NaN or infinite is refused, naming its parameter; a mapped
+ * slab is read-only (a stray write faults). In model/model.c. */
 int vlm_model_load_merged(struct vlm_model *m, const char *path);
 /* m (plain) := the model of config c, whose only change to m's table is
  * c->lora's adapters: base values kept, adapters seeded, tokenizer

@@ -122,6 +122,8 @@ struct vlm_run {
 	float *hstream;           /* host copy for vlm_run_stream */
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	const uint16_t *wb;       /* bf16 weights (vlm_run_set_bf16), or NULL */
+	float *bscratch;          /* linear_fwd_bf16's scratch */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	/* a device backend's copy of the model's weights, uploaded by every
