@@ -23,6 +23,7 @@ struct eval_common {
 	int batch;          /* -b */
 	int json;           /* --json */
 	int per_class;      /* --per-class */
+	int alpha;          /* --alpha: enum vlm_alpha + 1; 0: the model's */
 };
 /* --device (NULL: VLM_DEVICE or the default), used by eval_model_load. */
 extern const char *eval_device;
@@ -32,8 +33,8 @@ extern int eval_precision;
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */
 
-/* Load a model (-m): 0, or -1 after a warning. */
-int eval_model_load(struct vlm_model *m, const char *path);
+/* Load a model (-m; --alpha applied): 0, or -1 after a warning. */
+int eval_model_load(struct vlm_model *m, const struct eval_common *o);
 
 /* A labelled image set: embeddings (n, dim) and labels. */
 struct eval_set {

@@ -55,7 +55,7 @@ struct vlm_config {
 	int vocab;              /* e.g. 49408 */
 	float logit_scale_init; /* e.g. log(1/0.07) = 2.6593 */
 	float mean[3], std[3];  /* image normalisation (OpenAI values) */
-	int image_alpha;        /* enum vlm_alpha: drop (OpenCLIP), white... */
+	int image_alpha;        /* enum vlm_alpha, e.g. resize-first */
 	struct vlm_tower_config vision, text;
 
 	/* sparse MoE (ALGORITHMS.md sections 1-2); experts == 0: dense */
