@@ -258,7 +258,7 @@ eval_select(int argc, char **argv)
 	int failed = 0, rc = 1;
 
 	parse(&s, argc, argv);
-	if (load(&s, &failed) == 0 && eval_model_load(&m, s.c.model) == 0) {
+	if (load(&s, &failed) == 0 && eval_model_load(&m, &s.c) == 0) {
 		rc = evaluate(&s, &m, &failed) < 0 || failed;
 		vlm_model_release(&m);
 	}

@@ -283,8 +283,8 @@ run_task(struct suite *s, struct job *j, int t, struct vlm_model *m,
 	    s->done, s->total, suite_tasks[t].name, j->e->path, j->model);
 	if (asprintf(&tmp, "%s.out.%ld", out, (long)getpid()) < 0)
 		errx(1, "out of memory");
-	if (j->e->kind == SUITE_FOLDER && !*loaded && eval_model_load(m,
-	    j->model) == 0)
+	if (j->e->kind == SUITE_FOLDER && !*loaded &&
+	    eval_model_load(m, &(struct eval_common){ .model = j->model }) == 0)
 		*loaded = 1;
 	if (j->e->kind != SUITE_FOLDER || (*loaded && embed_once(j, m) == 0)) {
 		args(j, t, av);
