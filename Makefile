@@ -8,6 +8,7 @@
 #   make install PREFIX=/usr/local
 #   make SANITIZE=1 check    ASan + UBSan build in build-san/
 #   make CUDA=1     also compile kernels/cuda (default when nvcc is found)
+#   make MPI=0      without MPI (default: with it when mpicc is found)
 
 VERSION  = 0.1.0
 PREFIX  ?= /usr/local
@@ -54,6 +55,13 @@ NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels -Xcompiler -fPIC \
 	-gencode arch=compute_90,code=compute_90
 endif
 LDLIBS  += -ldl
+# MPI (libcore/train/comm-mpi.c) when OpenMPI's mpicc is found; MPI=0 off
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI   ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+CFLAGS  += -DVLM_MPI=1 $(shell $(MPICC) --showme:compile)
+LDLIBS  += $(shell $(MPICC) --showme:link)
+endif
 LIB      = $(BUILD)/libvlm.a
 
 PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats

@@ -9,6 +9,8 @@
 void cmd_usage(const char *usage, int status) __attribute__((noreturn));
 void cmd_version(const char *prog) __attribute__((noreturn));
 int cmd_int(const char *opt, const char *s, long min, long max);
+/* --alpha's argument: an image_alpha mode (enum vlm_alpha), or exit 2. */
+int cmd_alpha(const char *s);
 /*
  * --device (spec) or $VLM_DEVICE: cpu, cuda or cuda:N, the backend of the
  * program's runs (it sets VLM_BACKEND). Unset: VLM_BACKEND if set, else

@@ -37,6 +37,21 @@ cmd_int(const char *opt, const char *s, long min, long max)
 	return (int)v;
 }
 
+/* The mode is checked and named by the config key's own table. */
+int
+cmd_alpha(const char *s)
+{
+	struct vlm_config c = {0};
+	char kv[64];
+
+	if (strlen(s) > 32)
+		errx(2, "--alpha '%.32s...': no such mode", s);
+	snprintf(kv, sizeof(kv), "image_alpha=%s", s);
+	if (vlm_config_set(&c, kv) < 0)
+		errx(2, "--alpha: %s", vlm_errmsg());
+	return c.image_alpha;
+}
+
 int
 cmd_precision(const char *s)
 {

@@ -49,6 +49,8 @@ embed_setup_model(struct embed *e)
 	e->items = (struct vlm_items){ .size = c->image_size, .mean = c->mean,
 	    .std = c->std, .alpha = c->image_alpha, .bpe = &e->bpe,
 	    .ctx = c->context };
+	if (e->o.alpha)
+		e->items.alpha = e->o.alpha - 1;
 	e->vec = malloc((size_t)e->o.batch * c->embed_dim * sizeof(float));
 	e->ids = calloc(e->o.batch, sizeof(*e->ids));
 	e->num = calloc(e->o.batch, sizeof(*e->num));

@@ -96,6 +96,7 @@ struct embed_opts {
 	int batch;    /* e.g. 32 */
 	int threads;  /* loader workers and kernel threads; 0: all cores */
 	int precision; /* enum vlm_precision, --precision */
+	int alpha;    /* --alpha: enum vlm_alpha + 1; 0: the model's */
 };
 
 /* One run of vlm-embed (cmd/embed-run.c). */

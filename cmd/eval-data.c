@@ -17,11 +17,14 @@
 int eval_precision = VLM_PRECISION_FP32;
 
 int
-eval_model_load(struct vlm_model *m, const char *path)
+eval_model_load(struct vlm_model *m, const struct eval_common *o)
 {
 	cmd_device(eval_device);
-	if (vlm_model_load_merged(m, path) == 0)
+	if (vlm_model_load_merged(m, o->model) == 0) {
+		if (o->alpha)
+			m->cfg.image_alpha = o->alpha - 1;
 		return 0;
+	}
 	warnx("%s", vlm_errmsg());
 	return -1;
 }

@@ -55,6 +55,7 @@ parse(struct lp *p, int argc, char **argv)
 		{ "test-labels", required_argument, NULL, 'L' },
 		{ "wd", required_argument, NULL, 'w' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "precision", required_argument, NULL, 'X' },
 		{ "per-class", no_argument, NULL, 'P' },
@@ -231,7 +232,7 @@ eval_linear_probe(int argc, char **argv)
 
 	parse(&p, argc, argv);
 	if (load_trees(&p) == 0 && (!p.c.model ||
-	    eval_model_load(&m, p.c.model) == 0)) {
+	    eval_model_load(&m, &p.c) == 0)) {
 		rc = evaluate(&p, &m, &failed) < 0 || failed;
 		if (p.c.model)
 			vlm_model_release(&m);

@@ -26,6 +26,7 @@ eval_common_opt(struct eval_common *o, int c, const char *arg)
 	case 'b': o->batch = cmd_int("-b", arg, 1, 1 << 20); return 1;
 	case 'J': o->json = 1; return 1;
 	case 'P': o->per_class = 1; return 1;
+	case 'A': o->alpha = cmd_alpha(arg) + 1; return 1;
 	case 'D': eval_device = cmd_device_arg("--device", arg); return 1;
 	case 'X': eval_precision = cmd_precision(arg); return 1;
 	case 'h': cmd_usage(eval_usage, 0);

@@ -47,6 +47,7 @@ parse(struct ret *r, int argc, char **argv)
 		{ "csv-caption-key", required_argument, NULL, 'C' },
 		{ "csv-separator", required_argument, NULL, 'S' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "precision", required_argument, NULL, 'X' },
 		{ "help", no_argument, NULL, 'h' },
@@ -306,7 +307,7 @@ eval_retrieval(int argc, char **argv)
 
 	parse(&r, argc, argv);
 	if (load_pairs(&r, &failed) == 0) {
-		if (!r.c.model || eval_model_load(&m, r.c.model) == 0) {
+		if (!r.c.model || eval_model_load(&m, &r.c) == 0) {
 			rc = evaluate(&r, &m, &failed) < 0 || failed;
 			if (r.c.model)
 				vlm_model_release(&m);

@@ -53,6 +53,7 @@ parse(struct zs *z, int argc, char **argv)
 		{ "wds", required_argument, NULL, 'W' },
 		{ "split", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'J' },
+		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "precision", required_argument, NULL, 'X' },
 		{ "per-class", no_argument, NULL, 'P' },
@@ -270,7 +271,7 @@ eval_zeroshot(int argc, char **argv)
 		}
 		free(p);
 		rc = 0;
-	} else if (!z.c.model || eval_model_load(&m, z.c.model) == 0) {
+	} else if (!z.c.model || eval_model_load(&m, &z.c) == 0) {
 		rc = evaluate(&z, &m, &failed) < 0 || failed;
 		if (z.c.model)
 			vlm_model_release(&m);

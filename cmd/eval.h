@@ -13,6 +13,9 @@ extern const char eval_usage[];
 int eval_zeroshot(int argc, char **argv);
 int eval_retrieval(int argc, char **argv);
 int eval_linear_probe(int argc, char **argv);
+int eval_select(int argc, char **argv);
+int eval_suite(int argc, char **argv);
+int eval_table(int argc, char **argv);
 
 #define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
 
@@ -22,6 +25,7 @@ struct eval_common {
 	int batch;          /* -b */
 	int json;           /* --json */
 	int per_class;      /* --per-class */
+	int alpha;          /* --alpha: enum vlm_alpha + 1; 0: the model's */
 };
 /* --device (NULL: VLM_DEVICE or the default), used by eval_model_load. */
 extern const char *eval_device;
@@ -31,8 +35,8 @@ extern int eval_precision;
 int eval_common_opt(struct eval_common *o, int c, const char *arg);
 /* A positive integer option value, or exit 2. */
 
-/* Load a model (-m): 0, or -1 after a warning. */
-int eval_model_load(struct vlm_model *m, const char *path);
+/* Load a model (-m; --alpha applied): 0, or -1 after a warning. */
+int eval_model_load(struct vlm_model *m, const struct eval_common *o);
 
 /* A labelled image set: embeddings (n, dim) and labels. */
 struct eval_set {
@@ -99,5 +103,44 @@ void eval_report_add(struct eval_report *r, const char *name, double v);
 void eval_report_print(const struct eval_report *r, int json);
 /* The "model" key of an embeddings file's metadata (malloc'ed), or NULL. */
 char *eval_meta_model(const struct vlm_emb *e);
+
+/* ---- vlm-eval suite (cmd/eval-suite.c, eval-suite-list.c) ---------- */
+#define SUITE_MAX_MODELS 64
+#define SUITE_MAX_TASKS 4
+
+enum suite_kind { SUITE_WDS, SUITE_FOLDER, SUITE_SELECT, SUITE_PAIRS };
+
+/* A line of the list: a data set, its kind and tasks. */
+struct suite_entry {
+	char *path, *slug;
+	enum suite_kind kind;
+	int splits;                      /* a folder with train/, test/ */
+	int ntasks;
+	const char *tasks[SUITE_MAX_TASKS];
+};
+
+/* A run: the options, then the list. */
+struct suite {
+	const char *models[SUITE_MAX_MODELS];
+	int nmodels;
+	const char *out, *split, *batch, *list;
+	struct suite_entry *e;
+	int n;
+	int done, total;                 /* progress */
+};
+
+/* The tasks (zeroshot_classification, zeroshot_retrieval, linear_probe,
+ * image_caption_selection) and the kinds of data set that have each. */
+#define SUITE_NTASKS 4
+struct suite_task {
+	const char *name;
+	unsigned kinds; /* 1 << enum suite_kind */
+};
+extern const struct suite_task suite_tasks[SUITE_NTASKS];
+/* 1 if dir (or dir/sub) is a directory. */
+int suite_is_dir(const char *dir, const char *sub);
+/* The list s->list into s->e, s->n, s->total; a bad line warned about
+ * (any fails the list, -1). */
+int suite_list_load(struct suite *s);
 
 #endif

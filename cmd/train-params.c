@@ -59,6 +59,7 @@ static const struct param params[] = {
 	{ "grayscale", P_DOUBLE, F(aug.gray), 0 },
 	{ "data-weights", P_STR, F(weights), 0 },
 	{ "adaptive", P_FLAG, F(so.adaptive), 0 },
+	{ "expert-parallel", P_INT, F(ep), 0 },
 	{ "adaptive-tau", P_DOUBLE, F(so.tau), 0 },
 	{ "adaptive-decay", P_DOUBLE, F(so.decay), 0 },
 	{ "adaptive-floor", P_DOUBLE, F(so.eps), 0 },

@@ -281,7 +281,7 @@ train_sources_loss(struct train *t, const int *src, int n)
 {
 	if (!src)
 		return;
-	if (vlm_run_row_loss(t->run, t->rowloss) < 0)
+	if (train_row_loss(t, t->rowloss) < 0)
 		errx(1, "%s", vlm_errmsg());
 	vlm_sampler_add(t->sampler, src, t->rowloss, n);
 	for (int j = 0; j < n; j++)

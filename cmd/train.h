@@ -83,6 +83,8 @@ struct train {
 	uint8_t *frozen;
 	unsigned char *warned; /* one bit per pair: unreadable image reported */
 	FILE *metrics;
+	struct train_dist *dist; /* several ranks (cmd/train-dist.c), or NULL */
+	int ep;                  /* --expert-parallel: ranks sharing experts */
 };
 
 /* cmd/train-setup.c */
@@ -114,6 +116,19 @@ void train_log(struct train *t, const struct vlm_loss *L, float lr,
 void train_progress(const struct train *t, const struct vlm_loss *L,
     double rate);
 int train_log_resume(const struct train *t, const char *path);
+/* cmd/train-dist.c: data parallel over MPI ranks; one process: plain */
+void train_dist_init(struct train *t, int *argc, char ***argv);
+int train_dist_rank(const struct train *t);
+int train_dist_batch(const struct train *t);
+void train_dist_setup(struct train *t);
+void train_dist_forward(struct train *t, const struct vlm_batch *b,
+    struct vlm_loss *l, int micro);
+int train_row_loss(struct train *t, double *loss);
+void train_dist_backward(struct train *t, float *grad);
+void train_dist_grads(struct train *t, float *grad, int64_t n);
+int train_dist_signal(struct train *t, int sig);
+void train_dist_agree(struct train *t, int rc);
+void train_dist_finish(struct train *t);
 /* cmd/train-lora.c: LoRA adapters; each a no-op for a plain model */
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);

@@ -27,6 +27,7 @@
 static const char usage[] =
     "usage: vlm-embed -m model [-t] [--raw] [-o out.npy] "
     "[--format npys|jsonl]\n"
+    "                 [--alpha mode]\n"
     "                 [--routes file] [-b batch] [-j threads] "
     "[--device dev]\n"
     "                 [--precision fp32|bf16] [-fq] [path ...]\n"
@@ -41,6 +42,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 		{ "output", required_argument, NULL, 'o' },
 		{ "format", required_argument, NULL, 'F' },
 		{ "raw", no_argument, NULL, 'r' },
+		{ "alpha", required_argument, NULL, 'A' },
 		{ "routes", required_argument, NULL, 'R' },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "threads", required_argument, NULL, 'j' },
@@ -69,6 +71,7 @@ parse(int argc, char **argv, struct embed_opts *o)
 			o->format = *optarg == 'j' ? EMBED_JSONL : EMBED_NPYS;
 			break;
 		case 'r': o->raw = 1; break;
+		case 'A': o->alpha = cmd_alpha(optarg) + 1; break;
 		case 'R': o->routes = optarg; break;
 		case 'b': o->batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'j': o->threads = cmd_int("-j", optarg, 1, 65536); break;

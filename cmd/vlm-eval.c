@@ -1,6 +1,7 @@
 /*
- * vlm-eval - zero-shot classification, retrieval and linear-probe
- * evaluation of a model, as CLIP_benchmark defines the metrics.
+ * vlm-eval - zero-shot classification, retrieval, linear-probe and
+ * image-caption selection evaluation of a model, as CLIP_benchmark
+ * defines the metrics; whole suites of them and their results table.
  *
  * Reads a vlm model file and an ImageFolder tree or an image-caption
  * pairs file, or embeddings made earlier (.npys streams or packed .npy
@@ -18,21 +19,31 @@ const char eval_usage[] =
     "           [--templates file] [--wds dir] [--split name] [-b batch]\n"
     "           [--prompts] [--json] [--per-class] [--device dev]\n"
     "           [--precision fp32|bf16]\n"
+    "           [--alpha mode]\n"
     "       vlm-eval retrieval [-m model] [--pairs file] [--wds dir]\n"
     "           [--split name] [--image-emb file]\n"
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
     "           [--json] [--device dev] [--precision fp32|bf16]\n"
+    "           [--alpha mode]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
     "           [--per-class] [--device dev] [--precision fp32|bf16]\n"
+    "           [--alpha mode]\n"
+    "       vlm-eval select -m model --file file [-b batch] [--json]\n"
+    "       vlm-eval suite -m model [-m model ...] [-o dir] [--split name]\n"
+    "           [-b batch] list\n"
+    "       vlm-eval table [--markdown] [-o file] dir\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
 	{ "zeroshot", eval_zeroshot, NULL },
 	{ "retrieval", eval_retrieval, NULL },
 	{ "linear-probe", eval_linear_probe, NULL },
+	{ "select", eval_select, NULL },
+	{ "suite", eval_suite, NULL },
+	{ "table", eval_table, NULL },
 };
 
 int

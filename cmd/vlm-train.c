@@ -51,7 +51,7 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
-	O_DEVICE };
+	O_DEVICE, O_EP };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -101,6 +101,7 @@ static const struct option opts[] = {
 	{ "device", required_argument, NULL, O_DEVICE },
 	{ "lora-rank", required_argument, NULL, O_LORA_R },
 	{ "lora-alpha", required_argument, NULL, O_LORA_A },
+	{ "expert-parallel", required_argument, NULL, O_EP },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -212,6 +213,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_DEVICE:
 			t->device = cmd_device_arg("--device", optarg);
 			break;
+		case O_EP: t->ep = num(optarg, "--expert-parallel"); break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
@@ -279,10 +281,14 @@ lock_run(const char *run)
 static void
 setup(struct train *t)
 {
+	int rank0 = train_dist_rank(t) == 0; /* writes the run directory */
+
 	if (t->resume) {
-		lock_run(t->resume);
+		if (rank0)
+			lock_run(t->resume);
 		if (vlm_ckpt_load(t->resume, &t->m, &t->st) < 0 ||
-		    vlm_ckpt_prune(t->resume, t->st.step, t->keep) < 0)
+		    (rank0 && vlm_ckpt_prune(t->resume, t->st.step, t->keep) <
+		    0))
 			errx(1, "%s", vlm_errmsg());
 		t->seed = t->st.seed;
 	} else {
@@ -292,10 +298,11 @@ setup(struct train *t)
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
 		char latest[4096];
 		snprintf(latest, sizeof(latest), "%s/latest", t->out);
-		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+		if (rank0 && mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
 			err(1, "%s", t->out);
-		lock_run(t->out);
-		if (access(latest, F_OK) == 0)
+		if (rank0)
+			lock_run(t->out);
+		if (rank0 && access(latest, F_OK) == 0)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
 	}
@@ -306,7 +313,8 @@ setup(struct train *t)
 		t->o.steps = t->epochs * (t->nitems / ((int64_t)t->o.batch *
 		    t->accum));
 	if (train_lora_init(t) < 0 ||
-	    !(t->run = vlm_run_new(t->net, t->o.batch, t->o.batch, 1)) ||
+	    !(t->run = vlm_run_new(t->net, train_dist_batch(t),
+	    train_dist_batch(t), 1)) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)))
 		errx(1, "%s", vlm_errmsg());
 	*vlm_run_rng(t->run) = t->st.rng;
@@ -323,6 +331,7 @@ setup(struct train *t)
 		err(1, NULL);
 	if (train_loader(t) < 0)
 		errx(1, "%s", vlm_errmsg());
+	train_dist_setup(t);
 }
 
 static void
@@ -331,8 +340,8 @@ checkpoint(struct train *t)
 	t->st.rng = *vlm_run_rng(t->run);
 	vlm_loader_cursor(t->loader, &t->st.cursor);
 	train_sources_save(t);
-	if (vlm_ckpt_save(t->out, &t->m, &t->opt, &t->st, t->keep) < 0)
-		errx(1, "%s", vlm_errmsg());
+	train_dist_agree(t, train_dist_rank(t) ? 0 : vlm_ckpt_save(t->out,
+	    &t->m, &t->opt, &t->st, t->keep));
 }
 
 /* Micro-batch m's loss into the mean L, its gradient into t->grad. */
@@ -348,20 +357,18 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	float k = 1.0f / t->accum;
 
 	t->micro = m;
-	if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
-	    vlm_run_loss(t->run, t->net, &l) < 0)
-		errx(1, "%s", vlm_errmsg());
+	train_dist_forward(t, b, &l, m);
 	if (!isfinite(l.total))
 		errx(1, "non-finite loss at step %lld; nothing saved over the "
 		    "last checkpoint", (long long)t->st.step + 1);
 	train_sources_loss(t, src, b->n);
 	if (t->accum == 1) {
 		*L = l;
-		vlm_backward(t->run, t->net, t->grad);
+		train_dist_backward(t, t->grad);
 		return;
 	}
 	/* plain accumulation: the mean of the micro-batches' gradients */
-	vlm_backward(t->run, t->net, m ? t->gacc : t->grad);
+	train_dist_backward(t, m ? t->gacc : t->grad);
 	if (m)
 		be->add(t->grad, t->gacc, t->ngrad);
 	if (m == t->accum - 1)
@@ -376,10 +383,13 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 static void
 step(struct train *t, struct vlm_loss *L)
 {
+	float *g; /* the gradient the optimizer reads */
+
 	for (int m = 0; m < t->accum; m++)
 		micro_step(t, m, L);
-	vlm_optim_step(&t->opt, &t->m, train_lora_grad(t),
-	    vlm_lr_at(&t->o, t->st.step));
+	g = train_lora_grad(t);
+	train_dist_grads(t, g, g == t->grad ? t->ngrad : t->opt.pack.n);
+	vlm_optim_step(&t->opt, &t->m, g, vlm_lr_at(&t->o, t->st.step));
 	train_lora_sync(t);
 	t->st.step++;
 	t->st.samples += (int64_t)t->o.batch * t->accum;
@@ -438,28 +448,34 @@ main(int argc, char **argv)
 	char path[4096];
 	double t0, last;
 	int64_t first, saved;
+	int stop = 0; /* the signal every rank stops for (one: this one's) */
 
 	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
 	defaults(&t);
+	train_dist_init(&t, &argc, &argv);
 	parse(&t, argc, argv);
 	setup(&t);
-	if (train_params_save(&t) < 0)
-		errx(1, "%s", vlm_errmsg());
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
-	if (t.resume && train_log_resume(&t, path) < 0)
-		errx(1, "%s", vlm_errmsg());
-	if (!(t.metrics = fopen(path, "a")))
-		err(1, "%s", path);
+	if (train_dist_rank(&t) == 0) { /* the others write nothing */
+		if (train_params_save(&t) < 0 || (t.resume &&
+		    train_log_resume(&t, path) < 0))
+			errx(1, "%s", vlm_errmsg());
+		if (!(t.metrics = fopen(path, "a")))
+			err(1, "%s", path);
+	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	t0 = last = now();
 	first = saved = t.st.step;
-	while (t.st.step < t.o.steps && !stop_signal &&
+	while (t.st.step < t.o.steps && !stop &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
 		step(&t, &L);
-		report(&t, &L, (t.st.step - first) * (double)t.o.batch *
-		    t.accum / (now() - t0), &last);
+		if ((stop = train_dist_signal(&t, stop_signal)))
+			stop_signal = stop; /* report() logs the last step */
+		if (t.metrics)
+			report(&t, &L, (t.st.step - first) *
+			    (double)t.o.batch * t.accum / (now() - t0), &last);
 		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
 			saved = t.st.step;
@@ -469,10 +485,11 @@ main(int argc, char **argv)
 		fputc('\n', stderr);
 	if (t.st.step != saved)
 		checkpoint(&t);
-	if (fclose(t.metrics) != 0)
+	if (t.metrics && fclose(t.metrics) != 0)
 		err(1, "%s", path);
+	train_dist_finish(&t);
 	teardown(&t);
-	if (stop_signal)
-		return 128 + stop_signal;
+	if (stop || stop_signal)
+		return 128 + (stop ? stop : stop_signal);
 	return cmd_finish(0);
 }

@@ -12,6 +12,7 @@
  *                      LoRA, upcycling
  *   train/train.h      optimizer, data sources and the sampler,
  *                      checkpoints
+ *   train/comm.h       the communicator of distributed runs (MPI)
  *   eval/eval.h        metrics, linear probe, embedding files
  *   routing/routing.h  routing records and their statistics
  *
@@ -33,6 +34,7 @@
 #include "data/data.h"
 #include "model/model.h"
 #include "train/train.h"
+#include "train/comm.h"
 #include "eval/eval.h"
 #include "routing/routing.h"
 

@@ -11,3 +11,5 @@ for b in "$@"; do
 done
 echo "== tests/bench-embed.sh"
 sh tests/bench-embed.sh
+echo "== tests/bench-mpi.sh"
+sh tests/bench-mpi.sh

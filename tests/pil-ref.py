@@ -12,8 +12,8 @@ in DIR, writes raw uint8 references and lists them in DIR/refs.txt:
 
 VARIANT: drop (convert("RGB")), white / black (alpha_composite over an
 opaque background), noexif (without exif_transpose). Decoding is
-Image.open + ImageOps.exif_transpose + convert("RGB"), except 16-bit gray
-(mode I), which PIL's convert clips, so its reference is the value >> 8.
+Image.open + ImageOps.exif_transpose + convert("RGB") (16-bit gray, mode
+I, is clipped to 0..255 by that convert).
 Preprocessing is what OpenCLIP's validation transform does through
 torchvision on an RGB image: resize((new_w, new_h), BICUBIC) with the
 longer side int(S * long / short), then crop at int(round((size - S) / 2)).
@@ -95,9 +95,6 @@ def decode(path, variant):
     im = Image.open(path)
     if variant != "noexif":
         im = ImageOps.exif_transpose(im)
-    if im.mode.startswith("I"):
-        a = (np.array(im).astype(np.uint32) >> 8).astype(np.uint8)
-        return np.repeat(a[..., None], 3, axis=2)
     if variant in ("drop", "noexif"):
         return np.array(im.convert("RGB"))
     colour = (255, 255, 255, 255) if variant == "white" else (0, 0, 0, 255)
@@ -121,7 +118,8 @@ def png_depth(path):
     return head[24] if head[:4] == b"\x89PNG" else 8
 
 
-def resize_crop(im, s):
+def resize_crop_image(im, s):
+    """torchvision's Resize(s) + CenterCrop(s) of a PIL image, any mode."""
     w, h = im.size
     short, long = (w, h) if w <= h else (h, w)
     nl = int(s * long / short)
@@ -129,7 +127,27 @@ def resize_crop(im, s):
     im = im.resize(size, Image.BICUBIC)
     top = int(round((size[1] - s) / 2.0))
     left = int(round((size[0] - s) / 2.0))
-    return np.array(im.crop((left, top, left + s, top + s)))
+    return im.crop((left, top, left + s, top + s))
+
+
+def resize_crop(im, s):
+    return np.array(resize_crop_image(im, s))
+
+
+def crop_resize_image(im, x, y, w, h, s):
+    """torchvision's resized_crop: crop the box, resize to (s, s)."""
+    return im.crop((x, y, x + w, y + h)).resize((s, s), Image.BICUBIC)
+
+
+def image_files(d):
+    """The test images in d, sorted."""
+    return [f for f in sorted(os.listdir(d))
+            if f.endswith((".png", ".jpg", ".webp"))]
+
+
+def write_refs(d, lines):
+    with open(os.path.join(d, "refs.txt"), "w") as fp:
+        fp.write("\n".join(lines) + "\n")
 
 
 def variants(path):
@@ -154,9 +172,7 @@ def main():
     d = sys.argv[1]
     generate(d)
     out = []
-    for f in sorted(os.listdir(d)):
-        if not f.endswith((".png", ".jpg", ".webp")):
-            continue
+    for f in image_files(d):
         p = os.path.join(d, f)
         for v in variants(p):
             a = decode(p, v)
@@ -169,13 +185,11 @@ def main():
         for x, y, w, h in CROPS.get(f, []):
             im = Image.fromarray(decode(p, "drop"), "RGB")
             for s in SIZES:
-                r = np.array(im.crop((x, y, x + w, y + h))
-                             .resize((s, s), Image.BICUBIC))
+                r = np.array(crop_resize_image(im, x, y, w, h, s))
                 r.tofile(os.path.join(d, "%s.crop.%d.%d.%d.%d.%d.pre"
                                       % (f, x, y, w, h, s)))
                 out.append("crop %s %d %d %d %d %d" % (f, x, y, w, h, s))
-    with open(os.path.join(d, "refs.txt"), "w") as fp:
-        fp.write("\n".join(out) + "\n")
+    write_refs(d, out)
 
 
 if __name__ == "__main__":

@@ -344,7 +344,7 @@ static void
 expect_fail(const char *path, const struct vlm_image_opts *o,
     const char *why)
 {
-	struct vlm_image im = {1, 1, (uint8_t *)"x"};
+	struct vlm_image im = {.w = 1, .h = 1, .rgb = (uint8_t *)"x"};
 
 	if (vlm_image_load(&im, path, o) != -1)
 		fail_msg("'%s' loaded (%dx%d), want failure", path, im.w,

@@ -145,6 +145,78 @@ test_resize_matches_pil(void **state)
 }
 
 /*
+ * image_alpha resize-first against PIL, bit for bit: OpenCLIP's transform
+ * of the images as opened (tests/pil-alpha.py: RGBA, LA, 16-bit RGBA and
+ * LA, P with and without tRNS, bilevel, 16-bit gray, CMYK JPEG, odd
+ * sizes), through
+ * our decoder and resize, the centre crop and the crop-resize alike.
+ */
+static void
+test_resize_first_matches_pil(void **state)
+{
+	static const struct vlm_image_opts o = {
+		.alpha = VLM_ALPHA_RESIZE_FIRST };
+	char d[4200], line[512], file[256], name[400], path[8800];
+	struct vlm_image im = {0}, rgb = {0};
+	struct vlm_crop c;
+	int S, cases = 0, kinds[5] = {0}, differ = 0;
+	FILE *refs;
+
+	(void)state;
+	if (!have_pil())
+		skip();
+	snprintf(d, sizeof(d), "%s/alpha", test_tmpdir());
+	snprintf(path, sizeof(path), "mkdir -p '%s' && /usr/bin/python3 "
+	    "tests/pil-alpha.py '%s'", d, d);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof(path), "%s/refs.txt", d);
+	assert_non_null(refs = fopen(path, "r"));
+	while (fgets(line, sizeof(line), refs)) {
+		uint8_t *ref, *out;
+		int maxd, crop = 0;
+
+		if (sscanf(line, "first %255s %d", file, &S) == 2) {
+			snprintf(name, sizeof(name), "%s.first.%d.pre", file,
+			    S);
+		} else if (sscanf(line, "firstcrop %255s %d %d %d %d %d",
+		    file, &c.x, &c.y, &c.w, &c.h, &S) == 6) {
+			snprintf(name, sizeof(name), "%s.fc.%d.%d.%d.%d.%d.pre",
+			    file, c.x, c.y, c.w, c.h, S);
+			crop = 1;
+		} else {
+			fail_msg("bad line in refs.txt: %s", line);
+		}
+		snprintf(path, sizeof(path), "%s/%s", d, file);
+		assert_int_equal(vlm_image_load(&im, path, &o), 0);
+		kinds[im.kind]++;
+		ref = read_ref(d, name, (size_t)S * S * 3);
+		assert_non_null(out = malloc((size_t)S * S * 3));
+		assert_int_equal(crop ? vlm_image_crop_resize(out, &im, &c, S) :
+		    vlm_image_resize_crop(out, &im, S), 0);
+		if (count_diff(out, ref, (size_t)S * S * 3, 0, &maxd) != 0)
+			fail_msg("%s: differs from PIL by up to %d", name,
+			    maxd);
+		/* convert-first (drop) must differ where the kind matters */
+		assert_int_equal(vlm_image_load(&rgb, path, NULL), 0);
+		assert_int_equal(crop ? vlm_image_crop_resize(out, &rgb, &c, S) :
+		    vlm_image_resize_crop(out, &rgb, S), 0);
+		differ += count_diff(out, ref, (size_t)S * S * 3, 0, &maxd) > 0;
+		free(out);
+		free(ref);
+		vlm_image_release(&im);
+		vlm_image_release(&rgb);
+		cases++;
+	}
+	fclose(refs);
+	print_message("resize-first: %d cases equal to PIL (%d of them "
+	    "differ from convert-first); kinds rgb %d, alpha %d, nearest %d, "
+	    "gray16 %d, cmyk %d\n", cases, differ, kinds[0], kinds[1],
+	    kinds[2], kinds[3], kinds[4]);
+	assert_true(cases >= 100 && kinds[0] && kinds[1] && kinds[2] &&
+	    kinds[3] && kinds[4] && differ >= cases / 2);
+}
+
+/*
  * The whole training transform against PIL where its crop is forced:
  * scale (1, 1) and the image's own aspect ratio select the whole image.
  */
@@ -231,7 +303,7 @@ static void
 test_hflip(void **state)
 {
 	struct vlm_augment a = VLM_AUGMENT_DEFAULT;
-	struct vlm_image im = {37, 29, NULL};
+	struct vlm_image im = {.w = 37, .h = 29};
 	struct vlm_rng r;
 	float plain[3 * 16 * 16], flip[3 * 16 * 16];
 	int nflip = 0, nsame = 0;
@@ -274,6 +346,7 @@ main(void)
 		cmocka_unit_test(test_crop_fallback),
 		cmocka_unit_test(test_hflip),
 		cmocka_unit_test(test_resize_matches_pil),
+		cmocka_unit_test(test_resize_first_matches_pil),
 		cmocka_unit_test(test_train_whole_image),
 	};
 

@@ -13,19 +13,48 @@
 
 /* ---- images (data/image*.c, resample.c, preprocess.c) -------------------- */
 
-/* An 8-bit RGB image; rgb is malloc'ed, freed by vlm_image_release. */
+/*
+ * How PIL resizes the image as Image.open gives it (kept only under
+ * VLM_ALPHA_RESIZE_FIRST; otherwise always VLM_IMAGE_RGB).
+ */
+enum vlm_image_kind {
+	VLM_IMAGE_RGB,     /* bicubic on rgb (modes L, RGB; tRNS ignored) */
+	VLM_IMAGE_ALPHA,   /* RGBA, LA: bicubic in premultiplied alpha */
+	VLM_IMAGE_NEAREST, /* P, 1: nearest neighbour on rgb */
+	VLM_IMAGE_GRAY16,  /* 16-bit gray (mode I): 32-bit bicubic, clip */
+	VLM_IMAGE_CMYK     /* CMYK JPEG: bicubic on CMYK, then to RGB */
+};
+
+/*
+ * An 8-bit RGB image; the buffers are malloc'ed, freed by
+ * vlm_image_release. rgb is what PIL's convert("RGB") gives; the other
+ * planes keep what a resize before that conversion needs.
+ */
 struct vlm_image {
 	int w, h;
-	uint8_t *rgb; /* (h,w,3) */
+	uint8_t *rgb;     /* (h,w,3) */
+	int kind;         /* enum vlm_image_kind, e.g. VLM_IMAGE_RGB */
+	uint8_t *alpha;   /* (h,w) VLM_IMAGE_ALPHA, else NULL */
+	uint16_t *gray16; /* (h,w) VLM_IMAGE_GRAY16, else NULL */
+	uint8_t *cmyk;    /* (h,w,4) VLM_IMAGE_CMYK (PIL's values), else NULL */
 };
 
 enum vlm_image_format { VLM_IMAGE_NONE, VLM_IMAGE_JPEG, VLM_IMAGE_PNG,
 	VLM_IMAGE_WEBP };
-/* What becomes of alpha (an alpha channel or PNG tRNS). */
+/*
+ * What becomes of alpha (an alpha channel or PNG tRNS), and when the
+ * image becomes RGB: before the resize (the first three: HF's
+ * CLIPImageProcessor, torchvision's ImageFolder loader) or after it
+ * (OpenCLIP's transform on Image.open's image).
+ */
 enum vlm_alpha {
 	VLM_ALPHA_DROP,  /* as PIL's convert("RGB") (the default) */
 	VLM_ALPHA_WHITE, /* composite over white (PIL alpha_composite) */
-	VLM_ALPHA_BLACK  /* composite over black */
+	VLM_ALPHA_BLACK, /* composite over black */
+	VLM_ALPHA_RESIZE_FIRST /* resize as PIL does the opened image (RGBA
+	                        * and LA premultiplied, P and 1 nearest,
+	                        * 16-bit gray in 32 bits, CMYK as CMYK),
+	                        * then drop alpha */
 };
 
 #define VLM_IMAGE_MAX_PIXELS (64LL << 20)
@@ -43,9 +72,10 @@ struct vlm_image_opts {
 
 /*
  * Load a JPEG or PNG file ("-": stdin; format sniffed from content) as
- * 8-bit RGB, the pixels of PIL's Image.open(path).convert("RGB"), except:
- * EXIF orientation applied (unless o->ignore_exif), 16-bit gray kept as
- * value >> 8. o may be NULL. -1 with a message naming the file for
+ * 8-bit RGB, the pixels of PIL's Image.open(path).convert("RGB") (16-bit
+ * gray clipped to 0..255 as PIL does), with EXIF orientation applied
+ * unless o->ignore_exif; with VLM_ALPHA_RESIZE_FIRST also the kind and
+ * planes the resize needs. o may be NULL. -1 with a message naming the file for
  * unreadable, truncated, corrupt, unsupported or over-limit input.
  */
 int vlm_image_load(struct vlm_image *im, const char *path,
@@ -67,13 +97,36 @@ int vlm_image_sniff(const char *path);
 int vlm_resample_bicubic(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
     int x0, int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */,
     int w, int h, size_t stride);
+/* The same on nc 8-bit channels, 1 <= nc <= 4. */
+int vlm_resample_bicubic_nc(uint8_t *dst /* (ch,cw,nc) */, int ow, int oh,
+    int x0, int y0, int cw, int ch, const uint8_t *src /* (h,w,nc) */,
+    int w, int h, size_t stride, int nc);
+/*
+ * PIL's BICUBIC of a 16-bit gray image (its mode "I": double weights,
+ * integer rounding after each pass), then convert("RGB"): clipped to
+ * 0..255 and replicated. Rows of src `stride` elements apart.
+ */
+int vlm_resample_bicubic_i16(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
+    int x0, int y0, int cw, int ch, const uint16_t *src /* (h,w) */, int w,
+    int h, size_t stride);
+/* PIL's Image.resize((ow, oh), NEAREST) of RGB pixels, the window only. */
+void vlm_resample_nearest(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
+    int x0, int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */,
+    int w, int h, size_t stride);
+
+/* PIL's cmyk2rgb of n pixels of its "CMYK" mode. */
+void vlm_cmyk_to_rgb(uint8_t *rgb /* (n,3) */, const uint8_t *cmyk /* (n,4) */,
+    size_t n);
 
 /* OpenAI CLIP's normalisation, OpenCLIP's default. */
 extern const float vlm_openai_mean[3], vlm_openai_std[3];
 
 /* torchvision Resize(S): shorter side S, longer int(S * long / short). */
 void vlm_resize_shorter(int w, int h, int S, int *ow, int *oh);
-/* Resize(S) + CenterCrop(S) of OpenCLIP's validation transform. */
+/*
+ * Resize(S) + CenterCrop(S) of OpenCLIP's validation transform; the
+ * resize follows im->kind (bicubic on rgb for VLM_IMAGE_RGB).
+ */
 int vlm_image_resize_crop(uint8_t *out /* (S,S,3) */,
     const struct vlm_image *im, int S);
 /* ToTensor + Normalize: (v / 255 - mean) / std in float32, CHW; NULL

@@ -70,19 +70,28 @@ on_progress(j_common_ptr ci)
 	}
 }
 
-/* Inverted CMYK to RGB: PIL's unpacker "CMYK;I" then cmyk2rgb. */
-static void
-cmyk_to_rgb(uint8_t *out /* (w,3) */, const uint8_t *in /* (w,4) */, int w)
+/* PIL's cmyk2rgb: each colour nk - c * nk / 255, nk = 255 - k. */
+void
+vlm_cmyk_to_rgb(uint8_t *out /* (n,3) */, const uint8_t *in /* (n,4) */,
+    size_t n)
 {
-	for (int x = 0; x < w; x++, in += 4, out += 3) {
-		int nk = in[3]; /* 255 - (255 - k) */
+	for (size_t x = 0; x < n; x++, in += 4, out += 3) {
+		int nk = 255 - in[3];
 
 		for (int c = 0; c < 3; c++) {
-			int t = (255 - in[c]) * nk + 128;
+			int t = in[c] * nk + 128;
 
 			out[c] = nk - (((t >> 8) + t) >> 8);
 		}
 	}
+}
+
+/* Inverted (Adobe) CMYK to PIL's values in place (its unpacker "CMYK;I"). */
+static void
+uninvert(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = 255 - p[i];
 }
 
 /*
@@ -106,7 +115,7 @@ run(struct jctx *c, struct vlm_image *im, const uint8_t *buf, size_t n,
     const char *name, const struct vlm_image_opts *o, int *orientation)
 {
 	j_decompress_ptr ci = &c->ci;
-	int cmyk;
+	int cmyk, keep;
 
 	if (setjmp(c->jb))
 		return vlm_error("'%s': %s", name, c->msg);
@@ -123,19 +132,29 @@ run(struct jctx *c, struct vlm_image *im, const uint8_t *buf, size_t n,
 	jpeg_start_decompress(ci);
 	if (ci->output_components != (cmyk ? 4 : 3))
 		return vlm_error("'%s': unsupported JPEG colour layout", name);
+	/* resize-first keeps every CMYK row (PIL resizes in CMYK) */
+	keep = cmyk && o->alpha == VLM_ALPHA_RESIZE_FIRST;
 	c->pix = malloc((size_t)ci->output_width * ci->output_height * 3);
-	c->row = cmyk ? malloc((size_t)ci->output_width * 4) : NULL;
+	c->row = cmyk ? malloc((size_t)ci->output_width * 4 *
+	    (keep ? ci->output_height : 1)) : NULL;
 	if (!c->pix || (cmyk && !c->row))
 		return vlm_error("'%s': out of memory", name);
 	while (ci->output_scanline < ci->output_height) {
-		uint8_t *rgb = c->pix + (size_t)ci->output_scanline *
-		    ci->output_width * 3;
-		JSAMPROW r = cmyk ? c->row : rgb;
+		size_t y = ci->output_scanline, w = ci->output_width;
+		uint8_t *rgb = c->pix + y * w * 3;
+		JSAMPROW r = !cmyk ? rgb : c->row + (keep ? y * w * 4 : 0);
 
 		if (jpeg_read_scanlines(ci, &r, 1) != 1)
 			return vlm_error("'%s': truncated JPEG", name);
-		if (cmyk)
-			cmyk_to_rgb(rgb, c->row, ci->output_width);
+		if (cmyk) {
+			uninvert(r, w * 4);
+			vlm_cmyk_to_rgb(rgb, r, w);
+		}
+	}
+	if (keep) {
+		im->kind = VLM_IMAGE_CMYK;
+		im->cmyk = c->row;
+		c->row = NULL;
 	}
 	im->w = ci->output_width;
 	im->h = ci->output_height;

@@ -3,11 +3,14 @@
  *
  * Every colour type and depth ends as RGB: palettes are looked up, gray
  * (1, 2, 4 bits scaled to 0..255) is replicated, 16-bit samples keep
- * their high byte (PIL does so for 16-bit RGB and RGBA; for 16-bit gray
- * PIL gives mode "I" whose convert("RGB") clips values to 0..255, which
- * whitens the image, so there we deliberately differ and keep >> 8).
+ * their high byte (PIL does so for 16-bit RGB, RGBA and LA); 16-bit gray
+ * is PIL's mode "I", whose convert("RGB") clips values to 0..255 (which
+ * whitens most such images): so do we, to see what PIL-based tools see.
  * Interlaced files are read whole. Alpha (an alpha channel, or tRNS) is
  * dropped as PIL does, or composited over white or black on request.
+ * For VLM_ALPHA_RESIZE_FIRST the image also keeps what PIL's resize of the
+ * opened image needs: the alpha channel, the 16-bit gray values, or the
+ * note that P and 1-bit images are resized by nearest neighbour.
  * gAMA, sRGB and iCCP are ignored, as in PIL. An eXIf chunk, before or
  * after the image data, gives the orientation.
  *
@@ -62,26 +65,103 @@ on_read(png_structp png, png_bytep out, png_size_t n)
 	c->off += n;
 }
 
-/* Ask libpng for 8-bit RGB, or RGBA when alpha matters or is unavoidable. */
+/* How PIL resizes this PNG as Image.open gives it (enum vlm_image_kind). */
+static int
+png_kind(int ct, int depth)
+{
+	if (ct == PNG_COLOR_TYPE_PALETTE || (ct == PNG_COLOR_TYPE_GRAY &&
+	    depth == 1))
+		return VLM_IMAGE_NEAREST; /* PIL modes P and 1 */
+	if (ct == PNG_COLOR_TYPE_GRAY && depth == 16)
+		return VLM_IMAGE_GRAY16;  /* mode I */
+	if (ct & PNG_COLOR_MASK_ALPHA)
+		return VLM_IMAGE_ALPHA;   /* RGBA, LA */
+	return VLM_IMAGE_RGB;
+}
+
+/*
+ * Ask libpng for 8-bit RGB, or RGBA when alpha matters or is unavoidable;
+ * 16-bit gray stays as it is (gray16_to_rgb).
+ */
 static void
 set_transforms(struct pctx *c, const struct vlm_image_opts *o)
 {
 	png_structp png = c->png;
 	int ct = png_get_color_type(png, c->info);
+	int depth = png_get_bit_depth(png, c->info);
 	int trns = png_get_valid(png, c->info, PNG_INFO_tRNS) != 0;
 
-	if (png_get_bit_depth(png, c->info) == 16)
-		png_set_strip_16(png);
-	if (ct == PNG_COLOR_TYPE_PALETTE)
-		png_set_palette_to_rgb(png);
-	if (ct == PNG_COLOR_TYPE_GRAY)
-		png_set_expand_gray_1_2_4_to_8(png);
-	if (trns && o->alpha != VLM_ALPHA_DROP)
-		png_set_tRNS_to_alpha(png);
-	if (!(ct & PNG_COLOR_MASK_COLOR))
-		png_set_gray_to_rgb(png);
+	if (png_kind(ct, depth) != VLM_IMAGE_GRAY16) {
+		if (depth == 16)
+			png_set_strip_16(png);
+		if (ct == PNG_COLOR_TYPE_PALETTE)
+			png_set_palette_to_rgb(png);
+		if (ct == PNG_COLOR_TYPE_GRAY)
+			png_set_expand_gray_1_2_4_to_8(png);
+		if (trns && o->alpha != VLM_ALPHA_DROP &&
+		    o->alpha != VLM_ALPHA_RESIZE_FIRST)
+			png_set_tRNS_to_alpha(png);
+		if (!(ct & PNG_COLOR_MASK_COLOR))
+			png_set_gray_to_rgb(png);
+	}
 	png_set_interlace_handling(png);
 	png_read_update_info(png, c->info);
+}
+
+/*
+ * 16-bit gray rows (big-endian) to RGB clipped to 0..255, as PIL's
+ * convert("RGB") of mode "I"; the tRNS gray is the background colour
+ * when compositing; the values kept, native, for VLM_ALPHA_RESIZE_FIRST.
+ */
+static int
+gray16_to_rgb(struct pctx *c, struct vlm_image *im, size_t n,
+    const struct vlm_image_opts *o)
+{
+	png_color_16p key = NULL;
+	int bg = o->alpha == VLM_ALPHA_WHITE ? 255 : 0, keyed = -1;
+	uint16_t *v = (uint16_t *)c->pix;
+
+	if ((o->alpha == VLM_ALPHA_WHITE || o->alpha == VLM_ALPHA_BLACK) &&
+	    png_get_tRNS(c->png, c->info, NULL, NULL, &key) && key)
+		keyed = key->gray;
+	if (!(im->rgb = malloc(n * 3)))
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		unsigned g = (unsigned)c->pix[2 * i] << 8 | c->pix[2 * i + 1];
+		uint8_t *d = im->rgb + 3 * i;
+
+		d[0] = d[1] = d[2] = (int)g == keyed ? bg :
+		    g > 255 ? 255 : (int)g;
+		v[i] = (uint16_t)g;
+	}
+	if (o->alpha == VLM_ALPHA_RESIZE_FIRST) {
+		im->kind = VLM_IMAGE_GRAY16;
+		im->gray16 = v;
+		c->pix = NULL;
+	}
+	return 0;
+}
+
+/*
+ * RGBA pixels to im's RGB; an alpha channel (not a palette's tRNS, which
+ * libpng's palette expansion turns into one) kept for resize-first.
+ */
+static int
+rgba_to_rgb(struct pctx *c, struct vlm_image *im, size_t n,
+    const struct vlm_image_opts *o)
+{
+	uint8_t *shrunk;
+
+	if (im->kind == VLM_IMAGE_ALPHA) {
+		if (!(im->alpha = malloc(n)))
+			return -1;
+		for (size_t i = 0; i < n; i++)
+			im->alpha[i] = c->pix[4 * i + 3];
+	}
+	vlm_image_flatten(c->pix, n, o->alpha);
+	if ((shrunk = realloc(c->pix, n * 3)))
+		c->pix = shrunk;
+	return 0;
 }
 
 /* EXIF orientation from an eXIf chunk (TIFF data, no "Exif" prefix). */
@@ -103,7 +183,7 @@ run(struct pctx *c, struct vlm_image *im, const char *name,
     const struct vlm_image_opts *o, int *orientation)
 {
 	png_uint_32 w, h;
-	int ch;
+	int ch, kind, bpp;
 
 	if (setjmp(png_jmpbuf(c->png)))
 		return vlm_error("'%s': %s", name, c->msg);
@@ -117,31 +197,36 @@ run(struct pctx *c, struct vlm_image *im, const char *name,
 	h = png_get_image_height(c->png, c->info);
 	if (vlm_image_check_size(name, w, h, o) < 0)
 		return -1;
+	kind = png_kind(png_get_color_type(c->png, c->info),
+	    png_get_bit_depth(c->png, c->info));
 	set_transforms(c, o);
 	ch = png_get_channels(c->png, c->info);
-	if ((ch != 3 && ch != 4) ||
-	    png_get_rowbytes(c->png, c->info) != (size_t)w * ch)
+	bpp = kind == VLM_IMAGE_GRAY16 ? 2 : ch;
+	if ((kind == VLM_IMAGE_GRAY16 ? ch != 1 : ch != 3 && ch != 4) ||
+	    png_get_rowbytes(c->png, c->info) != (size_t)w * bpp)
 		return vlm_error("'%s': unsupported PNG layout", name);
-	c->pix = malloc((size_t)w * h * ch);
+	c->pix = malloc((size_t)w * h * bpp);
 	c->rows = malloc(h * sizeof(*c->rows));
 	if (!c->pix || !c->rows)
 		return vlm_error("'%s': out of memory", name);
 	for (png_uint_32 y = 0; y < h; y++)
-		c->rows[y] = c->pix + (size_t)y * w * ch;
+		c->rows[y] = c->pix + (size_t)y * w * bpp;
 	png_read_image(c->png, c->rows);
 	png_read_end(c->png, c->info);
 	*orientation = png_orientation(c);
-	if (ch == 4) {
-		uint8_t *shrunk;
-
-		vlm_image_flatten(c->pix, (size_t)w * h, o->alpha);
-		if ((shrunk = realloc(c->pix, (size_t)w * h * 3)))
-			c->pix = shrunk;
+	if (o->alpha == VLM_ALPHA_RESIZE_FIRST)
+		im->kind = kind;
+	if ((kind == VLM_IMAGE_GRAY16 && gray16_to_rgb(c, im, (size_t)w * h,
+	    o) < 0) || (ch == 4 && rgba_to_rgb(c, im, (size_t)w * h, o) < 0)) {
+		vlm_image_release(im);
+		return vlm_error("'%s': out of memory", name);
 	}
 	im->w = w;
 	im->h = h;
-	im->rgb = c->pix;
-	c->pix = NULL;
+	if (kind != VLM_IMAGE_GRAY16) {
+		im->rgb = c->pix;
+		c->pix = NULL;
+	}
 	return 0;
 }
 

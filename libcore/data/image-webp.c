@@ -3,10 +3,10 @@
  * RGB with libwebp, as PIL's Image.open(...).convert("RGB") gives it:
  * PIL decodes through the same library to RGBA, so the colour samples
  * are libwebp's (fancy upsampling, its defaults); alpha is dropped or
- * composited as for PNG. Animated files are refused (PIL shows frame 0;
- * no data set here needs them). WebP has no EXIF orientation for PIL's
- * exif_transpose to apply in a still image decoded this way, so the
- * orientation is 1.
+ * composited as for PNG, or kept for VLM_ALPHA_RESIZE_FIRST. Animated
+ * files are refused (PIL shows frame 0; no data set here needs them).
+ * WebP has no EXIF orientation for PIL's exif_transpose to apply in a
+ * still image decoded this way, so the orientation is 1.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -45,8 +45,17 @@ vlm_webp_decode(struct vlm_image *im, const uint8_t *buf, size_t n,
 		WebPFree(px);
 		return vlm_error("'%s': corrupt WebP (size changed)", name);
 	}
-	if (!(im->rgb = malloc((size_t)w * h * 3))) {
+	/* resize-first: PIL opens it as RGBA, resized premultiplied */
+	if (o->alpha == VLM_ALPHA_RESIZE_FIRST && f.has_alpha) {
+		im->kind = VLM_IMAGE_ALPHA;
+		im->alpha = malloc((size_t)w * h);
+		for (size_t i = 0; im->alpha && i < (size_t)w * h; i++)
+			im->alpha[i] = px[4 * i + 3];
+	}
+	if (!(im->rgb = malloc((size_t)w * h * 3)) ||
+	    (im->kind == VLM_IMAGE_ALPHA && !im->alpha)) {
 		WebPFree(px);
+		vlm_image_release(im);
 		return vlm_error("'%s': out of memory", name);
 	}
 	vlm_image_flatten(px, (size_t)w * h, o->alpha);

@@ -56,8 +56,10 @@ void
 vlm_image_release(struct vlm_image *im)
 {
 	free(im->rgb);
-	im->rgb = NULL;
-	im->w = im->h = 0;
+	free(im->alpha);
+	free(im->gray16);
+	free(im->cmyk);
+	*im = (struct vlm_image){0};
 }
 
 /* Copy a library's message into buf with its first letter lower-case. */
@@ -138,44 +140,54 @@ vlm_exif_orientation(const uint8_t *t, size_t n)
 }
 
 /*
- * Transpose the image as EXIF orientation o asks (PIL's exif_transpose):
- * output (x, y) takes input (u, v) = (y, x) if transposed, else (x, y),
- * each coordinate mirrored where the table says.
+ * One plane of bpp bytes a pixel transposed as EXIF orientation o asks
+ * (PIL's exif_transpose): output (x, y) takes input (u, v) = (y, x) if
+ * transposed, else (x, y), each coordinate mirrored where the table says.
+ * The new plane replaces *pp; -1 when out of memory.
  */
 static int
-orient(struct vlm_image *im, int o, const char *name)
+orient_plane(void *pp, int w, int h, int bpp, int o)
 {
 	static const struct {
 		int swap, flipx, flipy;
 	} t[9] = {{0, 0, 0}, {0, 0, 0}, {0, 1, 0}, {0, 1, 1}, {0, 0, 1},
 	    {1, 0, 0}, {1, 0, 1}, {1, 1, 1}, {1, 1, 0}};
-	int w = im->w, h = im->h, ow = t[o].swap ? h : w;
-	int oh = t[o].swap ? w : h;
-	uint8_t *out, *d;
+	int ow = t[o].swap ? h : w, oh = t[o].swap ? w : h;
+	uint8_t **plane = pp, *out = malloc((size_t)w * h * bpp), *d = out;
 
-	if (o <= 1 || o > 8)
-		return 0;
-	out = malloc((size_t)w * h * 3);
 	if (!out)
-		return vlm_error("'%s': out of memory", name);
-	d = out;
+		return -1;
 	for (int y = 0; y < oh; y++) {
-		for (int x = 0; x < ow; x++, d += 3) {
+		for (int x = 0; x < ow; x++, d += bpp) {
 			int u = t[o].swap ? y : x, v = t[o].swap ? x : y;
-			const uint8_t *s;
 
 			u = t[o].flipx ? w - 1 - u : u;
 			v = t[o].flipy ? h - 1 - v : v;
-			s = im->rgb + ((size_t)v * w + u) * 3;
-			d[0] = s[0];
-			d[1] = s[1];
-			d[2] = s[2];
+			memcpy(d, *plane + ((size_t)v * w + u) * bpp, bpp);
 		}
 	}
-	free(im->rgb);
-	im->rgb = out;
-	im->w = ow;
-	im->h = oh;
+	free(*plane);
+	*plane = out;
+	return 0;
+}
+
+/* Orient every plane of im (EXIF orientation o). */
+static int
+orient(struct vlm_image *im, int o, const char *name)
+{
+	int w = im->w, h = im->h;
+
+	if (o <= 1 || o > 8)
+		return 0;
+	if (orient_plane(&im->rgb, w, h, 3, o) < 0 ||
+	    (im->alpha && orient_plane(&im->alpha, w, h, 1, o) < 0) ||
+	    (im->gray16 && orient_plane(&im->gray16, w, h, 2, o) < 0) ||
+	    (im->cmyk && orient_plane(&im->cmyk, w, h, 4, o) < 0))
+		return vlm_error("'%s': out of memory", name);
+	if (o >= 5) {
+		im->w = h;
+		im->h = w;
+	}
 	return 0;
 }
 
@@ -201,8 +213,7 @@ vlm_image_decode(struct vlm_image *im, const void *buf, size_t n,
 	struct vlm_image_opts d = opts_or_defaults(o);
 	int orientation = 1, rv;
 
-	im->w = im->h = 0;
-	im->rgb = NULL;
+	*im = (struct vlm_image){0};
 	switch (vlm_image_sniff_mem(buf, n)) {
 	case VLM_IMAGE_JPEG:
 		rv = vlm_jpeg_decode(im, buf, n, name, &d, &orientation);
@@ -278,8 +289,7 @@ vlm_image_load(struct vlm_image *im, const char *path,
 	size_t n = 0;
 	int rv;
 
-	im->w = im->h = 0;
-	im->rgb = NULL;
+	*im = (struct vlm_image){0};
 	if (!f)
 		return vlm_error("'%s': %s", path, strerror(errno));
 	/* 16 bytes a pixel: more than a stored 16-bit RGBA PNG needs */
@@ -293,8 +303,9 @@ vlm_image_load(struct vlm_image *im, const char *path,
 }
 
 /*
- * Drop or composite the alpha of n RGBA pixels into RGB, in place (the
- * output is packed at the start of the buffer). Compositing over an
+ * Drop (VLM_ALPHA_DROP, RESIZE_FIRST) or composite the alpha of n RGBA
+ * pixels into RGB, in place (the output is packed at the start of the
+ * buffer). Compositing over an
  * opaque background uses PIL's alpha_composite arithmetic.
  */
 void
@@ -310,7 +321,7 @@ vlm_image_flatten(uint8_t *p /* (n,4) in, (n,3) out */, size_t n,
 		for (int c = 0; c < 3; c++) {
 			uint32_t t;
 
-			if (mode == VLM_ALPHA_DROP) {
+			if (mode != VLM_ALPHA_WHITE && mode != VLM_ALPHA_BLACK) {
 				d[c] = p[c];
 				continue;
 			}

@@ -13,8 +13,13 @@
  * optional horizontal flip, normalise. Draws differ from torch's RNG, so
  * only the distribution, not the crops, match a Python run.
  *
- * The input is already RGB (image.c); OpenCLIP's webdataset loader also
- * converts to RGB before the transform ("pilrgb").
+ * The input is RGB (image.c) - OpenCLIP's webdataset loader also
+ * converts to RGB before the transform ("pilrgb") - unless the image
+ * kept what VLM_ALPHA_RESIZE_FIRST needs: then the resize is PIL's for the
+ * image as opened (OpenCLIP's transform on Image.open(path), which turns
+ * RGB only after the crop): RGBA and LA in premultiplied alpha, palette
+ * and bilevel by nearest neighbour, 16-bit gray in 32-bit integers, CMYK
+ * in CMYK.
  */
 #include <assert.h>
 #include <math.h>
@@ -36,18 +41,123 @@ vlm_resize_shorter(int w, int h, int S, int *ow, int *oh)
 	*oh = w <= h ? nl : S;
 }
 
+/* PIL's MULDIV255: a * b / 255 rounded, in integers. */
+static inline uint8_t
+muldiv255(unsigned a, unsigned b)
+{
+	unsigned t = a * b + 128;
+
+	return (uint8_t)(((t >> 8) + t) >> 8);
+}
+
+/*
+ * The window of region c of an RGBA / LA image resized to ow x oh as PIL
+ * does: convert to premultiplied ("RGBa": each colour times alpha /
+ * 255), resize the four channels, convert back (colour * 255 / alpha,
+ * clipped; alpha 0 and 255 left alone), then drop alpha.
+ */
+static int
+resize_premultiplied(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
+    const struct vlm_crop *c, int ow, int oh, int x0, int y0, int cw, int ch)
+{
+	uint8_t *pm = malloc((size_t)c->w * c->h * 4 + (size_t)cw * ch * 4);
+	uint8_t *res = pm + (size_t)c->w * c->h * 4, *p = pm;
+
+	if (!pm)
+		return vlm_error("out of memory resizing %dx%d", c->w, c->h);
+	for (int y = c->y; y < c->y + c->h; y++) {
+		for (int x = c->x; x < c->x + c->w; x++, p += 4) {
+			size_t i = (size_t)y * im->w + x;
+			unsigned a = im->alpha[i];
+
+			for (int k = 0; k < 3; k++)
+				p[k] = muldiv255(im->rgb[3 * i + k], a);
+			p[3] = a;
+		}
+	}
+	if (vlm_resample_bicubic_nc(res, ow, oh, x0, y0, cw, ch, pm, c->w,
+	    c->h, (size_t)c->w * 4, 4) < 0) {
+		free(pm);
+		return -1;
+	}
+	for (size_t i = 0; i < (size_t)cw * ch; i++, out += 3) {
+		const uint8_t *q = res + 4 * i;
+		unsigned a = q[3];
+
+		for (int k = 0; k < 3; k++) {
+			unsigned v = a == 0 || a == 255 ? q[k] : 255 * q[k] / a;
+			out[k] = v > 255 ? 255 : (uint8_t)v;
+		}
+	}
+	free(pm);
+	return 0;
+}
+
+/* The same for a CMYK image: PIL resizes its four channels, then RGB. */
+static int
+resize_cmyk(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
+    const struct vlm_crop *c, int ow, int oh, int x0, int y0, int cw, int ch)
+{
+	uint8_t *res = malloc((size_t)cw * ch * 4);
+	size_t off = (size_t)c->y * im->w + c->x;
+
+	if (!res)
+		return vlm_error("out of memory resizing %dx%d", c->w, c->h);
+	if (vlm_resample_bicubic_nc(res, ow, oh, x0, y0, cw, ch,
+	    im->cmyk + off * 4, c->w, c->h, (size_t)im->w * 4, 4) < 0) {
+		free(res);
+		return -1;
+	}
+	vlm_cmyk_to_rgb(out, res, (size_t)cw * ch);
+	free(res);
+	return 0;
+}
+
+/*
+ * The window (x0, y0, cw, ch) of region c of im resized to ow x oh the
+ * way PIL resizes an image of im->kind (a crop first, as torchvision's
+ * resized_crop does). PIL copies an image resized to its own size.
+ */
+static int
+resize_region(uint8_t *out /* (ch,cw,3) */, const struct vlm_image *im,
+    const struct vlm_crop *c, int ow, int oh, int x0, int y0, int cw, int ch)
+{
+	size_t off = (size_t)c->y * im->w + c->x, stride = (size_t)im->w * 3;
+	const uint8_t *rgb = im->rgb + off * 3;
+	int kind = ow == c->w && oh == c->h ? VLM_IMAGE_RGB : im->kind;
+
+	assert(c->x >= 0 && c->y >= 0 && c->w > 0 && c->h > 0);
+	assert(c->x + c->w <= im->w && c->y + c->h <= im->h);
+	switch (kind) {
+	case VLM_IMAGE_ALPHA:
+		return resize_premultiplied(out, im, c, ow, oh, x0, y0, cw, ch);
+	case VLM_IMAGE_NEAREST:
+		vlm_resample_nearest(out, ow, oh, x0, y0, cw, ch, rgb, c->w,
+		    c->h, stride);
+		return 0;
+	case VLM_IMAGE_GRAY16:
+		return vlm_resample_bicubic_i16(out, ow, oh, x0, y0, cw, ch,
+		    im->gray16 + off, c->w, c->h, im->w);
+	case VLM_IMAGE_CMYK:
+		return resize_cmyk(out, im, c, ow, oh, x0, y0, cw, ch);
+	default:
+		return vlm_resample_bicubic(out, ow, oh, x0, y0, cw, ch, rgb,
+		    c->w, c->h, stride);
+	}
+}
+
 int
 vlm_image_resize_crop(uint8_t *out /* (S,S,3) */, const struct vlm_image *im,
     int S)
 {
+	struct vlm_crop all = { 0, 0, im->w, im->h };
 	int ow, oh, x0, y0;
 
 	assert(S > 0 && im->w > 0 && im->h > 0);
 	vlm_resize_shorter(im->w, im->h, S, &ow, &oh);
 	x0 = (int)nearbyint((ow - S) / 2.0);
 	y0 = (int)nearbyint((oh - S) / 2.0);
-	return vlm_resample_bicubic(out, ow, oh, x0, y0, S, S, im->rgb, im->w,
-	    im->h, (size_t)im->w * 3);
+	return resize_region(out, im, &all, ow, oh, x0, y0, S, S);
 }
 
 void
@@ -134,17 +244,12 @@ vlm_augment_crop(struct vlm_crop *c, int w, int h,
 	fallback_crop(c, w, h, a);
 }
 
-/* Crop c of im, bicubic to S x S, flip if asked, normalise. */
+/* Crop c of im resized to S x S as PIL resizes im's kind. */
 int
 vlm_image_crop_resize(uint8_t *out /* (S,S,3) */, const struct vlm_image *im,
     const struct vlm_crop *c, int S)
 {
-	const uint8_t *src = im->rgb + ((size_t)c->y * im->w + c->x) * 3;
-
-	assert(c->x >= 0 && c->y >= 0 && c->w > 0 && c->h > 0);
-	assert(c->x + c->w <= im->w && c->y + c->h <= im->h);
-	return vlm_resample_bicubic(out, S, S, 0, 0, S, S, src, c->w, c->h,
-	    (size_t)im->w * 3);
+	return resize_region(out, im, c, S, S, 0, 0, S, S);
 }
 
 static double

@@ -49,6 +49,7 @@ struct taps {
 	int *first; /* (n) */
 	int *count; /* (n) */
 	int32_t *k; /* (n, ksize) fixed point */
+	double *kd; /* (n, ksize) the normalised weights (32-bit images) */
 };
 
 static void
@@ -57,14 +58,16 @@ taps_release(struct taps *t)
 	free(t->first);
 	free(t->count);
 	free(t->k);
+	free(t->kd);
 }
 
 /*
  * Taps for outputs o0 .. o0+n-1 of a resize from `in` to `out` samples
- * (PIL's precompute_coeffs and normalize_coeffs_8bpc).
+ * (PIL's precompute_coeffs and normalize_coeffs_8bpc); with dbl, the
+ * normalised double weights too (what PIL's 32-bit passes use).
  */
 static int
-taps_init(struct taps *t, int in, int out, int o0, int n)
+taps_init(struct taps *t, int in, int out, int o0, int n, int dbl)
 {
 	double scale = (double)in / out, fscale = scale < 1.0 ? 1.0 : scale;
 	double support = 2.0 * fscale, ss = 1.0 / fscale, *w;
@@ -73,8 +76,9 @@ taps_init(struct taps *t, int in, int out, int o0, int n)
 	t->first = malloc(n * sizeof(int));
 	t->count = malloc(n * sizeof(int));
 	t->k = malloc((size_t)n * t->ksize * sizeof(int32_t));
+	t->kd = dbl ? malloc((size_t)n * t->ksize * sizeof(double)) : NULL;
 	w = malloc(t->ksize * sizeof(double));
-	if (!t->first || !t->count || !t->k || !w) {
+	if (!t->first || !t->count || !t->k || !w || (dbl && !t->kd)) {
 		free(w);
 		taps_release(t);
 		return vlm_error("out of memory resizing %dx%d", in, out);
@@ -94,6 +98,8 @@ taps_init(struct taps *t, int in, int out, int o0, int n)
 		}
 		for (int x = 0; x < hi; x++) {
 			double v = ww != 0.0 ? w[x] / ww : w[x];
+			if (dbl)
+				t->kd[(size_t)i * t->ksize + x] = v;
 			v *= 1 << PRECISION_BITS;
 			k[x] = (int32_t)(v < 0 ? v - 0.5 : v + 0.5);
 		}
@@ -113,41 +119,39 @@ clip8(int32_t ss)
 	return ss > 255 ? 255 : (uint8_t)ss;
 }
 
-/* Horizontal pass: rows of src (w wide, `stride` bytes apart) to dst. */
+/* Horizontal pass: rows of src (nc channels, `stride` bytes apart). */
 static void
-pass_h(uint8_t *dst /* (rows,n,3) */, const uint8_t *src, size_t stride,
-    int rows, const struct taps *t, int n)
+pass_h(uint8_t *dst /* (rows,n,nc) */, const uint8_t *src, size_t stride,
+    int rows, const struct taps *t, int n, int nc)
 {
 	for (int y = 0; y < rows; y++) {
 		const uint8_t *row = src + (size_t)y * stride;
 		for (int i = 0; i < n; i++) {
 			const int32_t *k = t->k + (size_t)i * t->ksize;
-			const uint8_t *p = row + (size_t)t->first[i] * 3;
-			int32_t s0, s1, s2;
+			const uint8_t *p = row + (size_t)t->first[i] * nc;
+			int32_t s[4];
 
-			s0 = s1 = s2 = 1 << (PRECISION_BITS - 1);
-			for (int x = 0; x < t->count[i]; x++, p += 3) {
-				s0 += p[0] * k[x];
-				s1 += p[1] * k[x];
-				s2 += p[2] * k[x];
-			}
-			*dst++ = clip8(s0);
-			*dst++ = clip8(s1);
-			*dst++ = clip8(s2);
+			for (int c = 0; c < nc; c++)
+				s[c] = 1 << (PRECISION_BITS - 1);
+			for (int x = 0; x < t->count[i]; x++, p += nc)
+				for (int c = 0; c < nc; c++)
+					s[c] += p[c] * k[x];
+			for (int c = 0; c < nc; c++)
+				*dst++ = clip8(s[c]);
 		}
 	}
 }
 
 /* Vertical pass: src rows (w pixels, `stride` bytes apart) to dst rows. */
 static void
-pass_v(uint8_t *dst /* (n,w,3) */, const uint8_t *src, size_t stride, int w,
-    const struct taps *t, int n, int row0)
+pass_v(uint8_t *dst /* (n,w,nc) */, const uint8_t *src, size_t stride, int w,
+    const struct taps *t, int n, int row0, int nc)
 {
 	for (int j = 0; j < n; j++) {
 		const int32_t *k = t->k + (size_t)j * t->ksize;
 		const uint8_t *top = src +
 		    (size_t)(t->first[j] - row0) * stride;
-		for (int c = 0; c < w * 3; c++) {
+		for (int c = 0; c < w * nc; c++) {
 			const uint8_t *p = top + c;
 			int32_t s = 1 << (PRECISION_BITS - 1);
 
@@ -158,26 +162,26 @@ pass_v(uint8_t *dst /* (n,w,3) */, const uint8_t *src, size_t stride, int w,
 	}
 }
 
-/* Copy a window of rows/columns when an axis keeps its size. */
+/* Copy a window of rows/columns (bpp bytes a pixel) when nothing changes. */
 static void
 copy_window(uint8_t *dst, const uint8_t *src, size_t stride, int x0, int y0,
-    int cw, int ch)
+    int cw, int ch, int bpp)
 {
 	for (int y = 0; y < ch; y++)
-		memcpy(dst + (size_t)y * cw * 3,
-		    src + (size_t)(y0 + y) * stride + (size_t)x0 * 3,
-		    (size_t)cw * 3);
+		memcpy(dst + (size_t)y * cw * bpp,
+		    src + (size_t)(y0 + y) * stride + (size_t)x0 * bpp,
+		    (size_t)cw * bpp);
 }
 
 /*
- * Resize src (w x h RGB, rows `stride` bytes apart) to ow x oh as PIL's
- * BICUBIC does, writing only the output window at (x0, y0) of size
- * cw x ch into dst. -1 only when out of memory.
+ * Resize src (w x h, nc 8-bit channels, rows `stride` bytes apart) to
+ * ow x oh as PIL's BICUBIC does, writing only the output window at
+ * (x0, y0) of size cw x ch into dst. -1 only when out of memory.
  */
 int
-vlm_resample_bicubic(uint8_t *dst /* (ch,cw,3) */, int ow, int oh, int x0,
-    int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */, int w, int h,
-    size_t stride)
+vlm_resample_bicubic_nc(uint8_t *dst /* (ch,cw,nc) */, int ow, int oh,
+    int x0, int y0, int cw, int ch, const uint8_t *src /* (h,w,nc) */,
+    int w, int h, size_t stride, int nc)
 {
 	struct taps th = {0}, tv = {0};
 	uint8_t *tmp = NULL;
@@ -185,41 +189,184 @@ vlm_resample_bicubic(uint8_t *dst /* (ch,cw,3) */, int ow, int oh, int x0,
 
 	assert(w > 0 && h > 0 && ow > 0 && oh > 0 && cw > 0 && ch > 0);
 	assert(x0 >= 0 && y0 >= 0 && x0 + cw <= ow && y0 + ch <= oh);
+	assert(nc >= 1 && nc <= 4);
 	if (ow == w && oh == h) {
-		copy_window(dst, src, stride, x0, y0, cw, ch);
+		copy_window(dst, src, stride, x0, y0, cw, ch, nc);
 		return 0;
 	}
 	if (oh == h) {
-		if (taps_init(&th, w, ow, x0, cw) < 0)
+		if (taps_init(&th, w, ow, x0, cw, 0) < 0)
 			return -1;
-		pass_h(dst, src + (size_t)y0 * stride, stride, ch, &th, cw);
+		pass_h(dst, src + (size_t)y0 * stride, stride, ch, &th, cw, nc);
 		taps_release(&th);
 		return 0;
 	}
-	if (taps_init(&tv, h, oh, y0, ch) < 0)
+	if (taps_init(&tv, h, oh, y0, ch, 0) < 0)
 		return -1;
 	if (ow == w) {
-		pass_v(dst, src + (size_t)x0 * 3, stride, cw, &tv, ch, 0);
+		pass_v(dst, src + (size_t)x0 * nc, stride, cw, &tv, ch, 0, nc);
 		taps_release(&tv);
 		return 0;
 	}
 	/* rows r0 .. r1-1 of the source feed the window's vertical taps */
 	r0 = tv.first[0];
 	r1 = tv.first[ch - 1] + tv.count[ch - 1];
-	if (taps_init(&th, w, ow, x0, cw) < 0)
+	if (taps_init(&th, w, ow, x0, cw, 0) < 0)
 		goto out;
-	tmp = malloc((size_t)(r1 - r0) * cw * 3);
+	tmp = malloc((size_t)(r1 - r0) * cw * nc);
 	if (!tmp) {
 		vlm_error("out of memory resizing %dx%d to %dx%d", w, h, ow,
 		    oh);
 		goto out;
 	}
-	pass_h(tmp, src + (size_t)r0 * stride, stride, r1 - r0, &th, cw);
-	pass_v(dst, tmp, (size_t)cw * 3, cw, &tv, ch, r0);
+	pass_h(tmp, src + (size_t)r0 * stride, stride, r1 - r0, &th, cw, nc);
+	pass_v(dst, tmp, (size_t)cw * nc, cw, &tv, ch, r0, nc);
 	rv = 0;
 out:
 	free(tmp);
 	taps_release(&th);
 	taps_release(&tv);
 	return rv;
+}
+
+int
+vlm_resample_bicubic(uint8_t *dst /* (ch,cw,3) */, int ow, int oh, int x0,
+    int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */, int w, int h,
+    size_t stride)
+{
+	return vlm_resample_bicubic_nc(dst, ow, oh, x0, y0, cw, ch, src, w, h,
+	    stride, 3);
+}
+
+/* PIL's ROUND_UP of a 32-bit pass: half away from zero. */
+static int32_t
+round_up(double f)
+{
+	return (int32_t)(f >= 0.0 ? floor(f + 0.5) : -floor(fabs(f) + 0.5));
+}
+
+/* Horizontal 32-bit pass: rows of src (w wide) to dst (rows, n). */
+static void
+pass_h32(int32_t *dst, const int32_t *src, int w, int rows,
+    const struct taps *t, int n)
+{
+	for (int y = 0; y < rows; y++) {
+		const int32_t *row = src + (size_t)y * w;
+		for (int i = 0; i < n; i++) {
+			const double *k = t->kd + (size_t)i * t->ksize;
+			const int32_t *p = row + t->first[i];
+			double ss = 0.0;
+
+			for (int x = 0; x < t->count[i]; x++)
+				ss += p[x] * k[x];
+			*dst++ = round_up(ss);
+		}
+	}
+}
+
+/* Vertical 32-bit pass: src rows from row0 (w wide) to dst (n, w). */
+static void
+pass_v32(int32_t *dst, const int32_t *src, int w, const struct taps *t,
+    int n, int row0)
+{
+	for (int j = 0; j < n; j++) {
+		const double *k = t->kd + (size_t)j * t->ksize;
+		const int32_t *top = src + (size_t)(t->first[j] - row0) * w;
+		for (int x = 0; x < w; x++) {
+			double ss = 0.0;
+
+			for (int y = 0; y < t->count[j]; y++)
+				ss += top[(size_t)y * w + x] * k[y];
+			*dst++ = round_up(ss);
+		}
+	}
+}
+
+/*
+ * The window of PIL's BICUBIC resize of a 16-bit gray image (PIL mode
+ * "I": 32-bit passes with double weights, each rounded to an integer),
+ * then convert("RGB"), which clips to 0..255. -1 only out of memory.
+ */
+int
+vlm_resample_bicubic_i16(uint8_t *dst /* (ch,cw,3) */, int ow, int oh,
+    int x0, int y0, int cw, int ch, const uint16_t *src /* (h,w) */, int w,
+    int h, size_t stride)
+{
+	struct taps th = {0}, tv = {0};
+	int32_t *a = NULL, *b = NULL, *res;
+	int rv = -1, r0 = y0, r1 = y0 + ch, c0 = 0, n;
+
+	assert(w > 0 && h > 0 && ow > 0 && oh > 0 && cw > 0 && ch > 0);
+	assert(x0 >= 0 && y0 >= 0 && x0 + cw <= ow && y0 + ch <= oh);
+	if ((oh != h && taps_init(&tv, h, oh, y0, ch, 1) < 0) ||
+	    (ow != w && taps_init(&th, w, ow, x0, cw, 1) < 0))
+		goto out;
+	if (oh != h) {
+		r0 = tv.first[0];
+		r1 = tv.first[ch - 1] + tv.count[ch - 1];
+	}
+	n = ow != w ? w : cw; /* columns kept of the source rows */
+	c0 = ow != w ? 0 : x0;
+	/* each holds the source rows, or a pass's output */
+	a = malloc(((size_t)(r1 - r0) * n + (size_t)ch * cw) * sizeof(*a));
+	b = malloc(((size_t)(r1 - r0) + ch) * cw * sizeof(*b));
+	if (!a || !b) {
+		vlm_error("out of memory resizing %dx%d to %dx%d", w, h, ow,
+		    oh);
+		goto out;
+	}
+	for (int y = r0; y < r1; y++)
+		for (int x = 0; x < n; x++)
+			a[(size_t)(y - r0) * n + x] =
+			    src[(size_t)y * stride + c0 + x];
+	res = a;
+	if (ow != w) {
+		pass_h32(b, a, w, r1 - r0, &th, cw);
+		res = b;
+	}
+	if (oh != h) {
+		int32_t *o = res == a ? b : a;
+		pass_v32(o, res, cw, &tv, ch, r0);
+		res = o;
+	}
+	for (size_t i = 0; i < (size_t)ch * cw; i++, dst += 3)
+		dst[0] = dst[1] = dst[2] = res[i] <= 0 ? 0 :
+		    res[i] >= 255 ? 255 : (uint8_t)res[i];
+	rv = 0;
+out:
+	free(a);
+	free(b);
+	taps_release(&th);
+	taps_release(&tv);
+	return rv;
+}
+
+/*
+ * The window of PIL's NEAREST resize (what it uses for "P" and "1"
+ * images): output x samples input int(x0') where x0' starts at scale / 2
+ * and adds scale = w / ow per pixel, in doubles, as Pillow's
+ * ImagingScaleAffine steps.
+ */
+void
+vlm_resample_nearest(uint8_t *dst /* (ch,cw,3) */, int ow, int oh, int x0,
+    int y0, int cw, int ch, const uint8_t *src /* (h,w,3) */, int w, int h,
+    size_t stride)
+{
+	double ax = (double)w / ow, ay = (double)h / oh;
+	double xo = ax * 0.5, yo = ay * 0.5;
+
+	assert(x0 >= 0 && y0 >= 0 && x0 + cw <= ow && y0 + ch <= oh);
+	for (int y = 0; y < y0; y++)
+		yo += ay;
+	for (int x = 0; x < x0; x++)
+		xo += ax;
+	for (int y = 0; y < ch; y++, yo += ay) {
+		int yi = (int)yo < h ? (int)yo : h - 1;
+		double xx = xo;
+		for (int x = 0; x < cw; x++, xx += ax, dst += 3) {
+			int xi = (int)xx < w ? (int)xx : w - 1;
+			memcpy(dst, src + (size_t)yi * stride + (size_t)xi * 3,
+			    3);
+		}
+	}
 }

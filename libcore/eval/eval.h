@@ -120,4 +120,21 @@ void vlm_emb_release(struct vlm_emb *e);
  * rest (release it as before). */
 float *vlm_emb_take_vec(struct vlm_emb *e);
 
+/*
+ * Image-caption selection (eval/select.c). SugarCrepe: s (N,K) the
+ * scores of item i's true caption (column 0) and its K-1 hard
+ * negatives; *acc the fraction of items whose true caption scores
+ * strictly above every negative. Winoground: s (N,2,2) the score of
+ * caption c for image j at [i][j][c]; text: both images prefer their own
+ * caption (s[0][0] > s[0][1], s[1][1] > s[1][0]); image: both captions
+ * prefer their own image (s[0][0] > s[1][0], s[1][1] > s[0][1]);
+ * group: both. Ties are misses. -1 for N < 1 (or K < 2).
+ */
+int vlm_select_acc(double *acc, const float *s /* (N,K) */, int64_t N, int K);
+struct vlm_wino_scores {
+	double text, image, group;
+};
+int vlm_winoground(struct vlm_wino_scores *w, const float *s /* (N,2,2) */,
+    int64_t N);
+
 #endif /* VLM_LIBCORE_EVAL_H */

@@ -42,9 +42,9 @@ wanted(const struct vlm_run *r, const struct vlm_model *m, int64_t off)
 /* Where the gradient of the parameter at off goes (k floats into it),
  * or NULL: nobody reads it, the kernels skip it. A packed run
  * (vlm_run_pack) has it at its place in the packed slab. */
-static float *
-G(const struct vlm_run *r, const struct vlm_model *m, float *g, int64_t off,
-    int64_t k)
+float *
+vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m, float *g,
+    int64_t off, int64_t k)
 {
 	int i;
 
@@ -57,6 +57,7 @@ G(const struct vlm_run *r, const struct vlm_model *m, float *g, int64_t off,
 		return g + off + k;
 	return g + r->goff[i] + (off - m->params[i].off) + k;
 }
+#define G vlm_run_grad
 
 /* n floats of the backend's memory x set to 0. */
 static void
@@ -78,12 +79,14 @@ act_bwd(const struct vlm_backend *be, const struct vlm_config *c, float *dx,
 /* The aux terms' gradient into dz, each weighted as in the forward. */
 static void
 aux_bwd(const struct vlm_backend *be, const struct vlm_config *c,
-    const struct moe_acts *ma, float *dz)
+    const struct moe_acts *ma, float *dz, float aux_w)
 {
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k;
 	float coef[8], sigma = c->moe.noise / E;
 
 	vlm_aux_coefs(c, ma, 1, coef);
+	for (int i = 0; i < 8; i++)
+		coef[i] *= aux_w;
 	if (coef[0])
 		be->aux_importance_bwd(dz, ma->p, coef[0], S, E);
 	if (coef[1])
@@ -126,7 +129,9 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	zero(be, r->deact, (size_t)E * C * F);
 	zero(be, r->defc, (size_t)E * C * F);
 	zero(be, r->dbuf, (size_t)E * C * D);
-	for (int e = 0; e < E; e++) {
+	if (r->ep) /* the experts on their ranks */
+		vlm_ep_bwd(r, m, ma, o, pool, g, D, F);
+	for (int e = 0; !r->ep && e < E; e++) {
 		int n = ma->hfill[e];
 		size_t bo = (size_t)e * C;
 		if (!n)
@@ -150,7 +155,7 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	zero(be, r->dz, (size_t)S * E);
 	be->moe_route_bwd(r->dz, r->dw, ma->g, ma->idx, ma->keep, S, E, K,
 	    c->moe.gate_norm == VLM_GATE_TOPK);
-	aux_bwd(be, c, ma, r->dz);
+	aux_bwd(be, c, ma, r->dz, r->aux_w);
 	be->router_bwd(r->dxs, G(r, m, g, o->router[pool], 0), r->dz, ma->xs,
 	    w + o->router[pool], S, D, E);
 	be->rows_scatter_add(dln2, r->dxs, ma->rows, S, D);
@@ -440,29 +445,83 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 			zero(be, g + tl[i], m->params[param_at(m, tl[i])].n);
 }
 
+/* Floats in the gradient slab: the packed length on a packed run. */
+static int64_t
+grad_floats(const struct vlm_run *r, const struct vlm_model *m)
+{
+	return r->goff ? r->gfloats : m->nfloats;
+}
+
+/*
+ * Checks; then *m and *g become the weights and gradient the backend
+ * computes on (on a device backend the run's copies, as vlm_forward
+ * uploaded them; view holds the model's view), and the gradient is zeroed.
+ */
+static int
+backward_start(struct vlm_run *r, const struct vlm_model **m, float **g,
+    struct vlm_model *view)
+{
+	if (!r->train)
+		return vlm_error("backward on a run made for inference");
+	if (r->nograd && r->nparams != (*m)->nparams)
+		return vlm_error("the run's frozen parameters are another "
+		    "model's (%d parameters, not %d)", r->nparams,
+		    (*m)->nparams);
+	*m = vlm_run_weights(r, *m, view);
+	*g = r->gdev ? r->gdev : *g;
+	zero(r->be, *g, grad_floats(r, *m));
+	return 0;
+}
+
+static int towers_bwd(struct vlm_run *r, const struct vlm_model *m,
+    float *g, float *hg);
+
 int
 vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 {
 	const struct vlm_backend *be = r->be;
 	int B = r->tw[0].B;
 	float theta = m->w[m->logit_scale], *hg = g;
-	int64_t ng = r->goff ? r->gfloats : m->nfloats; /* floats in g */
 	struct vlm_model view;
 
-	if (!r->train)
-		return vlm_error("backward on a run made for inference");
-	if (r->nograd && r->nparams != m->nparams)
-		return vlm_error("the run's frozen parameters are another "
-		    "model's (%d parameters, not %d)", r->nparams, m->nparams);
-	m = vlm_run_weights(r, m, &view); /* as vlm_forward uploaded them */
-	g = r->gdev ? r->gdev : g;
-	zero(be, g, ng);
+	if (backward_start(r, &m, &g, &view) < 0)
+		return -1;
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
 	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
 	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
 	    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits, r->lse2,
 	    r->tw[0].unit, r->tw[1].unit, theta, 1.0f, B,
 	    m->cfg.embed_dim);
+	r->aux_w = 1;
+	return towers_bwd(r, m, g, hg);
+}
+
+int
+vlm_backward_from(struct vlm_run *r, const struct vlm_model *m, float *g,
+    const float *dimg, const float *dtxt, float aux_w)
+{
+	size_t n = (size_t)r->tw[0].B * m->cfg.embed_dim * sizeof(float);
+	float *hg = g;
+	struct vlm_model view;
+
+	if (r->tw[0].B != r->tw[1].B)
+		return vlm_error("backward from features needs as many "
+		    "images as texts (%d and %d)", r->tw[0].B, r->tw[1].B);
+	if (backward_start(r, &m, &g, &view) < 0)
+		return -1;
+	r->be->upload(r->dunit[0], dimg, n);
+	r->be->upload(r->dunit[1], dtxt, n);
+	r->aux_w = aux_w;
+	return towers_bwd(r, m, g, hg);
+}
+
+/* d unit features (r->dunit) -> every wanted parameter's gradient (g,
+ * the backend's; hg the caller's, downloaded into from a device). */
+static int
+towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g, float *hg)
+{
+	const struct vlm_backend *be = r->be;
+
 	for (int s = r->nst - 1; s >= 0; s--) { /* stacks in reverse */
 		struct stack *st = &r->st[s];
 		float *dx0;
@@ -484,8 +543,10 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
+	if (vlm_ep_check(r) < 0)
+		return -1;
 	if (r->gdev)
-		be->download(hg, g, ng * sizeof(float));
+		be->download(hg, g, grad_floats(r, m) * sizeof(float));
 	return be->sync();
 }
 

@@ -27,7 +27,8 @@ static const char *const act_names[] = { "gelu", "quickgelu", NULL };
 static const char *const pool_names[] = { "cls", "eot", "gap", "map", NULL };
 static const char *const gate_names[] = { "none", "topk", NULL };
 static const char *const tower_names[] = { "both", "vision", "text", NULL };
-static const char *const alpha_names[] = { "drop", "white", "black", NULL };
+static const char *const alpha_names[] = { "drop", "white", "black",
+    "resize-first", NULL };
 static const char *const lora_names[] = { "all", "attn", "mlp", NULL };
 
 /*
@@ -259,17 +260,22 @@ set_value(struct vlm_config *c, const struct key *k, json_t *v)
 			((float *)p)[i] = (float)json_number_value(e);
 		}
 		return 0;
-	case K_ENUM:
+	case K_ENUM: {
+		char list[160] = "";
+		size_t n = 0;
+
 		if (json_is_string(v))
 			for (int i = 0; k->names[i]; i++)
 				if (strcmp(k->names[i], json_string_value(v)) == 0) {
 					*(int *)p = i;
 					return 0;
 				}
-		return vlm_error("config key '%s': expected one of %s%s%s%s%s",
-		    k->name, k->names[0], k->names[1] ? ", " : "",
-		    k->names[1] ? k->names[1] : "", k->names[2] ? ", " : "",
-		    k->names[2] ? k->names[2] : "");
+		for (int i = 0; k->names[i] && n < sizeof(list); i++)
+			n += snprintf(list + n, sizeof(list) - n, "%s%s",
+			    i ? ", " : "", k->names[i]);
+		return vlm_error("config key '%s': expected one of %s",
+		    k->name, list);
+	}
 	}
 	return 0;
 }

@@ -18,9 +18,15 @@ vlm_run_row_loss(const struct vlm_run *r, double *loss)
 		    "texts (%d and %d)", B, r->tw[1].B);
 	r->be->download(r->hlogits, r->logits, (size_t)B * B * sizeof(float));
 	r->be->download(r->hlse2, r->lse2, 2 * (size_t)B * sizeof(float));
-	for (int i = 0; i < B; i++) {
-		double d = r->hlogits[(size_t)i * B + i];
-		loss[i] = ((r->hlse2[i] - d) + (r->hlse2[B + i] - d)) / 2;
-	}
+	vlm_row_loss(r->hlogits, r->hlse2, B, loss);
 	return 0;
+}
+
+void
+vlm_row_loss(const float *logits, const float *lse2, int B, double *loss)
+{
+	for (int i = 0; i < B; i++) {
+		double d = logits[(size_t)i * B + i];
+		loss[i] = ((lse2[i] - d) + (lse2[B + i] - d)) / 2;
+	}
 }

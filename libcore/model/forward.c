@@ -507,6 +507,7 @@ vlm_run_free(struct vlm_run *r)
 	free(r->hfbuf);
 	if (r->fbuf)
 		r->be->free(r->fbuf);
+	vlm_ep_free(r);
 	free(r);
 }
 
@@ -703,7 +704,9 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	be->download(ma->hfill, ma->fill, E * sizeof(int32_t));
 	be->moe_dispatch_fwd(ma->buf, ma->xs, ma->idx, ma->slot, S, D, E, K,
 	    C);
-	for (int e = 0; e < E; e++) {
+	if (r->ep) /* the experts on their ranks */
+		vlm_ep_fwd(r, m, ma, o, pool, D, F);
+	for (int e = 0; !r->ep && e < E; e++) {
 		int n = ma->hfill[e];
 		size_t bo = (size_t)e * C;
 		if (!n)
@@ -960,6 +963,8 @@ vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
 	for (int i = 0; i < 2; i++)
 		if (r->tw[i].B)
 			head_fwd(r, m, i);
+	if (vlm_ep_check(r) < 0)
+		return -1;
 	return r->be->sync();
 }
 

@@ -2,7 +2,9 @@
  * import.c - read OpenCLIP-named and HF-transformers-named CLIP
  * checkpoints (safetensors) into a vlm model. Shapes come from the
  * tensors themselves; head counts and the activation from the config
- * JSON each ecosystem ships (open_clip_config.json or config.json).
+ * JSON each ecosystem ships (open_clip_config.json or config.json); the
+ * image_alpha each ecosystem's preprocessing implies (OpenCLIP resizes
+ * before it converts to RGB, HF's CLIPImageProcessor after).
  * The name mapping is in ../shared/fixtures/README.md.
  */
 #include <jansson.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/data.h" /* enum vlm_alpha */
 #include "formats/formats.h"
 #include "model/model.h"
 
@@ -329,6 +332,9 @@ vlm_model_import(struct vlm_model *m, const char *weights,
 	vlm_config_preset(&c, "openclip-tiny");
 	if (shapes(&c, &st, nm) < 0 || ecosystem_config(&c, config) < 0)
 		goto out;
+	/* the images as each ecosystem's preprocessing sees them */
+	c.image_alpha = nm == OPENCLIP ? VLM_ALPHA_RESIZE_FIRST :
+	    VLM_ALPHA_DROP;
 	if (vlm_model_init(m, &c) < 0) {
 		vlm_error("'%s': %s", weights, vlm_errmsg());
 		goto out;

@@ -55,7 +55,7 @@ struct vlm_config {
 	int vocab;              /* e.g. 49408 */
 	float logit_scale_init; /* e.g. log(1/0.07) = 2.6593 */
 	float mean[3], std[3];  /* image normalisation (OpenAI values) */
-	int image_alpha;        /* enum vlm_alpha: drop (OpenCLIP), white... */
+	int image_alpha;        /* enum vlm_alpha, e.g. resize-first */
 	struct vlm_tower_config vision, text;
 
 	/* sparse MoE (ALGORITHMS.md sections 1-2); experts == 0: dense */
@@ -293,6 +293,19 @@ int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 /* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
  * them; zeroed here) after vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
+/* The same from a loss computed outside the run (over the features of
+ * several ranks, cmd/train-dist.c): its gradient dimg, dtxt (B, embed)
+ * with respect to the run's unit features (host memory), the aux terms
+ * weighted aux_w (e.g. 1/ranks); logit_scale's gradient is left 0. */
+int vlm_backward_from(struct vlm_run *r, const struct vlm_model *m,
+    float *grad, const float *dimg, const float *dtxt, float aux_w);
+/* Expert parallel over c's ranks (model/moe-ep.c): rank q computes
+ * experts q*E/P .. (q+1)*E/P - 1 of every MoE layer for every rank's
+ * tokens, moved by all-to-all; the backward writes only those experts'
+ * gradients (sum the ranks' gradients). c must outlive the run. */
+struct vlm_comm;
+int vlm_run_expert_parallel(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_comm *c);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward
  * then neither computes nor writes theirs (that part of grad stays 0:
@@ -317,6 +330,14 @@ int vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
 int vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
     const uint8_t *fold, void (*fn)(void *ctx, int i, const float *dw),
     void *ctx);
+/* Where vlm_backward puts the gradient of the parameter at slab float
+ * off of m, k floats into it, given its grad: grad + off + k, or its
+ * place in the packed slab (vlm_run_pack) or in a block's fold scratch
+ * (vlm_run_fold, the backend's memory); NULL when nobody reads it
+ * (frozen; the kernels skip a NULL gradient). The backward and
+ * model/moe-ep.c write through it. */
+float *vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m,
+    float *grad, int64_t off, int64_t k);
 
 /* ---- reduced precision (model/precision.c) ------------------------------- */
 
@@ -388,6 +409,10 @@ int vlm_model_set_tokenizer(struct vlm_model *m, const struct vlm_bpe *bpe);
  * loss (B). */
 struct vlm_run;
 int vlm_run_row_loss(const struct vlm_run *r, double *loss);
+/* The same from a contrastive loss's logits (B,B) and log-sum-exps
+ * (2B) on the host. */
+void vlm_row_loss(const float *logits, const float *lse2, int B,
+    double *loss);
 
 /* ---- LoRA adapters (model/lora.c) ---------------------------------------- */
 

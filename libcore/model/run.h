@@ -50,6 +50,7 @@ struct moe_acts {
 	float *buf, *efc, *eact, *eout;    /* (E*C,D) (E*C,F) x2 (E*C,D) */
 	float *ys;                         /* (S,D) */
 	float aux;                         /* weighted aux loss */
+	int ep;                            /* its index in moe-ep.c */
 };
 
 /* A stored activation of layer l: its own copy when training (nl = L),
@@ -121,6 +122,8 @@ struct vlm_run {
 	float *datt;              /* attention backward scratch, one layer */
 	float *hstream;           /* host copy for vlm_run_stream */
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
+	float aux_w;              /* backward: weight of the aux terms */
+	struct vlm_ep *ep;        /* expert parallel (moe-ep.c), or NULL */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
 	int64_t *goff, gfloats;   /* vlm_run_pack's offsets (NULL: none) and
 	                           * slab length */
@@ -151,5 +154,15 @@ void vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
 /* m, or (device backends) a view of m whose weights are r->wdev. */
 const struct vlm_model *vlm_run_weights(const struct vlm_run *r,
     const struct vlm_model *m, struct vlm_model *view);
+/* moe-ep.c: expert parallel in place of the local expert loop; a failed
+ * exchange is reported by vlm_ep_check at the end of the pass. */
+void vlm_ep_fwd(struct vlm_run *r, const struct vlm_model *m,
+    struct moe_acts *ma, const struct vlm_block_off *o, int pool, int D,
+    int F);
+void vlm_ep_bwd(struct vlm_run *r, const struct vlm_model *m,
+    struct moe_acts *ma, const struct vlm_block_off *o, int pool, float *g,
+    int D, int F);
+int vlm_ep_check(const struct vlm_run *r);
+void vlm_ep_free(struct vlm_run *r);
 
 #endif

@@ -16,8 +16,8 @@ fuzz_image(const uint8_t *data, size_t size)
 	float out[3 * S * S];
 	uint8_t px[S * S * 3];
 
-	o.alpha = size % 3;
-	o.ignore_exif = size / 3 % 2;
+	o.alpha = size % 4; /* drop, white, black, resize-first */
+	o.ignore_exif = size / 4 % 2;
 	o.max_pixels = FUZZ_MAX_PIXELS;
 	o.max_scans = 50;
 	vlm_image_sniff_mem(data, size);

@@ -1,0 +1,329 @@
+/*
+ * train-dist.c - vlm-train over several ranks (mpirun -np P), data
+ * parallel: every rank loads the same global batch of B examples from
+ * the one deterministic sampler order and computes rows rank*B/P ..
+ * (rank+1)*B/P - 1 of it. The contrastive loss is over the global
+ * batch: the unit features are all-gathered, every rank computes the
+ * same loss and its gradient, and each backpropagates the feature
+ * gradients of its own rows (OpenCLIP's gather-with-grad); rank 0 adds
+ * the logit scale's. The per-rank gradients are shares of one gradient,
+ * so one bucketed all-reduce sums them and every rank takes the same
+ * optimizer step. MoE layers route each rank's tokens as their own
+ * group (capacity, batch priority and aux losses over it; the aux terms
+ * averaged over the ranks, as over groups), and router noise is drawn
+ * per (step, micro-batch, rank); with --expert-parallel P the experts
+ * run on their owner ranks (libcore/model/moe-ep.c). Only rank 0 writes
+ * the run directory; the others' stderr is quiet unless
+ * VLM_DIST_STDERR=all.
+ */
+#include <err.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kernels.h"
+#include "train/comm.h"
+#include "train.h"
+
+struct train_dist {
+	struct vlm_comm comm;
+	int P, rank, B, Bl, E; /* ranks, global and local batch, embed */
+	int err_fd;            /* this rank's real stderr */
+	float *hu[2], *hdu[2]; /* host (B, E): gathered units, their grads */
+	float *u[2], *du[2];   /* the backend's copies (B, E) */
+	float *logits, *dlogits, *lse2, *dtheta; /* (B,B) x2, (2B), (1) */
+	float *hlogits;        /* host (B*B + 2B): logits, lse2 */
+	uint64_t steps, bytes0; /* for the bytes-per-step figure */
+};
+
+/* A failure only this rank sees: one message, then every rank ends. */
+static void
+dist_die(struct train *t, const char *what)
+{
+	struct train_dist *d = t->dist;
+
+	dprintf(d->err_fd, "vlm-train: rank %d: %s\n", d->rank, what);
+	vlm_comm_abort(&d->comm, 1);
+}
+
+void
+train_dist_init(struct train *t, int *argc, char ***argv)
+{
+	struct vlm_comm c;
+	struct train_dist *d;
+	const char *s = getenv("VLM_DIST_STDERR");
+
+	if (vlm_comm_init(&c, argc, argv) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (c.size == 1)
+		return; /* one process: t->dist stays NULL */
+	if (!(d = calloc(1, sizeof(*d))))
+		errx(1, "out of memory");
+	d->comm = c, d->P = c.size, d->rank = c.rank;
+	d->err_fd = dup(STDERR_FILENO);
+	t->dist = d;
+	if (d->rank > 0 && !(s && strcmp(s, "all") == 0)) {
+		int fd = open("/dev/null", O_WRONLY);
+		if (fd >= 0)
+			dup2(fd, STDERR_FILENO), close(fd);
+	}
+}
+
+int
+train_dist_rank(const struct train *t)
+{
+	return t->dist ? t->dist->rank : 0;
+}
+
+/* Examples this rank computes of each micro-batch. */
+int
+train_dist_batch(const struct train *t)
+{
+	const struct train_dist *d = t->dist;
+
+	if (!d)
+		return t->o.batch;
+	if (t->o.batch % d->P)
+		errx(2, "--batch-size %d is not a multiple of the %d ranks",
+		    t->o.batch, d->P);
+	return t->o.batch / d->P;
+}
+
+static void *
+host_alloc(struct train *t, size_t n)
+{
+	void *p = calloc(n, sizeof(float));
+
+	if (!p)
+		dist_die(t, "out of memory");
+	return p;
+}
+
+static void *
+dev_alloc(struct train *t, size_t n)
+{
+	void *p = vlm_run_backend(t->run)->alloc(n * sizeof(float));
+
+	if (!p)
+		dist_die(t, "out of memory on the backend");
+	return p;
+}
+
+/* After setup: buffers of the global loss, the same weights and
+ * moments on every rank (rank 0's). */
+void
+train_dist_setup(struct train *t)
+{
+	struct train_dist *d = t->dist;
+	size_t B, E;
+
+	if (t->ep > 1 && (!d || d->P != t->ep))
+		errx(2, "--expert-parallel %d: run it as %d ranks (mpirun "
+		    "-np %d), not %d", t->ep, t->ep, t->ep, d ? d->P : 1);
+	if (!d)
+		return;
+	if (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
+	    0)
+		errx(1, "%s", vlm_errmsg());
+	d->B = t->o.batch, d->Bl = train_dist_batch(t);
+	d->E = t->m.cfg.embed_dim;
+	B = d->B, E = d->E;
+	for (int i = 0; i < 2; i++) {
+		d->hu[i] = host_alloc(t, B * E);
+		d->hdu[i] = host_alloc(t, B * E);
+		d->u[i] = dev_alloc(t, B * E);
+		d->du[i] = dev_alloc(t, B * E);
+	}
+	d->logits = dev_alloc(t, B * B);
+	d->dlogits = dev_alloc(t, B * B);
+	d->lse2 = dev_alloc(t, 2 * B);
+	d->dtheta = dev_alloc(t, 1);
+	d->hlogits = host_alloc(t, B * B + 2 * B);
+	if (d->comm.ops->bcast(&d->comm, t->m.w, t->m.nfloats *
+	    sizeof(float), 0) < 0 || d->comm.ops->bcast(&d->comm, t->opt.m,
+	    t->opt.pack.n * sizeof(float), 0) < 0 ||
+	    d->comm.ops->bcast(&d->comm, t->opt.v, t->opt.pack.n *
+	    sizeof(float), 0) < 0)
+		dist_die(t, vlm_errmsg());
+	d->bytes0 = d->comm.bytes;
+}
+
+/* Micro-batch b's forward and loss into l: the whole batch, or this
+ * rank's rows and the loss over every rank's features. */
+void
+train_dist_forward(struct train *t, const struct vlm_batch *b,
+    struct vlm_loss *l, int micro)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be = vlm_run_backend(t->run);
+	const struct vlm_config *c = &t->m.cfg;
+	size_t img = 3 * (size_t)c->image_size * c->image_size, E, o;
+	double aux;
+
+	if (!d) {
+		if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
+		    vlm_run_loss(t->run, t->net, l) < 0)
+			errx(1, "%s", vlm_errmsg());
+		return;
+	}
+	E = d->E, o = (size_t)d->rank * d->Bl;
+	vlm_run_seed(t->run, vlm_item_seed(t->seed ^ 0x5eed, t->st.step *
+	    t->accum + micro, d->rank));
+	if (vlm_forward(t->run, t->net, b->pixels + o * img, b->tokens +
+	    o * c->context) < 0 || vlm_run_loss(t->run, t->net, l) < 0)
+		errx(1, "%s", vlm_errmsg());
+	for (int i = 0; i < 2; i++)
+		if (d->comm.ops->allgather(&d->comm, vlm_run_features(t->run,
+		    i, 1), d->hu[i], d->Bl * E * sizeof(float)) < 0)
+			dist_die(t, vlm_errmsg());
+	aux = l->aux;
+	if (d->comm.ops->allreduce(&d->comm, &aux, 1, VLM_COMM_F64,
+	    VLM_COMM_SUM) < 0)
+		dist_die(t, vlm_errmsg());
+	for (int i = 0; i < 2; i++)
+		be->upload(d->u[i], d->hu[i], d->B * E * sizeof(float));
+	l->contrastive = be->clip_loss_fwd(d->logits, d->lse2, d->u[0],
+	    d->u[1], t->net->w[t->net->logit_scale], d->B, (int)E);
+	l->aux = (float)(aux / d->P);
+	l->total = l->contrastive + l->aux;
+}
+
+/* After train_dist_forward: each example's contrastive loss (B). */
+int
+train_row_loss(struct train *t, double *loss)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be;
+	size_t BB;
+
+	if (!d)
+		return vlm_run_row_loss(t->run, loss);
+	be = vlm_run_backend(t->run);
+	BB = (size_t)d->B * d->B;
+	be->download(d->hlogits, d->logits, BB * sizeof(float));
+	be->download(d->hlogits + BB, d->lse2, 2 * (size_t)d->B *
+	    sizeof(float));
+	vlm_row_loss(d->hlogits, d->hlogits + BB, d->B, loss);
+	return 0;
+}
+
+/* The gradient of the loss of train_dist_forward into grad. */
+void
+train_dist_backward(struct train *t, float *grad)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be = vlm_run_backend(t->run);
+	size_t n, o;
+	float dtheta, g, *gls;
+	int64_t ls = t->net->logit_scale;
+
+	if (!d) {
+		if (vlm_backward(t->run, t->net, grad) < 0)
+			errx(1, "%s", vlm_errmsg());
+		return;
+	}
+	n = (size_t)d->B * d->E * sizeof(float);
+	o = (size_t)d->rank * d->Bl * d->E;
+	be->memset(d->du[0], 0, n);
+	be->memset(d->du[1], 0, n);
+	be->memset(d->dtheta, 0, sizeof(float));
+	be->clip_loss_bwd(d->du[0], d->du[1], d->dtheta, d->dlogits,
+	    d->logits, d->lse2, d->u[0], d->u[1], t->net->w[ls], 1.0f, d->B,
+	    d->E);
+	be->download(d->hdu[0], d->du[0], n);
+	be->download(d->hdu[1], d->du[1], n);
+	if (vlm_backward_from(t->run, t->net, grad, d->hdu[0] + o,
+	    d->hdu[1] + o, 1.0f / d->P) < 0)
+		errx(1, "%s", vlm_errmsg());
+	/* the logit scale's gradient: rank 0's alone, at its place in the
+	 * (packed) gradient; none when it is frozen */
+	gls = vlm_run_grad(t->run, t->net, grad, ls, 0);
+	if (d->rank > 0 || !gls)
+		return;
+	be->download(&dtheta, d->dtheta, sizeof(float));
+	be->download(&g, gls, sizeof(float));
+	g += dtheta;
+	be->upload(gls, &g, sizeof(float));
+}
+
+/* The step's gradient (n floats) summed over the ranks. */
+void
+train_dist_grads(struct train *t, float *grad, int64_t n)
+{
+	struct train_dist *d = t->dist;
+
+	if (!d)
+		return;
+	if (d->comm.ops->allreduce(&d->comm, grad, n, VLM_COMM_F32,
+	    VLM_COMM_SUM) < 0)
+		dist_die(t, vlm_errmsg());
+	d->steps++;
+}
+
+/* The signal any rank caught (the largest number), so that every rank
+ * stops after the same step. */
+int
+train_dist_signal(struct train *t, int sig)
+{
+	struct train_dist *d = t->dist;
+	double s = sig;
+
+	if (!d)
+		return sig;
+	if (d->comm.ops->allreduce(&d->comm, &s, 1, VLM_COMM_F64,
+	    VLM_COMM_MAX) < 0)
+		dist_die(t, vlm_errmsg());
+	return (int)s;
+}
+
+/* rc (0 or -1) of something rank 0 alone did: when it failed, every
+ * rank exits 1, rank 0 with vlm_errmsg(). */
+void
+train_dist_agree(struct train *t, int rc)
+{
+	struct train_dist *d = t->dist;
+	double bad = rc < 0;
+
+	if (d && d->comm.ops->allreduce(&d->comm, &bad, 1, VLM_COMM_F64,
+	    VLM_COMM_MAX) < 0)
+		dist_die(t, vlm_errmsg());
+	if (bad && rc < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (bad)
+		exit(1);
+}
+
+/* The end of a distributed run: bytes moved per step (rank 0, with
+ * VLM_COMM_STATS set), buffers freed, MPI finalised. */
+void
+train_dist_finish(struct train *t)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be;
+
+	if (!d)
+		return;
+	if (d->rank == 0 && getenv("VLM_COMM_STATS") && d->steps)
+		fprintf(stderr, "vlm-train: %d ranks, rank 0 moved %.0f bytes "
+		    "per step over %llu steps\n", d->P,
+		    (double)(d->comm.bytes - d->bytes0) / d->steps,
+		    (unsigned long long)d->steps);
+	be = vlm_run_backend(t->run);
+	for (int i = 0; i < 2; i++) {
+		free(d->hu[i]);
+		free(d->hdu[i]);
+		be->free(d->u[i]);
+		be->free(d->du[i]);
+	}
+	be->free(d->logits);
+	be->free(d->dlogits);
+	be->free(d->lse2);
+	be->free(d->dtheta);
+	free(d->hlogits);
+	vlm_comm_finalize(&d->comm);
+	close(d->err_fd);
+	free(d);
+	t->dist = NULL;
+}

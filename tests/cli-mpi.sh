@@ -1,0 +1,170 @@
+#!/bin/sh
+# cli-mpi.sh - vlm-train data parallel over 2 MPI ranks (mpirun, 2 cores
+# oversubscribed): a few steps end with parameters equal to one process
+# on the same global batch to 1e-5 relative (tests/params-diff.py), dense
+# and MoE (no router noise, no capacity drops, no aux losses: see
+# vlm-train(1), Distributed runs), with the same routing choices, also
+# with the experts split over the ranks (--expert-parallel 2, E = 4); a run stopped and
+# resumed, and one killed by SIGTERM on one rank and resumed, equal an
+# uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
+# one message; a rank killed outright ends the run, and one stopped makes
+# the other's collective time out (no hang); several sources with the
+# adaptive sampler and gradient accumulation equal one process too.
+. tests/lib.sh
+
+TR=$BIN/vlm-train
+if ! command -v mpirun >/dev/null 2>&1; then
+	skip "the distributed runs (all)" "mpirun not found"
+	finish; exit
+fi
+if ! "$TR" --version >/dev/null 2>&1 || ! nm "$TR" 2>/dev/null |
+    grep -q MPI_Init; then
+	skip "the distributed runs (all)" "$TR built without MPI"
+	finish; exit
+fi
+. tests/tiny-run.sh
+have_py "the parameter comparisons" numpy || { finish; exit; }
+# CI runs as root; 2 ranks on whatever cores there are; the leaks
+# OpenMPI leaves at exit are not ours (sanitizer builds)
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export VLM_COMM_TIMEOUT=120
+MR="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+timeout 300 mpirun --oversubscribe -np 2"
+DIFF="/usr/bin/python3 tests/params-diff.py"
+DENSE=$(echo "$SMALL" | sed 's/tiny-moe/tiny/')
+EXACT="--set moe.noise=0 --set moe.cf_train=0 --set aux.limoe=0
+--set aux.importance=0 --set aux.load=0 --set aux.zloss=0
+--set aux.local_img=0 --set aux.local_txt=0 --set aux.global_img=0
+--set aux.global_txt=0"
+
+ok "dense: one process, batch 8" "$TR" --data "$P" $DENSE -j 1 -n 4 \
+    -o "$T/d1"
+ok "dense: 2 ranks of 4" $MR "$TR" --data "$P" $DENSE -j 1 -n 4 -o "$T/d2"
+ok "dense: parameters equal to 1e-5" $DIFF "$T/d1/latest/model.safetensors" \
+    "$T/d2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+check "the same loss logged" "[ \"\$(cut -d, -f5 $T/d1/metrics.jsonl)\" = \
+    \"\$(cut -d, -f5 $T/d2/metrics.jsonl)\" ]"
+check "rank 0 alone wrote the run" "[ \$(ls $T/d2 | wc -l) = 4 ]"
+
+ok "moe: one process" "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m1"
+ok "moe: 2 ranks" $MR "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m2"
+ok "moe: parameters equal to 1e-5" $DIFF "$T/m1/latest/model.safetensors" \
+    "$T/m2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+RS=$BIN/vlm-route-stats
+for i in 1 2; do
+	ok "moe: routing records of model $i" "$RS" -m \
+	    "$T/m$i/latest/model.safetensors" --images "$T/d" -o "$T/r$i.npys"
+done
+ok "routing compared" "$RS" --tsv --diff "$T/r1.npys" "$T/r2.npys"
+check "every token's choice agrees" "awk -F'\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
+    c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
+    END { exit !(n > 0 && !bad) }' $T/out"
+
+# expert parallel: E = 4 experts, 2 on each rank
+E4="$EXACT --set moe.experts=4"
+ok "moe E=4: one process" "$TR" --data "$P" $SMALL $E4 -j 1 -n 4 -o "$T/e1"
+ok "moe E=4: 2 ranks, --expert-parallel 2" $MR "$TR" --data "$P" $SMALL \
+    $E4 -j 1 -n 4 -o "$T/e2" --expert-parallel 2
+ok "expert parallel: parameters equal to 1e-5" $DIFF \
+    "$T/e1/latest/model.safetensors" "$T/e2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+for i in 1 2; do
+	ok "expert parallel: routing records of model $i" "$RS" -m \
+	    "$T/e$i/latest/model.safetensors" --images "$T/d" -o "$T/q$i.npys"
+done
+ok "expert parallel: routing compared" "$RS" --tsv --diff "$T/q1.npys" \
+    "$T/q2.npys"
+check "every token's choice agrees" "awk -F'\t' '
+    NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
+    c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
+    END { exit !(n > 0 && !bad) }' $T/out"
+fails "--expert-parallel 2 in one process is refused" 2 "$TR" --data "$P" \
+    $SMALL $E4 -n 1 -o "$T/e3" --expert-parallel 2
+check "saying why" "grep -q 'run it as 2 ranks' $T/err"
+
+# stopped at step 2 and resumed; killed by SIGTERM on rank 1 and resumed
+ok "2 ranks, uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n 6 \
+    -o "$T/u"
+ok "2 ranks, stopped at step 2" $MR "$TR" --data "$P" $SMALL -j 1 -n 6 \
+    --stop-at 2 -o "$T/s"
+ok "2 ranks, resumed" $MR "$TR" --resume "$T/s"
+check "equal bit for bit to the uninterrupted run" \
+    "cmp -s $T/u/latest/model.safetensors $T/s/latest/model.safetensors &&
+     cmp -s $T/u/latest/optim.safetensors $T/s/latest/optim.safetensors"
+
+# rank 1: the child of mpirun (itself the child of timeout) whose
+# environment says so
+rank1() {
+	for p in $(pgrep -P "$1"); do
+		for c in $(pgrep -P "$p"); do
+			tr '\0' '\n' <"/proc/$c/environ" 2>/dev/null |
+			    grep -qx OMPI_COMM_WORLD_RANK=1 && echo "$c"
+		done
+	done
+}
+# signal_rank DIR SIGNAL STEPS [VAR=value...]: 2 ranks train into $T/DIR
+# (stderr $T/DIR.err) in the background; after their first metrics line
+# rank 1 gets SIGNAL; $st is the run's exit status
+signal_rank() {
+	dir=$1 sig=$2 n=$3
+	shift 3
+	env "$@" $MR "$TR" --data "$P" $SMALL -j 1 -n $n -o "$T/$dir" \
+	    >/dev/null 2>"$T/$dir.err" &
+	mp=$!
+	i=0
+	while [ ! -s "$T/$dir/metrics.jsonl" ] && [ $i -lt 300 ]; do
+		sleep 0.1; i=$((i + 1))
+	done
+	r1=$(rank1 $mp)
+	[ -n "$r1" ] || echo "# rank 1 of the run in $T/$dir not found"
+	kill -$sig $r1
+	wait $mp
+	st=$?
+}
+N=100
+signal_rank k TERM $N
+check "SIGTERM on rank 1: exit 143 (got $st)" "[ $st = 143 ]"
+last=$(tail -1 "$T/k/metrics.jsonl" | sed 's/{"step":\([0-9]*\).*/\1/')
+check "both ranks stopped at step $last, checkpointed there" \
+    "[ \$(readlink $T/k/latest) = ckpt-\$(printf %08d $last) ] &&
+     [ $last -lt $N ]"
+check "no message from vlm-train" "! grep -q vlm-train $T/k.err"
+ok "the killed run resumed" $MR "$TR" --resume "$T/k"
+ok "uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n $N -o "$T/k2"
+check "equal bit for bit" \
+    "cmp -s $T/k/latest/model.safetensors $T/k2/latest/model.safetensors"
+
+fails "NaN loss: every rank exits 1" 1 $MR "$TR" --data "$P" $SMALL -j 1 \
+    -n 4 --lr 1e30 --warmup 0 -o "$T/nan"
+check "with one message" "[ \$(grep -c 'non-finite loss' $T/err) = 1 ]"
+
+signal_rank x KILL 100000
+check "rank 1 killed outright: the run ends non-zero (got $st)" \
+    "[ $st != 0 ] && [ $st != 124 ] && ! pgrep -f -- '-o $T/x' >/dev/null"
+signal_rank y STOP 100000 VLM_COMM_TIMEOUT=2
+check "rank 1 stopped: the other times out, the run ends (got $st)" \
+    "[ $st != 0 ] && [ $st != 124 ] &&
+     grep -q 'rank 0: [a-z-]*: waited 2 s for the other ranks' $T/y.err"
+
+# several sources, the adaptive sampler, 2 micro-batches a step
+cp "$P" "$T/d/b.tsv"
+MS="--data $P --data $T/d/b.tsv --adaptive --accum-freq 2 --log-every 2"
+ok "sources: one process" "$TR" $MS $DENSE -j 1 -n 4 -o "$T/a1"
+ok "sources: 2 ranks" $MR "$TR" $MS $DENSE -j 1 -n 4 -o "$T/a2"
+ok "sources: parameters equal to 1e-5" $DIFF \
+    "$T/a1/latest/model.safetensors" "$T/a2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+check "the same sampler statistics logged (to 1e-5)" "/usr/bin/python3 -c '
+import json, sys
+a, b = ([json.loads(l) for l in open(f)] for f in sys.argv[1:])
+assert len(a) == len(b) == 2
+for x, y in zip(a, b):
+    for k in (\"source_p\", \"source_loss\"):
+        assert all(abs(u - v) <= 1e-5 * abs(v) for u, v in zip(x[k], y[k]))
+    assert x[\"source_examples\"] == y[\"source_examples\"]
+' $T/a1/metrics.jsonl $T/a2/metrics.jsonl"
+finish
