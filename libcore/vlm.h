@@ -32,6 +32,7 @@
 #include "text/text.h"
 #include "data/data.h"
 #include "model/model.h"
+#include "model/coca.h"
 #include "train/train.h"
 #include "eval/eval.h"
 #include "routing/routing.h"

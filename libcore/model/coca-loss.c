@@ -1,0 +1,146 @@
+/*
+ * model/coca-loss.c - OpenCLIP's CoCaLoss and greedy captioning over the
+ * CoCa forward of model/coca.c.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "model/coca.h"
+
+#define SOT 49406
+#define EOT 49407
+
+/* Cross-entropy of one logits row (V) against label y. */
+static double
+row_ce(const float *z, int V, int y)
+{
+	double mx = -INFINITY, s = 0;
+
+	for (int v = 0; v < V; v++)
+		mx = z[v] > mx ? z[v] : mx;
+	for (int v = 0; v < V; v++)
+		s += exp(z[v] - mx);
+	return mx + log(s) - z[y];
+}
+
+/* ClipLoss: the mean of both directions' CE over exp(scale) u v^T. */
+static double
+clip_loss(const float *u, const float *v, int B, int E, float scale)
+{
+	float *lg = malloc((size_t)B * B * sizeof(float));
+	float *lt = malloc((size_t)B * B * sizeof(float));
+	double l = 0;
+
+	for (int i = 0; i < B; i++)
+		for (int j = 0; j < B; j++) {
+			float s = 0;
+			for (int k = 0; k < E; k++)
+				s += u[i * E + k] * v[j * E + k];
+			lg[i * B + j] = lt[j * B + i] = scale * s;
+		}
+	for (int i = 0; i < B; i++)
+		l += row_ce(lg + i * B, B, i) + row_ce(lt + i * B, B, i);
+	free(lg), free(lt);
+	return l / (2.0 * B);
+}
+
+static void
+normalize(float *x, int E)
+{
+	float n = 0;
+
+	for (int k = 0; k < E; k++)
+		n += x[k] * x[k];
+	n = fmaxf(sqrtf(n), 1e-12f);
+	for (int k = 0; k < E; k++)
+		x[k] /= n;
+}
+
+int
+vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
+    const int32_t *ids, int B, float w_caption, float w_clip,
+    struct vlm_coca_loss *out)
+{
+	int E = c->E, T = c->T, n = T - 1, S3 = 3 * c->S * c->S, labels = 0;
+	float *u = malloc((size_t)B * E * sizeof(float));
+	float *v = malloc((size_t)B * E * sizeof(float));
+	float *embs = malloc((size_t)(c->Q - 1) * E * sizeof(float));
+	float *tok = malloc((size_t)T * c->Dt * sizeof(float));
+	float *hid = malloc((size_t)T * c->Dd * sizeof(float));
+	float *lg = malloc((size_t)n * c->V * sizeof(float));
+	double cap = 0;
+	int rc = 0;
+
+	if (!u || !v || !embs || !tok || !hid || !lg)
+		rc = vlm_error("out of memory");
+	for (int b = 0; b < B && rc == 0; b++) {
+		const int32_t *t = ids + (size_t)b * T;
+		if (vlm_coca_image(c, imgs + (size_t)b * S3, u + b * E, embs) <
+		    0 || vlm_coca_text(c, t, T, v + b * E, tok) < 0) {
+			rc = -1;
+			break;
+		}
+		/* the decoder reads tokens 0..T-2, scored against 1..T-1 */
+		vlm_coca_decode(c, embs, tok, n, hid, lg);
+		for (int i = 0; i < n; i++)
+			if (t[i + 1]) {
+				cap += row_ce(lg + (size_t)i * c->V, c->V,
+				    t[i + 1]);
+				labels++;
+			}
+		normalize(u + b * E, E);
+		normalize(v + b * E, E);
+	}
+	if (rc == 0) {
+		float scale = expf(*(const float *)vlm_st_get(&c->st,
+		    "logit_scale")->data);
+		out->contrastive = w_clip * clip_loss(u, v, B, E, scale);
+		out->caption = labels ? w_caption * cap / labels : 0;
+		out->total = out->contrastive + out->caption;
+	}
+	free(u), free(v), free(embs), free(tok), free(hid), free(lg);
+	return rc;
+}
+
+int
+vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
+    int min_len, int32_t *out)
+{
+	int E = c->E, n = 1;
+	float *feat = malloc((size_t)E * sizeof(float));
+	float *embs = malloc((size_t)(c->Q - 1) * E * sizeof(float));
+	float *tok = malloc((size_t)c->T * c->Dt * sizeof(float));
+	float *hid = malloc((size_t)c->T * c->Dd * sizeof(float));
+	float *lg = malloc((size_t)c->V * sizeof(float));
+	int rc = 0;
+
+	if (len < 2 || len > c->T)
+		rc = vlm_error("caption length %d (2 to %d)", len, c->T);
+	else if (!feat || !embs || !tok || !hid || !lg)
+		rc = vlm_error("out of memory");
+	else if (vlm_coca_image(c, img, feat, embs) < 0)
+		rc = -1;
+	out[0] = SOT;
+	while (rc == 0 && n < len && out[n - 1] != EOT) {
+		if (vlm_coca_text(c, out, n, NULL, tok) < 0) {
+			rc = -1;
+			break;
+		}
+		vlm_coca_decode(c, embs, tok, n, hid, NULL);
+		vlm_gemm_cpu(0, 0, 1, c->V, c->Dd, 1, hid + (size_t)(n - 1) *
+		    c->Dd, c->Dd, vlm_st_get(&c->st,
+		    "text_decoder.text_projection")->data, c->V, 0, lg, c->V);
+		if (n < min_len)
+			lg[EOT] = -INFINITY;
+		int best = 0;
+		for (int v = 1; v < c->V; v++)
+			if (lg[v] > lg[best])
+				best = v;
+		out[n] = n + 1 == len ? EOT : best;
+		n++;
+	}
+	free(feat), free(embs), free(tok), free(hid), free(lg);
+	return rc < 0 ? -1 : n;
+}
