@@ -2,7 +2,8 @@
  * test-coca.c - CoCa against OpenCLIP 2.32 (../shared/fixtures/
  * openclip-coca-tiny): image and text features, the decoder's image
  * tokens, decoder hidden states and logits to 1e-5 relative (max |diff| /
- * max |ref|), CoCaLoss to 1e-5 relative, greedy caption ids identical.
+ * max |ref|), CoCaLoss to 1e-5 relative, greedy and beam-search (3 beams,
+ * 1 or 3 groups) caption ids identical.
  */
 #include <math.h>
 
@@ -168,6 +169,39 @@ test_greedy(void **state)
 	vlm_coca_release(&c);
 }
 
+/* Beam search with nb beams in G groups against the fixture rel. */
+static void
+beam_matches(int nb, int G, const char *rel)
+{
+	struct vlm_coca c;
+	struct vlm_tensor img;
+	int n;
+	int32_t out[20];
+
+	load(&c);
+	load_f32(FIX "image_input.npy", &img);
+	int32_t *ref = load_ids(rel, &n);
+	assert_int_equal(vlm_coca_beam(&c, img.data, 20, 5, nb, G, out), n);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(out[i], ref[i]);
+	free(ref), free(img.data);
+	vlm_coca_release(&c);
+}
+
+static void
+test_beam3(void **state)
+{
+	(void)state;
+	beam_matches(3, 1, FIX "gen_beam3.npy");
+}
+
+static void
+test_beam3_groups3(void **state)
+{
+	(void)state;
+	beam_matches(3, 3, FIX "gen_beam3_groups3.npy");
+}
+
 static void
 test_bad_checkpoint(void **state)
 {
@@ -191,6 +225,8 @@ main(void)
 		cmocka_unit_test(test_forward),
 		cmocka_unit_test(test_loss),
 		cmocka_unit_test(test_greedy),
+		cmocka_unit_test(test_beam3),
+		cmocka_unit_test(test_beam3_groups3),
 		cmocka_unit_test(test_bad_checkpoint),
 	};
 

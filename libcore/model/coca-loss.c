@@ -1,6 +1,6 @@
 /*
- * model/coca-loss.c - OpenCLIP's CoCaLoss and greedy captioning over the
- * CoCa forward of model/coca.c.
+ * model/coca-loss.c - OpenCLIP's CoCaLoss (contrastive + weighted caption
+ * cross-entropy, pad 0 ignored) over the CoCa forward of model/coca.c.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -8,9 +8,6 @@
 
 #include "kernels.h"
 #include "model/coca.h"
-
-#define SOT 49406
-#define EOT 49407
 
 /* Cross-entropy of one logits row (V) against label y. */
 static double
@@ -102,45 +99,4 @@ vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
 	}
 	free(u), free(v), free(embs), free(tok), free(hid), free(lg);
 	return rc;
-}
-
-int
-vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
-    int min_len, int32_t *out)
-{
-	int E = c->E, n = 1;
-	float *feat = malloc((size_t)E * sizeof(float));
-	float *embs = malloc((size_t)(c->Q - 1) * E * sizeof(float));
-	float *tok = malloc((size_t)c->T * c->Dt * sizeof(float));
-	float *hid = malloc((size_t)c->T * c->Dd * sizeof(float));
-	float *lg = malloc((size_t)c->V * sizeof(float));
-	int rc = 0;
-
-	if (len < 2 || len > c->T)
-		rc = vlm_error("caption length %d (2 to %d)", len, c->T);
-	else if (!feat || !embs || !tok || !hid || !lg)
-		rc = vlm_error("out of memory");
-	else if (vlm_coca_image(c, img, feat, embs) < 0)
-		rc = -1;
-	out[0] = SOT;
-	while (rc == 0 && n < len && out[n - 1] != EOT) {
-		if (vlm_coca_text(c, out, n, NULL, tok) < 0) {
-			rc = -1;
-			break;
-		}
-		vlm_coca_decode(c, embs, tok, n, hid, NULL);
-		vlm_gemm_cpu(0, 0, 1, c->V, c->Dd, 1, hid + (size_t)(n - 1) *
-		    c->Dd, c->Dd, vlm_st_get(&c->st,
-		    "text_decoder.text_projection")->data, c->V, 0, lg, c->V);
-		if (n < min_len)
-			lg[EOT] = -INFINITY;
-		int best = 0;
-		for (int v = 1; v < c->V; v++)
-			if (lg[v] > lg[best])
-				best = v;
-		out[n] = n + 1 == len ? EOT : best;
-		n++;
-	}
-	free(feat), free(embs), free(tok), free(hid), free(lg);
-	return rc < 0 ? -1 : n;
 }

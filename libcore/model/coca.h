@@ -57,5 +57,11 @@ int vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
  * len ids; returns the count written (<= len), -1 on error. */
 int vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
     int min_len, int32_t *out);
+/* Beam search as generate(generation_type='beam_search'): nb beams in G
+ * groups (G divides nb), the same contract as vlm_coca_greedy. */
+#define VLM_COCA_MAX_BEAMS 16
+#define VLM_COCA_MAX_LEN 77
+int vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
+    int min_len, int nb, int G, int32_t *out);
 
 #endif
