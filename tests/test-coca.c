@@ -202,6 +202,39 @@ test_beam3_groups3(void **state)
 	beam_matches(3, 3, FIX "gen_beam3_groups3.npy");
 }
 
+/* A saved CoCa model file reloads without its config, same numbers. */
+static void
+test_save_load(void **state)
+{
+	struct vlm_coca c, d;
+	struct vlm_tensor img;
+	char path[4200];
+	float fc[32], fd[32];
+
+	(void)state;
+	load(&c);
+	load_f32(FIX "image_input.npy", &img);
+	snprintf(path, sizeof(path), "%s/coca.vlm", test_tmpdir());
+	assert_int_equal(vlm_coca_save(&c, path, "merges text"), 0);
+	if (vlm_coca_load(&d, path, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(d.Hv, c.Hv);
+	assert_int_equal(d.Ht, c.Ht);
+	assert_int_equal(d.Hd, c.Hd);
+	assert_int_equal(d.Q, c.Q);
+	assert_int_equal(d.Hq, c.Hq);
+	assert_int_equal(d.quick, c.quick);
+	assert_string_equal(vlm_coca_merges(&d), "merges text");
+	assert_null(vlm_coca_merges(&c));
+	assert_int_equal(vlm_coca_image(&c, img.data, fc, NULL), 0);
+	assert_int_equal(vlm_coca_image(&d, img.data, fd, NULL), 0);
+	assert_memory_equal(fc, fd, sizeof(fc));
+	assert_int_equal(vlm_coca_is_checkpoint(path), 1);
+	free(img.data);
+	vlm_coca_release(&c);
+	vlm_coca_release(&d);
+}
+
 static void
 test_bad_checkpoint(void **state)
 {
@@ -213,6 +246,7 @@ test_bad_checkpoint(void **state)
 	snprintf(w, sizeof(w), "%s", fixture("openclip-tiny/"
 	    "weights.openclip.safetensors"));
 	NEED_FIXTURE(w);
+	assert_int_equal(vlm_coca_is_checkpoint(w), 0);
 	assert_int_equal(vlm_coca_load(&c, w, NULL), -1);
 	assert_non_null(strstr(vlm_errmsg(), "not an OpenCLIP CoCa"));
 }
@@ -227,6 +261,7 @@ main(void)
 		cmocka_unit_test(test_greedy),
 		cmocka_unit_test(test_beam3),
 		cmocka_unit_test(test_beam3_groups3),
+		cmocka_unit_test(test_save_load),
 		cmocka_unit_test(test_bad_checkpoint),
 	};
 

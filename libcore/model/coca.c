@@ -71,33 +71,47 @@ jget(json_t *o, const char *key, int def)
 	return json_is_integer(v) ? (int)json_integer_value(v) : def;
 }
 
-/* Heads and pooler settings from open_clip_config.json (NULL: defaults). */
+/* Heads, pooler and activation from an OpenCLIP config dict (NULL:
+ * OpenCLIP's defaults); name is its file in messages. */
 static int
-read_config(struct vlm_coca *c, const char *path)
+read_config(struct vlm_coca *c, json_t *root, const char *name)
 {
-	json_error_t e;
-	json_t *root, *v, *t, *m;
+	json_t *v = json_object_get(root, "vision_cfg");
+	json_t *t = json_object_get(root, "text_cfg");
+	json_t *m = json_object_get(root, "multimodal_cfg");
+	int hw = jget(v, "head_width", 64);
 
-	c->Hv = c->Dv / 64, c->Ht = 8, c->Hd = 8, c->Q = 256, c->Hq = 8;
-	if (!path)
-		return 0;
-	if (!(root = json_load_file(path, 0, &e)))
-		return vlm_error("'%s': %s (line %d)", path, e.text, e.line);
-	v = json_object_get(root, "vision_cfg");
-	t = json_object_get(root, "text_cfg");
-	m = json_object_get(root, "multimodal_cfg");
-	c->Hv = c->Dv / jget(v, "head_width", 64);
+	c->Hv = hw > 0 ? c->Dv / hw : 0;
 	c->Q = jget(v, "attn_pooler_queries", 256);
 	c->Hq = jget(v, "attn_pooler_heads", 8);
 	c->Ht = jget(t, "heads", 8);
 	c->Hd = jget(m, "heads", 8);
 	c->quick = json_is_true(json_object_get(root, "quick_gelu"));
-	json_decref(root);
 	if (c->Hv < 1 || c->Dv % c->Hv || c->Ht < 1 || c->Dt % c->Ht ||
-	    c->Hd < 1 || c->Dd % c->Hd || c->Hq < 1 || c->E % c->Hq ||
-	    c->Q < 2)
-		return vlm_error("'%s': heads do not divide the widths", path);
+	    c->Hd < 1 || c->Dd % c->Hd || c->Hq < 1 || c->E % c->Hq)
+		return vlm_error("'%s': heads do not divide the widths", name);
+	if (dim(c, "visual.attn_pool.query", 0) != c->Q || c->Q < 2)
+		return vlm_error("'%s': %d pooler queries, the weights have %d",
+		    name, c->Q, dim(c, "visual.attn_pool.query", 0));
 	return 0;
+}
+
+/* The config: the file given, else the model file's "vlm.coca". */
+static int
+load_config(struct vlm_coca *c, const char *path, const char *weights)
+{
+	const char *meta = vlm_st_meta(&c->st, "vlm.coca");
+	json_error_t e;
+	json_t *root = NULL;
+	int rc;
+
+	if (path && !(root = json_load_file(path, 0, &e)))
+		return vlm_error("'%s': %s (line %d)", path, e.text, e.line);
+	if (!path && meta && !(root = json_loads(meta, 0, &e)))
+		return vlm_error("'%s': vlm.coca: %s", weights, e.text);
+	rc = read_config(c, root, path ? path : weights);
+	json_decref(root);
+	return rc;
 }
 
 int
@@ -133,12 +147,9 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 		    "(widths must agree, attentional pooler and class token)",
 		    weights);
 	}
-	if (read_config(c, config) < 0 ||
-	    dim(c, "visual.attn_pool.query", 0) != c->Q) {
+	if (load_config(c, config, weights) < 0) {
 		vlm_st_release(&c->st);
-		return config && c->Q == dim(c, "visual.attn_pool.query", 0) ?
-		    -1 : vlm_error("'%s': pooler queries disagree with the "
-		    "weights", config ? config : weights);
+		return -1;
 	}
 	return 0;
 }

@@ -25,9 +25,20 @@ struct vlm_coca {
 	int quick;         /* QuickGELU instead of GELU */
 };
 
-/* Load weights (safetensors, OpenCLIP names) and open_clip_config.json. */
+/* Load weights (safetensors, OpenCLIP names) and open_clip_config.json
+ * (NULL: the file's own "vlm.coca", else OpenCLIP's defaults). */
 int vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config);
 void vlm_coca_release(struct vlm_coca *c);
+/* Save as a vlm CoCa model file (model/coca-file.c), with the BPE merges
+ * text of its tokenizer or NULL; vlm_coca_load reads it back (config
+ * NULL). */
+int vlm_coca_save(const struct vlm_coca *c, const char *path,
+    const char *merges);
+/* 1 if the safetensors file holds a CoCa decoder, 0 if not, -1 if it
+ * cannot be read. */
+int vlm_coca_is_checkpoint(const char *path);
+/* The tokenizer merges the file carries, or NULL. */
+const char *vlm_coca_merges(const struct vlm_coca *c);
 /* One image (3,S,S) normalised: feature (E) before normalisation and the
  * decoder's image tokens embs (Q-1, E). */
 int vlm_coca_image(const struct vlm_coca *c, const float *img, float *feat,
