@@ -56,7 +56,8 @@ endif
 LDLIBS  += -ldl
 LIB      = $(BUILD)/libvlm.a
 
-PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats
+PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats \
+	   vlm-caption
 BINS     = $(PROGS:%=$(BINDIR)/%)
 TEST_SRC = $(wildcard tests/test-*.c)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
