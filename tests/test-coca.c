@@ -169,6 +169,50 @@ test_greedy(void **state)
 	vlm_coca_release(&c);
 }
 
+/* Every tensor's step-0 gradient against OpenCLIP's to 1e-4 relative. */
+static void
+test_grads(void **state)
+{
+	struct vlm_coca c;
+	struct vlm_tensor img;
+	struct vlm_coca_loss l;
+	struct vlm_st ref;
+	int nids, nbad = 0;
+	double worst = 0;
+	const char *wname = "";
+
+	(void)state;
+	load(&c);
+	load_f32(FIX "image_input.npy", &img);
+	int32_t *ids = load_ids(FIX "text_tokens.npy", &nids);
+	if (vlm_st_load(&ref, fixture(FIX "train_step0_grads.safetensors")) < 0)
+		fail_msg("%s", vlm_errmsg());
+	float **g = vlm_coca_grads_new(&c);
+	assert_non_null(g);
+	assert_int_equal(vlm_coca_grad(&c, img.data, ids, img.shape[0], 2.0f,
+	    1.0f, g, &l), 0);
+	assert_true(fabs(l.total - 27.06900405883789) < 1e-5 * 27.1);
+	assert_int_equal(ref.n, c.st.n);
+	for (int i = 0; i < c.st.n; i++) {
+		const struct vlm_tensor *t = vlm_st_get(&ref, c.st.names[i]);
+		assert_non_null(t);
+		double e = rel_err(g[i], t->data, vlm_tensor_numel(t));
+		if (e > worst)
+			worst = e, wname = c.st.names[i];
+		if (!(e < 1e-4)) {
+			print_message("%-50s rel err %.2e\n", c.st.names[i], e);
+			nbad++;
+		}
+	}
+	print_message("%d tensors, worst rel err %.2e (%s)\n", c.st.n, worst,
+	    wname);
+	assert_int_equal(nbad, 0);
+	vlm_coca_grads_free(&c, g);
+	vlm_st_release(&ref);
+	free(ids), free(img.data);
+	vlm_coca_release(&c);
+}
+
 /* Beam search with nb beams in G groups against the fixture rel. */
 static void
 beam_matches(int nb, int G, const char *rel)
@@ -258,6 +302,7 @@ main(void)
 		cmocka_unit_test(test_shapes),
 		cmocka_unit_test(test_forward),
 		cmocka_unit_test(test_loss),
+		cmocka_unit_test(test_grads),
 		cmocka_unit_test(test_greedy),
 		cmocka_unit_test(test_beam3),
 		cmocka_unit_test(test_beam3_groups3),

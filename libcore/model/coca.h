@@ -63,6 +63,15 @@ int vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
     const int32_t *ids, int B, float w_caption, float w_clip,
     struct vlm_coca_loss *out);
 
+/* Gradients (model/coca-grad.c): one zeroed buffer per checkpoint
+ * tensor, in file order (g[i] for c->st.tensors[i]); NULL on no memory. */
+float **vlm_coca_grads_new(const struct vlm_coca *c);
+void vlm_coca_grads_free(const struct vlm_coca *c, float **g);
+/* The loss of vlm_coca_loss, and g += its gradient for every tensor. */
+int vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
+    const int32_t *ids, int B, float w_caption, float w_clip, float **g,
+    struct vlm_coca_loss *out);
+
 /* Generation as OpenCLIP's generate(): SOT first, EOT barred before
  * min_len tokens, stop at EOT, EOT forced at position len - 1; out holds
  * len ids; returns the count written (<= len), -1 on error. */
