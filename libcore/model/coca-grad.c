@@ -57,83 +57,6 @@ blk_free(struct blk *b)
 	free(b->g);
 }
 
-/* Attention keeping probabilities P (H,Tq,Tk); q, k, v row strides. */
-static void
-attn_fwd(float *out, float *P, const float *q, int lq, const float *k, int lk,
-    const float *v, int lv, const float *mask, int causal, int Tq, int Tk,
-    int C, int H)
-{
-	int hd = C / H;
-	float sc = 1.0f / sqrtf((float)hd);
-
-	for (int h = 0; h < H; h++)
-		for (int i = 0; i < Tq; i++) {
-			float *p = P + ((size_t)h * Tq + i) * Tk, mx = -INFINITY,
-			    sum = 0;
-			for (int j = 0; j < Tk; j++) {
-				float s = 0;
-				for (int d = 0; d < hd; d++)
-					s += q[i * lq + h * hd + d] *
-					    k[j * lk + h * hd + d];
-				s *= sc;
-				if (mask)
-					s += mask[(size_t)i * Tk + j];
-				if (causal && j > i)
-					s = -INFINITY;
-				p[j] = s;
-				mx = s > mx ? s : mx;
-			}
-			for (int j = 0; j < Tk; j++)
-				sum += (p[j] = expf(p[j] - mx));
-			for (int j = 0; j < Tk; j++)
-				p[j] /= sum;
-			for (int d = 0; d < hd; d++) {
-				float o = 0;
-				for (int j = 0; j < Tk; j++)
-					o += p[j] * v[j * lv + h * hd + d];
-				out[i * C + h * hd + d] = o;
-			}
-		}
-}
-
-/* dq, dk, dv += the gradient of attn_fwd's out (da) (same strides). */
-static void
-attn_bwd(float *dq, float *dk, float *dv, const float *da, const float *P,
-    const float *q, const float *k, const float *v, int lq, int lk, int lv,
-    int Tq, int Tk, int C, int H)
-{
-	int hd = C / H;
-	float sc = 1.0f / sqrtf((float)hd), *dp = F(Tk);
-
-	for (int h = 0; h < H; h++)
-		for (int i = 0; i < Tq; i++) {
-			const float *p = P + ((size_t)h * Tq + i) * Tk;
-			const float *d = da + i * C + h * hd;
-			float dot = 0;
-			for (int j = 0; j < Tk; j++) {
-				float s = 0;
-				for (int e = 0; e < hd; e++) {
-					s += d[e] * v[j * lv + h * hd + e];
-					dv[j * lv + h * hd + e] += p[j] * d[e];
-				}
-				dp[j] = s;
-				dot += p[j] * s;
-			}
-			for (int j = 0; j < Tk; j++) {
-				float ds = p[j] * (dp[j] - dot) * sc;
-				if (ds == 0)
-					continue;
-				for (int e = 0; e < hd; e++) {
-					dq[i * lq + h * hd + e] += ds *
-					    k[j * lk + h * hd + e];
-					dk[j * lk + h * hd + e] += ds *
-					    q[i * lq + h * hd + e];
-				}
-			}
-		}
-	free(dp);
-}
-
 /* Block pre forward from x (N,D) (kv (M,D) for a cross block) into b;
  * y (N,D) := its output. */
 static void
@@ -158,7 +81,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	vlm_layernorm_fwd_cpu(b->ln1, b->m1, b->r1, x, w1.w, b1.w, N, D);
 	if (!kvin) {
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, 3 * D);
-		attn_fwd(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
+		vlm_xattention_fwd_ref(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
 		    3 * D, mask, causal, N, N, D, H);
 	} else {
 		b->kvl = F(M * D), b->mk = F(M), b->rk = F(M);
@@ -169,7 +92,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, D);
 		vlm_linear_fwd_cpu(b->kv, b->kvl, win.w + D * D, bin.w + D, M,
 		    D, 2 * D);
-		attn_fwd(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
+		vlm_xattention_fwd_ref(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
 		    NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(b->x1, b->a, T(c, gr, "%s.attn.out_proj.weight",
@@ -226,7 +149,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		dx[i] += dy[i];
 	memset(dln, 0, (size_t)N * D * sizeof(float));
 	if (!b->cross) {
-		attn_bwd(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
+		vlm_xattention_bwd_ref(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
 		    b->q + 2 * D, 3 * D, 3 * D, 3 * D, N, N, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    3 * D);
@@ -234,7 +157,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		float *dkvp = F(M * 2 * D), *dkl = F(M * D);
 		struct tg wk = T(c, gr, "%s.ln_1_kv.weight", pre);
 		struct tg bk = T(c, gr, "%s.ln_1_kv.bias", pre);
-		attn_bwd(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
+		vlm_xattention_bwd_ref(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
 		    D, 2 * D, 2 * D, N, M, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    D);
@@ -299,7 +222,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_linear_fwd_cpu(q, qn, wq.w, bi.w, Q, E, E);
 	vlm_linear_fwd_cpu(k, xk, wk.w, bi.w + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, wv.w, bi.w + 2 * E, N, D, E);
-	attn_fwd(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
+	vlm_xattention_fwd_ref(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
 	vlm_linear_fwd_cpu(pool, a, wo.w, bo.w, Q, E, E);
 	vlm_layernorm_fwd_cpu(post, mo, ro, pool, low.w, lob.w, Q, E);
 
@@ -310,7 +233,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_layernorm_bwd_cpu(dpool, low.g, lob.g, dpost, pool, low.w, mo, ro,
 	    Q, E);
 	vlm_linear_bwd_cpu(da, wo.g, bo.g, dpool, a, wo.w, Q, E, E);
-	attn_bwd(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
+	vlm_xattention_bwd_ref(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
 	vlm_linear_bwd_cpu(dqn, wq.g, bi.g, dq, qn, wq.w, Q, E, E);
 	vlm_linear_bwd_cpu(dxk, wk.g, bi.g + E, dk, xk, wk.w, N, D, E);
 	vlm_linear_bwd_cpu(dxk, wv.g, bi.g + 2 * E, dv, xk, wv.w, N, D, E);

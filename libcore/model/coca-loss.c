@@ -22,39 +22,6 @@ row_ce(const float *z, int V, int y)
 	return mx + log(s) - z[y];
 }
 
-/* ClipLoss: the mean of both directions' CE over exp(scale) u v^T. */
-static double
-clip_loss(const float *u, const float *v, int B, int E, float scale)
-{
-	float *lg = malloc((size_t)B * B * sizeof(float));
-	float *lt = malloc((size_t)B * B * sizeof(float));
-	double l = 0;
-
-	for (int i = 0; i < B; i++)
-		for (int j = 0; j < B; j++) {
-			float s = 0;
-			for (int k = 0; k < E; k++)
-				s += u[i * E + k] * v[j * E + k];
-			lg[i * B + j] = lt[j * B + i] = scale * s;
-		}
-	for (int i = 0; i < B; i++)
-		l += row_ce(lg + i * B, B, i) + row_ce(lt + i * B, B, i);
-	free(lg), free(lt);
-	return l / (2.0 * B);
-}
-
-static void
-normalize(float *x, int E)
-{
-	float n = 0;
-
-	for (int k = 0; k < E; k++)
-		n += x[k] * x[k];
-	n = fmaxf(sqrtf(n), 1e-12f);
-	for (int k = 0; k < E; k++)
-		x[k] /= n;
-}
-
 int
 vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
     const int32_t *ids, int B, float w_caption, float w_clip,
@@ -87,13 +54,14 @@ vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
 				    t[i + 1]);
 				labels++;
 			}
-		normalize(u + b * E, E);
-		normalize(v + b * E, E);
 	}
 	if (rc == 0) {
-		float scale = expf(*(const float *)vlm_st_get(&c->st,
-		    "logit_scale")->data);
-		out->contrastive = w_clip * clip_loss(u, v, B, E, scale);
+		float theta = *(const float *)vlm_st_get(&c->st,
+		    "logit_scale")->data, lg[B * B], lse[2 * B];
+		vlm_l2norm_fwd_cpu(u, NULL, u, B, E);
+		vlm_l2norm_fwd_cpu(v, NULL, v, B, E);
+		out->contrastive = w_clip * vlm_clip_loss_fwd_cpu(lg, lse, u, v,
+		    theta, B, E);
 		out->caption = labels ? w_caption * cap / labels : 0;
 		out->total = out->contrastive + out->caption;
 	}

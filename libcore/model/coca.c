@@ -160,46 +160,6 @@ vlm_coca_release(struct vlm_coca *c)
 	vlm_st_release(&c->st);
 }
 
-/*
- * Multi-head attention of Tq query rows over Tk key rows (row strides lq,
- * lk, lv), heads side by side: out = softmax(q k^T / sqrt(C/H) + mask) v;
- * mask (Tq,Tk) additive or NULL; causal hides key j > query i.
- */
-static void
-mha(float *out /* (Tq,C) */, const float *q, int lq, const float *k, int lk,
-    const float *v, int lv, const float *mask, int causal, int Tq, int Tk,
-    int C, int H, float *s /* (Tk) */)
-{
-	int hd = C / H;
-	float scale = 1.0f / sqrtf((float)hd);
-
-	for (int h = 0; h < H; h++)
-		for (int i = 0; i < Tq; i++) {
-			float mx = -INFINITY, sum = 0;
-			for (int j = 0; j < Tk; j++) {
-				float a = 0;
-				for (int d = 0; d < hd; d++)
-					a += q[i * lq + h * hd + d] *
-					    k[j * lk + h * hd + d];
-				a *= scale;
-				if (mask)
-					a += mask[i * Tk + j];
-				if (causal && j > i)
-					a = -INFINITY;
-				s[j] = a;
-				mx = a > mx ? a : mx;
-			}
-			for (int j = 0; j < Tk; j++)
-				sum += (s[j] = expf(s[j] - mx));
-			for (int d = 0; d < hd; d++) {
-				float o = 0;
-				for (int j = 0; j < Tk; j++)
-					o += s[j] * v[j * lv + h * hd + d];
-				out[i * C + h * hd + d] = o / sum;
-			}
-		}
-}
-
 /* x += mlp(ln_2(x)) of the block at prefix. */
 static void
 mlp(const struct vlm_coca *c, const char *pre, float *x, int N, int D)
@@ -239,7 +199,7 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 	float *kvp = kv ? malloc((size_t)M * 2 * D * sizeof(float)) : NULL;
 	float *a = malloc((size_t)N * D * sizeof(float));
 	float *o = malloc((size_t)N * D * sizeof(float));
-	float *s = malloc((size_t)Tk * sizeof(float));
+	float *s = malloc((size_t)H * N * Tk * sizeof(float));
 	const float *w = W(c, "%s.attn.in_proj_weight", pre);
 	const float *b = W(c, "%s.attn.in_proj_bias", pre);
 
@@ -247,16 +207,16 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 	    W(c, "%s.ln_1.bias", pre), N, D);
 	if (!kv) {
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, 3 * D);
-		mha(a, qkv, 3 * D, qkv + D, 3 * D, qkv + 2 * D, 3 * D, mask,
-		    causal, N, N, D, H, s);
+		vlm_xattention_fwd_ref(a, s, qkv, 3 * D, qkv + D, 3 * D,
+		    qkv + 2 * D, 3 * D, mask, causal, N, N, D, H);
 	} else {
 		vlm_layernorm_fwd_cpu(kvl, NULL, NULL, kv,
 		    W(c, "%s.ln_1_kv.weight", pre),
 		    W(c, "%s.ln_1_kv.bias", pre), M, D);
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, D);
 		vlm_linear_fwd_cpu(kvp, kvl, w + D * D, b + D, M, D, 2 * D);
-		mha(a, qkv, D, kvp, 2 * D, kvp + D, 2 * D, NULL, 0, N, M, D, H,
-		    s);
+		vlm_xattention_fwd_ref(a, s, qkv, D, kvp, 2 * D, kvp + D,
+		    2 * D, NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(o, a, W(c, "%s.attn.out_proj.weight", pre),
 	    W(c, "%s.attn.out_proj.bias", pre), N, D, D);
@@ -278,7 +238,7 @@ pooler(const struct vlm_coca *c, float *out, const float *x, int N)
 	float *k = malloc((size_t)N * E * sizeof(float));
 	float *v = malloc((size_t)N * E * sizeof(float));
 	float *a = malloc((size_t)Q * E * sizeof(float));
-	float *s = malloc((size_t)N * sizeof(float));
+	float *s = malloc((size_t)c->Hq * Q * N * sizeof(float));
 	const float *b = W(c, "visual.attn_pool.attn.in_proj_bias");
 
 	vlm_layernorm_fwd_cpu(xk, NULL, NULL, x, W(c, "visual.attn_pool.ln_k"
@@ -292,7 +252,8 @@ pooler(const struct vlm_coca *c, float *out, const float *x, int N)
 	    b + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, W(c, "visual.attn_pool.attn.v_proj_weight"),
 	    b + 2 * E, N, D, E);
-	mha(a, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq, s);
+	vlm_xattention_fwd_ref(a, s, q, E, k, E, v, E, NULL, 0, Q, N, E,
+	    c->Hq);
 	vlm_linear_fwd_cpu(out, a, W(c, "visual.attn_pool.attn.out_proj.weight"),
 	    W(c, "visual.attn_pool.attn.out_proj.bias"), Q, E, E);
 	free(xk), free(qn), free(q), free(k), free(v), free(a), free(s);
