@@ -293,6 +293,24 @@ test_bad_checkpoint(void **state)
 	assert_int_equal(vlm_coca_is_checkpoint(w), 0);
 	assert_int_equal(vlm_coca_load(&c, w, NULL), -1);
 	assert_non_null(strstr(vlm_errmsg(), "not an OpenCLIP CoCa"));
+
+	/* a CoCa checkpoint short of one cross-attention tensor */
+	char path[4200];
+	const char *drop = "text_decoder.cross_attn.1.ln_1_kv.bias";
+	load(&c);
+	const char **names = malloc(c.st.n * sizeof(*names));
+	struct vlm_tensor *ts = malloc(c.st.n * sizeof(*ts));
+	int n = 0;
+	for (int i = 0; i < c.st.n; i++)
+		if (strcmp(c.st.names[i], drop) != 0)
+			names[n] = c.st.names[i], ts[n++] = c.st.tensors[i];
+	snprintf(path, sizeof(path), "%s/short.safetensors", test_tmpdir());
+	assert_int_equal(vlm_st_save(path, names, ts, n, NULL, NULL, 0), 0);
+	vlm_coca_release(&c);
+	free(names), free(ts);
+	assert_int_equal(vlm_coca_load(&c, path, NULL), -1);
+	print_message("%s\n", vlm_errmsg());
+	assert_non_null(strstr(vlm_errmsg(), drop));
 }
 
 int

@@ -24,22 +24,11 @@ struct tg {
 };
 
 static struct tg
-T(const struct vlm_coca *c, float **grads, const char *fmt, ...)
+tg_at(const struct vlm_coca *c, float **grads, int i)
 {
-	char name[160];
-	va_list ap;
-	const struct vlm_tensor *t;
-
-	va_start(ap, fmt);
-	vsnprintf(name, sizeof(name), fmt, ap);
-	va_end(ap);
-	t = vlm_st_get(&c->st, name);
-	if (!t) {
-		fprintf(stderr, "coca: missing tensor %s\n", name);
-		abort();
-	}
-	return (struct tg){ t->data, grads[t - c->st.tensors] };
+	return (struct tg){ c->st.tensors[i].data, grads[i] };
 }
+#define T(c, gr, ...) tg_at((c), (gr), vlm_coca_index((c), __VA_ARGS__))
 
 /* One block's internals, recomputed from its input x (N,D), kv (M,D). */
 struct blk {

@@ -22,9 +22,8 @@
 #include "kernels.h"
 #include "model/coca.h"
 
-/* The tensor called by the formatted name (checked present at load). */
-static const float *
-W(const struct vlm_coca *c, const char *fmt, ...)
+int
+vlm_coca_index(const struct vlm_coca *c, const char *fmt, ...)
 {
 	char name[160];
 	va_list ap;
@@ -34,12 +33,16 @@ W(const struct vlm_coca *c, const char *fmt, ...)
 	vsnprintf(name, sizeof(name), fmt, ap);
 	va_end(ap);
 	t = vlm_st_get(&c->st, name);
-	if (!t) {
+	if (!t) { /* vlm_coca_load checked them all */
 		fprintf(stderr, "coca: missing tensor %s\n", name);
 		abort();
 	}
-	return t->data;
+	return (int)(t - c->st.tensors);
 }
+
+/* The floats of the tensor of a formatted name. */
+#define W(c, ...) ((const float *)(c)->st.tensors[vlm_coca_index((c), \
+	__VA_ARGS__)].data)
 
 /* Dimension d of the named tensor, -1 if absent. */
 static int
@@ -61,6 +64,104 @@ count_layers(const struct vlm_coca *c, const char *fmt)
 		if (!vlm_st_get(&c->st, name))
 			return l;
 	}
+}
+
+/* The tensor of a formatted name has shape (d0, d1) (d1 < 0: 1-D). */
+static int
+need(const struct vlm_coca *c, int d0, int d1, const char *fmt, ...)
+{
+	char name[160];
+	va_list ap;
+	const struct vlm_tensor *t;
+
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	if (!(t = vlm_st_get(&c->st, name)))
+		return vlm_error("'%s': no tensor '%s'", c->st.path, name);
+	if (t->ndim != (d1 < 0 ? 1 : 2) || t->shape[0] != d0 ||
+	    (d1 >= 0 && t->shape[1] != d1))
+		return vlm_error("'%s': tensor '%s' is not (%d, %d)",
+		    c->st.path, name, d0, d1);
+	return 0;
+}
+
+/* Every tensor of a residual block of width D at prefix pre. */
+static int
+need_block(const struct vlm_coca *c, const char *pre, int l, int D,
+    int cross)
+{
+	char p[96], nm[160];
+	const struct vlm_tensor *t;
+
+	snprintf(p, sizeof(p), pre, l);
+	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", p);
+	int F = (t = vlm_st_get(&c->st, nm)) && t->ndim == 2 ?
+	    (int)t->shape[0] : 0;
+	if (F < 1 || F > VLM_COCA_MAX_WIDTH * 64)
+		return vlm_error("'%s': no tensor '%s' of a sane shape",
+		    c->st.path, nm);
+	return need(c, D, -1, "%s.ln_1.weight", p) || need(c, D, -1,
+	    "%s.ln_1.bias", p) || need(c, 3 * D, D, "%s.attn.in_proj_weight",
+	    p) || need(c, 3 * D, -1, "%s.attn.in_proj_bias", p) || need(c, D,
+	    D, "%s.attn.out_proj.weight", p) || need(c, D, -1,
+	    "%s.attn.out_proj.bias", p) || need(c, D, -1, "%s.ln_2.weight", p)
+	    || need(c, D, -1, "%s.ln_2.bias", p) || need(c, F, D,
+	    "%s.mlp.c_fc.weight", p) || need(c, F, -1, "%s.mlp.c_fc.bias", p)
+	    || need(c, D, F, "%s.mlp.c_proj.weight", p) || need(c, D, -1,
+	    "%s.mlp.c_proj.bias", p) || (cross && (need(c, D, -1,
+	    "%s.ln_1_kv.weight", p) || need(c, D, -1, "%s.ln_1_kv.bias", p)))
+	    ? -1 : 0;
+}
+
+/* Every tensor the forward reads, in the shape it reads it. */
+static int
+need_all(const struct vlm_coca *c)
+{
+	int E = c->E, Dv = c->Dv, Dt = c->Dt, P = (c->S / c->p) *
+	    (c->S / c->p);
+	const struct vlm_tensor *ls = vlm_st_get(&c->st, "logit_scale");
+
+	if (!ls || vlm_tensor_numel(ls) != 1)
+		return vlm_error("'%s': no scalar 'logit_scale'", c->st.path);
+	for (int l = 0; l < c->Lv; l++)
+		if (need_block(c, "visual.transformer.resblocks.%d", l, Dv, 0))
+			return -1;
+	for (int l = 0; l < c->Lt; l++)
+		if (need_block(c, "text.transformer.resblocks.%d", l, Dt, 0))
+			return -1;
+	for (int l = 0; l < c->Ld; l++)
+		if (need_block(c, "text_decoder.resblocks.%d", l, c->Dd, 0) ||
+		    need_block(c, "text_decoder.cross_attn.%d", l, c->Dd, 1))
+			return -1;
+	const struct vlm_tensor *cv = vlm_st_get(&c->st, "visual.conv1.weight");
+	if (cv->ndim != 4 || cv->shape[1] != 3 || cv->shape[2] != c->p ||
+	    cv->shape[3] != c->p)
+		return vlm_error("'%s': 'visual.conv1.weight' is not (%d, 3, "
+		    "%d, %d)", c->st.path, Dv, c->p, c->p);
+	return need(c, Dv, -1, "visual.class_embedding") || need(c, P + 1, Dv,
+	    "visual.positional_embedding") || need(c, Dv, -1,
+	    "visual.ln_pre.weight") || need(c, Dv, -1, "visual.ln_pre.bias") ||
+	    need(c, c->Q, E, "visual.attn_pool.query") || need(c, E, -1,
+	    "visual.attn_pool.ln_q.weight") || need(c, E, -1,
+	    "visual.attn_pool.ln_q.bias") || need(c, Dv, -1,
+	    "visual.attn_pool.ln_k.weight") || need(c, Dv, -1,
+	    "visual.attn_pool.ln_k.bias") || need(c, E, E,
+	    "visual.attn_pool.attn.q_proj_weight") || need(c, E, Dv,
+	    "visual.attn_pool.attn.k_proj_weight") || need(c, E, Dv,
+	    "visual.attn_pool.attn.v_proj_weight") || need(c, 3 * E, -1,
+	    "visual.attn_pool.attn.in_proj_bias") || need(c, E, E,
+	    "visual.attn_pool.attn.out_proj.weight") || need(c, E, -1,
+	    "visual.attn_pool.attn.out_proj.bias") || need(c, E, -1,
+	    "visual.ln_post.weight") || need(c, E, -1, "visual.ln_post.bias") ||
+	    need(c, E, E, "visual.proj") || need(c, c->V, Dt,
+	    "text.token_embedding.weight") || need(c, c->T + 1, Dt,
+	    "text.positional_embedding") || need(c, Dt, -1, "text.cls_emb") ||
+	    need(c, Dt, -1, "text.ln_final.weight") || need(c, Dt, -1,
+	    "text.ln_final.bias") || need(c, Dt, E, "text.text_projection") ||
+	    need(c, c->Dd, -1, "text_decoder.ln_final.weight") || need(c, c->Dd,
+	    -1, "text_decoder.ln_final.bias") || need(c, c->Dd, c->V,
+	    "text_decoder.text_projection") ? -1 : 0;
 }
 
 static int
@@ -128,7 +229,8 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 		}
 	c->Dv = dim(c, "visual.conv1.weight", 0);
 	c->p = dim(c, "visual.conv1.weight", 2);
-	c->S = c->p * (int)sqrt(dim(c, "visual.positional_embedding", 0) - 1);
+	int rows = dim(c, "visual.positional_embedding", 0);
+	c->S = rows > 1 ? c->p * (int)sqrt(rows - 1) : 0;
 	c->E = dim(c, "visual.proj", 1);
 	c->Lv = count_layers(c, "visual.transformer.resblocks.%d.ln_1.weight");
 	c->Dt = dim(c, "text.positional_embedding", 1);
@@ -137,15 +239,27 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 	c->Lt = count_layers(c, "text.transformer.resblocks.%d.ln_1.weight");
 	c->Dd = dim(c, "text_decoder.ln_final.weight", 0);
 	c->Ld = count_layers(c, "text_decoder.resblocks.%d.ln_1.weight");
-	if (c->Dv < 1 || c->p < 1 || c->E < 1 || c->Dt < 1 || c->V < 1 ||
+	c->Q = dim(c, "visual.attn_pool.query", 0);
+	if (c->S < 1 || c->Dv < 1 || c->p < 1 || c->E < 1 || c->Dt < 1 || c->V < 1 ||
 	    c->Dd != c->E || c->Dt != c->E || c->Lv < 1 || c->Lt < 1 ||
 	    c->Ld < 1 || dim(c, "visual.attn_pool.query", 1) != c->E ||
-	    dim(c, "text.cls_emb", 0) != c->Dt ||
+	    dim(c, "text.cls_emb", 0) != c->Dt || c->T < 2 || c->Q < 2 ||
 	    dim(c, "text_decoder.text_projection", 1) != c->V) {
 		vlm_st_release(&c->st);
 		return vlm_error("'%s': not an OpenCLIP CoCa checkpoint "
 		    "(widths must agree, attentional pooler and class token)",
 		    weights);
+	}
+	if ((c->Dv > VLM_COCA_MAX_WIDTH || c->E > VLM_COCA_MAX_WIDTH ||
+	    c->p > 4096 || c->S > 4096 || c->T > 16384 || c->Q > 65536 ||
+	    c->V > (1 << 20) || c->Lv > 256 || c->Lt > 256 || c->Ld > 256) &&
+	    vlm_error("'%s': CoCa sizes out of range", weights) < 0) {
+		vlm_st_release(&c->st);
+		return -1;
+	}
+	if (need_all(c) < 0) {
+		vlm_st_release(&c->st);
+		return -1;
 	}
 	if (load_config(c, config, weights) < 0) {
 		vlm_st_release(&c->st);

@@ -12,6 +12,8 @@
 
 #include "formats/formats.h"
 
+#define VLM_COCA_MAX_WIDTH 16384
+
 /* Shapes come from the weights, heads and activation from the config. */
 struct vlm_coca {
 	struct vlm_st st;  /* the checkpoint, owned */
@@ -29,6 +31,11 @@ struct vlm_coca {
  * (NULL: the file's own "vlm.coca", else OpenCLIP's defaults). */
 int vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config);
 void vlm_coca_release(struct vlm_coca *c);
+/* Index in c->st.tensors of the tensor of a formatted name, e.g.
+ * ("text.transformer.resblocks.%d.ln_1.weight", l); one that load did not
+ * check present is a bug: it aborts. */
+int vlm_coca_index(const struct vlm_coca *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Save as a vlm CoCa model file (model/coca-file.c), with the BPE merges
  * text of its tokenizer or NULL; vlm_coca_load reads it back (config
  * NULL). */
