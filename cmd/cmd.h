@@ -55,6 +55,8 @@ int convert_info(int argc, char **argv);
 int convert_cast(int argc, char **argv);
 int convert_pack(int argc, char **argv);
 int convert_import(int argc, char **argv);
+int convert_import_coca(const char *weights, const char *config,
+    const char *tok, const char *out);
 int convert_init(int argc, char **argv);
 int convert_tokenize(int argc, char **argv);
 int convert_upcycle(int argc, char **argv);

@@ -33,6 +33,7 @@
 #include "text/text.h"
 #include "data/data.h"
 #include "model/model.h"
+#include "model/coca.h"
 #include "train/train.h"
 #include "train/comm.h"
 #include "eval/eval.h"
