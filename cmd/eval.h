@@ -11,6 +11,7 @@ extern const char eval_usage[];
 int eval_zeroshot(int argc, char **argv);
 int eval_retrieval(int argc, char **argv);
 int eval_linear_probe(int argc, char **argv);
+int eval_plot(int argc, char **argv);
 
 #define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
 

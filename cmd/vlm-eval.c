@@ -24,12 +24,17 @@ const char eval_usage[] =
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
     "           [--per-class]\n"
+    "       vlm-eval plot -y key [-x key] [--title text] [--size WxH]\n"
+    "           -o file.png [label=]metrics.jsonl ...\n"
+    "       vlm-eval plot --tsv file [--bars] [--title text] [--size WxH]\n"
+    "           -o file.png\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
 	{ "zeroshot", eval_zeroshot, NULL },
 	{ "retrieval", eval_retrieval, NULL },
 	{ "linear-probe", eval_linear_probe, NULL },
+	{ "plot", eval_plot, NULL },
 };
 
 int

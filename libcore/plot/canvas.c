@@ -128,13 +128,14 @@ vlm_canvas_line(struct vlm_canvas *cv, int x0, int y0, int x1, int y1,
 	int sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, e = dx + dy;
 
 	for (;;) {
+		int e2 = 2 * e;
 		vlm_canvas_fill(cv, x0 - thick / 2, y0 - thick / 2, thick,
 		    thick, rgb);
 		if (x0 == x1 && y0 == y1)
 			break;
-		if (2 * e >= dy)
+		if (e2 >= dy)
 			e += dy, x0 += sx;
-		if (2 * e <= dx)
+		if (e2 <= dx)
 			e += dx, y0 += sy;
 	}
 }

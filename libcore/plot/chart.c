@@ -66,9 +66,10 @@ data_range(const struct vlm_chart *c, const struct vlm_series *s, int ns,
 		*vlo = *vhi = 0;
 	for (int k = 0; k < ns; k++)
 		for (int i = 0; i < s[k].n; i++) {
-			double y = s[k].y[i], e = s[k].err ? s[k].err[i] : 0;
-			double x = c->bars ? 0 : s[k].x[i];
-			if (!isfinite(y) || !isfinite(x) || !isfinite(e) ||
+			double y = s[k].y[i], x = c->bars ? 0 : s[k].x[i];
+			double e = s[k].err && isfinite(s[k].err[i]) ?
+			    s[k].err[i] : 0;
+			if (!isfinite(y) || !isfinite(x) ||
 			    (c->bars && i >= c->ngroups))
 				continue;
 			n++;
