@@ -12,15 +12,16 @@ rp_start 1
 AUX="--set aux.limoe=true --set aux.importance=1 --set aux.load=1
 --set aux.zloss=1 --set aux.local_img=1 --set aux.local_txt=1
 --set aux.global_img=1 --set aux.global_txt=1"
-for seed in $SEEDS; do
-	rp_train one-tower-dense "$seed" -m tiny-moe --set moe.experts=0
-	rp_train one-tower-moe "$seed" -m tiny-moe
-	rp_train two-tower-dense "$seed" -m tiny
+seed_runs() {
+	rp_train one-tower-dense "$1" -m tiny-moe --set moe.experts=0
+	rp_train one-tower-moe "$1" -m tiny-moe
+	rp_train two-tower-dense "$1" -m tiny
 	# shellcheck disable=SC2086
-	rp_train two-tower-moe "$seed" -m tiny --set moe.experts=8 $AUX
-	rp_train vl-moe-pools "$seed" -m tiny-moe \
+	rp_train two-tower-moe "$1" -m tiny --set moe.experts=8 $AUX
+	rp_train vl-moe-pools "$1" -m tiny-moe \
 	    --set moe.modality_experts=true
-done
+}
+rp_seeds seed_runs
 for run in "$R"/runs/*/seed1; do
 	echo "== $(basename "$(dirname "$run")")"
 	"$BIN/vlm-convert" info "$run/latest/model.safetensors" |

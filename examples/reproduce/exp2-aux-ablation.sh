@@ -6,6 +6,7 @@
 # z-loss, text local and image global entropy). Each run logs the
 # effective experts exp(H(mean p)) and dropped fraction per MoE layer and
 # modality (metrics.jsonl; routes.json for the Twitter-style data).
+# "all" is experiment 1's one-tower-moe when that run exists.
 # Writes OUT/exp2/: runs/, results.tsv, summary.tsv, table.md, *.png.
 . examples/reproduce/lib.sh
 rp_start 2
@@ -13,17 +14,18 @@ NONE="--set aux.importance=0 --set aux.load=0 --set aux.zloss=0
 --set aux.local_img=0 --set aux.local_txt=0 --set aux.global_img=0
 --set aux.global_txt=0"
 # shellcheck disable=SC2086
-for seed in $SEEDS; do
-	rp_train none "$seed" -m tiny-moe $NONE --set aux.limoe=false
-	rp_train imp-load "$seed" -m tiny-moe $NONE --set aux.importance=1 \
+seed_runs() {
+	rp_train none "$1" -m tiny-moe $NONE --set aux.limoe=false
+	rp_train imp-load "$1" -m tiny-moe $NONE --set aux.importance=1 \
 	    --set aux.load=1
-	rp_train imp-load-gtxt "$seed" -m tiny-moe $NONE \
+	rp_train imp-load-gtxt "$1" -m tiny-moe $NONE \
 	    --set aux.importance=1 --set aux.load=1 --set aux.global_txt=1
-	rp_train imp-load-gtxt-limg "$seed" -m tiny-moe $NONE \
+	rp_train imp-load-gtxt-limg "$1" -m tiny-moe $NONE \
 	    --set aux.importance=1 --set aux.load=1 --set aux.global_txt=1 \
 	    --set aux.local_img=1
-	rp_train all "$seed" -m tiny-moe
-done
+	rp_reuse all "$1" 1 one-tower-moe || rp_train all "$1" -m tiny-moe
+}
+rp_seeds seed_runs
 rp_collect
 rp_table train_eff_experts_image train_eff_experts_text \
     train_dropped_image train_dropped_text image_retrieval_recall@1 \

@@ -8,6 +8,9 @@
 #   OUT      results root [results]; an experiment writes OUT/expN/
 #   SEEDS    seeds ["1 2 3"]
 #   SHORT=1  smoke-test scale: a few steps of a shrunk model (seconds)
+#   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
+#            (embeddings 32, context 16), 200 steps of 32
+#   PARALLEL=1  train the seeds at the same time (one process each)
 #   STEPS, BATCH, LOG_EVERY, VAL_EVERY  override the mode's scale
 #
 # Full mode: the recipe of examples/demo.sh (tiny presets, 900 steps of
@@ -32,6 +35,11 @@ if [ "${SHORT:-0}" = 1 ]; then
 	SCALE="--set vision.layers=2 --set text.layers=2 --set vision.width=32
 	    --set text.width=32 --set vision.heads=2 --set text.heads=2
 	    --set embed_dim=16 --set image_size=16"
+elif [ "${REDUCED:-0}" = 1 ]; then
+	STEPS=${STEPS:-200} BATCH=${BATCH:-32} LOG_EVERY=${LOG_EVERY:-10}
+	VAL_EVERY=${VAL_EVERY:-100}
+	SCALE="--set vision.width=64 --set text.width=64 --set embed_dim=32
+	    --set context=16"
 else
 	STEPS=${STEPS:-900} BATCH=${BATCH:-256} LOG_EVERY=${LOG_EVERY:-50}
 	SCALE=""
@@ -41,7 +49,7 @@ rp_die() { echo "reproduce: $*" >&2; exit 1; }
 
 # rp_start N: the results directory R of experiment N, the data present
 rp_start() {
-	R=$OUT/exp$1
+	N=$1 R=$OUT/exp$1
 	mkdir -p "$R/runs" || rp_die "cannot create '$R'"
 	[ -f "$DATA/google-base.tsv" ] || sh examples/fetch-emoji.sh "$DATA"
 	for f in google-base.tsv twitter-base.tsv google-category \
@@ -51,6 +59,23 @@ rp_start() {
 	printf '{}\n' >"$R/templates.txt"
 	tail -n +2 "$DATA/twitter-base.tsv" | cut -f 2 >"$R/captions.txt"
 	echo "== experiment $1: $STEPS steps of $BATCH, seeds $SEEDS -> $R" >&2
+}
+
+# rp_seeds FN: FN SEED for each seed, one after another or, with
+# PARALLEL=1, at the same time; fails when one did
+rp_seeds() {
+	if [ "${PARALLEL:-0}" != 1 ]; then
+		for seed in $SEEDS; do "$1" "$seed"; done
+		return
+	fi
+	pids=""
+	for seed in $SEEDS; do
+		"$1" "$seed" &
+		pids="$pids $!"
+	done
+	rc=0
+	for p in $pids; do wait "$p" || rc=1; done
+	[ $rc = 0 ] || rp_die "a run of experiment $N failed"
 }
 
 # rp_train NAME SEED VLM-TRAIN-OPTIONS...: one training run into
@@ -74,7 +99,18 @@ rp_train() {
 	rp_eval "$run"
 }
 
-# rp_eval RUN [NAME]: retrieval on the Twitter-style pairs, zero-shot
+# rp_reuse NAME SEED N OTHER: run OTHER of experiment N as run NAME (the
+# same configuration, seed and scale: vlm-train is deterministic), when
+# that run is done; else false
+rp_reuse() {
+	src=$OUT/exp$3/runs/$4/seed$2
+	[ -f "$src/eval.json" ] || return 1
+	mkdir -p "$R/runs/$1"
+	rm -rf "$R/runs/$1/seed$2"
+	ln -s "$(cd "$src" && pwd)" "$R/runs/$1/seed$2"
+}
+
+# rp_eval RUN: retrieval on the Twitter-style pairs, zero-shot
 # category and subcategory, linear probe of categories (trained on the
 # Google-style embeddings, tested on the Twitter style) into RUN/eval.json;
 # a MoE model's routing into RUN/routes.json
