@@ -124,8 +124,10 @@ rp_eval() {
 			"$BIN/vlm-eval" zeroshot -m "$m" --json \
 			    --images "$DATA/twitter-$t" \
 			    --classnames "$DATA/twitter-$t/classnames.txt" \
-			    --templates "$R/templates.txt" |
-			    sed "s/\"acc/\"${t}_acc/g; s/\"mean_per/\"${t}_mean_per/"
+			    --templates "$R/templates.txt" >"$tmp.$t"
+			sed "s/\"acc/\"${t}_acc/g; s/\"mean_per/\"${t}_mean_per/" \
+			    "$tmp.$t"
+			rm "$tmp.$t"
 		done
 		"$BIN/vlm-eval" linear-probe -m "$m" --json \
 		    --train "$DATA/google-category" \
@@ -140,8 +142,8 @@ rp_eval() {
 }
 
 # rp_collect: R/results.tsv (name, seed, metric, value) from every run's
-# eval.json, wall_s and last metrics line; R/summary.tsv (name, metric,
-# mean, sd, n) over the seeds
+# eval.json, wall_s and last metrics line; then rp_summary: R/summary.tsv
+# (name, metric, mean, sd, n) over the seeds
 rp_collect() {
 	printf 'name\tseed\tmetric\tvalue\n' >"$R/results.tsv"
 	for run in "$R"/runs/*/seed*; do
@@ -154,6 +156,11 @@ rp_collect() {
 			tail -n 1 "$run/metrics.jsonl" | rp_moe_means
 		} | grep -v '^weight_decay' | sed "s/^/$n\t$s\t/" >>"$R/results.tsv"
 	done
+	rp_summary
+}
+
+# rp_summary: R/summary.tsv from R/results.tsv
+rp_summary() {
 	awk -F '\t' 'NR > 1 {
 		k = $1 "\t" $3
 		if (!(k in n)) order[++nk] = k
