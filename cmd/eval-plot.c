@@ -78,21 +78,12 @@ point(struct ser *s, double x, double y, double e)
 static double
 value(json_t *o, const char *k)
 {
-	json_t *a, *e;
-	double sum = 0;
-	size_t i;
-	int n = 0;
+	json_t *e;
 
-	if (strncmp(k, "moe.", 4) != 0)
-		return json_is_number(e = json_object_get(o, k)) ?
-		    json_number_value(e) : NAN;
-	a = json_object_get(o, "moe");
-	json_array_foreach(a, i, e) {
-		json_t *v = json_object_get(e, k + 4);
-		if (json_is_number(v))
-			sum += json_number_value(v), n++;
-	}
-	return n ? sum / n : NAN;
+	if (strncmp(k, "moe.", 4) == 0)
+		return cmd_moe_mean(o, k + 4);
+	return json_is_number(e = json_object_get(o, k)) ?
+	    json_number_value(e) : NAN;
 }
 
 /* The label of a run given as FILE: RUN of RUN/SEED/FILE, else the

@@ -18,6 +18,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cmd.h"
 #include "train.h"
 
 /* exp(H(mean p)) over the tokens of modality mod, and dropped tokens. */
@@ -104,27 +105,12 @@ memory_json(const struct train *t, json_t *o)
 	    need));
 }
 
-/* The mean of key k over the MoE layers of the line's "moe" array. */
-static double
-moe_mean(json_t *o, const char *k)
-{
-	json_t *e;
-	double sum = 0;
-	size_t i;
-	int n = 0;
-
-	json_array_foreach(json_object_get(o, "moe"), i, e)
-		if (json_is_number(json_object_get(e, k)))
-			sum += json_number_value(json_object_get(e, k)), n++;
-	return n ? sum / n : NAN;
-}
-
 /* -v: metrics line o in words on stderr. */
 static void
 log_plain(const struct train *t, json_t *o, const double *val)
 {
-	double ei = moe_mean(o, "eff_experts_image");
-	double et = moe_mean(o, "eff_experts_text");
+	double ei = cmd_moe_mean(o, "eff_experts_image");
+	double et = cmd_moe_mean(o, "eff_experts_text");
 
 	fprintf(stderr, "step %lld/%lld  epoch %lld  loss %.4f (aux %.4f)  "
 	    "lr %.2e  %.0f img/s", (long long)t->st.step,
