@@ -23,6 +23,7 @@ seed_runs() {
 }
 rp_seeds seed_runs
 for run in "$R"/runs/*/seed1; do
+	[ -f "$run/eval.json" ] || continue
 	echo "== $(basename "$(dirname "$run")")"
 	"$BIN/vlm-convert" info "$run/latest/model.safetensors" |
 	    grep -E '^(model|experts|active|forward|parameters)'

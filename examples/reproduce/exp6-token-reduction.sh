@@ -47,6 +47,7 @@ done >>"$R/results.tsv"
 rp_summary
 printf 'name\tgflops_per_image\n' >"$R/flops.tsv"
 for run in "$R"/runs/*/seed1; do
+	[ -f "$run/eval.json" ] || continue
 	printf '%s\t%s\n' "$(basename "$(dirname "$run")")" \
 	    "$("$BIN/vlm-convert" info "$run/latest/model.safetensors" |
 	    sed -n 's/^forward GFLOPs per image: \([0-9.e-]*\).*/\1/p')"

@@ -11,6 +11,7 @@
 #   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
 #            (embeddings 32, context 16), 200 steps of 32
 #   PARALLEL=1  train the seeds at the same time (one process each)
+#   COLLECT_ONLY=1  train nothing: tables and charts of the runs done
 #   STEPS, BATCH, LOG_EVERY, VAL_EVERY  override the mode's scale
 #
 # Full mode: the recipe of examples/demo.sh (tiny presets, 900 steps of
@@ -85,6 +86,7 @@ rp_train() {
 	shift 2
 	run=$R/runs/$name/seed$seed
 	[ -f "$run/eval.json" ] && return 0
+	[ "${COLLECT_ONLY:-0}" = 1 ] && return 0
 	rm -rf "$run"
 	mkdir -p "$(dirname "$run")"
 	echo "-- $name seed $seed" >&2
@@ -212,7 +214,7 @@ rp_curves() {
 	key=$1 title=$2 png=$3
 	set --
 	for run in "$R"/runs/*/seed*; do
-		[ -f "$run/metrics.jsonl" ] || continue
+		[ -f "$run/eval.json" ] || continue
 		set -- "$@" "$(basename "$(dirname "$run")")=$run/metrics.jsonl"
 	done
 	"$BIN/vlm-eval" plot -y "$key" --title "$title" -o "$png" "$@"
