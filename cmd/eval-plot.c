@@ -283,6 +283,8 @@ draw(const struct plot *p, struct vlm_chart *c, int w, int h,
 	for (int k = 0; k < p->ns; k++) {
 		v[k] = (struct vlm_series){ p->s[k].label, -1, p->s[k].n,
 			p->s[k].x, p->s[k].y, p->s[k].err };
+		if (c->bars && p->ns == 1) /* the x label names it */
+			v[k].label = NULL;
 		for (int j = 0; j < k && v[k].colour < 0; j++)
 			if (strcmp(p->s[j].label, p->s[k].label) == 0)
 				v[k].colour = v[j].colour;

@@ -222,7 +222,7 @@ rp_curves() {
 
 # rp_bars METRIC TITLE FILE: the metric's mean and spread per name
 rp_bars() {
-	awk -F '\t' -v m="$1" 'BEGIN { print "x\tseries\tvalue" }
+	awk -F '\t' -v m="$1" 'BEGIN { print "name\tseries\t" m }
 	    NR > 1 && $3 == m { print $1 "\t" m "\t" $4 }' "$R/results.tsv" \
 	    >"$R/bars-$1.tsv"
 	"$BIN/vlm-eval" plot --bars --tsv "$R/bars-$1.tsv" --title "$2" \

@@ -112,7 +112,7 @@ layout(struct vlm_canvas *cv, struct vlm_chart *c, int labw, int legw)
 	c->left = M + labw * VLM_FONT_ADV + 8;
 	c->top = M + 2 * VLM_FONT_LINE + 6;
 	c->right = cv->w - 1 - M - (legw ? SW + 8 + legw * VLM_FONT_ADV +
-	    M : 0);
+	    M : 3 * VLM_FONT_ADV); /* room for the last tick label */
 	c->bottom = cv->h - 1 - M - 2 * VLM_FONT_LINE - TICK;
 	if (c->right - c->left < 40 || c->bottom - c->top < 40)
 		return vlm_error("chart: a %d x %d canvas is too small for "
@@ -127,15 +127,20 @@ axes(struct vlm_canvas *cv, const struct vlm_chart *c, double xst,
     double yst)
 {
 	char b[32];
-	int px, py, n;
+	int px, py, n, w = 0, every, i = 0;
+	double gap = (c->right - c->left) / ((c->xhi - c->xlo) / xst);
 
-	for (double v = c->xlo; v <= c->xhi + xst * 1e-6; v += xst) {
+	for (double v = c->xlo; v <= c->xhi + xst * 1e-6; v += xst)
+		w = fmax(w, tick_label(b, sizeof(b), v, xst) * VLM_FONT_ADV);
+	every = (int)ceil((w + VLM_FONT_ADV) / gap); /* labels that fit */
+	for (double v = c->xlo; v <= c->xhi + xst * 1e-6; v += xst, i++) {
 		vlm_chart_px(c, v, c->ylo, &px, &py);
 		vlm_canvas_fill(cv, px, c->top, 1, c->bottom - c->top, gridc);
 		vlm_canvas_fill(cv, px, c->bottom, 1, TICK + 1, ink);
 		n = tick_label(b, sizeof(b), v, xst);
-		vlm_canvas_text(cv, px - n * VLM_FONT_ADV / 2, c->bottom +
-		    TICK + 3, cv->w, b, ink);
+		if (i % every == 0)
+			vlm_canvas_text(cv, px - n * VLM_FONT_ADV / 2,
+			    c->bottom + TICK + 3, cv->w, b, ink);
 	}
 	for (double v = c->ylo; !c->bars && v <= c->yhi + yst * 1e-6;
 	    v += yst) {
