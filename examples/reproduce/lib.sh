@@ -5,7 +5,8 @@
 #   BIN      the programs [bin]
 #   DATA     the emoji data of examples/fetch-emoji.sh
 #            [${XDG_CACHE_HOME:-$HOME/.cache}/vlm/emoji], fetched when absent
-#   OUT      results root [results]; an experiment writes OUT/expN/
+#   OUT      results root [results, ignored by git]; an experiment writes
+#            OUT/expN/
 #   SEEDS    seeds ["1 2 3"]
 #   SHORT=1  smoke-test scale: a few steps of a shrunk model (seconds)
 #   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
