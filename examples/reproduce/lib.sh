@@ -8,7 +8,7 @@
 #   OUT      results root [results, ignored by git]; an experiment writes
 #            OUT/expN/
 #   SEEDS    seeds ["1 2 3"]
-#   SHORT=1  smoke-test scale: a few steps of a shrunk model (seconds)
+#   SHORT=1  smoke-test scale: a few steps of a shrunk model
 #   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
 #            (embeddings 32, context 16), 200 steps of 32
 #   PARALLEL=1  train the seeds at the same time (one process each)
