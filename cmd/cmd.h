@@ -66,5 +66,9 @@ int convert_shard(int argc, char **argv);
 /* A preset name or a config JSON file into c. */
 struct vlm_config;
 int cmd_config(struct vlm_config *c, const char *spec);
+/* The mean of the number key over the entries of a metrics line's "moe"
+ * array (its MoE layers), NaN when none has it. */
+struct json_t;
+double cmd_moe_mean(struct json_t *line, const char *key);
 
 #endif
