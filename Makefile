@@ -64,7 +64,8 @@ LDLIBS  += $(shell $(MPICC) --showme:link)
 endif
 LIB      = $(BUILD)/libvlm.a
 
-PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats
+PROGS    = vlm-convert vlm-embed vlm-eval vlm-train vlm-route-stats \
+	   vlm-caption
 BINS     = $(PROGS:%=$(BINDIR)/%)
 TEST_SRC = $(wildcard tests/test-*.c)
 TESTS    = $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)

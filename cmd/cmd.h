@@ -55,6 +55,8 @@ int convert_info(int argc, char **argv);
 int convert_cast(int argc, char **argv);
 int convert_pack(int argc, char **argv);
 int convert_import(int argc, char **argv);
+int convert_import_coca(const char *weights, const char *config,
+    const char *tok, const char *out);
 int convert_init(int argc, char **argv);
 int convert_tokenize(int argc, char **argv);
 int convert_upcycle(int argc, char **argv);
@@ -64,5 +66,9 @@ int convert_shard(int argc, char **argv);
 /* A preset name or a config JSON file into c. */
 struct vlm_config;
 int cmd_config(struct vlm_config *c, const char *spec);
+/* The mean of the number key over the entries of a metrics line's "moe"
+ * array (its MoE layers), NaN when none has it. */
+struct json_t;
+double cmd_moe_mean(struct json_t *line, const char *key);
 
 #endif

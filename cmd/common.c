@@ -2,6 +2,7 @@
 #include <err.h>
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -205,4 +206,18 @@ cmd_load_image(void *arg, int64_t index, const char *key, uint64_t seed,
 		    path);
 	json_decref(j);
 	return vlm_items_image(arg, index, key, seed, px);
+}
+
+double
+cmd_moe_mean(json_t *line, const char *key)
+{
+	json_t *e, *v;
+	double sum = 0;
+	size_t i;
+	int n = 0;
+
+	json_array_foreach(json_object_get(line, "moe"), i, e)
+		if (json_is_number(v = json_object_get(e, key)))
+			sum += json_number_value(v), n++;
+	return n ? sum / n : NAN;
 }

@@ -1,7 +1,8 @@
 /*
  * convert-import.c - `vlm-convert import`: an OpenCLIP- or HF-named CLIP
  * checkpoint (safetensors, plus the config JSON its ecosystem ships)
- * (and a BPE vocabulary) into one vlm model file.
+ * (and a BPE vocabulary) into one vlm model file; a CoCa checkpoint into
+ * a CoCa model file (convert-coca.c).
  */
 #include <err.h>
 #include <getopt.h>
@@ -10,6 +11,7 @@
 #include "base/base.h"
 #include "text/text.h"
 #include "model/model.h"
+#include "model/coca.h"
 
 int
 convert_import(int argc, char **argv)
@@ -34,6 +36,10 @@ convert_import(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		cmd_usage(convert_usage, 2);
+	if ((c = vlm_coca_is_checkpoint(argv[optind])) != 0)
+		return c < 0 ? (warnx("%s", vlm_errmsg()), 1) :
+		    convert_import_coca(argv[optind], config, tok,
+		    argv[optind + 1]);
 	if (vlm_model_import(&m, argv[optind], config) < 0)
 		errx(1, "%s", vlm_errmsg());
 	if (tok) { /* the model file carries its tokenizer from now on */

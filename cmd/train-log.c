@@ -5,7 +5,8 @@
  * fraction, seconds since the last line, images/s since the start; with
  * several data sources each one's sampling probability, loss average,
  * examples since the last line and epoch), and a progress line when
- * stderr is a terminal.
+ * stderr is a terminal; with -v instead one plain line on stderr per
+ * metrics line, also into a file or pipe.
  */
 #include <err.h>
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include <unistd.h>
 
 #include "kernels.h"
+#include "cmd.h"
 #include "train.h"
 #include "base/base.h"
 
@@ -106,6 +108,28 @@ memory_json(const struct train *t, json_t *o)
 	    need));
 }
 
+/* -v: metrics line o in words on stderr. */
+static void
+log_plain(const struct train *t, json_t *o, const double *val)
+{
+	double ei = cmd_moe_mean(o, "eff_experts_image");
+	double et = cmd_moe_mean(o, "eff_experts_text");
+
+	fprintf(stderr, "step %lld/%lld  epoch %lld  loss %.4f (aux %.4f)  "
+	    "lr %.2e  %.0f img/s", (long long)t->st.step,
+	    (long long)t->o.steps, (long long)train_epoch(t),
+	    json_real_value(json_object_get(o, "loss")),
+	    json_real_value(json_object_get(o, "aux")),
+	    json_real_value(json_object_get(o, "lr")),
+	    json_real_value(json_object_get(o, "images_per_s")));
+	if (!isnan(ei) || !isnan(et))
+		fprintf(stderr, "  experts used: image %.1f, text %.1f", ei, et);
+	if (val)
+		fprintf(stderr, "  val R@1: text->image %.3f, image->text "
+		    "%.3f", val[0], val[VLM_RECALL_NK]);
+	fputc('\n', stderr);
+}
+
 void
 train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
     double rate, const double *val)
@@ -132,6 +156,8 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 		    vlm_recall_ks[i % VLM_RECALL_NK]);
 		json_object_set_new(o, k, json_real(val[i]));
 	}
+	if (t->verbose)
+		log_plain(t, o, val);
 	if (json_dumpf(o, t->metrics, JSON_COMPACT | JSON_REAL_PRECISION(7))
 	    < 0 || fputc('\n', t->metrics) == EOF || fflush(t->metrics) != 0)
 		err(1, "%s/metrics.jsonl", t->out);
@@ -143,7 +169,7 @@ train_progress(const struct train *t, const struct vlm_loss *L, double rate)
 {
 	double eta;
 
-	if (!isatty(STDERR_FILENO))
+	if (t->verbose || !isatty(STDERR_FILENO))
 		return;
 	eta = rate > 0 ? (t->o.steps - t->st.step) * (double)t->o.batch *
 	    t->accum / rate : 0;

@@ -37,6 +37,7 @@ struct train {
 	struct vlm_pairs_opts csv;
 	int64_t epochs, stop_at, log_every, save_every;
 	int keep, threads, vocab_size, lock_image, lock_text;
+	int verbose;            /* -v: each metrics line also on stderr */
 	uint64_t seed;
 	double max_bad;
 	struct vlm_augment aug; /* RandomResizedCrop */

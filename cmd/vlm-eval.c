@@ -35,6 +35,10 @@ const char eval_usage[] =
     "       vlm-eval suite -m model [-m model ...] [-o dir] [--split name]\n"
     "           [-b batch] list\n"
     "       vlm-eval table [--markdown] [-o file] dir\n"
+    "       vlm-eval plot -y key [-x key] [--title text] [--size WxH]\n"
+    "           -o file.png [label=]metrics.jsonl ...\n"
+    "       vlm-eval plot --tsv file [--bars] [--title text] [--size WxH]\n"
+    "           -o file.png\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -44,6 +48,7 @@ static const struct cmd_verb verbs[] = {
 	{ "select", eval_select, NULL },
 	{ "suite", eval_suite, NULL },
 	{ "table", eval_table, NULL },
+	{ "plot", eval_plot, NULL },
 };
 
 int

@@ -76,6 +76,7 @@ static const struct option opts[] = {
 	{ "tokenizer", required_argument, NULL, O_TOK },
 	{ "vocab-size", required_argument, NULL, O_VOCAB },
 	{ "log-every", required_argument, NULL, O_LOG },
+	{ "verbose", no_argument, NULL, 'v' },
 	{ "save-every", required_argument, NULL, O_SAVE },
 	{ "keep", required_argument, NULL, O_KEEP },
 	{ "stop-at", required_argument, NULL, O_STOP },
@@ -163,7 +164,7 @@ parse(struct train *t, int argc, char **argv)
 
 	t->sets = calloc(argc, sizeof(*t->sets));
 	t->src = calloc(argc, sizeof(*t->src));
-	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:h", opts, NULL)) !=
+	while ((c = getopt_long(argc, argv, "d:m:o:b:n:j:hv", opts, NULL)) !=
 	    -1) {
 		train_params_given(t, opt_name(c));
 		switch (c) {
@@ -192,6 +193,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_TOK: t->tokenizer = optarg; break;
 		case O_VOCAB: t->vocab_size = num(optarg, "--vocab-size"); break;
 		case O_LOG: t->log_every = num(optarg, "--log-every"); break;
+		case 'v': t->verbose = 1; break;
 		case O_SAVE: t->save_every = num(optarg, "--save-every"); break;
 		case O_KEEP: t->keep = num(optarg, "--keep"); break;
 		case O_STOP: t->stop_at = num(optarg, "--stop-at"); break;

@@ -145,6 +145,25 @@ void vlm_attention_bwd_cpu(float *dqkv, float *scratch, const float *dout,
     const float *qkv, const float *att, int B, int T, int C, int H);
 
 /*
+ * Attention of Tq query rows over Tk key rows, q, k, v separate with row
+ * strides lq, lk, lv (columns h*C/H.. of each are head h): per head
+ * P = softmax(q k^T / sqrt(C/H) + mask), out = P v, heads side by side.
+ * mask (Tq,Tk) is additive (-inf hides) or NULL; causal hides key j > i.
+ * Each row must keep a key. The backward adds dq, dk, dv (same strides)
+ * from dout and the saved P (kernels/cpu/xattention.c; CoCa's pooler,
+ * cross-attention and text class-token mask).
+ */
+void vlm_xattention_fwd_ref(float *out /* (Tq,C) */,
+    float *P /* (H,Tq,Tk) */, const float *q /* (Tq,lq) */, int lq,
+    const float *k /* (Tk,lk) */, int lk, const float *v /* (Tk,lv) */,
+    int lv, const float *mask /* (Tq,Tk) or NULL */, int causal, int Tq,
+    int Tk, int C, int H);
+void vlm_xattention_bwd_ref(float *dq, float *dk, float *dv,
+    const float *dout /* (Tq,C) */, const float *P /* (H,Tq,Tk) */,
+    const float *q, const float *k, const float *v, int lq, int lk, int lv,
+    int Tq, int Tk, int C, int H);
+
+/*
  * L2 normalisation of rows, y = x / max(|x|, 1e-12) (F.normalize); norm
  * (the clamped |x|) is saved for the backward (may be NULL in the
  * forward). Backward: dx += (dy - y (y . dy)) / norm.

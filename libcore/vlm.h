@@ -15,6 +15,7 @@
  *   train/comm.h       the communicator of distributed runs (MPI)
  *   eval/eval.h        metrics, linear probe, embedding files
  *   routing/routing.h  routing records and their statistics
+ *   plot/plot.h        PNG charts: canvas, bitmap font, line and bar charts
  *
  * Conventions (see ../shared/docs/STYLE.md):
  *  - fallible functions return 0 on success and -1 on failure, after
@@ -33,9 +34,11 @@
 #include "text/text.h"
 #include "data/data.h"
 #include "model/model.h"
+#include "model/coca.h"
 #include "train/train.h"
 #include "train/comm.h"
 #include "eval/eval.h"
 #include "routing/routing.h"
+#include "plot/plot.h"
 
 #endif /* VLM_H */

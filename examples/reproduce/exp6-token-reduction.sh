@@ -1,0 +1,59 @@
+#!/bin/sh
+# exp6-token-reduction.sh - experiment 6, the compact-fusion paper's two
+# ideas on the one-tower MoE (tiny-moe):
+#  - TokenLearner after block L (L = 0, 1, 2) cutting the image tokens to
+#    8, against no reduction (all with average pooling of the image
+#    tokens, as token reduction drops the class token): FLOPs per image (`vlm-convert info`, in
+#    flops.tsv) saved against the metrics lost;
+#  - two data sources of different quality, the clean Google-style pairs
+#    and the same pairs with their captions shuffled among them: fixed
+#    weights 1,1 against the adaptive sampler (--adaptive), which should
+#    move the mix towards the clean source (its probabilities are in
+#    metrics.jsonl).
+. examples/reproduce/lib.sh
+rp_start 6
+# the noisy source: captions permuted by a fixed seed, absolute paths
+abs=$(cd "$DATA" && pwd)
+awk -F '\t' -v d="$abs" 'NR == 1 { print; next }
+{ p[n] = $1; c[n++] = $2 }
+END { srand(6); for (i = n - 1; i > 0; i--) { j = int(rand() * (i + 1))
+	t = c[i]; c[i] = c[j]; c[j] = t }
+	for (i = 0; i < n; i++) print d "/" p[i] "\t" c[i] }' \
+    "$DATA/google-base.tsv" >"$R/google-shuffled.tsv"
+LS=${LS:-0 1 2}
+[ "${SHORT:-0}" = 1 ] && LS=${LS%% 2} # two blocks
+seed_runs() {
+	rp_train no-reduction "$1" -m tiny-moe --set vision.pool=gap
+	for l in $LS; do
+		rp_train "tokenlearner-after$l" "$1" -m tiny-moe \
+		    --set vision.pool=gap --set "token_reduction.after=$l" \
+		    --set token_reduction.tokens=8
+	done
+	rp_train fixed-1-1 "$1" -m tiny-moe --data "$R/google-shuffled.tsv" \
+	    --data-weights 1,1
+	rp_train adaptive "$1" -m tiny-moe --data "$R/google-shuffled.tsv" \
+	    --adaptive
+}
+rp_seeds seed_runs
+rp_collect
+# the sampling probability of the shuffled source at the end
+for run in "$R"/runs/fixed-1-1/seed* "$R"/runs/adaptive/seed*; do
+	[ -f "$run/eval.json" ] || continue
+	printf '%s\t%s\tsource_p_shuffled\t%s\n' \
+	    "$(basename "$(dirname "$run")")" "${run##*/seed}" \
+	    "$(tail -n 1 "$run/metrics.jsonl" |
+	    sed -n 's/.*"source_p":\[[^],]*,\([^],]*\)\].*/\1/p')"
+done >>"$R/results.tsv"
+rp_summary
+printf 'name\tgflops_per_image\n' >"$R/flops.tsv"
+for run in "$R"/runs/*/seed1; do
+	[ -f "$run/eval.json" ] || continue
+	printf '%s\t%s\n' "$(basename "$(dirname "$run")")" \
+	    "$("$BIN/vlm-convert" info "$run/latest/model.safetensors" |
+	    sed -n 's/^forward GFLOPs per image: \([0-9.e-]*\).*/\1/p')"
+done >>"$R/flops.tsv"
+rp_table image_retrieval_recall@1 text_retrieval_recall@1 category_acc1 \
+    lp_acc1 source_p_shuffled wall_s >"$R/table.md"
+rp_bars image_retrieval_recall@1 "exp6 image retrieval R@1" "$R/r1.png"
+rp_curves loss "exp6 training loss" "$R/loss.png"
+cat "$R/table.md" "$R/flops.tsv"

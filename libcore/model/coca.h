@@ -1,0 +1,94 @@
+/*
+ * model/coca.h - OpenCLIP's CoCa (contrastive captioner) read straight
+ * from an OpenCLIP checkpoint: image tower with attentional pooler, text
+ * tower with an appended class token, multimodal decoder cross-attending
+ * to the image tokens; features, decoder logits, CoCaLoss and greedy
+ * captioning, each as OpenCLIP 2.32 computes them (model/coca.c).
+ */
+#ifndef VLM_LIBCORE_MODEL_COCA_H
+#define VLM_LIBCORE_MODEL_COCA_H
+
+#include <stdint.h>
+
+#include "formats/formats.h"
+
+#define VLM_COCA_MAX_WIDTH 16384
+
+/* Shapes come from the weights, heads and activation from the config. */
+struct vlm_coca {
+	struct vlm_st st;  /* the checkpoint, owned */
+	int E;             /* embed_dim, e.g. 512 */
+	int S, p;          /* image size, patch size, e.g. 224, 32 */
+	int Dv, Lv, Hv;    /* vision width, layers, heads, e.g. 768, 12, 12 */
+	int Q, Hq;         /* pooler queries and heads, e.g. 256, 8 */
+	int Dt, Lt, Ht, T; /* text width, layers, heads, context (76) */
+	int Dd, Ld, Hd;    /* decoder width, layers, heads */
+	int V;             /* vocabulary, e.g. 49408 */
+	int quick;         /* QuickGELU instead of GELU */
+};
+
+/* Load weights (safetensors, OpenCLIP names) and open_clip_config.json
+ * (NULL: the file's own "vlm.coca", else OpenCLIP's defaults). */
+int vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config);
+void vlm_coca_release(struct vlm_coca *c);
+/* Index in c->st.tensors of the tensor of a formatted name, e.g.
+ * ("text.transformer.resblocks.%d.ln_1.weight", l); one that load did not
+ * check present is a bug: it aborts. */
+int vlm_coca_index(const struct vlm_coca *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Save as a vlm CoCa model file (model/coca-file.c), with the BPE merges
+ * text of its tokenizer or NULL; vlm_coca_load reads it back (config
+ * NULL). */
+int vlm_coca_save(const struct vlm_coca *c, const char *path,
+    const char *merges);
+/* 1 if the safetensors file holds a CoCa decoder, 0 if not, -1 if it
+ * cannot be read. */
+int vlm_coca_is_checkpoint(const char *path);
+/* The tokenizer merges the file carries, or NULL. */
+const char *vlm_coca_merges(const struct vlm_coca *c);
+/* One image (3,S,S) normalised: feature (E) before normalisation and the
+ * decoder's image tokens embs (Q-1, E). */
+int vlm_coca_image(const struct vlm_coca *c, const float *img, float *feat,
+    float *embs);
+/* One text of n <= T ids: feature (E) before normalisation (pooled class
+ * token) and the token outputs tok (n, Dt) the decoder reads. */
+int vlm_coca_text(const struct vlm_coca *c, const int32_t *ids, int n,
+    float *feat, float *tok);
+/* Decoder over n token rows tok (n, Dd) and image tokens embs (Q-1, E):
+ * hidden (n, Dd) after ln_final, logits (n, V) or NULL. */
+int vlm_coca_decode(const struct vlm_coca *c, const float *embs,
+    const float *tok, int n, float *hidden, float *logits);
+
+struct vlm_coca_loss {
+	float contrastive; /* ClipLoss, times its weight */
+	float caption;     /* mean CE over non-pad labels, times its weight */
+	float total;
+};
+/* CoCaLoss of B images (B,3,S,S) and texts ids (B,T) (pad 0), weights
+ * as OpenCLIP's CoCaLoss(caption_loss_weight, clip_loss_weight). */
+int vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
+    const int32_t *ids, int B, float w_caption, float w_clip,
+    struct vlm_coca_loss *out);
+
+/* Gradients (model/coca-grad.c): one zeroed buffer per checkpoint
+ * tensor, in file order (g[i] for c->st.tensors[i]); NULL on no memory. */
+float **vlm_coca_grads_new(const struct vlm_coca *c);
+void vlm_coca_grads_free(const struct vlm_coca *c, float **g);
+/* The loss of vlm_coca_loss, and g += its gradient for every tensor. */
+int vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
+    const int32_t *ids, int B, float w_caption, float w_clip, float **g,
+    struct vlm_coca_loss *out);
+
+/* Generation as OpenCLIP's generate(): SOT first, EOT barred before
+ * min_len tokens, stop at EOT, EOT forced at position len - 1; out holds
+ * len ids; returns the count written (<= len), -1 on error. */
+int vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
+    int min_len, int32_t *out);
+/* Beam search as generate(generation_type='beam_search'): nb beams in G
+ * groups (G divides nb), the same contract as vlm_coca_greedy. */
+#define VLM_COCA_MAX_BEAMS 16
+#define VLM_COCA_MAX_LEN 77
+int vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
+    int min_len, int nb, int G, int32_t *out);
+
+#endif

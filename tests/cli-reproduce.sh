@@ -1,0 +1,77 @@
+#!/bin/sh
+# cli-reproduce.sh - the experiment scripts of examples/reproduce in
+# their smoke-test mode (SHORT=1, one seed) on a synthetic stand-in for
+# the emoji data (tests/mkshapes.py: coloured shapes; categories are the
+# colours, subcategories the shapes), so that they run offline and
+# cannot rot: each writes its results directory (per-run eval.json and
+# metrics, results.tsv, summary.tsv, table.md, PNG charts), and a rerun
+# trains nothing again. The sweeps are cut to two points (E = 4, 8;
+# cf_eval 0.5, 2; TokenLearner after block 0) to keep it short.
+. tests/lib.sh
+have_py "the reproduction scripts (all)" PIL || { finish; exit; }
+
+D=$T/data
+# style DIR N: N shapes into D/DIR, pairs D/DIR-base.tsv, trees by colour
+# (category) and shape (subcategory)
+style() {
+	/usr/bin/python3 tests/mkshapes.py "$D/$1" "$2"
+	sed "2,\$s|^|$1/|" "$D/$1/pairs.tsv" >"$D/$1-base.tsv"
+	tail -n +2 "$D/$1/pairs.tsv" | while IFS='	' read -r p cap; do
+		set -- "$1" $cap
+		for t in category:$3 subcategory:$4; do
+			mkdir -p "$D/$1-${t%%:*}/${t#*:}"
+			ln -s "../../$1/$p" "$D/$1-${t%%:*}/${t#*:}/"
+		done
+		set -- "$1"
+	done
+	for t in category subcategory; do
+		ls "$D/$1-$t" >"$T/classes"
+		mv "$T/classes" "$D/$1-$t/classnames.txt"
+	done
+}
+mkdir -p "$D"
+style google 36
+style twitter 24
+
+for e in examples/reproduce/exp*.sh; do
+	n=$(basename "$e" .sh)
+	n=${n%%-*}
+	env BIN="$BIN" DATA="$D" OUT="$T/res" SHORT=1 SEEDS=1 ES="4 8" \
+	    CFS="0.5 2" LS=0 sh "$e" \
+	    >"$T/out.log" 2>"$T/err.log"
+	rc=$?
+	if [ $rc != 0 ]; then
+		fail "$e (exit $rc)"; sed 's/^/#   /' "$T/err.log" | tail -5
+		continue
+	fi
+	pass "$e"
+	R=$T/res/$n
+	check "$n: summary rows" '[ "$(wc -l <"$R/summary.tsv")" -gt 5 ]'
+	check "$n: a markdown table" 'grep -q "^|---|" "$R/table.md"'
+	for p in "$R"/*.png; do
+		check "$n: $(basename "$p") is a PNG" \
+		    '[ "$(od -An -c -j1 -N3 "$p" | tr -d " ")" = PNG ]'
+	done
+done
+R=$T/res/exp1
+check "exp1: five models" \
+    '[ "$(ls "$R/runs" | tr "\n" " ")" = "one-tower-dense one-tower-moe two-tower-dense two-tower-moe vl-moe-pools " ]'
+for m in image_retrieval_recall@1 text_retrieval_recall@10 category_acc1 \
+    subcategory_acc1 lp_acc1 wall_s train_eff_experts_text \
+    train_dropped_image; do
+	check "exp1: $m of a run" \
+	    'grep -q "^one-tower-moe	1	$m	[0-9.e+-]*$" "$R/results.tsv"'
+done
+check "exp1: routing of the MoE runs only" \
+    '[ -s "$R/runs/one-tower-moe/seed1/routes.json" ] && [ ! -e "$R/runs/one-tower-dense/seed1/routes.json" ]'
+check "exp1: FLOPs of each model" \
+    '[ "$(grep -c "^forward GFLOPs per image" "$R/flops.txt")" = 5 ]'
+check "exp2: all is exp1's one-tower-moe" \
+    '[ -L "$T/res/exp2/runs/all/seed1" ]'
+touch "$T/stamp"
+sleep 1
+ok "a rerun" env BIN="$BIN" DATA="$D" OUT="$T/res" SHORT=1 SEEDS=1 \
+    sh examples/reproduce/exp1-dense-vs-moe.sh
+check "trains nothing again" \
+    '[ -z "$(find "$T/res/exp1/runs" -newer "$T/stamp" -name metrics.jsonl)" ]'
+finish
