@@ -114,8 +114,9 @@ $(BUILD)/tests/%: tests/%.c $$(call ops_src,$$*) \
 	$(CC) $(CFLAGS) -MMD -MP -Itests $(LDFLAGS) -o $@ $(filter %.c,$^) \
 		$(LIB) $(LDLIBS) -lcmocka
 
-# every libcore header compiles on its own (includes what it needs)
-HEADERS  = $(wildcard libcore/*.h libcore/*/*.h)
+# every libcore and command header compiles on its own (includes what it
+# needs; commands include the subsystem headers they use, not vlm.h)
+HEADERS  = $(wildcard libcore/*.h libcore/*/*.h cmd/*.h)
 HDR_OK   = $(HEADERS:%=$(BUILD)/%.ok)
 $(BUILD)/%.h.ok: %.h
 	@mkdir -p $(@D)

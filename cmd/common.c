@@ -12,7 +12,9 @@
 
 #include "cmd.h"
 #include "kernels.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "data/data.h"
+#include "model/model.h"
 
 void
 cmd_usage(const char *usage, int status)

@@ -13,7 +13,8 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
 
 static const struct {
 	const char *name;

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "model/coca.h"
 
 int
 convert_import_coca(const char *weights, const char *config, const char *tok,

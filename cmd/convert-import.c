@@ -8,7 +8,10 @@
 #include <getopt.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "model/model.h"
+#include "model/coca.h"
 
 int
 convert_import(int argc, char **argv)

@@ -12,7 +12,9 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
+#include "model/model.h"
 
 #define NAME_MAX_COLS 60	/* longer names are printed whole, unaligned */
 #define META_COLS 60		/* metadata values shown up to this */

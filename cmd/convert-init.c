@@ -8,7 +8,8 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "model/model.h"
 
 int
 convert_init(int argc, char **argv)

@@ -8,7 +8,8 @@
 #include <getopt.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "model/model.h"
 
 int
 convert_merge_lora(int argc, char **argv)

@@ -11,7 +11,8 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
 
 int
 convert_pack(int argc, char **argv)

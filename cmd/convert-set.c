@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
+#include "model/model.h"
 
 /* The keys that leave every parameter's shape as it is. */
 static const char *const routing_keys[] = {

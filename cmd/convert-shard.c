@@ -24,7 +24,8 @@
 #include <sys/stat.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "data/data.h"
 
 struct shard {
 	const char *in, *out, *split;

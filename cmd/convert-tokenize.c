@@ -17,7 +17,9 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
+#include "text/text.h"
 
 #define MAX_CONTEXT (1 << 20)
 

@@ -9,7 +9,8 @@
 #include <stdlib.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "model/model.h"
 
 #define LIM (1 << 20) /* the config check gives the real limits */
 

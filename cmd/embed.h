@@ -10,7 +10,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "vlm.h"
+#include "base/base.h"
+#include "formats/formats.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "routing/routing.h"
 
 /*
  * The items, as a loader stream (vlm_loader_opts.next = embed_in_next):

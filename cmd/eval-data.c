@@ -11,6 +11,8 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
+#include "text/text.h"
 
 int eval_precision = VLM_PRECISION_FP32;
 

@@ -22,6 +22,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
 
 /* One side: a tree and/or an embeddings file with labels. */
 struct side {

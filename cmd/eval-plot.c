@@ -25,6 +25,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "plot/plot.h"
 
 struct ser {
 	char *label;

@@ -21,6 +21,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
 
 struct ret {
 	struct eval_common c;
@@ -202,7 +203,7 @@ texts(struct ret *r, const struct vlm_model *m, int *dim)
 		warnx("'%s': %lld rows for the %d captions of '%s'",
 		    r->text_emb, (long long)e.n, r->p.n, r->pairs);
 	else
-		v = e.vec, e.vec = NULL, *dim = (int)e.dim;
+		v = vlm_emb_take_vec(&e), *dim = (int)e.dim;
 	vlm_emb_release(&e);
 	return v;
 }

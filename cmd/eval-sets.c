@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "eval.h"
+#include "base/base.h"
+#include "formats/formats.h"
 
 #define MAX_CLASSES (1 << 24)
 
@@ -351,8 +353,8 @@ eval_set_load(struct eval_set *s, const struct vlm_model *m,
 	s->model = eval_meta_model(&e);
 	if (labels) {
 		rc = eval_labels_load(labels, e.n, nclasses, &s->labels);
-		s->n = e.n, s->dim = (int)e.dim, s->vec = e.vec;
-		e.vec = NULL;
+		s->n = e.n, s->dim = (int)e.dim;
+		s->vec = vlm_emb_take_vec(&e);
 	} else {
 		rc = set_from_ids(s, &e, emb, d, failed);
 	}

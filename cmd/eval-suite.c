@@ -29,6 +29,7 @@
 #include <jansson.h>
 
 #include "cmd.h"
+#include "formats/formats.h"
 #include "eval.h"
 
 static void

@@ -21,6 +21,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
 
 struct zs {
 	struct eval_common c;
@@ -164,19 +165,20 @@ classifier(struct zs *z, const struct vlm_model *m, int *dim)
 	if (z->text_emb) {
 		if (vlm_emb_load(&e, z->text_emb) < 0)
 			warnx("%s", vlm_errmsg());
-		else if (e.n % z->C != 0)
+		else if (e.n % z->C != 0) {
 			warnx("'%s': %lld rows are not classes x templates "
 			    "(%d classes)", z->text_emb, (long long)e.n, z->C);
-		else
+			vlm_emb_release(&e); /* no classifier from them */
+		} else
 			T = (int)(e.n / z->C), *dim = (int)e.dim;
 	} else {
 		*dim = m->cfg.embed_dim;
 		p = prompts_alloc(z);
-		if (!(e.vec = malloc((size_t)n * *dim * sizeof(float))))
-			errx(1, "out of memory");
-		if (eval_embed_texts(m, z->c.model, p, n, z->c.batch, e.vec) ==
+		if (vlm_emb_init(&e, n, *dim) < 0)
+			errx(1, "%s", vlm_errmsg());
+		if (eval_embed_texts(m, z->c.model, p, n, z->c.batch, e.vec) <
 		    0)
-			e.n = n, e.dim = *dim;
+			vlm_emb_release(&e); /* no rows: no classifier */
 		for (int i = 0; i < n; i++)
 			free(p[i]);
 		free(p);

@@ -4,7 +4,9 @@
 
 #include <stdint.h>
 
-#include "vlm.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "eval/eval.h"
 
 extern const char eval_usage[];
 /* The verbs: argv[0] is the verb, optind 1; they return the exit status. */

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "route-stats.h"
+#include "base/base.h"
 
 static const char *const mod_names[] = { "image", "text", "all" };
 

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "route-stats.h"
+#include "base/base.h"
 
 static const char *const mod_names[] = { "image", "text", "all" };
 

@@ -20,6 +20,8 @@
 #include <string.h>
 
 #include "route-stats.h"
+#include "base/base.h"
+#include "plot/plot.h"
 
 enum { ADV = VLM_FONT_ADV, LINE = VLM_FONT_LINE, CW = 28, CH = 18,
 	MARGIN = 10, GAP = 12, MAXLABEL = 16 };

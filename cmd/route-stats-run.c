@@ -14,6 +14,10 @@
 
 #include "cmd.h"
 #include "route-stats.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/model.h"
 
 int rs_precision = VLM_PRECISION_FP32;
 

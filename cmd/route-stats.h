@@ -9,7 +9,7 @@
 
 #include <stdio.h>
 
-#include "vlm.h"
+#include "routing/routing.h"
 
 enum rs_format { RS_TABLE, RS_TSV, RS_JSON, RS_HEATMAP };
 

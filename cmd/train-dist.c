@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "kernels.h"
+#include "train/comm.h"
 #include "train.h"
 
 struct train_dist {
@@ -142,8 +143,8 @@ train_dist_setup(struct train *t)
 	d->hlogits = host_alloc(t, B * B + 2 * B);
 	if (d->comm.ops->bcast(&d->comm, t->m.w, t->m.nfloats *
 	    sizeof(float), 0) < 0 || d->comm.ops->bcast(&d->comm, t->opt.m,
-	    t->m.nfloats * sizeof(float), 0) < 0 ||
-	    d->comm.ops->bcast(&d->comm, t->opt.v, t->m.nfloats *
+	    t->opt.pack.n * sizeof(float), 0) < 0 ||
+	    d->comm.ops->bcast(&d->comm, t->opt.v, t->opt.pack.n *
 	    sizeof(float), 0) < 0)
 		dist_die(t, vlm_errmsg());
 	d->bytes0 = d->comm.bytes;
@@ -215,7 +216,7 @@ train_dist_backward(struct train *t, float *grad)
 	struct train_dist *d = t->dist;
 	const struct vlm_backend *be = vlm_run_backend(t->run);
 	size_t n, o;
-	float dtheta, g;
+	float dtheta, g, *gls;
 	int64_t ls = t->net->logit_scale;
 
 	if (!d) {
@@ -236,12 +237,15 @@ train_dist_backward(struct train *t, float *grad)
 	if (vlm_backward_from(t->run, t->net, grad, d->hdu[0] + o,
 	    d->hdu[1] + o, 1.0f / d->P) < 0)
 		errx(1, "%s", vlm_errmsg());
-	if (d->rank > 0)
-		return; /* the logit scale's gradient: rank 0's alone */
+	/* the logit scale's gradient: rank 0's alone, at its place in the
+	 * (packed) gradient; none when it is frozen */
+	gls = vlm_run_grad(t->run, t->net, grad, ls, 0);
+	if (d->rank > 0 || !gls)
+		return;
 	be->download(&dtheta, d->dtheta, sizeof(float));
-	be->download(&g, grad + ls, sizeof(float));
+	be->download(&g, gls, sizeof(float));
 	g += dtheta;
-	be->upload(grad + ls, &g, sizeof(float));
+	be->upload(gls, &g, sizeof(float));
 }
 
 /* The step's gradient (n floats) summed over the ranks. */

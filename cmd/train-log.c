@@ -21,6 +21,7 @@
 #include "kernels.h"
 #include "cmd.h"
 #include "train.h"
+#include "base/base.h"
 
 /* exp(H(mean p)) over the tokens of modality mod, and dropped tokens. */
 static void
@@ -84,18 +85,19 @@ moe_json(const struct train *t)
 }
 
 /*
- * Peak resident memory against what the config implies: parameters,
- * gradients and two AdamW moments (4 floats each), a second gradient
- * with --accum-freq, the merged weights of a LoRA run, plus the activation
- * arena; the rest is libraries, OpenBLAS buffers and the loader's batches.
+ * Peak resident memory against what the config implies: parameters, the
+ * packed gradients (a second slab with --accum-freq), two AdamW moments
+ * of each trained float, the merged weights and the adapters' gradients
+ * of a LoRA run, plus the activation arena; the rest is libraries,
+ * OpenBLAS buffers and the loader's batches.
  */
 static void
 memory_json(const struct train *t, json_t *o)
 {
 	struct rusage ru;
-	double need = 16.0 * t->m.nfloats + vlm_run_bytes(t->run) +
-	    (t->gacc ? 4.0 * t->m.nfloats : 0) +
-	    (t->net != &t->m ? 4.0 * t->net->nfloats : 0);
+	double need = 4.0 * t->m.nfloats + 8.0 * t->opt.pack.n +
+	    4.0 * t->ngrad * (t->gacc ? 2 : 1) + vlm_run_bytes(t->run) +
+	    (t->net != &t->m ? 4.0 * (t->net->nfloats + t->opt.pack.n) : 0);
 
 	if (getrusage(RUSAGE_SELF, &ru) < 0)
 		return;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "train.h"
+#include "base/base.h"
 
 enum ptype { P_INT, P_I64, P_U64, P_FLOAT, P_DOUBLE, P_FLAG, P_NOFLAG,
 	P_STR, P_PATH, P_CHAR, P_DATA, P_SETS };

@@ -11,6 +11,7 @@
 
 #include "cmd.h"
 #include "train.h"
+#include "base/base.h"
 
 static int
 is_model_file(const char *spec)

@@ -20,6 +20,7 @@
 
 #include "cmd.h"
 #include "train.h"
+#include "base/base.h"
 
 #define NFED 3 /* the ring of fed batches: 2 in use, one being filled */
 

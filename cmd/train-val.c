@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "train.h"
+#include "base/base.h"
 
 /* Decode, preprocess and tokenise the validation set once. */
 int

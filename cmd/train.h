@@ -4,7 +4,11 @@
 
 #include <stdio.h>
 
-#include "vlm.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/model.h"
+#include "train/train.h"
+#include "eval/eval.h"
 
 struct json_t;
 
@@ -63,6 +67,12 @@ struct train {
 	double *rowloss;            /* [batch] */
 	struct vlm_feed *feed;      /* [batch] the batch being fed */
 	float *gacc;                /* accum: a micro-batch's gradient */
+	int64_t ngrad;              /* floats in grad and gacc: only the
+	                             * gradients the run packs (frozen
+	                             * parameters have none) */
+	float *lgrad;               /* LoRA: the adapters' gradients, as
+	                             * opt.pack lays them out */
+	int micro;                  /* the micro-batch in the backward */
 	float *val_px;         /* (nimages, 3, S, S) validation images */
 	int32_t *val_ids;      /* (n, context) validation captions */
 	int64_t val_every;
@@ -124,7 +134,8 @@ void train_dist_finish(struct train *t);
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);
 void train_lora_freeze(struct train *t);
-void train_lora_grad(struct train *t);
+void train_lora_pack(struct train *t);
+float *train_lora_grad(struct train *t);
 void train_lora_sync(struct train *t);
 void train_lora_free(struct train *t);
 

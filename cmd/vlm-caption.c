@@ -15,7 +15,10 @@
 #include <string.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
+#include "text/text.h"
+#include "data/data.h"
+#include "model/coca.h"
 
 static const char usage[] =
     "usage: vlm-caption -m model [-k beams] [-g groups] [-l max-len] "

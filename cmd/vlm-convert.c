@@ -9,7 +9,7 @@
 #include <signal.h>
 
 #include "cmd.h"
-#include "vlm.h"
+#include "base/base.h"
 
 const char convert_usage[] =
     "usage: vlm-convert info file\n"

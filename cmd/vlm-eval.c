@@ -11,6 +11,7 @@
 
 #include "cmd.h"
 #include "eval.h"
+#include "base/base.h"
 
 const char eval_usage[] =
     "usage: vlm-eval zeroshot [-m model] [--images dir] [--image-emb file]\n"

@@ -17,6 +17,7 @@
 
 #include "cmd.h"
 #include "route-stats.h"
+#include "base/base.h"
 
 static const char usage[] =
     "usage: vlm-route-stats [--partial] [--tsv | --json | --heatmap]\n"

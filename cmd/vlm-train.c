@@ -20,7 +20,7 @@
 
 #include "cmd.h"
 #include "kernels.h"
-#include "vlm.h"
+#include "base/base.h"
 #include "train.h"
 
 static const char usage[] =
@@ -288,15 +288,13 @@ setup(struct train *t)
 	if (t->resume) {
 		if (rank0)
 			lock_run(t->resume);
-		if (vlm_ckpt_load(t->resume, &t->m, &t->opt, &t->st) < 0 ||
+		if (vlm_ckpt_load(t->resume, &t->m, &t->st) < 0 ||
 		    (rank0 && vlm_ckpt_prune(t->resume, t->st.step, t->keep) <
 		    0))
 			errx(1, "%s", vlm_errmsg());
 		t->seed = t->st.seed;
 	} else {
 		if (train_model(t) < 0)
-			errx(1, "%s", vlm_errmsg());
-		if (vlm_optim_init(&t->opt, &t->m) < 0)
 			errx(1, "%s", vlm_errmsg());
 		t->st.seed = t->seed;
 		vlm_rng_seed(&t->st.rng, t->seed ^ 0x5eed);
@@ -319,14 +317,20 @@ setup(struct train *t)
 	if (train_lora_init(t) < 0 ||
 	    !(t->run = vlm_run_new(t->net, train_dist_batch(t),
 	    train_dist_batch(t), 1)) ||
-	    !(t->grad = malloc(t->m.nfloats * sizeof(float))) ||
-	    !(t->frozen = calloc(t->m.nparams, 1)) ||
-	    (t->accum > 1 && !(t->gacc = malloc(t->m.nfloats *
-	    sizeof(float)))))
+	    !(t->frozen = calloc(t->m.nparams, 1)))
 		errx(1, "%s", vlm_errmsg());
 	*vlm_run_rng(t->run) = t->st.rng;
 	train_freeze(t);
 	train_lora_freeze(t);
+	/* frozen parameters get no moments, no gradient slab space */
+	if (vlm_optim_init(&t->opt, &t->m, t->frozen) < 0 || (t->resume &&
+	    vlm_ckpt_load_optim(t->resume, &t->m, &t->opt) < 0))
+		errx(1, "%s", vlm_errmsg());
+	train_lora_pack(t);
+	if (!(t->grad = malloc((t->ngrad ? t->ngrad : 1) * sizeof(float))) ||
+	    (t->accum > 1 && !(t->gacc = malloc((t->ngrad ? t->ngrad : 1) *
+	    sizeof(float)))))
+		err(1, NULL);
 	if (train_loader(t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	train_dist_setup(t);
@@ -354,6 +358,7 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	struct vlm_loss l;
 	float k = 1.0f / t->accum;
 
+	t->micro = m;
 	train_dist_forward(t, b, &l, m);
 	if (!isfinite(l.total))
 		errx(1, "non-finite loss at step %lld; nothing saved over the "
@@ -367,9 +372,9 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	/* plain accumulation: the mean of the micro-batches' gradients */
 	train_dist_backward(t, m ? t->gacc : t->grad);
 	if (m)
-		be->add(t->grad, t->gacc, t->net->nfloats);
+		be->add(t->grad, t->gacc, t->ngrad);
 	if (m == t->accum - 1)
-		be->scale(t->grad, k, t->net->nfloats);
+		be->scale(t->grad, k, t->ngrad);
 	L->total = (m ? L->total : 0) + k * l.total;
 	L->contrastive = (m ? L->contrastive : 0) + k * l.contrastive;
 	L->aux = (m ? L->aux : 0) + k * l.aux;
@@ -380,12 +385,13 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 static void
 step(struct train *t, struct vlm_loss *L)
 {
+	float *g; /* the gradient the optimizer reads */
+
 	for (int m = 0; m < t->accum; m++)
 		micro_step(t, m, L);
-	train_dist_grads(t, t->grad, t->net->nfloats);
-	train_lora_grad(t);
-	vlm_optim_step(&t->opt, &t->m, t->grad, vlm_lr_at(&t->o, t->st.step),
-	    t->frozen);
+	g = train_lora_grad(t);
+	train_dist_grads(t, g, g == t->grad ? t->ngrad : t->opt.pack.n);
+	vlm_optim_step(&t->opt, &t->m, g, vlm_lr_at(&t->o, t->st.step));
 	train_lora_sync(t);
 	t->st.step++;
 	t->st.samples += (int64_t)t->o.batch * t->accum;

@@ -100,14 +100,14 @@ time_model(struct vlm_model *m, int B, int train)
 	}
 	vlm_optim_defaults(&o);
 	if (train)
-		vlm_optim_init(&o, m);
+		vlm_optim_init(&o, m, NULL);
 	for (int k = 0; k < reps + 1; k++) {
 		double t = now();
 		vlm_forward(r, m, px, train ? ids : NULL);
 		if (train) {
 			vlm_run_loss(r, m, &L);
 			vlm_backward(r, m, g);
-			vlm_optim_step(&o, m, g, 1e-4f, NULL);
+			vlm_optim_step(&o, m, g, 1e-4f);
 		}
 		t = now() - t;
 		if (k && t < best)

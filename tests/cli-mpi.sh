@@ -4,7 +4,9 @@
 # on the same global batch to 1e-5 relative (tests/params-diff.py), dense
 # and MoE (no router noise, no capacity drops, no aux losses: see
 # vlm-train(1), Distributed runs), with the same routing choices, also
-# with the experts split over the ranks (--expert-parallel 2, E = 4); a run stopped and
+# with the experts split over the ranks (--expert-parallel 2, E = 4),
+# also with frozen parameters (packed gradients) and with LoRA on the
+# experts (against 2 ranks without --expert-parallel); a run stopped and
 # resumed, and one killed by SIGTERM on one rank and resumed, equal an
 # uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
 # one message; a rank killed outright ends the run, and one stopped makes
@@ -82,6 +84,34 @@ check "every token's choice agrees" "awk -F'\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
     c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
     END { exit !(n > 0 && !bad) }' $T/out"
+# frozen parameters: the gradients packed (here, one tower, all but the
+# image-only ones and the logit scale left out: the frozen experts get
+# none), the logit scale's at its packed place
+ok "moe E=4, --lock-text: one process" "$TR" --data "$P" $SMALL $E4 \
+    --lock-text -j 1 -n 4 -o "$T/f1"
+ok "moe E=4, --lock-text: 2 ranks, --expert-parallel 2" $MR "$TR" \
+    --data "$P" $SMALL $E4 --lock-text -j 1 -n 4 -o "$T/f2" \
+    --expert-parallel 2
+ok "expert parallel, --lock-text: parameters equal to 1e-5" $DIFF \
+    "$T/f1/latest/model.safetensors" "$T/f2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
+# LoRA on the experts: their gradients folded into the adapters' on the
+# owner rank, the adapters' gradients summed over the ranks
+S0=$T/start.safetensors
+ok "a model to fine-tune" $BIN/vlm-convert init --seed 1 \
+    --set vision.layers=2 --set text.layers=2 --set vision.width=32 \
+    --set text.width=32 --set vision.heads=2 --set text.heads=2 \
+    --set embed_dim=16 --set image_size=16 --set vocab=600 $E4 \
+    tiny-moe "$S0"
+FT="--data $P -m $S0 -b 8 --warmup 1 --seed 3 --lr 1e-2 --lora-rank 4 $E4"
+# (against 2 ranks without it: one process differs in the first AdamW
+# steps of adapters whose gradients are near 0, as on main)
+ok "LoRA E=4: 2 ranks" $MR "$TR" $FT -j 1 -n 3 -o "$T/l1"
+ok "LoRA E=4: 2 ranks, --expert-parallel 2" $MR "$TR" $FT -j 1 -n 3 \
+    -o "$T/l2" --expert-parallel 2
+ok "LoRA, expert parallel: parameters equal to 1e-5" $DIFF \
+    "$T/l1/latest/model.safetensors" "$T/l2/latest/model.safetensors" 1e-5
+sed 's/^/# /' "$T/out"
 fails "--expert-parallel 2 in one process is refused" 2 "$TR" --data "$P" \
     $SMALL $E4 -n 1 -o "$T/e3" --expert-parallel 2
 check "saying why" "grep -q 'run it as 2 ranks' $T/err"

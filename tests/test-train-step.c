@@ -165,7 +165,7 @@ test_three_adamw_steps(void **state)
 	assert_non_null(r = vlm_run_new(&b.m, b.B, b.B, 1));
 	g = malloc(b.m.nfloats * sizeof(float));
 	vlm_optim_defaults(&o);
-	assert_int_equal(vlm_optim_init(&o, &b.m), 0);
+	assert_int_equal(vlm_optim_init(&o, &b.m, NULL), 0);
 	for (int s = 0; s < 3; s++) {
 		assert_int_equal(vlm_forward(r, &b.m, b.img.data, b.ids), 0);
 		assert_int_equal(vlm_run_loss(r, &b.m, &L), 0);
@@ -174,7 +174,7 @@ test_three_adamw_steps(void **state)
 		assert_true(fabs(L.total - b.losses[s]) < 1e-4 *
 		    fabs(b.losses[s]));
 		assert_int_equal(vlm_backward(r, &b.m, g), 0);
-		vlm_optim_step(&o, &b.m, g, 1e-3f, NULL);
+		vlm_optim_step(&o, &b.m, g, 1e-3f);
 	}
 	struct vlm_st g0;
 	if (vlm_st_load(&g0, fixture(FIX "train_step0_grads.safetensors")) < 0)

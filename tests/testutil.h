@@ -77,6 +77,17 @@ test_tmpdir(void)
 	return dir;
 }
 
+/* x (n) := standard normal draws of the generator seeded with seed. */
+static inline void
+randn_fill(float *x, size_t n, uint64_t seed)
+{
+	struct vlm_rng r;
+
+	vlm_rng_seed(&r, seed);
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)vlm_rng_normal(&r);
+}
+
 /* max |a - b| / max |b|, the parity measure the project uses. */
 static inline double
 rel_err(const float *a, const float *b, size_t n)

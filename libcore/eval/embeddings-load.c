@@ -231,3 +231,26 @@ vlm_emb_release(struct vlm_emb *e)
 	free(e->meta);
 	memset(e, 0, sizeof(*e));
 }
+
+int
+vlm_emb_init(struct vlm_emb *e, int64_t n, int64_t dim)
+{
+	size_t k = (size_t)n * dim;
+
+	memset(e, 0, sizeof(*e));
+	if (!(e->vec = calloc(k ? k : 1, sizeof(*e->vec))))
+		return vlm_error("out of memory for %lld embeddings of %lld",
+		    (long long)n, (long long)dim);
+	e->n = n;
+	e->dim = dim;
+	return 0;
+}
+
+float *
+vlm_emb_take_vec(struct vlm_emb *e)
+{
+	float *v = e->vec;
+
+	e->vec = NULL;
+	return v;
+}

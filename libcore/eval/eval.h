@@ -112,7 +112,13 @@ struct vlm_emb {
 	char *meta;   /* the metadata JSON text, or NULL */
 };
 int vlm_emb_load(struct vlm_emb *e, const char *path);
+/* e := n rows of dim zeros to fill, no ids, no metadata; -1 (with a
+ * message) out of memory. */
+int vlm_emb_init(struct vlm_emb *e, int64_t n, int64_t dim);
 void vlm_emb_release(struct vlm_emb *e);
+/* e's vectors (n, dim), from now on the caller's to free; e keeps the
+ * rest (release it as before). */
+float *vlm_emb_take_vec(struct vlm_emb *e);
 
 /*
  * Image-caption selection (eval/select.c). SugarCrepe: s (N,K) the

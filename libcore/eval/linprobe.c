@@ -7,9 +7,10 @@
  * Objective over rows (x_i, y_i), i < N, with logits z = x W + b:
  *   f(W, b) = 1/N sum_i [logsumexp(z_i) - z_i[y_i]] + wd/2 |W|^2,
  * gradient dW = X^T (P - Y) / N + wd W, db = sum_i (P - Y)_i / N.
- * The products run in float on vlm_gemm_cpu (bit-identical for every
- * thread count); everything else is double, each row on its own and the
- * sums over rows in row order; L-BFGS starts from zero (the sweep from
+ * The products run in float on VLM_BACKEND's gemm (the cpu one is
+ * bit-identical for every thread count); everything else is double,
+ * each row on its own and the sums over rows in row order; L-BFGS
+ * starts from zero (the sweep from
  * wd large to small, each fit from the last one's minimum): the fit is
  * deterministic.
  */
@@ -17,9 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
 #include "data/data.h"
 #include "eval/eval.h"
+#include "eval/eval-priv.h"
 
 #define HIST 10         /* L-BFGS memory */
 #define GTOL 1e-5       /* stop when every |gradient| is below this */
@@ -40,6 +41,8 @@ struct problem {
 	float *z;         /* (N,C) logits, then (P - Y) / N */
 	float *gW;        /* (D,C) */
 	double *rowf;     /* (N) each row's cross-entropy */
+	const struct vlm_backend *be; /* whose gemm runs the products */
+	int failed;       /* a product failed (vlm_error said why) */
 };
 
 static int
@@ -49,6 +52,8 @@ problem_init(struct problem *p, const float *X, const int *y, int64_t N,
 	size_t nf = (size_t)D * C * 2 + C + (size_t)N * C;
 
 	*p = (struct problem){ .X = X, .y = y, .N = N, .D = D, .C = C };
+	if (!(p->be = vlm_eval_backend()))
+		return -1;
 	p->W = malloc(nf * sizeof(float));
 	p->rowf = malloc(N * sizeof(double));
 	if (!p->W || !p->rowf) {
@@ -79,8 +84,9 @@ logits(struct problem *p, const double *theta)
 
 	for (int64_t j = 0; j < DC + p->C; j++)
 		p->W[j] = (float)theta[j];
-	vlm_gemm_cpu(0, 0, (int)p->N, p->C, p->D, 1.0f, p->X, p->D, p->W,
-	    p->C, 0.0f, p->z, p->C);
+	if (vlm_eval_gemm(p->be, 0, 0, (int)p->N, p->C, p->D, 1.0f, p->X,
+	    p->D, p->W, p->C, 0.0f, p->z, p->C) < 0)
+		p->failed = 1;
 	for (int64_t i = 0; i < p->N; i++)
 		for (int c = 0; c < p->C; c++)
 			p->z[i * p->C + c] += p->b[c];
@@ -126,8 +132,9 @@ objective(struct problem *p, const double *theta, double *g)
 		for (int c = 0; c < C; c++)
 			g[DC + c] += p->z[i * C + c];
 	}
-	vlm_gemm_cpu(1, 0, p->D, C, (int)p->N, 1.0f, p->X, p->D, p->z, C,
-	    0.0f, p->gW, C);
+	if (vlm_eval_gemm(p->be, 1, 0, p->D, C, (int)p->N, 1.0f, p->X, p->D,
+	    p->z, C, 0.0f, p->gW, C) < 0)
+		p->failed = 1;
 	for (int64_t j = 0; j < DC; j++) {
 		g[j] = p->gW[j] + p->wd * theta[j];
 		reg += theta[j] * theta[j];
@@ -340,7 +347,7 @@ choose_wd(struct vlm_linprobe *lp, const float *X, const int *y, int64_t N,
 			ys[r] = y[i];
 		}
 		sweep(lp, &pt, &pv, L, theta, o->iters);
-		rc = 0;
+		rc = pt.failed || pv.failed ? -1 : 0;
 	}
 	problem_release(&pt);
 	problem_release(&pv);
@@ -367,7 +374,7 @@ fit_all(struct vlm_linprobe *lp, const float *X, const int *y, int64_t N,
 	for (int64_t j = 0; j < DC + lp->C; j++)
 		lp->W[j] = (float)theta[j];
 	problem_release(&p);
-	return 0;
+	return p.failed ? -1 : 0;
 }
 
 int
@@ -413,10 +420,13 @@ int
 vlm_linprobe_logits(const struct vlm_linprobe *lp, float *z, const float *X,
     int64_t N)
 {
+	const struct vlm_backend *be;
+
 	if (!lp->W)
 		return vlm_error("linear probe: not fitted");
-	vlm_gemm_cpu(0, 0, (int)N, lp->C, lp->D, 1.0f, X, lp->D, lp->W, lp->C,
-	    0.0f, z, lp->C);
+	if (!(be = vlm_eval_backend()) || vlm_eval_gemm(be, 0, 0, (int)N,
+	    lp->C, lp->D, 1.0f, X, lp->D, lp->W, lp->C, 0.0f, z, lp->C) < 0)
+		return -1;
 	for (int64_t i = 0; i < N; i++)
 		for (int c = 0; c < lp->C; c++)
 			z[i * lp->C + c] += lp->b[c];

@@ -6,15 +6,16 @@
  * CLIP_benchmark ranks with torch.topk, which leaves ties unspecified;
  * here every ranking is stable (equal scores: the lower index first), so
  * results never depend on a sort's whims. Score matrices come from
- * vlm_gemm_cpu (bit-identical for every thread count) and every mean is
+ * VLM_BACKEND's gemm (the cpu one is bit-identical for every thread
+ * count) and every mean is
  * a double sum in index order: the same inputs give the same bits.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels.h"
 #include "eval/eval.h"
+#include "eval/eval-priv.h"
 
 #define NORM_EPS 1e-12 /* torch.nn.functional.normalize's eps */
 #define LOGIT_SCALE 100.0f
@@ -75,16 +76,20 @@ int
 vlm_zeroshot_logits(float *logits, const float *img, const float *W,
     int64_t N, int D, int C)
 {
-	float *x = malloc((size_t)N * D * sizeof(*x));
+	const struct vlm_backend *be = vlm_eval_backend();
+	float *x;
+	int rc;
 
-	if (!x)
+	if (!be)
+		return -1;
+	if (!(x = malloc((size_t)N * D * sizeof(*x))))
 		return vlm_error("out of memory (%lld embeddings)",
 		    (long long)N);
 	normalize_rows(x, img, N, D);
-	vlm_gemm_cpu(0, 0, (int)N, C, D, LOGIT_SCALE, x, D, W, C, 0.0f,
-	    logits, C);
+	rc = vlm_eval_gemm(be, 0, 0, (int)N, C, D, LOGIT_SCALE, x, D, W, C,
+	    0.0f, logits, C);
 	free(x);
-	return 0;
+	return rc;
 }
 
 /* Place of s[i] among s[0..n) sorted by decreasing score, stably. */
@@ -203,15 +208,21 @@ static int
 recall_hits(int64_t *hits, const float *q, int64_t NQ, const float *k,
     int64_t NK, int D, const int *text_image, int text_queries)
 {
-	float *s = malloc((size_t)(NQ < BLOCK ? NQ : BLOCK) * NK * sizeof(*s));
+	const struct vlm_backend *be = vlm_eval_backend();
+	float *s;
 
-	if (!s)
+	if (!be)
+		return -1;
+	if (!(s = malloc((size_t)(NQ < BLOCK ? NQ : BLOCK) * NK * sizeof(*s))))
 		return vlm_error("out of memory (%lld x %lld scores)",
 		    (long long)BLOCK, (long long)NK);
 	for (int64_t q0 = 0; q0 < NQ; q0 += BLOCK) {
 		int64_t rows = NQ - q0 < BLOCK ? NQ - q0 : BLOCK;
-		vlm_gemm_cpu(0, 1, (int)rows, (int)NK, D, 1.0f, q + q0 * D, D,
-		    k, D, 0.0f, s, (int)NK);
+		if (vlm_eval_gemm(be, 0, 1, (int)rows, (int)NK, D, 1.0f,
+		    q + q0 * D, D, k, D, 0.0f, s, (int)NK) < 0) {
+			free(s);
+			return -1;
+		}
 		if (text_queries)
 			image_hits(hits, s, rows, NK, text_image + q0);
 		else

@@ -26,21 +26,38 @@ param_at(const struct vlm_model *m, int64_t off)
 	return lo;
 }
 
-/* Does anyone read the gradient of the parameter at off (-1: none)? */
+/* Does anyone read the gradient of the parameter at off (-1: none)? A
+ * folded one (vlm_run_fold) is read by the fold. */
 static int
 wanted(const struct vlm_run *r, const struct vlm_model *m, int64_t off)
 {
-	return off >= 0 && (!r->nograd || !r->nograd[param_at(m, off)]);
+	int i;
+
+	if (off < 0)
+		return 0;
+	i = param_at(m, off);
+	return !r->nograd || !r->nograd[i] || (r->foff && r->foff[i] >= 0);
 }
 
 /* Where the gradient of the parameter at off goes (k floats into it),
- * or NULL: nobody reads it, the kernels skip it. */
-static float *
-G(const struct vlm_run *r, const struct vlm_model *m, float *g, int64_t off,
-    int64_t k)
+ * or NULL: nobody reads it, the kernels skip it. A packed run
+ * (vlm_run_pack) has it at its place in the packed slab. */
+float *
+vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m, float *g,
+    int64_t off, int64_t k)
 {
-	return wanted(r, m, off) ? g + off + k : NULL;
+	int i;
+
+	if (!wanted(r, m, off))
+		return NULL;
+	i = param_at(m, off);
+	if (r->foff && r->foff[i] >= 0) /* the block's fold scratch */
+		return r->fbuf + r->foff[i] + (off - m->params[i].off) + k;
+	if (!r->goff)
+		return g + off + k;
+	return g + r->goff[i] + (off - m->params[i].off) + k;
 }
+#define G vlm_run_grad
 
 /* n floats of the backend's memory x set to 0. */
 static void
@@ -297,8 +314,8 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 		if (dpos)
 			be->posembed_bwd(NULL, dpos, d, B, T, D);
 		if (wanted(r, m, o->tok_emb))
-			be->embed_bwd(g + o->tok_emb, d, t->ids, B * T,
-			    c->vocab, D);
+			be->embed_bwd(G(r, m, g, o->tok_emb, 0), d, t->ids,
+			    B * T, c->vocab, D);
 		return;
 	}
 	zero(be, r->dlnf, (size_t)B * T * D); /* d xe */
@@ -309,8 +326,8 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 		be->posembed_bwd(NULL, dpos, r->dlnf, B, T, D);
 	if (!(dpatch = G(r, m, g, o->patch_w, 0))) {
 		if (o->cls >= 0 && wanted(r, m, o->cls))
-			be->cls_prepend_bwd(NULL, g + o->cls, r->dlnf, B, P,
-			    D);
+			be->cls_prepend_bwd(NULL, G(r, m, g, o->cls, 0),
+			    r->dlnf, B, P, D);
 		return; /* the pixels get no gradient */
 	}
 	zero(be, r->datty, (size_t)B * P * D); /* d patch embeddings */
@@ -324,6 +341,52 @@ embed_bwd(struct vlm_run *r, const struct vlm_model *m, int i,
 	    m->w + o->patch_w, B * P, 3 * p * p, D);
 }
 
+/* The offsets of block o's parameters (-1: absent) into off; their
+ * number. */
+static int
+block_params(const struct vlm_block_off *o, int64_t off[22])
+{
+	const int64_t dense[] = { o->ln1_w, o->ln1_b, o->qkv_w, o->qkv_b,
+		o->out_w, o->out_b, o->ln2_w, o->ln2_b, o->fc_w, o->fc_b,
+		o->proj_w, o->proj_b };
+	int n = 12;
+
+	memcpy(off, dense, sizeof(dense));
+	for (int p = 0; p < o->moe; p++) {
+		const int64_t e[] = { o->router[p], o->efc_w[p], o->efc_b[p],
+			o->eproj_w[p], o->eproj_b[p] };
+		memcpy(off + n, e, sizeof(e));
+		n += 5;
+	}
+	return n;
+}
+
+/* Block o's folded gradients, complete now, to the fold; then the
+ * scratch back to zeros for the next block. */
+static void
+fold_block(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_block_off *o)
+{
+	int64_t off[22], used = 0;
+	int n = block_params(o, off);
+
+	for (int j = 0; j < n; j++) {
+		int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+		used += i >= 0 && r->foff[i] >= 0 ? m->params[i].n : 0;
+	}
+	if (!used)
+		return;
+	if (r->hfbuf) /* a device's: the fold reads host memory */
+		r->be->download(r->hfbuf, r->fbuf, used * sizeof(float));
+	for (int j = 0; j < n; j++) {
+		int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+		if (i >= 0 && r->foff[i] >= 0)
+			r->fold(r->fold_ctx, i, (r->hfbuf ? r->hfbuf :
+			    r->fbuf) + r->foff[i]);
+	}
+	zero(r->be, r->fbuf, used);
+}
+
 /* Every block of a stack in reverse; returns d x[0] (one of two bufs). */
 static float *
 stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
@@ -333,6 +396,8 @@ stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 
 	for (int l = st->L - 1; l >= st->stop; l--) {
 		block_bwd(r, m, st, l, dout, dx, g);
+		if (r->foff)
+			fold_block(r, m, &st->blocks[l]);
 		tmp = dout, dout = dx, dx = tmp;
 	}
 	return dout;
@@ -348,7 +413,19 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 	const struct vlm_tower_off *o = &m->vis;
 	const float *w = m->w, *top = STACK_TOP(st);
 	size_t D = st->D;
+	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
+		o->tl_w2, o->tl_b2 };
+	float *tg[6], *scratch = r->tlg;
 
+	/* the kernel writes every parameter gradient: unwanted ones into
+	 * scratch (packed) or back to 0 after (the rows below it wanted
+	 * theirs) */
+	for (int i = 0; i < 6; i++) {
+		if (!(tg[i] = G(r, m, g, tl[i], 0)))
+			tg[i] = r->goff ? scratch : g + tl[i];
+		if (r->goff)
+			scratch += m->params[param_at(m, tl[i])].n;
+	}
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *a = &st->seg[i], *b = &st->next->seg[i];
 		const float *d0 = r->dcut + b->row0 * D;
@@ -357,19 +434,22 @@ cut_bwd(struct vlm_run *r, const struct vlm_model *m, const struct stack *st,
 			be->add(dt, d0, (int64_t)a->B * a->T * D);
 			continue;
 		}
-		be->token_learner_bwd(dt, g + o->tl_ln_w, g + o->tl_ln_b,
-		    g + o->tl_w1, g + o->tl_b1, g + o->tl_w2, g + o->tl_b2, d0,
+		be->token_learner_bwd(dt, tg[0], tg[1], tg[2], tg[3], tg[4],
+		    tg[5], d0,
 		    r->tw[0].tl_act, top + a->row0 * D, w + o->tl_ln_w,
 		    w + o->tl_w1, w + o->tl_w2, a->B, a->T, D, c->tl.hidden,
 		    b->T);
 	}
-	/* the kernel writes every parameter gradient: unwanted ones back
-	 * to 0 (the rows below it wanted theirs) */
-	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
-		o->tl_w2, o->tl_b2 };
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 6 && !r->goff; i++)
 		if (!wanted(r, m, tl[i]))
 			zero(be, g + tl[i], m->params[param_at(m, tl[i])].n);
+}
+
+/* Floats in the gradient slab: the packed length on a packed run. */
+static int64_t
+grad_floats(const struct vlm_run *r, const struct vlm_model *m)
+{
+	return r->goff ? r->gfloats : m->nfloats;
 }
 
 /*
@@ -389,7 +469,7 @@ backward_start(struct vlm_run *r, const struct vlm_model **m, float **g,
 		    (*m)->nparams);
 	*m = vlm_run_weights(r, *m, view);
 	*g = r->gdev ? r->gdev : *g;
-	zero(r->be, *g, (*m)->nfloats);
+	zero(r->be, *g, grad_floats(r, *m));
 	return 0;
 }
 
@@ -466,7 +546,7 @@ towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g, float *hg)
 	if (vlm_ep_check(r) < 0)
 		return -1;
 	if (r->gdev)
-		be->download(hg, g, m->nfloats * sizeof(float));
+		be->download(hg, g, grad_floats(r, m) * sizeof(float));
 	return be->sync();
 }
 
@@ -485,19 +565,10 @@ static int
 block_wanted(const struct vlm_run *r, const struct vlm_model *m,
     const struct vlm_block_off *o)
 {
-	const int64_t dense[] = { o->ln1_w, o->ln1_b, o->qkv_w, o->qkv_b,
-		o->out_w, o->out_b, o->ln2_w, o->ln2_b, o->fc_w, o->fc_b,
-		o->proj_w, o->proj_b };
+	int64_t off[22];
+	int n = block_params(o, off);
 
-	if (any_wanted(r, m, dense, o->moe ? 8 : 12))
-		return 1;
-	for (int p = 0; p < o->moe; p++) {
-		const int64_t e[] = { o->router[p], o->efc_w[p], o->efc_b[p],
-			o->eproj_w[p], o->eproj_b[p] };
-		if (any_wanted(r, m, e, 5))
-			return 1;
-	}
-	return 0;
+	return any_wanted(r, m, off, n);
 }
 
 /* Embeddings (part 0), head (1) or TokenLearner (2) of tower i. */
@@ -553,6 +624,14 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 {
 	free(r->nograd);
 	r->nograd = NULL;
+	free(r->goff);
+	r->goff = NULL;
+	free(r->foff);
+	free(r->hfbuf);
+	r->foff = NULL, r->hfbuf = NULL;
+	if (r->fbuf)
+		r->be->free(r->fbuf);
+	r->fbuf = NULL;
 	for (int i = 0; i < r->nst; i++)
 		r->st[i].stop = r->st[i].no_dx0 = 0;
 	r->tw[0].no_head = r->tw[1].no_head = 0;
@@ -568,5 +647,110 @@ vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
 	memcpy(r->nograd, nograd, m->nparams);
 	r->nparams = m->nparams;
 	plan_stops(r, m);
+	return 0;
+}
+
+/* Floats of the token learner's parameter gradients (0: none). */
+static int64_t
+tl_floats(const struct vlm_model *m)
+{
+	const struct vlm_tower_off *o = &m->vis;
+	const int64_t tl[] = { o->tl_ln_w, o->tl_ln_b, o->tl_w1, o->tl_b1,
+		o->tl_w2, o->tl_b2 };
+	int64_t n = 0;
+
+	for (int i = 0; i < 6; i++)
+		n += tl[i] >= 0 ? m->params[param_at(m, tl[i])].n : 0;
+	return n;
+}
+
+int
+vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_pack *p)
+{
+	uint8_t *nograd;
+	int64_t ntl;
+	int rc;
+
+	if (!p)
+		return vlm_run_freeze(r, m, NULL);
+	if (p->nparams != m->nparams)
+		return vlm_error("the pack is another model's (%d parameters, "
+		    "not %d)", p->nparams, m->nparams);
+	if (!(nograd = malloc(m->nparams ? m->nparams : 1)))
+		return vlm_error("out of memory");
+	for (int i = 0; i < m->nparams; i++)
+		nograd[i] = p->off[i] < 0;
+	rc = vlm_run_freeze(r, m, nograd);
+	free(nograd);
+	if (rc < 0)
+		return -1;
+	if (r->tlg)
+		r->be->free(r->tlg);
+	r->tlg = NULL;
+	ntl = tl_floats(m);
+	if (!(r->goff = malloc((m->nparams ? m->nparams : 1) *
+	    sizeof(*r->goff))) || (ntl && !(r->tlg = r->be->alloc(ntl *
+	    sizeof(float))))) {
+		vlm_run_freeze(r, m, NULL);
+		return vlm_error("out of memory");
+	}
+	memcpy(r->goff, p->off, m->nparams * sizeof(*r->goff));
+	r->gfloats = p->n;
+	return 0;
+}
+
+int
+vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *fold, void (*fn)(void *ctx, int i, const float *dw),
+    void *ctx)
+{
+	int64_t off[22], most = 0;
+
+	if (r->fbuf)
+		r->be->free(r->fbuf);
+	free(r->foff);
+	free(r->hfbuf);
+	r->fbuf = r->hfbuf = NULL, r->foff = NULL;
+	r->fold = fn, r->fold_ctx = ctx;
+	if (!fold)
+		goto plan;
+	if (!(r->foff = malloc((m->nparams ? m->nparams : 1) *
+	    sizeof(*r->foff))))
+		return vlm_error("out of memory");
+	for (int i = 0; i < m->nparams; i++)
+		r->foff[i] = -1;
+	for (int s = 0; s < r->nst; s++) /* each block's folded, packed */
+		for (int l = 0; l < r->st[s].L; l++) {
+			int n = block_params(&r->st[s].blocks[l], off);
+			int64_t used = 0;
+			for (int j = 0; j < n; j++) {
+				int i = off[j] >= 0 ? param_at(m, off[j]) : -1;
+				if (i < 0 || !fold[i] || r->foff[i] >= 0)
+					continue;
+				r->foff[i] = used;
+				used += m->params[i].n;
+			}
+			most = used > most ? used : most;
+		}
+	for (int i = 0; i < m->nparams; i++)
+		if (fold[i] && r->foff[i] < 0) {
+			free(r->foff);
+			r->foff = NULL;
+			return vlm_error("cannot fold '%s': not a block's "
+			    "parameter", m->params[i].name);
+		}
+	if (!(r->fbuf = r->be->alloc((most ? most : 1) * sizeof(float))) ||
+	    (r->be->device && !(r->hfbuf = malloc((most ? most : 1) *
+	    sizeof(float))))) {
+		vlm_run_fold(r, m, NULL, NULL, NULL);
+		return vlm_error("out of memory");
+	}
+plan:
+	for (int i = 0; i < r->nst; i++)
+		r->st[i].stop = r->st[i].no_dx0 = 0;
+	r->tw[0].no_head = r->tw[1].no_head = 0;
+	if (r->nograd || r->foff)
+		plan_stops(r, m);
 	return 0;
 }

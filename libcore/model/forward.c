@@ -500,6 +500,13 @@ vlm_run_free(struct vlm_run *r)
 		r->be->free(r->bscratch);
 	free(r->harena);
 	free(r->nograd);
+	free(r->goff);
+	if (r->tlg)
+		r->be->free(r->tlg);
+	free(r->foff);
+	free(r->hfbuf);
+	if (r->fbuf)
+		r->be->free(r->fbuf);
 	vlm_ep_free(r);
 	free(r);
 }

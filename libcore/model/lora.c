@@ -25,6 +25,7 @@
 struct pair {
 	float *w, *a, *b;  /* into one slab: (E,OUT,IN) (E,r,IN) (E,OUT,r) */
 	int E, OUT, IN, r;
+	int wi;            /* W's parameter index */
 };
 
 static int
@@ -93,6 +94,7 @@ pair_at(const struct vlm_model *m, int i, float *x, struct pair *p)
 	p->r = m->cfg.lora.rank;
 	assert(a->n == (int64_t)p->E * p->r * p->IN &&
 	    b->n == (int64_t)p->E * p->OUT * p->r);
+	p->wi = (int)(w - m->params);
 	p->w = x + w->off;
 	p->a = x + a->off;
 	p->b = x + b->off;
@@ -149,32 +151,65 @@ vlm_lora_merge_into(const struct vlm_model *m, float *w)
 	return be->sync();
 }
 
+/* The pair adapting parameter w, or -1. */
+static int
+pair_of(const struct vlm_model *m, int w)
+{
+	char name[112];
+	const struct vlm_param *a;
+
+	snprintf(name, sizeof(name), "%s.lora_A", m->params[w].name);
+	a = vlm_model_param(m, name);
+	return a ? (int)(a - m->params) : -1;
+}
+
+int
+vlm_lora_fold(const struct vlm_model *m, int w, const float *dw, float *ga,
+    const struct vlm_pack *ap, float beta)
+{
+	float s = vlm_lora_scale(&m->cfg);
+	const struct vlm_backend *be;
+	int i = pair_of(m, w);
+	int64_t oa, ob;
+	struct pair p;
+
+	if (i < 0)
+		return vlm_error("'%s' has no LoRA adapters", m->params[w].name);
+	if ((oa = vlm_pack_at(ap, m, i)) < 0)
+		return 0; /* a frozen pair */
+	if (!(be = gemm_backend()))
+		return -1;
+	ob = vlm_pack_at(ap, m, i + 1);
+	pair_at(m, i, m->w, &p);
+	for (int e = 0; e < p.E; e++) {
+		int64_t ea = (int64_t)e * p.r * p.IN;
+		int64_t eb = (int64_t)e * p.OUT * p.r;
+		int64_t ew = (int64_t)e * p.OUT * p.IN;
+		/* dA = s B^T dW (r,IN); dB = s dW A^T (OUT,r) */
+		be->gemm(1, 0, p.r, p.IN, p.OUT, s, p.b + eb, p.r, dw + ew,
+		    p.IN, beta, ga + oa + ea, p.IN);
+		be->gemm(0, 1, p.OUT, p.r, p.IN, s, dw + ew, p.IN, p.a + ea,
+		    p.IN, beta, ga + ob + eb, p.r);
+	}
+	return 0;
+}
+
 int
 vlm_lora_grad(const struct vlm_model *m, float *grad)
 {
 	int first = vlm_lora_first(m);
-	float s = vlm_lora_scale(&m->cfg);
 	const struct vlm_backend *be;
-	struct pair p, g;
 
 	if (first == m->nparams)
 		return 0;
-	if (!(be = gemm_backend()))
-		return -1;
 	for (int i = first; i + 1 < m->nparams; i += 2) {
+		struct pair p;
 		pair_at(m, i, m->w, &p);
-		pair_at(m, i, grad, &g);
-		for (int e = 0; e < p.E; e++) {
-			int64_t oa = (int64_t)e * p.r * p.IN;
-			int64_t ob = (int64_t)e * p.OUT * p.r;
-			int64_t ow = (int64_t)e * p.OUT * p.IN;
-			/* dA = s B^T dW (r,IN); dB = s dW A^T (OUT,r) */
-			be->gemm(1, 0, p.r, p.IN, p.OUT, s, p.b + ob, p.r,
-			    g.w + ow, p.IN, 0, g.a + oa, p.IN);
-			be->gemm(0, 1, p.OUT, p.r, p.IN, s, g.w + ow, p.IN,
-			    p.a + oa, p.IN, 0, g.b + ob, p.r);
-		}
+		if (vlm_lora_fold(m, p.wi, grad + m->params[p.wi].off, grad,
+		    NULL, 0) < 0)
+			return -1;
 	}
+	be = gemm_backend();
 	be->memset(grad, 0, m->params[first].off * sizeof(float));
 	return be->sync();
 }

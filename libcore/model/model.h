@@ -210,6 +210,27 @@ double vlm_model_flops(const struct vlm_model *m, int text, int allocated);
 int vlm_model_import(struct vlm_model *m, const char *weights,
     const char *config);
 
+/* ---- packed slabs (model/pack.c) ---------------------------------------- */
+
+/*
+ * The gradients or optimizer moments of only some of a model's
+ * parameters (the trainable ones: frozen weights cost nothing), one
+ * after the other in parameter order. With nothing left out it is the
+ * model's own slab layout.
+ */
+struct vlm_pack {
+	int nparams;  /* the model's */
+	int64_t *off; /* (nparams) floats into the packed slab; -1: left out */
+	int64_t n;    /* floats in it */
+};
+/* The parameters of m but those skip[i] marks (NULL: none). */
+int vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
+    const uint8_t *skip);
+void vlm_pack_release(struct vlm_pack *p);
+/* Where parameter i lies in p's slab (-1: left out); p NULL: m's slab. */
+int64_t vlm_pack_at(const struct vlm_pack *p, const struct vlm_model *m,
+    int i);
+
 /* ---- forward and backward (model/forward.c, backward.c) ------------------ */
 
 struct vlm_loss {
@@ -269,8 +290,8 @@ struct vlm_route_view {
 /* -1 when block l of that modality's stack has no MoE (or no pool). */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
-/* Gradients of the loss into grad (nfloats, zeroed here) after
- * vlm_run_loss. */
+/* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
+ * them; zeroed here) after vlm_run_loss. */
 int vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *grad);
 /* The same from a loss computed outside the run (over the features of
  * several ranks, cmd/train-dist.c): its gradient dimg, dtxt (B, embed)
@@ -293,6 +314,30 @@ int vlm_run_expert_parallel(struct vlm_run *r, const struct vlm_model *m,
  * all). The run keeps a copy. */
 int vlm_run_freeze(struct vlm_run *r, const struct vlm_model *m,
     const uint8_t *nograd);
+/* As vlm_run_freeze with the parameters p leaves out, and from now on
+ * the backward writes the gradients packed as p lays them out: grad
+ * holds p->n floats (p NULL: back to m's slab layout, no freezing).
+ * The run keeps a copy. */
+int vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_pack *p);
+/* Parameters fold[i] of m (weights of the transformer blocks, e.g. the
+ * ones LoRA adapts) get their gradient not in grad but in a scratch of
+ * one block, handed to fn(ctx, i, dw) when the block's backward is done
+ * (dw: the whole gradient of parameter i, the backend's memory, valid
+ * during the call): no slab holds them. They are differentiated even if
+ * frozen. NULL: none. After vlm_run_freeze or vlm_run_pack, which do
+ * not keep it. */
+int vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
+    const uint8_t *fold, void (*fn)(void *ctx, int i, const float *dw),
+    void *ctx);
+/* Where vlm_backward puts the gradient of the parameter at slab float
+ * off of m, k floats into it, given its grad: grad + off + k, or its
+ * place in the packed slab (vlm_run_pack) or in a block's fold scratch
+ * (vlm_run_fold, the backend's memory); NULL when nobody reads it
+ * (frozen; the kernels skip a NULL gradient). The backward and
+ * model/moe-ep.c write through it. */
+float *vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m,
+    float *grad, int64_t off, int64_t k);
 
 /* ---- reduced precision (model/precision.c) ------------------------------- */
 
@@ -403,6 +448,13 @@ int vlm_lora_merge_into(const struct vlm_model *m, float *w);
  * dB = s dW A^T, then zero the base part (the base is frozen). -1 as
  * vlm_lora_merge_into. */
 int vlm_lora_grad(const struct vlm_model *m, float *grad);
+/* One adapted weight's share, a vlm_run_fold fold: from dw, the
+ * gradient of base parameter w, ga := beta ga + the dA and dB of its
+ * pair, as ap lays them out (NULL: m's slab layout); nothing when ap
+ * leaves the pair out (frozen). -1 as vlm_lora_merge_into, or when w
+ * has no adapters. */
+int vlm_lora_fold(const struct vlm_model *m, int w, const float *dw,
+    float *ga, const struct vlm_pack *ap, float beta);
 /* Fold the adapters into the base weights and drop them: m becomes the
  * plain model (lora.* reset). No-op (0) for a model without adapters. */
 int vlm_lora_merge(struct vlm_model *m);

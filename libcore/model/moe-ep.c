@@ -172,16 +172,18 @@ vlm_ep_bwd(struct vlm_run *r, const struct vlm_model *m,
 			at += n;
 			if (!n)
 				continue;
-			be->linear_bwd(ep->dact + x * F, g + o->eproj_w[pool] +
-			    (size_t)e * D * F, g + o->eproj_b[pool] +
-			    (size_t)e * D, ep->rout + x * D, L->ract + x * F,
+			be->linear_bwd(ep->dact + x * F, vlm_run_grad(r, m, g,
+			    o->eproj_w[pool], (size_t)e * D * F),
+			    vlm_run_grad(r, m, g, o->eproj_b[pool],
+			    (size_t)e * D), ep->rout + x * D, L->ract + x * F,
 			    m->w + o->eproj_w[pool] + (size_t)e * D * F, n, F,
 			    D);
 			act(be, &m->cfg, ep->dfc + x * F, ep->dact + x * F,
 			    L->rfc + x * F, (int64_t)n * F);
-			be->linear_bwd(ep->sbuf + x * D, g + o->efc_w[pool] +
-			    (size_t)e * F * D, g + o->efc_b[pool] +
-			    (size_t)e * F, ep->dfc + x * F, L->rin + x * D,
+			be->linear_bwd(ep->sbuf + x * D, vlm_run_grad(r, m, g,
+			    o->efc_w[pool], (size_t)e * F * D),
+			    vlm_run_grad(r, m, g, o->efc_b[pool],
+			    (size_t)e * F), ep->dfc + x * F, L->rin + x * D,
 			    m->w + o->efc_w[pool] + (size_t)e * F * D, n, D,
 			    F);
 		}

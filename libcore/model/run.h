@@ -125,6 +125,16 @@ struct vlm_run {
 	float aux_w;              /* backward: weight of the aux terms */
 	struct vlm_ep *ep;        /* expert parallel (moe-ep.c), or NULL */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
+	int64_t *goff, gfloats;   /* vlm_run_pack's offsets (NULL: none) and
+	                           * slab length */
+	float *tlg;               /* packed: the token learner's unwanted
+	                           * parameter gradients go here */
+	int64_t *foff;            /* vlm_run_fold's: each folded parameter's
+	                           * place in fbuf (-1: not folded), or NULL */
+	float *fbuf;              /* one block's folded gradients */
+	float *hfbuf;             /* their host copy (device backends) */
+	void (*fold)(void *ctx, int i, const float *dw);
+	void *fold_ctx;
 	const uint16_t *wb;       /* bf16 weights (vlm_run_set_bf16), or NULL */
 	float *bscratch;          /* linear_fwd_bf16's scratch */
 	int nparams;

@@ -25,19 +25,22 @@ vlm_optim_defaults(struct vlm_optim *o)
 }
 
 int
-vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m)
+vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
+    const uint8_t *frozen)
 {
 	static const enum vlm_op ops[] = { VLM_OP_adamw_step,
 		VLM_OP_grad_clip };
-	size_t n = m->nfloats * sizeof(float);
+	size_t n;
 
 	o->step = 0;
 	o->m = o->v = NULL;
 	/* the weights are host memory: a device backend's runs move them */
 	if (!(o->be = vlm_backend_default()) ||
 	    !(o->be = vlm_backend_host(o->be)) ||
-	    vlm_backend_check(o->be, ops, 2) < 0)
+	    vlm_backend_check(o->be, ops, 2) < 0 ||
+	    vlm_pack_init(&o->pack, m, frozen) < 0)
 		return -1;
+	n = (o->pack.n ? o->pack.n : 1) * sizeof(float);
 	o->m = o->be->alloc(n);
 	o->v = o->be->alloc(n);
 	if (!o->m || !o->v) {
@@ -57,27 +60,30 @@ vlm_optim_release(struct vlm_optim *o)
 			o->be->free(o->v);
 	}
 	o->m = o->v = NULL;
+	vlm_pack_release(&o->pack);
 }
 
 float
 vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
-    float lr, const uint8_t *frozen)
+    float lr)
 {
 	float norm = 0;
 	int clamp = 0;
 
 	assert(o->be && o->m && o->v); /* vlm_optim_init first */
+	assert(o->pack.nparams == m->nparams);
 	if (o->clip > 0)
-		norm = o->be->grad_clip(grad, m->nfloats, o->clip);
+		norm = o->be->grad_clip(grad, o->pack.n, o->clip);
 	o->step++;
 	for (int i = 0; i < m->nparams; i++) {
 		const struct vlm_param *p = &m->params[i];
-		if (frozen && frozen[i])
-			continue;
+		int64_t k = o->pack.off[i];
+		if (k < 0)
+			continue; /* frozen */
 		clamp |= p->off == m->logit_scale;
-		o->be->adamw_step(m->w + p->off, o->m + p->off, o->v + p->off,
-		    grad + p->off, p->n, o->step, lr, o->beta1, o->beta2,
-		    o->eps, p->decay ? o->wd : 0);
+		o->be->adamw_step(m->w + p->off, o->m + k, o->v + k, grad + k,
+		    p->n, o->step, lr, o->beta1, o->beta2, o->eps,
+		    p->decay ? o->wd : 0);
 	}
 	if (clamp) /* a frozen temperature stays as it was */
 		m->w[m->logit_scale] = fminf(fmaxf(m->w[m->logit_scale], 0),

@@ -7,7 +7,8 @@
  * written with 17 digits so that they read back exactly).
  *
  * A checkpoint is RUN/ckpt-NNNNNNNN/ holding model.safetensors,
- * optim.safetensors (AdamW moments as two flat tensors) and state.json.
+ * optim.safetensors (AdamW moments of the trained parameters as two
+ * flat tensors, save_optim) and state.json.
  * It is written as RUN/.tmp-ckpt-NNNNNNNN, every file fsynced, renamed
  * into place, and RUN/latest (a symlink) is replaced atomically after.
  */
@@ -24,6 +25,7 @@
 #include <unistd.h>
 
 #include "formats/formats.h"
+#include "kernels.h"
 #include "train/train.h"
 
 float
@@ -165,21 +167,78 @@ load_state(const char *path, struct vlm_train_state *s)
 	return 0;
 }
 
+/*
+ * optim.safetensors: the moments of the trained parameters as two flat
+ * tensors adamw.m and adamw.v, packed in parameter order (o->pack); when
+ * some parameter is frozen, metadata adamw.params names those they
+ * cover, comma-separated. Without it they cover every parameter at its
+ * slab offset (files written before frozen parameters lost their
+ * moments hold zeros there, and load the same).
+ */
 static int
 save_optim(const char *path, const struct vlm_model *m,
     const struct vlm_optim *o)
 {
 	const char *names[2] = { "adamw.m", "adamw.v" };
-	const char *keys[1] = { "adamw.step" };
-	char step[32];
-	const char *vals[1] = { step };
+	const char *keys[2] = { "adamw.step", "adamw.params" };
+	char step[32], *list = NULL;
+	const char *vals[2] = { step, NULL };
 	struct vlm_tensor t[2] = {
-		{ VLM_DTYPE_F32, 1, { m->nfloats }, o->m },
-		{ VLM_DTYPE_F32, 1, { m->nfloats }, o->v },
+		{ VLM_DTYPE_F32, 1, { o->pack.n }, o->m },
+		{ VLM_DTYPE_F32, 1, { o->pack.n }, o->v },
 	};
+	size_t len = 1;
+	int rc;
 
 	snprintf(step, sizeof(step), "%" PRId64, o->step);
-	return vlm_st_save(path, names, t, 2, keys, vals, 1);
+	if (o->pack.n != m->nfloats) {
+		for (int i = 0; i < m->nparams; i++)
+			len += strlen(m->params[i].name) + 1;
+		if (!(list = malloc(len)))
+			return vlm_error("out of memory");
+		list[0] = '\0';
+		for (int i = 0; i < m->nparams; i++)
+			if (o->pack.off[i] >= 0)
+				strcat(strcat(list, *list ? "," : ""),
+				    m->params[i].name);
+		vals[1] = list;
+	}
+	rc = vlm_st_save(path, names, t, 2, keys, vals, list ? 2 : 1);
+	free(list);
+	return rc;
+}
+
+/* foff (nparams) := where each parameter's moments lie in the file's
+ * tensors (-1: not there); their length into *n. */
+static int
+optim_layout(const char *path, const struct vlm_model *m, const char *list,
+    int64_t *foff, int64_t *n)
+{
+	char *copy, *name, *save = NULL;
+	int rc = 0;
+
+	*n = 0;
+	for (int i = 0; i < m->nparams; i++)
+		foff[i] = list ? -1 : m->params[i].off;
+	if (!list) {
+		*n = m->nfloats;
+		return 0;
+	}
+	if (!(copy = strdup(list)))
+		return vlm_error("out of memory");
+	for (name = strtok_r(copy, ",", &save); name && rc == 0;
+	    name = strtok_r(NULL, ",", &save)) {
+		const struct vlm_param *p = vlm_model_param(m, name);
+		if (!p || foff[p - m->params] >= 0)
+			rc = vlm_error("'%s': adamw.params: %s parameter "
+			    "'%s'", path, p ? "repeated" : "unknown", name);
+		else {
+			foff[p - m->params] = *n;
+			*n += p->n;
+		}
+	}
+	free(copy);
+	return rc;
 }
 
 static int
@@ -188,24 +247,44 @@ load_optim(const char *path, const struct vlm_model *m, struct vlm_optim *o)
 	struct vlm_st st;
 	const struct vlm_tensor *tm, *tv;
 	const char *step;
+	int64_t *foff, n;
 	int rc = 0;
 
-	if (vlm_st_load(&st, path) < 0)
+	if (!(foff = malloc((m->nparams ? m->nparams : 1) * sizeof(*foff))))
+		return vlm_error("out of memory");
+	if (vlm_st_load(&st, path) < 0) {
+		free(foff);
 		return -1;
+	}
 	tm = vlm_st_get(&st, "adamw.m");
 	tv = vlm_st_get(&st, "adamw.v");
 	step = vlm_st_meta(&st, "adamw.step");
-	if (!tm || !tv || !step || tm->dtype != VLM_DTYPE_F32 ||
-	    vlm_tensor_numel(tm) != m->nfloats || vlm_tensor_numel(tv) !=
-	    m->nfloats)
+	if (optim_layout(path, m, vlm_st_meta(&st, "adamw.params"), foff,
+	    &n) < 0)
+		rc = -1;
+	else if (!tm || !tv || !step || tm->dtype != VLM_DTYPE_F32 ||
+	    tv->dtype != VLM_DTYPE_F32 || vlm_tensor_numel(tm) != n ||
+	    vlm_tensor_numel(tv) != n)
 		rc = vlm_error("'%s': optimizer state does not fit the model",
 		    path);
-	else {
-		memcpy(o->m, tm->data, m->nfloats * sizeof(float));
-		memcpy(o->v, tv->data, m->nfloats * sizeof(float));
-		o->step = strtoll(step, NULL, 10);
+	for (int i = 0; rc == 0 && i < m->nparams; i++) {
+		int64_t k = o->pack.off[i], f = foff[i];
+		size_t bytes = m->params[i].n * sizeof(float);
+		if (k < 0)
+			continue; /* frozen now: its moments are not needed */
+		if (f < 0) {
+			rc = vlm_error("'%s': no moments for '%s', which this "
+			    "run trains (it was frozen when the checkpoint "
+			    "was written)", path, m->params[i].name);
+			break;
+		}
+		o->be->upload(o->m + k, (const float *)tm->data + f, bytes);
+		o->be->upload(o->v + k, (const float *)tv->data + f, bytes);
 	}
+	if (rc == 0)
+		o->step = strtoll(step, NULL, 10);
 	vlm_st_release(&st);
+	free(foff);
 	return rc;
 }
 
@@ -401,7 +480,7 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 }
 
 int
-vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
+vlm_ckpt_load(const char *run, struct vlm_model *m,
     struct vlm_train_state *s)
 {
 	char f[4200];
@@ -413,17 +492,19 @@ vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
 	if (vlm_model_load(m, f) < 0)
 		return -1;
 	snprintf(f, sizeof(f), "%s/latest/state.json", run);
-	if (load_state(f, s) < 0)
-		goto fail;
-	if (vlm_optim_init(o, m) < 0)
-		goto fail;
-	snprintf(f, sizeof(f), "%s/latest/optim.safetensors", run);
-	if (load_optim(f, m, o) < 0) {
-		vlm_optim_release(o);
-		goto fail;
+	if (load_state(f, s) < 0) {
+		vlm_model_release(m);
+		return -1;
 	}
 	return 0;
-fail:
-	vlm_model_release(m);
-	return -1;
+}
+
+int
+vlm_ckpt_load_optim(const char *run, const struct vlm_model *m,
+    struct vlm_optim *o)
+{
+	char f[4200];
+
+	snprintf(f, sizeof(f), "%s/latest/optim.safetensors", run);
+	return load_optim(f, m, o);
 }

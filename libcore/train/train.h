@@ -21,17 +21,23 @@ struct vlm_optim {
 	float wd;            /* e.g. 0.2, for parameters with decay set */
 	float clip;          /* global gradient norm cap; 0: off */
 	int64_t step;        /* steps taken */
-	float *m, *v;        /* moments, one float per parameter float */
+	struct vlm_pack pack; /* the trained parameters: how the moments
+	                       * and the gradient are laid out */
+	float *m, *v;        /* moments (pack.n), one per trained float */
 	const struct vlm_backend *be; /* VLM_BACKEND's, set by _init */
 };
 
 void vlm_optim_defaults(struct vlm_optim *o);
-int vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m);
+/* Moments for the parameters of m but those frozen[i] marks (NULL:
+ * none): frozen ones have no moments and take no step. */
+int vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
+    const uint8_t *frozen);
 void vlm_optim_release(struct vlm_optim *o);
-/* One AdamW step at learning rate lr; frozen[i] skips parameter i (NULL:
- * none). Returns the gradient norm before clipping (0 if clip is off). */
+/* One AdamW step at learning rate lr; grad (o->pack.n) laid out as the
+ * moments (vlm_run_pack with o->pack writes it so). Returns the
+ * gradient norm before clipping (0 if clip is off). */
 float vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
-    float lr, const uint8_t *frozen);
+    float lr);
 
 /* ---- data sources, the adaptive sampler (train/sampler.c) ---------------- */
 
@@ -136,8 +142,12 @@ int vlm_ckpt_save(const char *run, const struct vlm_model *m,
 /* Remove what killed saves left and, keep > 0, checkpoints beyond the
  * newest `keep` up to step (vlm_ckpt_save does it after each save). */
 int vlm_ckpt_prune(const char *run, int64_t step, int keep);
-/* Model, moments (o is initialised here) and state from RUN/latest. */
-int vlm_ckpt_load(const char *run, struct vlm_model *m, struct vlm_optim *o,
+/* Model and state from RUN/latest. */
+int vlm_ckpt_load(const char *run, struct vlm_model *m,
     struct vlm_train_state *s);
+/* The moments of RUN/latest into o (vlm_optim_init'ed for m): those of
+ * every parameter o trains, which the checkpoint must hold. */
+int vlm_ckpt_load_optim(const char *run, const struct vlm_model *m,
+    struct vlm_optim *o);
 
 #endif /* VLM_LIBCORE_TRAIN_H */
