@@ -87,6 +87,11 @@ ok "embed the shards' txt (-t)" "$E" -m "$T/mt.safetensors" -t \
 check "the same text vectors; ids SHARD:KEY" \
     "same '$T/c.jsonl' '$T/sp.jsonl' '$T/sp'"
 
+fails "-t on shards without txt (the tree's)" 1 "$E" -m "$T/mt.safetensors" \
+    -t --format jsonl "$T/sf/0.tar"
+check "each sample warned by shard and key" \
+    "[ \$(grep -c \"'$T/sf/0.tar': s000000[012]: no 'txt'\" '$T/err') -eq 3 ]"
+
 fails "shards and a folder mixed" 1 "$E" -m "$M" "$T/sf/0.tar" "$T/f"
 check "one line naming it" \
     '[ "$(wc -l <"$T/err")" -eq 1 ] && grep -q "f.: not a .tar shard" "$T/err"'
