@@ -2,7 +2,8 @@
  * embed-input.c - the items vlm-embed embeds, one at a time so that
  * memory stays flat: image paths from a walk over the arguments (files
  * as given, directories recursively in byte order) or over a list of
- * paths on stdin, or text lines from files or stdin. The loader calls
+ * paths on stdin, or text lines from files or stdin, or the samples of
+ * tar shards (cmd/embed-wds.c). The loader calls
  * embed_in_next() one call at a time.
  */
 #include <errno.h>
@@ -17,6 +18,24 @@ struct embed_fail {
 	struct embed_fail *next;
 };
 
+/* The samples of tar shards; every argument must name some. */
+static int
+init_wds(struct embed_in *in, int text, char **paths, int npaths)
+{
+	for (int i = 0; i < npaths; i++)
+		if (!vlm_wds_is_shards(paths[i]))
+			return vlm_error("'%s': not a .tar shard (tar shards "
+			    "and other inputs cannot be mixed)", paths[i]);
+	if (!(in->wds = calloc(1, sizeof(*in->wds))))
+		return vlm_error("out of memory");
+	if (embed_wds_init(in->wds, text, paths, npaths) == 0)
+		return 0;
+	embed_wds_release(in->wds);
+	free(in->wds);
+	in->wds = NULL;
+	return -1;
+}
+
 int
 embed_in_init(struct embed_in *in, int text, char **paths, int npaths)
 {
@@ -25,6 +44,9 @@ embed_in_init(struct embed_in *in, int text, char **paths, int npaths)
 	in->paths = paths;
 	in->npaths = npaths;
 	pthread_mutex_init(&in->mu, NULL);
+	for (int i = 0; i < npaths; i++)
+		if (vlm_wds_is_shards(paths[i]))
+			return init_wds(in, text, paths, npaths);
 	if (!text)
 		return vlm_walk_init(&in->walk, paths, npaths,
 		    npaths ? NULL : stdin, "<stdin>");
@@ -150,7 +172,13 @@ int
 embed_in_next(void *arg, char **key)
 {
 	struct embed_in *in = arg;
+	const char *bad;
+	int rc;
 
+	if (in->wds) {
+		rc = embed_wds_next(in->wds, key, &bad);
+		return rc < 0 && bad ? failed(in, bad) : rc;
+	}
 	return in->text ? next_text(in, key) : next_image(in, key);
 }
 
@@ -161,7 +189,10 @@ embed_in_release(struct embed_in *in)
 
 	while ((name = embed_in_failed(in)) != NULL)
 		free(name);
-	if (in->text) {
+	if (in->wds) {
+		embed_wds_release(in->wds);
+		free(in->wds);
+	} else if (in->text) {
 		if (in->cur && in->cur != stdin)
 			fclose(in->cur);
 		free(in->line);
@@ -199,6 +230,9 @@ embed_in_count(int text, char **paths, int npaths)
 
 	if (npaths == 0)
 		return -1;
+	for (int i = 0; i < npaths; i++)  /* shards: known once scanned */
+		if (vlm_wds_is_shards(paths[i]))
+			return -1;
 	for (int i = 0; text && i < npaths; i++) {
 		if (strcmp(paths[i], "-") == 0)
 			return -1;

@@ -84,6 +84,11 @@ setup_loader(struct embed *e, char **paths, int npaths)
 	if (embed_in_init(&e->in, e->o.text, paths, npaths) < 0)
 		return -1;
 	e->in_ok = 1;
+	if (e->in.wds) {  /* items by the stream's count, read from shards */
+		e->items.paths = e->in.wds->ids;
+		e->items.blobs = e->in.wds->blobs;
+		e->items.captions = e->o.text ? e->in.wds->texts : NULL;
+	}
 	e->ld = vlm_loader_new(&lo);
 	return e->ld ? 0 : -1;
 }
@@ -139,11 +144,11 @@ note_failures(struct embed *e, const struct vlm_batch *b)
 		e->prog.n += x->index >= 0;  /* the total counts it */
 		if (x->index < 0)
 			name = embed_in_failed(&e->in);
-		else if (e->o.text)
+		else if (e->o.text && !e->in.wds)
 			snprintf(num, sizeof(num), "%lld",
 			    (long long)x->index + 1);
 		if (json_array_append_new(e->failed, json_name(x->index < 0 ?
-		    (name ? name : "?") : e->o.text ? num : x->key)) < 0) {
+		    (name ? name : "?") : e->o.text && !e->in.wds ? num : x->key)) < 0) {
 			free(name);
 			return vlm_error("out of memory");
 		}
@@ -194,7 +199,8 @@ embed_all(struct embed *e)
 		for (int i = 0; i < b->n; i++) {
 			snprintf(e->num[i], sizeof(*e->num), "%lld",
 			    (long long)b->index[i] + 1);
-			e->ids[i] = e->o.text ? e->num[i] : b->key[i];
+			e->ids[i] = e->o.text && !e->in.wds ? e->num[i] :
+			    b->key[i];
 		}
 		if (vlm_encode(&e->enc, e->o.text ? (const void *)b->tokens :
 		    b->pixels, b->n, e->vec, !e->o.raw) < 0 ||

@@ -20,17 +20,45 @@
 /*
  * The items, as a loader stream (vlm_loader_opts.next = embed_in_next):
  * images are the paths of a walk over the arguments (or of the list on
- * stdin), texts are the lines of the files (or of stdin). A source that
+ * stdin), texts are the lines of the files (or of stdin); or, when the
+ * arguments name tar shards, their samples' images or captions. A source that
  * fails (a missing file, an unreadable directory) is an error of the
  * stream; its name is queued so that the consumer, meeting that error
  * in a batch (index -1), gets it back with embed_in_failed().
  */
+/*
+ * Tar shards (cmd/embed-wds.c): the samples of every shard of the
+ * arguments' brace patterns, in order, as the loader's items (ids,
+ * blobs and, for texts, captions indexed as the stream counts them);
+ * a bad sample or shard is met by embed_wds_next where it was found.
+ */
+struct embed_wds_bad;
+struct embed_wds {
+	int text;
+	int n, cap;                 /* good samples */
+	char **ids;                 /* [n] "SHARD:KEY" */
+	struct vlm_blob *blobs;     /* [n] the images */
+	char **texts;               /* [n] txt captions (texts) or NULLs */
+	struct embed_wds_bad *bad;  /* [nbad] in order */
+	int nbad, capbad;
+	char **shards;              /* [nshards] the names blobs point to */
+	int nshards;
+	const char *cur;            /* the shard being scanned */
+	int pos, ibad;              /* the stream's place */
+};
+int embed_wds_init(struct embed_wds *w, int text, char **paths, int npaths);
+/* 1 and the next sample's id (malloc'ed), 0 at the end, -1 with *bad
+ * the name of a bad sample or shard (the message set). */
+int embed_wds_next(struct embed_wds *w, char **key, const char **bad);
+void embed_wds_release(struct embed_wds *w);
+
 struct embed_fail;
 struct embed_in {
 	int text;
 	char **paths;          /* the arguments */
 	int npaths;
 	struct vlm_walk walk;  /* images */
+	struct embed_wds *wds; /* or tar shards (paths ending in .tar) */
 	int ifile;             /* texts: the next file, */
 	FILE *cur;             /* the open one, */
 	const char *curname;

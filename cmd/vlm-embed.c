@@ -3,7 +3,7 @@
  *
  * Reads image files and directories (walked recursively in byte order),
  * or a list of paths on stdin, or with --text one text per line of the
- * files or stdin; writes one L2-normalised vector per item as a .npys
+ * files or stdin, or the samples of webdataset tar shards; writes one L2-normalised vector per item as a .npys
  * record stream on stdout (vlm-npys(5)), its packed form with -o
  * FILE.npy, or JSON lines with --format jsonl; with --routes, also the
  * routing records of every MoE layer (vlm-routes(5)). Worker threads
