@@ -61,4 +61,32 @@ check "still scores the three" "grep -q '^images *3$' '$T/out'"
 : >"$T/empty"
 fails "empty hypothesis file" 1 "$E" captioning --refs "$R" --hyp "$T/empty"
 check "one-line error" "[ \$(wc -l <'$T/err') = 1 ]"
+
+# vlm-caption's output as it comes, on stdin: the CoCa fixture's greedy
+# caption against OpenCLIP's greedy and beam captions as references
+D=$FIX/openclip-coca-tiny
+I=$D/test_image.png
+have "the vlm-caption pipeline check" "$D/weights.openclip.safetensors" \
+    "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz" /usr/bin/python3 ||
+    { finish; exit; }
+M=$T/coca.safetensors
+ok "import the CoCa checkpoint" "$BIN/vlm-convert" import \
+    -c "$D/open_clip_config.json" \
+    -t "$FIX/clip-bpe/bpe_simple_vocab_16e6.txt.gz" \
+    "$D/weights.openclip.safetensors" "$M"
+case $I in /*) P=$I ;; *) P=$(pwd)/$I ;; esac
+/usr/bin/python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))["generation"]["runs"]
+print("filepath\ttitle")
+for r in ("gen_greedy.npy", "gen_beam3.npy"):
+    print("%s\t%s" % (sys.argv[2], m[r]["decoded"]))' "$D/manifest.json" \
+    "$P" >"$T/coca-refs.tsv"
+"$BIN/vlm-caption" -m "$M" -l 20 "$I" >"$T/cap"
+"$E" captioning --refs "$T/coca-refs.tsv" --hyp - <"$T/cap" >"$T/out" \
+    2>"$T/err"
+check "scores vlm-caption's output from stdin" "[ \$? = 0 ] &&
+    grep -q '^images *1$' '$T/out'"
+check "its own reference among them: BLEU-1 is 1" \
+    "grep -q '^Bleu_1 *1.000000$' '$T/out'"
+cat "$T/cap" "$T/out" | sed 's/^/# /'
 finish
