@@ -17,6 +17,7 @@ int eval_select(int argc, char **argv);
 int eval_suite(int argc, char **argv);
 int eval_table(int argc, char **argv);
 int eval_plot(int argc, char **argv);
+int eval_captioning(int argc, char **argv);
 
 #define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
 

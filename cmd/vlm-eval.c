@@ -39,6 +39,7 @@ const char eval_usage[] =
     "           -o file.png [label=]metrics.jsonl ...\n"
     "       vlm-eval plot --tsv file [--bars] [--title text] [--size WxH]\n"
     "           -o file.png\n"
+    "       vlm-eval captioning --refs file --hyp file [--json]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -49,6 +50,7 @@ static const struct cmd_verb verbs[] = {
 	{ "suite", eval_suite, NULL },
 	{ "table", eval_table, NULL },
 	{ "plot", eval_plot, NULL },
+	{ "captioning", eval_captioning, NULL },
 };
 
 int

@@ -137,4 +137,31 @@ struct vlm_wino_scores {
 int vlm_winoground(struct vlm_wino_scores *w, const float *s /* (N,2,2) */,
     int64_t N);
 
+/*
+ * Caption metrics as the COCO caption evaluation (pycocoevalcap) defines
+ * them (eval/caption-metrics.c). Captions are tokenised by
+ * vlm_caption_tokenize. Image i has the candidate hyp[i] (NULL: none;
+ * the image is then left out) and the references refs[j] with
+ * ref_image[j] == i (none: left out too). Over the images kept:
+ * bleu[k] is corpus BLEU-(k+1) (bleu_scorer.py, reference length the
+ * closest to the candidate's, shorter on ties); cider is CIDEr-D
+ * (cider_scorer.py: n = 1..4, tf-idf with document frequencies over the
+ * kept images' reference sets, candidate weights clipped by the
+ * reference's, Gaussian length penalty sigma 6 on the bigram counts,
+ * x10), the mean over images of cider[i] (NaN for an image left out).
+ * -1 with none kept, a ref_image out of range or out of memory.
+ */
+struct vlm_caption_scores {
+	double bleu[4];
+	double cider;
+	int n;           /* images scored */
+};
+int vlm_caption_metrics(struct vlm_caption_scores *s, double *cider /* (N) */,
+    char *const *hyp /* (N) */, int N, char *const *refs /* (R) */,
+    const int *ref_image /* (R) */, int R);
+/* s lower-cased (ASCII), the characters ' ` " . ? ! , : - ; ( ) { }
+ * and white space as separators, words joined by one space (malloc'ed;
+ * NULL out of memory). */
+char *vlm_caption_tokenize(const char *s);
+
 #endif /* VLM_LIBCORE_EVAL_H */
