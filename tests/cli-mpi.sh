@@ -50,8 +50,8 @@ sed 's/^/# /' "$T/out"
 cut -d, -f5 "$T/d1/metrics.jsonl" >"$T/d1-loss"
 cut -d, -f5 "$T/d2/metrics.jsonl" >"$T/d2-loss"
 check "the same loss logged" "paste $T/d1-loss $T/d2-loss |
-    sed 's/\"loss\"://g' | awk '{ d = \$1 - \$2; bad += d * d > 1e-10 * \$1 * \$1 } END {
-    exit bad || !NR }'"
+    sed 's/\"loss\"://g' | awk '{ d = \$1 - \$2
+    bad += d * d > 1e-10 * \$1 * \$1 } END { exit bad || !NR }'"
 check "rank 0 alone wrote the run" "[ \$(ls $T/d2 | wc -l) = 4 ]"
 
 ok "moe: one process" "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m1"
