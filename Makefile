@@ -86,6 +86,9 @@ $(BUILD)/%.o: %.c $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# the fast GELU's branch-free selects vectorise only if compares may not trap
+$(BUILD)/kernels/cpu/act.o: CFLAGS += -fno-trapping-math
+
 $(BUILD)/%.o: %.cu $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<

@@ -10,7 +10,11 @@
  *    dense and MoE: images/s, GFLOP/s (3x forward) and MoE over dense.
  *  - the ViT-B/32 image encoder in fp32 and in bf16 (--precision bf16),
  *    turn about: both rates, their ratio, how close their features are;
- * Usage: bench-model [quick] [vitb-only | bf16 | train PRESET] ("quick":
+ *  - GELU alone on a ViT-B/32 MLP activation (batch 32): ns per element
+ *    of libm's erff (the _ref) and of the vectorised _cpu, one thread and
+ *    all, forward and backward.
+ * Usage: bench-model [quick] [vitb-only | bf16 | gelu | train PRESET]
+ * ("quick":
  * fewer repetitions; "vitb-only": just the ViT-B/32 forward lines, for
  * bench-embed.sh; "bf16": just the bf16 line; "train PRESET": just that
  * preset's training line, e.g.
@@ -147,6 +151,58 @@ bench_vitb(double peak)
 	vlm_model_release(&m);
 }
 
+/* Best ns per element of an activation op, forward (dy NULL) or backward. */
+static double
+time_act(void (*fwd)(float *, const float *, int64_t),
+    void (*bwd)(float *, const float *, const float *, int64_t),
+    float *y, const float *dy, const float *x, int64_t n)
+{
+	double best = 1e30;
+
+	for (int k = 0; k < 3 * reps + 1; k++) {
+		double t = now();
+		if (bwd)
+			bwd(y, dy, x, n);
+		else
+			fwd(y, x, n);
+		t = now() - t;
+		if (k && t < best)
+			best = t;
+	}
+	return best * 1e9 / n;
+}
+
+static void
+bench_gelu(void)
+{
+	int64_t n = 32 * 50 * 3072;	/* (B, T, 4C) of ViT-B/32 */
+	float *x = malloc(n * sizeof(*x)), *y = malloc(n * sizeof(*y));
+	float *dy = malloc(n * sizeof(*dy));
+	double t[2][3];
+	int nt = vlm_threads();
+
+	for (int64_t i = 0; i < n; i++)
+		x[i] = (float)((i * 7919) % 2001) / 250 - 4, dy[i] = 1e-3f;
+	for (int b = 0; b < 2; b++) {
+		void (*bw[2])(float *, const float *, const float *, int64_t) =
+		    { vlm_gelu_bwd_ref, vlm_gelu_bwd_cpu };
+		t[b][0] = time_act(vlm_gelu_fwd_ref, b ? bw[0] : NULL, y, dy,
+		    x, n);
+		vlm_threads_set(1);
+		t[b][1] = time_act(vlm_gelu_fwd_cpu, b ? bw[1] : NULL, y, dy,
+		    x, n);
+		vlm_threads_set(0);
+		t[b][2] = time_act(vlm_gelu_fwd_cpu, b ? bw[1] : NULL, y, dy,
+		    x, n);
+	}
+	for (int b = 0; b < 2; b++)
+		printf("gelu %s, %lld elements, ns/element: erff ref %.2f, "
+		    "fast 1 thread %.2f (%.1fx), %d threads %.2f (%.1fx)\n",
+		    b ? "bwd" : "fwd", (long long)n, t[b][0], t[b][1],
+		    t[b][0] / t[b][1], nt, t[b][2], t[b][0] / t[b][2]);
+	free(x), free(y), free(dy);
+}
+
 /* Seconds of one batch through encoder e, best of reps after a warm-up. */
 static double
 time_encode(struct vlm_encoder *e, const float *px, float *out)
@@ -238,6 +294,10 @@ main(int argc, char **argv)
 		bench_bf16();
 		return 0;
 	}
+	if (argc > a && strcmp(argv[a], "gelu") == 0) {
+		bench_gelu();
+		return 0;
+	}
 	if (argc > a && strcmp(argv[a], "vitb-only") == 0) {
 		bench_vitb(0); /* images/s for bench-embed.sh */
 		return 0;
@@ -251,6 +311,7 @@ main(int argc, char **argv)
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
 	    vlm_threads(), peak);
 	bench_vitb(peak);
+	bench_gelu();
 	bench_bf16();
 	bench_train("tiny", peak);
 	bench_train("s", peak);

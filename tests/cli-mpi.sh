@@ -46,8 +46,12 @@ ok "dense: 2 ranks of 4" $MR "$TR" --data "$P" $DENSE -j 1 -n 4 -o "$T/d2"
 ok "dense: parameters equal to 1e-5" $DIFF "$T/d1/latest/model.safetensors" \
     "$T/d2/latest/model.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
-check "the same loss logged" "[ \"\$(cut -d, -f5 $T/d1/metrics.jsonl)\" = \
-    \"\$(cut -d, -f5 $T/d2/metrics.jsonl)\" ]"
+# to 1e-5 relative, as the parameters: the ranks' sums round differently
+cut -d, -f5 "$T/d1/metrics.jsonl" >"$T/d1-loss"
+cut -d, -f5 "$T/d2/metrics.jsonl" >"$T/d2-loss"
+check "the same loss logged" "paste $T/d1-loss $T/d2-loss |
+    sed 's/\"loss\"://g' | awk '{ d = \$1 - \$2
+    bad += d * d > 1e-10 * \$1 * \$1 } END { exit bad || !NR }'"
 check "rank 0 alone wrote the run" "[ \$(ls $T/d2 | wc -l) = 4 ]"
 
 ok "moe: one process" "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m1"

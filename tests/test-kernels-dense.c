@@ -548,10 +548,70 @@ test_act(void **state)
 		fd_check(acts[a].name, act_obj, &c, c.x, nfd, g[0]);
 		/* in place */
 		acts[a].fwd[1](x, x, n);
-		near("act in place", x, y[0], n, 0);
+		near("act in place", x, y[1], n, 0);
 		free(x), free(dy), free(y[0]), free(y[1]), free(g0);
 		free(g[0]), free(g[1]), free(c.x), free(c.r);
 	}
+}
+
+/*
+ * The fast GELU's erf against double erf over a dense sweep of [-10, 10]
+ * (the erf error read back from y = x/2 (1 + erf(x/sqrt 2)), less the
+ * rounding of y and of 1 + erf), its gradient likewise, and the special
+ * values (NaN, +-inf, +-0, huge) as the libm reference gives them.
+ */
+static void
+test_gelu_sweep(void **state)
+{
+	enum { N = 400001 };
+	float *x = malloc(N * sizeof(*x)), *y = malloc(N * sizeof(*y));
+	float *g = calloc(N, sizeof(*g)), *dy = malloc(N * sizeof(*dy));
+	const float sp[] = { NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f,
+	    1e30f, -1e30f, 3.9f, -3.9f, 5.7f, -5.7f, 20.0f, -20.0f, 1e-30f };
+	int ns = sizeof(sp) / sizeof(sp[0]);
+	float ys[2][16], gs[2][16], one[16];
+	double ef = 0, eg = 0;
+
+	(void)state;
+	assert_true(x && y && g && dy);
+	for (int i = 0; i < N; i++)
+		x[i] = -10.0f + 20.0f * i / (N - 1), dy[i] = 1;
+	vlm_gelu_fwd_cpu(y, x, N);
+	vlm_gelu_bwd_cpu(g, dy, x, N);
+	for (int i = 0; i < N; i++) {
+		double xd = x[i], t = gelu_d(xd), e;
+		double pdf = exp(-0.5 * xd * xd) / sqrt(2 * M_PI);
+		double gt = 0.5 * erfc(-xd / sqrt(2.0)) + xd * pdf;
+		if (xd == 0)
+			continue;
+		/* |y - t| <= |x|/2 e_erf + ulp(y)/2 + |x|/2 ulp(1)/2 */
+		e = (fabs(y[i] - t) - ldexp(fabs(t), -24)) / (0.5 * fabs(xd)) -
+		    ldexp(1, -24);
+		ef = e > ef ? e : ef;
+		eg = fabs(g[i] - gt) > eg ? fabs(g[i] - gt) : eg;
+	}
+	print_message("gelu sweep: erf abs error %.3g, grad abs error %.3g\n",
+	    ef, eg);
+	assert_true(ef < 2e-7);
+	assert_true(eg < 4e-7);
+	for (int i = 0; i < ns; i++)
+		one[i] = 1;
+	for (int k = 0; k < 2; k++) {
+		memset(gs[k], 0, sizeof(gs[k]));
+		(k ? vlm_gelu_fwd_cpu : vlm_gelu_fwd_ref)(ys[k], sp, ns);
+		(k ? vlm_gelu_bwd_cpu : vlm_gelu_bwd_ref)(gs[k], one, sp, ns);
+	}
+	for (int i = 0; i < ns; i++) {
+		assert_int_equal(isnan(ys[0][i]), isnan(ys[1][i]));
+		assert_int_equal(isnan(gs[0][i]), isnan(gs[1][i]));
+		if (!isnan(ys[0][i]) && (isinf(ys[0][i]) || ys[0][i] == 0 ||
+		    fabsf(sp[i]) >= 5.7f))
+			assert_true(ys[0][i] == ys[1][i] &&
+			    signbit(ys[0][i]) == signbit(ys[1][i]));
+		if (!isnan(gs[0][i]) && (isinf(gs[0][i]) || fabsf(sp[i]) >= 20))
+			assert_true(gs[0][i] == gs[1][i]);
+	}
+	free(x), free(y), free(g), free(dy);
 }
 
 /* ---- softmax ---------------------------------------------------------- */
@@ -1131,6 +1191,7 @@ main(void)
 		cmocka_unit_test(test_layernorm_parity),
 		cmocka_unit_test(test_layernorm_grad),
 		cmocka_unit_test(test_act),
+		cmocka_unit_test(test_gelu_sweep),
 		cmocka_unit_test(test_softmax),
 		cmocka_unit_test(test_attention_parity),
 		cmocka_unit_test(test_attention_grad),
