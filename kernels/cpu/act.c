@@ -99,7 +99,7 @@ exp_neg(float x)
 	const float big = 12582912.0f;	/* 1.5 * 2^23: rounds to integer */
 	float xc = x < -87.0f ? -87.0f : x;
 	float z = xc * 1.44269504f + big, n = z - big, r, p, s;
-	int32_t zi, si;
+	uint32_t zi, si; /* unsigned: NaN inputs wrap instead of overflowing */
 
 	r = xc - n * 0.693145752f;	/* ln 2 in two parts */
 	r = r - n * 1.42860677e-6f;
@@ -112,7 +112,7 @@ exp_neg(float x)
 	p = p * r + 1.0f;
 	p = p * r + 1.0f;
 	memcpy(&zi, &z, 4);
-	si = (zi - 0x4b400000 + 127) * (1 << 23);	/* 2^n */
+	si = (zi - 0x4b400000u + 127u) << 23;	/* 2^n */
 	memcpy(&s, &si, 4);
 	return x < -87.0f ? 0.0f : p * s;
 }
