@@ -8,6 +8,8 @@ rp_start 5
 ES=${ES:-4 8 16 32}
 seed_runs() {
 	for e in $ES; do
+		# E = 8 is experiment 1's one-tower MoE when that run is done
+		[ "$e" = 8 ] && rp_reuse e8 "$1" 1 one-tower-moe && continue
 		rp_train "e$e" "$1" -m tiny-moe --set "moe.experts=$e"
 	done
 }

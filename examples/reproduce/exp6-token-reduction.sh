@@ -24,15 +24,21 @@ LS=${LS:-0 1 2}
 [ "${SHORT:-0}" = 1 ] && LS=${LS%% 2} # two blocks
 seed_runs() {
 	rp_train no-reduction "$1" -m tiny-moe --set vision.pool=gap
-	for l in $LS; do
-		rp_train "tokenlearner-after$l" "$1" -m tiny-moe \
-		    --set vision.pool=gap --set "token_reduction.after=$l" \
-		    --set token_reduction.tokens=8
-	done
+	# the first L, both samplers, then the other Ls: a run cut short
+	# has one point of each comparison
+	tl_run "${LS%% *}" "$1"
 	rp_train fixed-1-1 "$1" -m tiny-moe --data "$R/google-shuffled.tsv" \
 	    --data-weights 1,1
 	rp_train adaptive "$1" -m tiny-moe --data "$R/google-shuffled.tsv" \
 	    --adaptive
+	for l in ${LS#* }; do
+		[ "$l" = "${LS%% *}" ] || tl_run "$l" "$1"
+	done
+}
+tl_run() {
+	rp_train "tokenlearner-after$1" "$2" -m tiny-moe \
+	    --set vision.pool=gap --set "token_reduction.after=$1" \
+	    --set token_reduction.tokens=8
 }
 rp_seeds seed_runs
 rp_collect
