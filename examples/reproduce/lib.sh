@@ -8,6 +8,10 @@
 #   OUT      results root [results, ignored by git]; an experiment writes
 #            OUT/expN/
 #   SEEDS    seeds ["1 2 3"]
+#   FROM     results root of the finished runs that an experiment
+#            reuses instead of training them again [OUT]: experiments
+#            2, 3, 4 and 5 take experiment 1's one-tower-moe runs (the
+#            same configuration, seed and scale) from FROM/exp1
 #   SHORT=1  smoke-test scale: a few steps of a shrunk model
 #   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
 #            (embeddings 32, context 16), 200 steps of 32
@@ -102,11 +106,11 @@ rp_train() {
 	rp_eval "$run"
 }
 
-# rp_reuse NAME SEED N OTHER: run OTHER of experiment N as run NAME (the
-# same configuration, seed and scale: vlm-train is deterministic), when
-# that run is done; else false
+# rp_reuse NAME SEED N OTHER: run OTHER of experiment N under FROM as
+# run NAME, a symbolic link (the same configuration, seed and scale:
+# vlm-train is deterministic), when that run is done; else false
 rp_reuse() {
-	src=$OUT/exp$3/runs/$4/seed$2
+	src=${FROM:-$OUT}/exp$3/runs/$4/seed$2
 	[ -f "$src/eval.json" ] || return 1
 	mkdir -p "$R/runs/$1"
 	rm -rf "$R/runs/$1/seed$2"
