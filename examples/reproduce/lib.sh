@@ -25,7 +25,9 @@
 # redraws its summary and plots.
 #
 # Each run RUN = OUT/expN/runs/NAME/seedS holds what vlm-train writes
-# (metrics.jsonl, checkpoints, latest/model.safetensors), wall_s (training
+# (metrics.jsonl, the final checkpoint with the optimizer state, and
+# latest/model.safetensors, the trained model, kept so that others can
+# evaluate it; OUT/expN/models.tsv lists them), wall_s (training
 # seconds), eval.json (the vlm-eval JSON lines) and, for MoE models,
 # routes.json (vlm-route-stats --json on the Twitter-style images and
 # captions). OUT/expN/results.tsv has one row per run and metric;
@@ -164,6 +166,21 @@ rp_collect() {
 		} | grep -v '^weight_decay' | sed "s/^/$n\t$s\t/" >>"$R/results.tsv"
 	done
 	rp_summary
+	rp_models
+}
+
+# rp_models: R/models.tsv, the trained model of each run (its path under
+# R, bytes and SHA-256: a rerun on the same thread count gives the same
+# bits), the file to evaluate again
+rp_models() {
+	printf 'name\tseed\tmodel\tbytes\tsha256\n' >"$R/models.tsv"
+	for run in "$R"/runs/*/seed*; do
+		m=$run/latest/model.safetensors
+		[ -f "$run/eval.json" ] && [ -f "$m" ] || continue
+		printf '%s\t%s\t%s\t%s\t%s\n' "$(basename "$(dirname "$run")")" \
+		    "${run##*/seed}" "${m#"$R"/}" "$(wc -c <"$m")" \
+		    "$(sha256sum <"$m" | cut -d ' ' -f 1)"
+	done >>"$R/models.tsv"
 }
 
 # rp_summary: R/summary.tsv from R/results.tsv
