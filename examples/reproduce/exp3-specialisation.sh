@@ -101,5 +101,19 @@ hist 7 1 "" "$R/hist-norm.tsv"
 		    n[k, "image"], n[k, "text"], n[k, "mixed"], m[k, "image"],
 		    m[k, "text"], m[k, "mixed"], ns[k] }' "$R/img-share.tsv" |
 	    sort
+	echo
+	# polarisation: the mean over experts and layers of |normalised
+	# share - 0.5| (0: every expert blind to modality, 0.5: each takes
+	# one modality only), per seed, then mean and sample sd over seeds
+	echo "| model | polarisation | seeds |"
+	echo "|---|---|---|"
+	awk -F '\t' 'NR > 1 && $7 != "nan" { k = $1 SUBSEP $2
+		d = $7 - 0.5; s[k] += (d < 0 ? -d : d); n[k]++ }
+	END { for (k in s) { split(k, p, SUBSEP); x = s[k] / n[k]
+		m[p[1]] += x; mm[p[1]] += x * x; c[p[1]]++ }
+	for (q in m) { a = m[q] / c[q]
+		v = c[q] > 1 ? (mm[q] - c[q] * a * a) / (c[q] - 1) : 0
+		printf "| %s | %.4f +- %.4f | %d |\n", q, a,
+		    (v > 0 ? sqrt(v) : 0), c[q] } }' "$R/img-share.tsv" | sort
 } >"$R/table.md"
 cat "$R/table.md"
