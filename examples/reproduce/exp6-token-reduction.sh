@@ -15,7 +15,7 @@ rp_start 6
 # the noisy source: captions permuted by a fixed seed, absolute paths
 abs=$(cd "$DATA" && pwd)
 awk -F '\t' -v d="$abs" 'NR == 1 { print; next }
-{ p[n] = $1; c[n++] = $2 }
+{ p[n] = $1; c[n] = $2; n++ }
 END { srand(6); for (i = n - 1; i > 0; i--) { j = int(rand() * (i + 1))
 	t = c[i]; c[i] = c[j]; c[j] = t }
 	for (i = 0; i < n; i++) print d "/" p[i] "\t" c[i] }' \
