@@ -14,7 +14,7 @@
 rp_start 6
 # the noisy source: captions permuted by a fixed seed, absolute paths
 abs=$(cd "$DATA" && pwd)
-awk -F '\t' -v d="$abs" 'NR == 1 { print; next }
+awk -F '\t' -v d="$abs" 'NR == 1 { print; n = 0; next }
 { p[n] = $1; c[n] = $2; n++ }
 END { srand(6); for (i = n - 1; i > 0; i--) { j = int(rand() * (i + 1))
 	t = c[i]; c[i] = c[j]; c[j] = t }
