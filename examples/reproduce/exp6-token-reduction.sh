@@ -7,9 +7,12 @@
 #    flops.tsv) saved against the metrics lost;
 #  - two data sources of different quality, the clean Google-style pairs
 #    and the same pairs with their captions shuffled among them: fixed
-#    weights 1,1 against the adaptive sampler (--adaptive), which should
-#    move the mix towards the clean source (its probabilities are in
-#    metrics.jsonl).
+#    weights 1,1 against the adaptive sampler (--adaptive), which draws
+#    the sources the model finds hard more often (vlm-train(1)): its
+#    final probabilities are in metrics.jsonl, that of the shuffled
+#    source in results.tsv (source_p_shuffled).
+# flops.tsv: forward GFLOPs per image of each model; sweep-*.tsv and
+# flops-*.png: each metric against those FLOPs (no reduction and the Ls).
 . examples/reproduce/lib.sh
 rp_start 6
 # the noisy source: captions permuted by a fixed seed, absolute paths
@@ -58,6 +61,17 @@ for run in "$R"/runs/*/seed1; do
 	    "$("$BIN/vlm-convert" info "$run/latest/model.safetensors" |
 	    sed -n 's/^forward GFLOPs per image: \([0-9.e-]*\).*/\1/p')"
 done >>"$R/flops.tsv"
+# the metric against the FLOPs per image, one point per seed
+for m in image_retrieval_recall@1 lp_acc1; do
+	awk -F '\t' -v m="$m" 'NR == FNR { if (FNR > 1) g[$1] = $2; next }
+	FNR == 1 { print "gflops_per_image\tseries\t" m }
+	$3 == m && ($1 == "no-reduction" || $1 ~ /^tokenlearner/) {
+		print g[$1] "\t" ($1 ~ /^token/ ? "tokenlearner" : $1) "\t" $4
+	}' "$R/flops.tsv" "$R/results.tsv" \
+	    >"$R/sweep-$m.tsv"
+	"$BIN/vlm-eval" plot --tsv "$R/sweep-$m.tsv" \
+	    --title "exp6 $m against GFLOPs per image" -o "$R/flops-$m.png"
+done
 rp_table image_retrieval_recall@1 text_retrieval_recall@1 category_acc1 \
     lp_acc1 source_p_shuffled wall_s >"$R/table.md"
 rp_bars image_retrieval_recall@1 "exp6 image retrieval R@1" "$R/r1.png"
