@@ -54,6 +54,16 @@ for run in "$R"/runs/fixed-1-1/seed* "$R"/runs/adaptive/seed*; do
 	    sed -n 's/.*"source_p":\[[^],]*,\([^],]*\)\].*/\1/p')"
 done >>"$R/results.tsv"
 rp_summary
+# the shuffled source's probability along training (mean over seeds)
+printf 'step\tseries\tsource_p_shuffled\n' >"$R/source-p.tsv"
+for run in "$R"/runs/fixed-1-1/seed* "$R"/runs/adaptive/seed*; do
+	[ -f "$run/eval.json" ] || continue
+	sed -n 's/^{"step":\([0-9]*\),.*"source_p":\[[^],]*,\([^],]*\)\].*/\1\t\2/p' \
+	    "$run/metrics.jsonl" |
+	    sed "s/\t/\t$(basename "$(dirname "$run")")\t/"
+done >>"$R/source-p.tsv"
+"$BIN/vlm-eval" plot --tsv "$R/source-p.tsv" \
+    --title "exp6 probability of the shuffled source" -o "$R/source-p.png"
 printf 'name\tgflops_per_image\n' >"$R/flops.tsv"
 for run in "$R"/runs/*/seed1; do
 	[ -f "$run/eval.json" ] || continue
