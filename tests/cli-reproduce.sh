@@ -88,6 +88,13 @@ check "exp6: the shuffled source keeps every image, captions permuted" \
     [ "$(tail -n +2 "$S6" | cut -f 2 | sort)" = "$(tail -n +2 "$D/google-base.tsv" | cut -f 2 | sort)" ] &&
     ! tail -n +2 "$S6" | cut -f 1 | while read -r f; do [ -f "$f" ] || echo x; done | grep -q x &&
     [ "$(tail -n +2 "$S6" | cut -f 2)" != "$(tail -n +2 "$D/google-base.tsv" | cut -f 2)" ]'
+ok "KEEP_OPTIM=0" env BIN="$BIN" DATA="$D" OUT="$T/res2" SHORT=1 SEEDS=1 \
+    ES=4 KEEP_OPTIM=0 sh examples/reproduce/exp5-experts.sh
+check "KEEP_OPTIM=0 keeps the model and its evaluation, not the optimizer" \
+    '[ -s "$T/res2/exp5/runs/e4/seed1/latest/model.safetensors" ] &&
+    [ -s "$T/res2/exp5/runs/e4/seed1/eval.json" ] &&
+    [ -z "$(find "$T/res2/exp5/runs" -name optim.safetensors)" ] &&
+    [ -n "$(find "$T/res/exp5/runs" -name optim.safetensors)" ]'
 touch "$T/stamp"
 sleep 1
 ok "a rerun" env BIN="$BIN" DATA="$D" OUT="$T/res" SHORT=1 SEEDS=1 \

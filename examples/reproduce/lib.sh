@@ -17,6 +17,8 @@
 #            (embeddings 32, context 16), 200 steps of 32
 #   PARALLEL=1  train the seeds at the same time (one process each)
 #   COLLECT_ONLY=1  train nothing: tables and charts of the runs done
+#   KEEP_OPTIM=0  delete each finished run's optimizer state (twice the
+#            model's size; the run can then not be resumed), keep the model
 #   STEPS, BATCH, LOG_EVERY, VAL_EVERY  override the mode's scale
 #
 # Full mode: the recipe of examples/demo.sh (tiny presets, 900 steps of
@@ -105,6 +107,7 @@ rp_train() {
 	    --val-data "$DATA/twitter-base.tsv" --val-every "${VAL_EVERY:-$LOG_EVERY}" \
 	    $SCALE "$@"
 	echo $(( $(date +%s) - start )) >"$run/wall_s"
+	[ "${KEEP_OPTIM:-1}" = 1 ] || rm -f "$run"/ckpt-*/optim.safetensors
 	rp_eval "$run"
 }
 
