@@ -16,7 +16,8 @@ seed_runs() {
 rp_seeds seed_runs
 rp_collect
 rp_table image_retrieval_recall@1 text_retrieval_recall@1 category_acc1 \
-    lp_acc1 train_eff_experts_image train_eff_experts_text wall_s |
+    lp_acc1 train_eff_experts_image train_eff_experts_text \
+    route_eff_assigned_image route_eff_assigned_text wall_s |
     { read -r h; read -r l; echo "$h"; echo "$l"; sort -t e -k 2n; } \
     >"$R/table.md"
 for m in image_retrieval_recall@1 lp_acc1; do

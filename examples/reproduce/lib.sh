@@ -166,6 +166,8 @@ rp_collect() {
 			    "$run/eval.json" | tr -d '"' | sed 's/: /\t/'
 			printf 'wall_s\t%s\n' "$(cat "$run/wall_s")"
 			tail -n 1 "$run/metrics.jsonl" | rp_moe_means
+			[ ! -f "$run/routes.json" ] ||
+			    rp_route_means "$run/routes.json"
 		} | grep -v '^weight_decay' | sed "s/^/$n\t$s\t/" >>"$R/results.tsv"
 	done
 	rp_summary
@@ -209,6 +211,24 @@ rp_moe_means() {
 	/^"(eff_experts|dropped)_/ { gsub(/"/, "", $1); s[$1] += $2; n[$1]++ }
 	END { for (k in s) printf "train_%s\t%.4f\n", k, s[k] / n[k] }' |
 	    sort
+}
+
+# rp_route_means ROUTES: from vlm-route-stats --json, per modality the
+# mean over MoE layers of exp(H) of the experts' shares of its top-K
+# assignments before capacity, as "route_eff_assigned_MOD<TAB>value"
+# lines: the experts a modality is actually sent to (eff_experts in
+# metrics.jsonl is exp(H) of the mean gate probabilities, which stays
+# near E while the top choices crowd onto a few experts)
+rp_route_means() {
+	awk '/"label":/ { l++ }
+	/^ *"(image|text|all)": \{/ { m = $1; gsub(/[":{ ]/, "", m) }
+	/"load":/ { v = $2 + 0
+		if (v > 0) { k = l SUBSEP m; t[k] += v; x[k, ++n[k]] = v } }
+	END { for (k in t) { h = 0
+		for (i = 1; i <= n[k]; i++) { p = x[k, i] / t[k]; h -= p * log(p) }
+		split(k, a, SUBSEP); s[a[2]] += exp(h); c[a[2]]++ }
+	for (q in s) printf "route_eff_assigned_%s\t%.4f\n", q, s[q] / c[q] }' \
+	    "$1" | sort
 }
 
 # rp_table METRIC...: the summary as a markdown table, one row per name
