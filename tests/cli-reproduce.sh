@@ -58,12 +58,15 @@ check "exp1: five models" \
     '[ "$(ls "$R/runs" | tr "\n" " ")" = "one-tower-dense one-tower-moe two-tower-dense two-tower-moe vl-moe-pools " ]'
 for m in image_retrieval_recall@1 text_retrieval_recall@10 category_acc1 \
     subcategory_acc1 lp_acc1 wall_s train_eff_experts_text \
-    train_dropped_image; do
+    train_dropped_image route_eff_assigned_image route_eff_assigned_text; do
 	check "exp1: $m of a run" \
 	    'grep -q "^one-tower-moe	1	$m	[0-9.e+-]*$" "$R/results.tsv"'
 done
 check "exp1: routing of the MoE runs only" \
     '[ -s "$R/runs/one-tower-moe/seed1/routes.json" ] && [ ! -e "$R/runs/one-tower-dense/seed1/routes.json" ]'
+check "exp1: assigned experts of MoE runs only, between 1 and E" \
+    '! grep -q "^one-tower-dense	1	route_eff" "$R/results.tsv" &&
+    awk -F "\t" "\$3 ~ /^route_eff/ && !(\$4 >= 1 && \$4 <= 8) { exit 1 }" "$R/results.tsv"'
 check "exp1: FLOPs of each model" \
     '[ "$(grep -c "^forward GFLOPs per image" "$R/flops.txt")" = 5 ]'
 check "exp2: all is exp1's one-tower-moe" \
