@@ -39,8 +39,8 @@ oracle(float x)
 		    0x7f80) : lo;
 	}
 	d = fabs((double)x);
-	dlo = d - fabs((double)from_bits((uint32_t)lo << 16));
-	dhi = fabs((double)from_bits((uint32_t)(lo + 1) << 16)) - d;
+	dlo = d - fabs((double)vlm_bf16_to_f32(lo));
+	dhi = fabs((double)vlm_bf16_to_f32((uint16_t)(lo + 1))) - d;
 	if (dlo < dhi || (dlo == dhi && !(lo & 1)))
 		return lo;
 	return lo + 1;
