@@ -70,7 +70,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	vlm_layernorm_fwd_cpu(b->ln1, b->m1, b->r1, x, w1.w, b1.w, N, D);
 	if (!kvin) {
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, 3 * D);
-		vlm_xattention_fwd_ref(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
+		vlm_xattention_fwd_cpu(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
 		    3 * D, mask, causal, N, N, D, H);
 	} else {
 		b->kvl = F(M * D), b->mk = F(M), b->rk = F(M);
@@ -81,7 +81,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, D);
 		vlm_linear_fwd_cpu(b->kv, b->kvl, win.w + D * D, bin.w + D, M,
 		    D, 2 * D);
-		vlm_xattention_fwd_ref(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
+		vlm_xattention_fwd_cpu(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
 		    NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(b->x1, b->a, T(c, gr, "%s.attn.out_proj.weight",
@@ -138,7 +138,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		dx[i] += dy[i];
 	memset(dln, 0, (size_t)N * D * sizeof(float));
 	if (!b->cross) {
-		vlm_xattention_bwd_ref(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
+		vlm_xattention_bwd_cpu(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
 		    b->q + 2 * D, 3 * D, 3 * D, 3 * D, N, N, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    3 * D);
@@ -146,7 +146,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		float *dkvp = F(M * 2 * D), *dkl = F(M * D);
 		struct tg wk = T(c, gr, "%s.ln_1_kv.weight", pre);
 		struct tg bk = T(c, gr, "%s.ln_1_kv.bias", pre);
-		vlm_xattention_bwd_ref(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
+		vlm_xattention_bwd_cpu(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
 		    D, 2 * D, 2 * D, N, M, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    D);
@@ -211,7 +211,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_linear_fwd_cpu(q, qn, wq.w, bi.w, Q, E, E);
 	vlm_linear_fwd_cpu(k, xk, wk.w, bi.w + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, wv.w, bi.w + 2 * E, N, D, E);
-	vlm_xattention_fwd_ref(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
+	vlm_xattention_fwd_cpu(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
 	vlm_linear_fwd_cpu(pool, a, wo.w, bo.w, Q, E, E);
 	vlm_layernorm_fwd_cpu(post, mo, ro, pool, low.w, lob.w, Q, E);
 
@@ -222,7 +222,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_layernorm_bwd_cpu(dpool, low.g, lob.g, dpost, pool, low.w, mo, ro,
 	    Q, E);
 	vlm_linear_bwd_cpu(da, wo.g, bo.g, dpool, a, wo.w, Q, E, E);
-	vlm_xattention_bwd_ref(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
+	vlm_xattention_bwd_cpu(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
 	vlm_linear_bwd_cpu(dqn, wq.g, bi.g, dq, qn, wq.w, Q, E, E);
 	vlm_linear_bwd_cpu(dxk, wk.g, bi.g + E, dk, xk, wk.w, N, D, E);
 	vlm_linear_bwd_cpu(dxk, wv.g, bi.g + 2 * E, dv, xk, wv.w, N, D, E);

@@ -321,7 +321,7 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 	    W(c, "%s.ln_1.bias", pre), N, D);
 	if (!kv) {
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, 3 * D);
-		vlm_xattention_fwd_ref(a, s, qkv, 3 * D, qkv + D, 3 * D,
+		vlm_xattention_fwd_cpu(a, s, qkv, 3 * D, qkv + D, 3 * D,
 		    qkv + 2 * D, 3 * D, mask, causal, N, N, D, H);
 	} else {
 		vlm_layernorm_fwd_cpu(kvl, NULL, NULL, kv,
@@ -329,7 +329,7 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 		    W(c, "%s.ln_1_kv.bias", pre), M, D);
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, D);
 		vlm_linear_fwd_cpu(kvp, kvl, w + D * D, b + D, M, D, 2 * D);
-		vlm_xattention_fwd_ref(a, s, qkv, D, kvp, 2 * D, kvp + D,
+		vlm_xattention_fwd_cpu(a, s, qkv, D, kvp, 2 * D, kvp + D,
 		    2 * D, NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(o, a, W(c, "%s.attn.out_proj.weight", pre),
@@ -366,7 +366,7 @@ pooler(const struct vlm_coca *c, float *out, const float *x, int N)
 	    b + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, W(c, "visual.attn_pool.attn.v_proj_weight"),
 	    b + 2 * E, N, D, E);
-	vlm_xattention_fwd_ref(a, s, q, E, k, E, v, E, NULL, 0, Q, N, E,
+	vlm_xattention_fwd_cpu(a, s, q, E, k, E, v, E, NULL, 0, Q, N, E,
 	    c->Hq);
 	vlm_linear_fwd_cpu(out, a, W(c, "visual.attn_pool.attn.out_proj.weight"),
 	    W(c, "visual.attn_pool.attn.out_proj.bias"), Q, E, E);
