@@ -15,13 +15,15 @@ vlm_coca_save(const struct vlm_coca *c, const char *path, const char *merges)
 	const char *keys[] = { "format", "vlm.version", "vlm.coca",
 		"tokenizer.merges" };
 	const char *vals[4] = { "vlm-coca", "1", NULL, merges };
-	char cfg[512];
+	char cfg[512], moe[64] = "";
 
+	if (c->Ed)
+		snprintf(moe, sizeof(moe), ", \"moe_top_k\": %d", c->Kd);
 	snprintf(cfg, sizeof(cfg), "{\"vision_cfg\": {\"head_width\": %d, "
 	    "\"attn_pooler_queries\": %d, \"attn_pooler_heads\": %d}, "
 	    "\"text_cfg\": {\"heads\": %d}, \"multimodal_cfg\": {\"heads\": "
-	    "%d}, \"quick_gelu\": %s}", c->Dv / c->Hv, c->Q, c->Hq, c->Ht,
-	    c->Hd, c->quick ? "true" : "false");
+	    "%d%s}, \"quick_gelu\": %s}", c->Dv / c->Hv, c->Q, c->Hq, c->Ht,
+	    c->Hd, moe, c->quick ? "true" : "false");
 	vals[2] = cfg;
 	return vlm_st_save(path, c->st.names, c->st.tensors, c->st.n, keys,
 	    vals, merges ? 4 : 3);

@@ -1,6 +1,7 @@
 /*
  * model/coca-gen.c - captions from CoCa as OpenCLIP 2.32's generate()
- * makes them (ids SOT 49406, EOT 49407, pad 0; repetition penalty 1):
+ * makes them (ids SOT V - 2, EOT V - 1 as the tokenizer numbers them,
+ * 49406 and 49407 in OpenCLIP's; pad 0; repetition penalty 1):
  *   greedy  generation_type 'top_k', top_k 1: argmax per step, EOT barred
  *           while fewer than min_len ids, EOT forced at position len - 1
  *   beam    generation_type 'beam_search' over transformers' BeamSearch-
@@ -17,8 +18,8 @@
 #include "kernels.h"
 #include "model/coca.h"
 
-#define SOT 49406
-#define EOT 49407
+#define SOT (c->V - 2) /* 49406 in OpenCLIP's vocabulary */
+#define EOT (c->V - 1) /* 49407 */
 
 /* Scratch of one image's decoding: its tokens and one step's buffers. */
 struct gen {
@@ -159,6 +160,7 @@ topk(const float *sc, int gs, int V, int k, float *val, int *at)
 /* The beams' state: ids (nb, n), summed scores, per group done + hyps. */
 struct beams {
 	int nb, G, gs, n;
+	int32_t eot;
 	int32_t ids[VLM_COCA_MAX_BEAMS][VLM_COCA_MAX_LEN];
 	float score[VLM_COCA_MAX_BEAMS];
 	int done[VLM_COCA_MAX_BEAMS];
@@ -184,7 +186,7 @@ group_step(struct beams *b, int q, const float *sc, int V, int32_t
 	topk(sc, gs, V, k, val, at);
 	for (int r = 0; r < k && m < gs; r++) {
 		int j = at[r] / V, t = at[r] % V;
-		if (t == EOT) {
+		if (t == V - 1) { /* EOT */
 			if (r < gs)
 				hyps_add(&b->hyp[q], ids[j], b->n, val[r],
 				    b->n + 1);
@@ -217,7 +219,7 @@ finalize(struct beams *b, int len, int32_t *out)
 	int n = b->hyp[bq].len[bi];
 	memcpy(out, b->hyp[bq].ids[bi], n * sizeof(*out));
 	if (n < len)
-		out[n++] = EOT;
+		out[n++] = b->eot;
 	return n;
 }
 
@@ -241,7 +243,7 @@ vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
 		free(b);
 		return -1;
 	}
-	b->nb = nb, b->G = G, b->gs = nb / G, b->n = 1;
+	b->nb = nb, b->G = G, b->gs = nb / G, b->n = 1, b->eot = EOT;
 	for (int j = 0; j < nb; j++) {
 		b->ids[j][0] = SOT;
 		b->score[j] = j % b->gs ? -1e9f : 0;

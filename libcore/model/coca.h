@@ -25,6 +25,8 @@ struct vlm_coca {
 	int Dd, Ld, Hd;    /* decoder width, layers, heads */
 	int V;             /* vocabulary, e.g. 49408 */
 	int quick;         /* QuickGELU instead of GELU */
+	int Ed, Kd;        /* decoder MoE: experts, top-k, e.g. 4, 2 (Ed 0:
+	                    * dense); which blocks: model/coca-moe.c */
 };
 
 /* Load weights (safetensors, OpenCLIP names) and open_clip_config.json
@@ -90,5 +92,28 @@ int vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
 #define VLM_COCA_MAX_LEN 77
 int vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
     int min_len, int nb, int G, int32_t *out);
+
+/* MoE FFNs of decoder blocks (model/coca-moe.c). */
+struct vlm_coca_moe {    /* a forward's saves for the backward */
+	int N, E, K, F;
+	int32_t *idx;    /* (N,K) each token's experts */
+	float *w;        /* (N,K) their gates */
+	int32_t *order;  /* (N*K) assignments t*K+k in expert order */
+	int32_t *start;  /* (E+1) each expert's first row of that order */
+	float *x, *h, *g, *o; /* rows in that order: input (D), c_fc out
+	                       * and its GELU (F), expert output (D) */
+};
+/* 1 if the block at prefix pre has an MoE FFN (a router). */
+int vlm_coca_moe_at(const struct vlm_coca *c, const char *pre);
+/* y (N,D) += the MoE FFN of block pre on x (N,D) (ln_2's output); the
+ * saves into s, or none with s NULL. */
+void vlm_coca_moe_fwd(const struct vlm_coca *c, const char *pre,
+    const float *x, int N, float *y, struct vlm_coca_moe *s);
+/* dx (N,D) += from dy (N,D); the experts' and router's gradients
+ * accumulate into gr (vlm_coca_grads_new). */
+void vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr,
+    const char *pre, const struct vlm_coca_moe *s, const float *x,
+    const float *dy, float *dx);
+void vlm_coca_moe_free(struct vlm_coca_moe *s);
 
 #endif
