@@ -111,19 +111,23 @@ setup(struct train *t, struct vlm_coca *c)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
 	}
+	if (train_data(t) < 0)
+		errx(1, "%s", vlm_errmsg());
+	/* the run's tokenizer, the model's, or one learnt from the
+	 * captions with the model's vocabulary at most */
 	if (t->tokenizer && !t->resume ? vlm_bpe_load(&t->bpe, t->tokenizer)
-	    < 0 : !vlm_coca_merges(c) ? vlm_error("'%s': the model carries no "
-	    "tokenizer (give --tokenizer)", path) : vlm_bpe_from_merges(
-	    &t->bpe, vlm_coca_merges(c)) < 0)
+	    < 0 : vlm_coca_merges(c) ? vlm_bpe_from_merges(&t->bpe,
+	    vlm_coca_merges(c)) < 0 : vlm_bpe_train(&t->bpe, (const char
+	    *const *)t->captions, t->nitems, t->vocab_size ? t->vocab_size :
+	    c->V) < 0)
 		errx(1, "%s", vlm_errmsg());
 	if (t->bpe.nvocab > c->V)
 		errx(1, "tokenizer has %d tokens, the model's vocabulary only "
 		    "%d", t->bpe.nvocab, c->V);
+	c->sot = t->bpe.sot, c->eot = t->bpe.eot;
 	if (!(t->m.tokenizer = vlm_bpe_merges_alloc(&t->bpe)) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)))
 		err(1, NULL);
-	if (train_data(t) < 0)
-		errx(1, "%s", vlm_errmsg());
 	if (t->epochs)
 		t->o.steps = t->epochs * (t->nitems / t->o.batch);
 	freeze(t);

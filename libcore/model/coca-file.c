@@ -12,6 +12,15 @@
 int
 vlm_coca_save(const struct vlm_coca *c, const char *path, const char *merges)
 {
+	return vlm_coca_write(path, c->st.names, c->st.tensors, c->st.n, c,
+	    merges);
+}
+
+int
+vlm_coca_write(const char *path, const char *const *names,
+    const struct vlm_tensor *ts, int n, const struct vlm_coca *c,
+    const char *merges)
+{
 	const char *keys[] = { "format", "vlm.version", "vlm.coca",
 		"tokenizer.merges" };
 	const char *vals[4] = { "vlm-coca", "1", NULL, merges };
@@ -25,8 +34,8 @@ vlm_coca_save(const struct vlm_coca *c, const char *path, const char *merges)
 	    "%d%s}, \"quick_gelu\": %s}", c->Dv / c->Hv, c->Q, c->Hq, c->Ht,
 	    c->Hd, moe, c->quick ? "true" : "false");
 	vals[2] = cfg;
-	return vlm_st_save(path, c->st.names, c->st.tensors, c->st.n, keys,
-	    vals, merges ? 4 : 3);
+	return vlm_st_save(path, names, ts, n, keys, vals,
+	    merges ? 4 : 3);
 }
 
 const char *

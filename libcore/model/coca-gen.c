@@ -1,7 +1,7 @@
 /*
  * model/coca-gen.c - captions from CoCa as OpenCLIP 2.32's generate()
- * makes them (ids SOT V - 2, EOT V - 1 as the tokenizer numbers them,
- * 49406 and 49407 in OpenCLIP's; pad 0; repetition penalty 1):
+ * makes them (ids SOT, EOT the tokenizer's, c->sot and c->eot: 49406 and
+ * 49407 in OpenCLIP's; pad 0; repetition penalty 1):
  *   greedy  generation_type 'top_k', top_k 1: argmax per step, EOT barred
  *           while fewer than min_len ids, EOT forced at position len - 1
  *   beam    generation_type 'beam_search' over transformers' BeamSearch-
@@ -18,8 +18,8 @@
 #include "kernels.h"
 #include "model/coca.h"
 
-#define SOT (c->V - 2) /* 49406 in OpenCLIP's vocabulary */
-#define EOT (c->V - 1) /* 49407 */
+#define SOT (c->sot) /* 49406 in OpenCLIP's vocabulary */
+#define EOT (c->eot) /* 49407 */
 
 /* Scratch of one image's decoding: its tokens and one step's buffers. */
 struct gen {
@@ -186,7 +186,7 @@ group_step(struct beams *b, int q, const float *sc, int V, int32_t
 	topk(sc, gs, V, k, val, at);
 	for (int r = 0; r < k && m < gs; r++) {
 		int j = at[r] / V, t = at[r] % V;
-		if (t == V - 1) { /* EOT */
+		if (t == b->eot) {
 			if (r < gs)
 				hyps_add(&b->hyp[q], ids[j], b->n, val[r],
 				    b->n + 1);

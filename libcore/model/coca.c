@@ -338,6 +338,7 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 		vlm_st_release(&c->st);
 		return -1;
 	}
+	c->sot = c->V - 2, c->eot = c->V - 1;
 	return 0;
 }
 

@@ -25,6 +25,9 @@ struct vlm_coca {
 	int Dd, Ld, Hd;    /* decoder width, layers, heads */
 	int V;             /* vocabulary, e.g. 49408 */
 	int quick;         /* QuickGELU instead of GELU */
+	int32_t sot, eot;  /* generation's start and end ids: V - 2, V - 1
+	                    * (49406, 49407) unless the tokenizer, smaller
+	                    * than the vocabulary, says otherwise */
 	int Ed, Kd;        /* decoder MoE: experts, top-k, e.g. 4, 2 (Ed 0:
 	                    * dense); which blocks: model/coca-moe.c */
 };
@@ -42,6 +45,11 @@ int vlm_coca_index(const struct vlm_coca *c, const char *fmt, ...)
  * text of its tokenizer or NULL; vlm_coca_load reads it back (config
  * NULL). */
 int vlm_coca_save(const struct vlm_coca *c, const char *path,
+    const char *merges);
+/* The same for n tensors of names and ts, with c's config keys (heads,
+ * pooler, activation, moe_top_k; its tensors unused). */
+int vlm_coca_write(const char *path, const char *const *names,
+    const struct vlm_tensor *ts, int n, const struct vlm_coca *c,
     const char *merges);
 /* 1 if the safetensors file holds a CoCa decoder, 0 if not, -1 if it
  * cannot be read. */
@@ -92,6 +100,34 @@ int vlm_coca_greedy(const struct vlm_coca *c, const float *img, int len,
 #define VLM_COCA_MAX_LEN 77
 int vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
     int min_len, int nb, int G, int32_t *out);
+
+/* New model files (model/coca-new.c). */
+struct vlm_coca_shape {
+	int E;             /* embed = text = decoder width, e.g. 32 */
+	int S, p;          /* image, patch size, e.g. 32, 8 */
+	int Dv, Lv, Hv;    /* vision width, layers, heads, e.g. 64, 2, 2 */
+	int Q, Hq;         /* pooler queries, heads, e.g. 17, 4 */
+	int Lt, Ht, T;     /* text layers, heads, context, e.g. 2, 2, 16 */
+	int Ld, Hd;        /* decoder layers, heads, e.g. 2, 2 */
+	int V;             /* vocabulary, e.g. 49408 */
+	int mlp;           /* MLP ratio, e.g. 4 */
+	int moe_experts, moe_top_k, moe_every; /* decoder MoE, e.g. 0, 2, 2 */
+};
+/* coca-tiny, the shape above's e.g. values. */
+void vlm_coca_shape_preset(struct vlm_coca_shape *s);
+/* One "key=value" override: embed_dim, image_size, patch_size,
+ * vision.{width,layers,heads}, pooler.{queries,heads},
+ * text.{layers,heads}, context, decoder.{layers,heads}, vocab,
+ * mlp_ratio, moe.{experts,top_k,every}. */
+int vlm_coca_shape_set(struct vlm_coca_shape *s, const char *kv);
+/* A CoCa model file of shape s, initialised as OpenCLIP does (seeded);
+ * MoE FFNs in decoder blocks moe_every-1, 2 moe_every-1, ... */
+int vlm_coca_create(const char *path, const struct vlm_coca_shape *s,
+    uint64_t seed, const char *merges);
+/* c with the MLP of decoder blocks every-1, 2 every-1, ... made E
+ * experts (copies of it) and a router N(0, std^2) (seeded), top-K. */
+int vlm_coca_upcycle(const struct vlm_coca *c, const char *path, int E,
+    int K, int every, double std, uint64_t seed, const char *merges);
 
 /* MoE FFNs of decoder blocks (model/coca-moe.c). */
 struct vlm_coca_moe {    /* a forward's saves for the backward */
