@@ -149,7 +149,7 @@ vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr, const char *pre,
 	float *gwr = G(c, gr, "%s.mlp.router.weight", pre);
 	float *dO = malloc((size_t)N * K * D * sizeof(float));
 	float *dG = calloc((size_t)N * K * F, sizeof(float));
-	float *dH = malloc((size_t)N * K * F * sizeof(float));
+	float *dH = calloc((size_t)N * K * F, sizeof(float));
 	float *dX = calloc((size_t)N * K * D, sizeof(float));
 	float *dw = calloc((size_t)N * K, sizeof(float));
 	float *dz = calloc((size_t)N * E, sizeof(float));
