@@ -102,3 +102,26 @@ convert_upcycle_coca(const char *in, const char *out, int E, int K,
 	vlm_coca_release(&c);
 	return 0;
 }
+
+int
+convert_info_coca(const char *path)
+{
+	struct vlm_coca c;
+	static const char *const part[] = { "image", "text",
+		"caption (decoder, T - 1 tokens)" };
+
+	if (vlm_coca_load(&c, path, NULL) < 0) {
+		warnx("%s", vlm_errmsg());
+		return -1;
+	}
+	printf("\nmodel: CoCa, embedding %d, image %d px / patch %d, context "
+	    "%d, vocabulary %d%s\n", c.E, c.S, c.p, c.T, c.V,
+	    vlm_coca_merges(&c) ? ", tokenizer inside" : "");
+	if (c.Ed)
+		printf("decoder experts: %d, top-%d\n", c.Ed, c.Kd);
+	for (int i = 0; i < 3; i++)
+		printf("forward GFLOPs per %s: %.6g\n", part[i],
+		    vlm_coca_flops(&c, i) / 1e9);
+	vlm_coca_release(&c);
+	return 0;
+}

@@ -200,3 +200,67 @@ vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr, const char *pre,
 	vlm_gemm_cpu(0, 0, N, D, E, 1, dz, E, wr, D, 1, dx, D);
 	free(dO), free(dG), free(dH), free(dX), free(dw), free(dz);
 }
+
+/* Linear layer FLOPs: 2 n in out. */
+static double
+lin(double n, double in, double out)
+{
+	return 2 * n * in * out;
+}
+
+/* One block at prefix pre over n query rows (cross: M key rows). */
+static double
+block_flops(const struct vlm_coca *c, const char *pre, int n, int M, int D,
+    int cross)
+{
+	char nm[160];
+	const struct vlm_tensor *t;
+	double f = lin(n, D, D) * 2 + lin(cross ? M : n, D, 2 * D) +
+	    4.0 * n * (cross ? M : n) * D; /* q, out; k, v; scores, mix */
+
+	if (vlm_coca_moe_at(c, pre)) {
+		snprintf(nm, sizeof(nm), "%s.mlp.experts.c_fc.weight", pre);
+		t = vlm_st_get(&c->st, nm);
+		return f + lin(n, D, c->Ed) + c->Kd * 2 * lin(n, D,
+		    (double)t->shape[1]);
+	}
+	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", pre);
+	t = vlm_st_get(&c->st, nm);
+	return f + 2 * lin(n, D, (double)t->shape[0]);
+}
+
+double
+vlm_coca_flops(const struct vlm_coca *c, int part)
+{
+	int P = (c->S / c->p) * (c->S / c->p), n = c->T - 1, M = c->Q - 1;
+	double f = 0;
+	char pre[96];
+
+	if (part == 0) { /* image: patches, blocks, pooler, projection */
+		f = lin(P, 3.0 * c->p * c->p, c->Dv);
+		for (int l = 0; l < c->Lv; l++) {
+			snprintf(pre, sizeof(pre), "visual.transformer."
+			    "resblocks.%d", l);
+			f += block_flops(c, pre, P + 1, 0, c->Dv, 0);
+		}
+		return f + lin(c->Q, c->E, c->E) + lin(P + 1, c->Dv, 2 *
+		    c->E) + 4.0 * c->Q * (P + 1) * c->E + lin(c->Q, c->E,
+		    c->E) + lin(1, c->E, c->E);
+	}
+	if (part == 1) { /* text: T tokens and the class token */
+		for (int l = 0; l < c->Lt; l++) {
+			snprintf(pre, sizeof(pre), "text.transformer."
+			    "resblocks.%d", l);
+			f += block_flops(c, pre, c->T + 1, 0, c->Dt, 0);
+		}
+		return f + lin(1, c->Dt, c->E);
+	}
+	/* decoder over T - 1 tokens, the logits included */
+	for (int l = 0; l < c->Ld; l++) {
+		snprintf(pre, sizeof(pre), "text_decoder.resblocks.%d", l);
+		f += block_flops(c, pre, n, 0, c->Dd, 0);
+		snprintf(pre, sizeof(pre), "text_decoder.cross_attn.%d", l);
+		f += block_flops(c, pre, n, M, c->Dd, 1);
+	}
+	return f + lin(n, c->Dd, c->V);
+}

@@ -41,7 +41,7 @@ vlm_coca_shape_set(struct vlm_coca_shape *s, const char *kv)
 		K("decoder.layers", Ld), K("decoder.heads", Hd),
 		K("vocab", V), K("mlp_ratio", mlp),
 		K("moe.experts", moe_experts), K("moe.top_k", moe_top_k),
-		K("moe.every", moe_every),
+		K("moe.every", moe_every), K("moe.mlp_ratio", moe_mlp),
 #undef K
 	};
 	const char *eq = strchr(kv, '=');
@@ -60,7 +60,7 @@ vlm_coca_shape_set(struct vlm_coca_shape *s, const char *kv)
 	}
 	return vlm_error("'%s': no such CoCa key (embed_dim, image_size, "
 	    "patch_size, vision.*, pooler.*, text.*, context, decoder.*, "
-	    "vocab, mlp_ratio, moe.*)", kv);
+	    "vocab, mlp_ratio, moe.{experts,top_k,every,mlp_ratio})", kv);
 }
 
 /* The tensors being made, their names and the generator. */
@@ -193,7 +193,8 @@ add_tensors(struct mk *m, const struct vlm_coca_shape *s)
 		int moe = s->moe_experts && s->moe_every && (l + 1) %
 		    s->moe_every == 0;
 		snprintf(p, sizeof(p), "text_decoder.resblocks.%d", l);
-		add_block(m, p, E, s->Ld, F, 0, moe ? s->moe_experts : 0);
+		add_block(m, p, E, s->Ld, moe && s->moe_mlp ? E * s->moe_mlp :
+		    F, 0, moe ? s->moe_experts : 0);
 		snprintf(p, sizeof(p), "text_decoder.cross_attn.%d", l);
 		add_block(m, p, E, s->Ld, F, 1, 0);
 	}

@@ -112,13 +112,14 @@ struct vlm_coca_shape {
 	int V;             /* vocabulary, e.g. 49408 */
 	int mlp;           /* MLP ratio, e.g. 4 */
 	int moe_experts, moe_top_k, moe_every; /* decoder MoE, e.g. 0, 2, 2 */
+	int moe_mlp;       /* the experts' MLP ratio, e.g. 2 (0: mlp) */
 };
 /* coca-tiny, the shape above's e.g. values. */
 void vlm_coca_shape_preset(struct vlm_coca_shape *s);
 /* One "key=value" override: embed_dim, image_size, patch_size,
  * vision.{width,layers,heads}, pooler.{queries,heads},
  * text.{layers,heads}, context, decoder.{layers,heads}, vocab,
- * mlp_ratio, moe.{experts,top_k,every}. */
+ * mlp_ratio, moe.{experts,top_k,every,mlp_ratio}. */
 int vlm_coca_shape_set(struct vlm_coca_shape *s, const char *kv);
 /* A CoCa model file of shape s, initialised as OpenCLIP does (seeded);
  * MoE FFNs in decoder blocks moe_every-1, 2 moe_every-1, ... */
@@ -151,5 +152,10 @@ void vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr,
     const char *pre, const struct vlm_coca_moe *s, const float *x,
     const float *dy, float *dx);
 void vlm_coca_moe_free(struct vlm_coca_moe *s);
+/* Forward FLOPs (multiply-adds twice; LayerNorms, softmax, GELU not
+ * counted) of part 0 an image, 1 a text of T tokens, 2 the decoder over
+ * T - 1 tokens with the logits; an MoE FFN counts its router and K of
+ * its experts. */
+double vlm_coca_flops(const struct vlm_coca *c, int part);
 
 #endif
