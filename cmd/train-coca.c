@@ -4,8 +4,9 @@
  * (--caption-weight, --clip-weight as OpenCLIP's), the CLIP run's AdamW,
  * schedule, pairs, loader, RUN/params.json and checkpoints; metrics.jsonl
  * logs the contrastive and caption losses apart. --stage trains one of
- * Uni-MoE's parts with the rest frozen. One data source, no accumulation,
- * validation, LoRA options or devices.
+ * Uni-MoE's parts with the rest frozen (lora: adapters added first if the
+ * model has none). One data source, no accumulation, validation or
+ * devices.
  */
 #include <err.h>
 #include <jansson.h>
@@ -82,35 +83,83 @@ save_model(void *ctx, const char *path)
 }
 
 /* Model, state, tokenizer, data, optimizer: fresh or from RUN/latest. */
+/* --lora-rank, --lora-alpha (lora.rank=, lora.alpha= lines): the only
+ * --set lines a CoCa run takes. */
+static void
+lora_opts(const struct train *t, int *rank, double *alpha)
+{
+	*rank = 8, *alpha = 0;
+	for (int i = 0; i < t->nset; i++)
+		if (strncmp(t->sets[i], "lora.rank=", 10) == 0)
+			*rank = atoi(t->sets[i] + 10);
+		else if (strncmp(t->sets[i], "lora.alpha=", 11) == 0)
+			*alpha = atof(t->sets[i] + 11);
+		else
+			errx(2, "CoCa training: --set %s: no --set keys but "
+			    "--lora-rank and --lora-alpha", t->sets[i]);
+}
+
+/* A fresh run: RUN made and locked, nothing trained in it yet. */
+static void
+new_run(struct train *t)
+{
+	char buf[4200];
+
+	snprintf(buf, sizeof(buf), "%s/latest", t->out);
+	if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
+		err(1, "%s", t->out);
+	train_lock_run(t->out);
+	if (access(buf, F_OK) == 0)
+		errx(1, "'%s' holds checkpoints of a run already: --resume it, "
+		    "or choose another --out", t->out);
+}
+
+/* The model: --stage lora on one without adapters gets them first
+ * (RUN/lora-init.safetensors, the same function), rank --lora-rank. */
+static void
+load_model(struct train *t, struct vlm_coca *c, const char *path)
+{
+	char buf[4200];
+	double alpha;
+	int rank;
+
+	lora_opts(t, &rank, &alpha);
+	if (vlm_coca_load(c, path, NULL) < 0)
+		errx(1, "%s", vlm_errmsg());
+	if (!t->stage || strcmp(t->stage, "lora") || c->nlora)
+		return;
+	snprintf(buf, sizeof(buf), "%s/lora-init.safetensors", t->out);
+	if (vlm_coca_add_lora(c, buf, rank, alpha, t->seed,
+	    vlm_coca_merges(c)) < 0)
+		errx(1, "'%s': %s", path, vlm_errmsg());
+	vlm_coca_release(c);
+	if (vlm_coca_load(c, buf, NULL) < 0)
+		errx(1, "%s", vlm_errmsg());
+}
+
 static void
 setup(struct train *t, struct vlm_coca *c)
 {
 	char buf[4200];
 	const char *path = model_path(t, buf, sizeof(buf));
 
-	if (t->nsrc > 1 || t->accum > 1 || t->val_data || t->nset ||
-	    t->ep || t->dist)
+	if (t->nsrc > 1 || t->accum > 1 || t->val_data || t->ep || t->dist)
 		errx(2, "CoCa training: one --data, no --accum-freq, "
-		    "--val-data, --set, LoRA or --expert-parallel");
+		    "--val-data or --expert-parallel");
 	if (t->resume)
 		train_lock_run(t->resume);
-	if (vlm_coca_load(c, path, NULL) < 0 || vlm_coca_params(c, &t->m) < 0
-	    || (t->resume && (vlm_ckpt_load_state(t->resume, &t->st) < 0 ||
+	else
+		new_run(t);
+	load_model(t, c, path);
+	if (vlm_coca_params(c, &t->m) < 0 || (t->resume &&
+	    (vlm_ckpt_load_state(t->resume, &t->st) < 0 ||
 	    vlm_ckpt_prune(t->resume, t->st.step, t->keep) < 0)))
 		errx(1, "%s", vlm_errmsg());
 	t->coca = c;
 	if (t->resume)
 		t->seed = t->st.seed;
-	else {
+	else
 		t->st.seed = t->seed;
-		snprintf(buf, sizeof(buf), "%s/latest", t->out);
-		if (mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
-			err(1, "%s", t->out);
-		train_lock_run(t->out);
-		if (access(buf, F_OK) == 0)
-			errx(1, "'%s' holds checkpoints of a run already: "
-			    "--resume it, or choose another --out", t->out);
-	}
 	if (train_data(t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	/* the run's tokenizer, the model's, or one learnt from the

@@ -2,7 +2,8 @@
  * test-coca-moe.c - CoCa with MoE decoder FFNs (model/coca-moe.c,
  * coca-new.c): the gradient of CoCaLoss against central finite
  * differences for the router, the experts and the tensors around them
- * (a tiny random model, both decoder blocks sparse); an upcycled model
+ * (a tiny random model, both decoder blocks sparse) and for LoRA
+ * adapters on its decoder's attention and FFNs; an upcycled model
  * computes what the dense one does (logits, greedy caption) and keeps
  * its config on a save and load; init and upcycle refuse bad shapes.
  */
@@ -139,6 +140,99 @@ test_moe_fd(void **state)
 	vlm_model_release(&m);
 }
 
+/* LoRA adapters (model/coca-lora.c) on the MoE decoder: the adapters'
+ * gradients against finite differences, B made non-zero first. */
+static void
+test_lora_fd(void **state)
+{
+	struct vlm_coca c0, c;
+	struct vlm_model m;
+	struct vlm_rng r;
+	struct vlm_coca_loss l;
+	char path[4200];
+	int B = 3;
+	const char *names[] = {
+		"text_decoder.resblocks.0.attn.in_proj_weight.lora_a",
+		"text_decoder.resblocks.1.attn.out_proj.weight.lora_b",
+		"text_decoder.cross_attn.0.attn.in_proj_weight.lora_b",
+		"text_decoder.cross_attn.1.mlp.c_fc.weight.lora_a",
+		"text_decoder.resblocks.1.mlp.experts.c_fc.weight.lora_a",
+		"text_decoder.resblocks.0.mlp.experts.c_proj.weight.lora_b",
+	};
+
+	(void)state;
+	tiny(&c0, 4, 2, 9);
+	snprintf(path, sizeof(path), "%s/lora.safetensors", test_tmpdir());
+	assert_int_equal(vlm_coca_add_lora(&c0, path, 3, 6.0, 1, NULL), 0);
+	if (vlm_coca_load(&c, path, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(c.lora_rank, 3);
+	assert_true(c.lora_scale == 2.0f);
+	assert_int_equal(c.nlora, 2 * 2 * 4); /* 2 layers x 2 blocks x 4 */
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_rng_seed(&r, 3);
+	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
+	batch(&c, B, img, ids, &r);
+	/* B = 0: the same function as without adapters */
+	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
+	    < 1e-6);
+	for (int k = 0; k < c.nlora; k++) {
+		struct vlm_tensor *t = &c.st.tensors[c.lora[k].b];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)(0.05 *
+			    vlm_rng_normal(&r));
+	}
+	vlm_coca_lora_sync(&c);
+	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
+	    > 1e-4);
+	float **g = vlm_coca_grads_new(&c);
+	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	for (size_t k = 0; k < sizeof(names) / sizeof(*names); k++) {
+		int i = vlm_coca_index(&c, "%s", names[k]);
+		float *w = c.st.tensors[i].data;
+		int64_t n = vlm_tensor_numel(&c.st.tensors[i]), big = 0;
+		double worst = 0, gmax;
+		for (int64_t j = 0; j < n; j++)
+			if (fabs(g[i][j]) > fabs(g[i][big]))
+				big = j;
+		gmax = fabs(g[i][big]);
+		assert_true(gmax > 0);
+		for (int s = 0; s < 6; s++) {
+			int64_t j = s ? (big + s * (n / 6 + 1)) % n : big;
+			float save = w[j], h = 1e-3f;
+			w[j] = save + h;
+			vlm_coca_lora_sync(&c);
+			double fp = loss_of(&c, img, ids, B);
+			w[j] = save - h;
+			vlm_coca_lora_sync(&c);
+			double fm = loss_of(&c, img, ids, B);
+			w[j] = save;
+			vlm_coca_lora_sync(&c);
+			worst = fmax(worst, fabs((fp - fm) / (2 * h) - g[i][j]) /
+			    gmax);
+		}
+		print_message("%-58s max |fd - grad| / max|grad| %.1e\n",
+		    names[k], worst);
+		assert_true(worst < 2e-2);
+	}
+	/* a save writes the base weights and the adapters: it reloads to
+	 * the same function */
+	snprintf(path, sizeof(path), "%s/lora2.safetensors", test_tmpdir());
+	assert_int_equal(vlm_coca_save(&c, path, NULL), 0);
+	struct vlm_coca d;
+	if (vlm_coca_load(&d, path, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&d, img, ids, B))
+	    < 1e-6);
+	vlm_coca_release(&d);
+	vlm_coca_grads_free(&c, g);
+	free(img), free(ids);
+	vlm_coca_release(&c);
+	vlm_model_release(&m);
+	vlm_coca_release(&c0);
+}
+
 /* Upcycled from the OpenCLIP fixture: the same logits and caption. */
 static void
 test_upcycle_same_function(void **state)
@@ -214,6 +308,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_moe_fd),
+		cmocka_unit_test(test_lora_fd),
 		cmocka_unit_test(test_upcycle_same_function),
 		cmocka_unit_test(test_bad_shape),
 	};

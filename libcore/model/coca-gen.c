@@ -57,7 +57,8 @@ gen_init(struct gen *g, const struct vlm_coca *c, const float *img, int len,
 	return 0;
 }
 
-/* lg (V) := the logits after ids (n), EOT barred while n < min_len. */
+/* lg (V) := the logits after ids (n), EOT barred while n < min_len, ids
+ * the tokenizer does not have (past EOT) always. */
 static int
 next_logits(const struct vlm_coca *c, struct gen *g, const int32_t *ids,
     int n, int min_len, float *lg)
@@ -72,6 +73,8 @@ next_logits(const struct vlm_coca *c, struct gen *g, const int32_t *ids,
 	    c->Dd, proj->data, c->V, 0, lg, c->V);
 	if (n < min_len)
 		lg[EOT] = -INFINITY;
+	for (int v = EOT + 1; v < c->V; v++) /* past a smaller tokenizer */
+		lg[v] = -INFINITY;
 	return 0;
 }
 

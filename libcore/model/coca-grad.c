@@ -478,6 +478,7 @@ vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
 	if (rc == 0) {
 		out->caption = labels ? w_caption * cap / labels : 0;
 		out->total = out->contrastive + out->caption;
+		vlm_coca_lora_grads(c, gr);
 	}
 	free(ur), free(vr), free(u), free(v), free(nu), free(nv), free(du);
 	free(dv), free(dur), free(dvr), free(lg), free(lse), free(dl);

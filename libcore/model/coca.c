@@ -247,6 +247,8 @@ read_config(struct vlm_coca *c, json_t *root, const char *name)
 	c->Hd = jget(m, "heads", 8);
 	c->quick = json_is_true(json_object_get(root, "quick_gelu"));
 	c->Kd = c->Ed ? jget(m, "moe_top_k", 2) : 0;
+	c->lora_alpha = json_is_number(json_object_get(root, "lora_alpha")) ?
+	    json_number_value(json_object_get(root, "lora_alpha")) : 0;
 	if (c->Ed && (c->Kd < 1 || c->Kd > c->Ed))
 		return vlm_error("'%s': moe_top_k %d of %d experts", name,
 		    c->Kd, c->Ed);
@@ -339,6 +341,10 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 		return -1;
 	}
 	c->sot = c->V - 2, c->eot = c->V - 1;
+	if (vlm_coca_lora_load(c, c->lora_alpha) < 0) {
+		vlm_coca_release(c);
+		return -1;
+	}
 	return 0;
 }
 
@@ -346,6 +352,9 @@ void
 vlm_coca_release(struct vlm_coca *c)
 {
 	vlm_st_release(&c->st);
+	free(c->lora);
+	free(c->lora_eff);
+	c->lora = NULL, c->lora_eff = NULL, c->nlora = 0;
 }
 
 /* x += mlp(ln_2(x)) of the block at prefix. */

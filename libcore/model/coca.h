@@ -30,6 +30,19 @@ struct vlm_coca {
 	                    * than the vocabulary, says otherwise */
 	int Ed, Kd;        /* decoder MoE: experts, top-k, e.g. 4, 2 (Ed 0:
 	                    * dense); which blocks: model/coca-moe.c */
+	/* LoRA adapters of the decoder (model/coca-lora.c) */
+	int nlora, lora_rank;         /* adapted tensors, their rank r */
+	double lora_alpha;            /* config lora_alpha (0: r) */
+	float lora_scale;             /* alpha / r */
+	struct vlm_coca_lora *lora;   /* [nlora] */
+	float *lora_eff;              /* the effective weights, owned */
+};
+
+/* One adapted weight: tensor w (effective weights) = base + s B A. */
+struct vlm_coca_lora {
+	int w, a, b;        /* tensor indices: the weight, lora_a, lora_b */
+	int nb, out, in, r; /* nb stacked matrices (E experts, or 1) */
+	float *base;        /* the base weights (the file's or a slab's) */
 };
 
 /* Load weights (safetensors, OpenCLIP names) and open_clip_config.json
@@ -129,6 +142,21 @@ int vlm_coca_create(const char *path, const struct vlm_coca_shape *s,
  * experts (copies of it) and a router N(0, std^2) (seeded), top-K. */
 int vlm_coca_upcycle(const struct vlm_coca *c, const char *path, int E,
     int K, int every, double std, uint64_t seed, const char *merges);
+
+/* LoRA (model/coca-lora.c). Set up the adapters c's file holds, scale
+ * alpha / r (alpha 0: r); vlm_coca_load does it. */
+int vlm_coca_lora_load(struct vlm_coca *c, double alpha);
+/* Recompute the effective weights after the adapters or bases moved. */
+void vlm_coca_lora_sync(const struct vlm_coca *c);
+/* gr[a], gr[b] += the adapters' gradients from gr[w] (effective). */
+void vlm_coca_lora_grads(const struct vlm_coca *c, float **gr);
+/* A copy of c->st.tensors with the base weights, as a save writes them
+ * (malloc'ed), NULL on no memory. */
+const struct vlm_tensor *vlm_coca_lora_base_alloc(const struct vlm_coca *c);
+/* c with rank-r adapters (A ~ N(0, 1/in), B = 0: the same function) on
+ * the decoder's attention and FFN weights, alpha into the config. */
+int vlm_coca_add_lora(const struct vlm_coca *c, const char *path, int r,
+    double alpha, uint64_t seed, const char *merges);
 
 /* MoE FFNs of decoder blocks (model/coca-moe.c). */
 struct vlm_coca_moe {    /* a forward's saves for the backward */

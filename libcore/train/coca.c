@@ -48,8 +48,15 @@ vlm_coca_params(struct vlm_coca *c, struct vlm_model *m)
 		p->off = n;
 		p->n = vlm_tensor_numel(t);
 		p->decay = decays(p->name, t->ndim);
-		memcpy(m->w + n, t->data, p->n * sizeof(float));
-		t->data = m->w + n;
+		struct vlm_coca_lora *l = NULL; /* an adapted weight: its
+		                                 * base, the data stays merged */
+		for (int k = 0; k < c->nlora; k++)
+			l = c->lora[k].w == i ? &c->lora[k] : l;
+		memcpy(m->w + n, l ? l->base : t->data, p->n * sizeof(float));
+		if (l)
+			l->base = m->w + n;
+		else
+			t->data = m->w + n;
 		if (strcmp(p->name, "logit_scale") == 0)
 			m->logit_scale = n;
 		n += p->n;
@@ -76,5 +83,6 @@ vlm_coca_step(struct vlm_coca *c, struct vlm_model *m, struct vlm_optim *o,
 			memcpy(grad + o->pack.off[i], g[i],
 			    m->params[i].n * sizeof(float));
 	vlm_optim_step(o, m, grad, lr);
+	vlm_coca_lora_sync(c);
 	return 0;
 }
