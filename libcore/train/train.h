@@ -166,13 +166,15 @@ int vlm_ckpt_load_optim(const char *run, const struct vlm_model *m,
 
 /* m := a parameter table of c's tensors (OpenCLIP's weight decay rule),
  * which move into m's slab (m->w, file order, the layout of
- * vlm_coca_grads_new); c reads and vlm_coca_save writes them there. The
- * config holds only what the loader needs (image size, context,
- * normalisation). Release c before m. */
+ * vlm_coca_grads_new); c reads and vlm_coca_save writes them there (a
+ * LoRA-adapted weight: its base moves there, c keeps reading the merged
+ * copy). The config holds only what the loader needs (image size,
+ * context, normalisation). Release c before m. */
 int vlm_coca_params(struct vlm_coca *c, struct vlm_model *m);
 /* One AdamW step of CoCaLoss on B images (B,3,S,S) and texts (B,T): g
  * (vlm_coca_grads_new) zeroed and filled, packed into grad (o->pack.n)
- * for o (vlm_optim_init'ed on m), the loss into out. */
+ * for o (vlm_optim_init'ed on m), the loss into out; LoRA's merged
+ * weights recomputed after it. */
 int vlm_coca_step(struct vlm_coca *c, struct vlm_model *m,
     struct vlm_optim *o, float **g, float *grad, const float *imgs,
     const int32_t *ids, int B, float w_caption, float w_clip, float lr,
