@@ -290,6 +290,9 @@ train_coca(struct train *t)
 	vlm_bpe_release(&t->bpe);
 	vlm_coca_release(&c);
 	vlm_model_release(&t->m);
+	for (int i = 0; i < t->nset; i++)
+		free(t->sets[i]);
+	free(t->sets);
 	free(t->grad);
 	free(t->frozen);
 	free(t->warned);
