@@ -13,6 +13,13 @@
 # (STEPS, default 3000, batch 32). Without it: a smoke test of seconds
 # on synthetic shapes (what make check runs).
 #
+# Measured (sh examples/caption.sh ~/.cache/vlm/emoji, 3000 steps of 32,
+# vocabulary 1024 learnt from the names, 1911 Twitter-style images,
+# greedy, 16 tokens at most; 118 and 138 img/s on 2 cores under load):
+#   decoder                     GFLOPs/caption  BLEU-1  BLEU-4  CIDEr-D
+#   dense (MLP ratio 4)         0.00813517      0.0763  0.0217  0.1352
+#   MoE 4 experts, top-2 (2x)   0.00815053      0.0682  0.0176  0.1150
+#
 # Environment: BIN (the programs, default bin), STEPS, TMPDIR.
 set -e
 BIN=$(cd "${BIN:-bin}" && pwd)
