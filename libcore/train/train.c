@@ -420,12 +420,13 @@ vlm_ckpt_prune(const char *run, int64_t step, int keep)
 /* RUN/.tmp-NAME/FILE written by save; the checkpoint crash points. */
 static int
 save_files(const char *tmp, const struct vlm_model *m,
-    const struct vlm_optim *o, const struct vlm_train_state *s)
+    const struct vlm_optim *o, const struct vlm_train_state *s,
+    const struct vlm_ckpt_saver *sv)
 {
 	char f[4200];
 
 	snprintf(f, sizeof(f), "%s/model.safetensors", tmp);
-	if (vlm_model_save(m, f) < 0)
+	if ((sv ? sv->save(sv->ctx, f) : vlm_model_save(m, f)) < 0)
 		return -1;
 	vlm_crash_point("ckpt-model");
 	snprintf(f, sizeof(f), "%s/optim.safetensors", tmp);
@@ -443,6 +444,14 @@ int
 vlm_ckpt_save(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep)
 {
+	return vlm_ckpt_save_as(run, m, o, s, keep, NULL);
+}
+
+int
+vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
+    const struct vlm_ckpt_saver *sv)
+{
 	char tmp[4096], dir[4096], f[4200], link[4096], name[64];
 
 	snprintf(name, sizeof(name), "ckpt-%08" PRId64, s->step);
@@ -454,7 +463,7 @@ vlm_ckpt_save(const char *run, const struct vlm_model *m,
 	if (mkdir(tmp, 0777) < 0)
 		return vlm_error("'%s': %s", tmp, strerror(errno));
 	vlm_crash_point("ckpt-dir");
-	if (save_files(tmp, m, o, s) < 0) {
+	if (save_files(tmp, m, o, s, sv) < 0) {
 		char msg[1024], prev[64];
 		ssize_t n;
 		snprintf(msg, sizeof(msg), "%s", vlm_errmsg());
@@ -497,6 +506,15 @@ vlm_ckpt_load(const char *run, struct vlm_model *m,
 		return -1;
 	}
 	return 0;
+}
+
+int
+vlm_ckpt_load_state(const char *run, struct vlm_train_state *s)
+{
+	char f[4200];
+
+	snprintf(f, sizeof(f), "%s/latest/state.json", run);
+	return load_state(f, s);
 }
 
 int
