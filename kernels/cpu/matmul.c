@@ -45,6 +45,7 @@ struct gemm {
 	float alpha, beta;
 	const float *A, *B;
 	float *C;
+	const float *bias;	/* (N) copied into each row of C first */
 };
 
 /* Start of part i of n cut into parts: near n i / parts, on ALIGN. */
@@ -69,6 +70,9 @@ gemm_tiles(void *arg, int64_t t0, int64_t t1)
 		int n = cut(g->N, tj + 1, g->nt) - j0;
 		const float *a = g->ta ? g->A + i0 : g->A + (size_t)i0 * g->lda;
 		const float *b = g->tb ? g->B + (size_t)j0 * g->ldb : g->B + j0;
+		for (int i = 0; g->bias && i < m; i++)
+			memcpy(g->C + (size_t)(i0 + i) * g->ldc + j0, g->bias + j0,
+			    n * sizeof(float));
 		cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
 		    g->tb ? CblasTrans : CblasNoTrans, m, n, g->K, g->alpha,
 		    a, g->lda, b, g->ldb, g->beta,
@@ -106,19 +110,26 @@ grid(int M, int N, int *mt, int *nt)
 	}
 }
 
+/* The tiles of g on the thread pool. */
+static void
+gemm_run(struct gemm *g)
+{
+	if (g->M <= 0 || g->N <= 0)
+		return;
+	grid(g->M, g->N, &g->mt, &g->nt);
+	vlm_parallel_for_cost((int64_t)g->mt * g->nt, 2 * (int64_t)g->M *
+	    g->N * g->K, gemm_tiles, g);
+}
+
 void
 vlm_gemm_cpu(int ta, int tb, int M, int N, int K, float alpha,
     const float *A, int lda, const float *B, int ldb, float beta, float *C,
     int ldc)
 {
 	struct gemm g = { ta, tb, M, N, K, lda, ldb, ldc, 1, 1, alpha, beta,
-	    A, B, C };
+	    A, B, C, NULL };
 
-	if (M <= 0 || N <= 0)
-		return;
-	grid(M, N, &g.mt, &g.nt);
-	vlm_parallel_for_cost((int64_t)g.mt * g.nt, 2 * (int64_t)M * N * K,
-	    gemm_tiles, &g);
+	gemm_run(&g);
 }
 
 void
@@ -163,11 +174,10 @@ void
 vlm_linear_fwd_cpu(float *y, const float *x, const float *w, const float *b,
     int N, int IN, int OUT)
 {
-	if (b)
-		for (int n = 0; n < N; n++)
-			memcpy(y + (size_t)n * OUT, b, OUT * sizeof(*b));
-	vlm_gemm_cpu(0, 1, N, OUT, IN, 1.0f, x, IN, w, IN, b ? 1.0f : 0.0f,
-	    y, OUT);
+	struct gemm g = { 0, 1, N, OUT, IN, IN, IN, OUT, 1, 1, 1.0f,
+	    b ? 1.0f : 0.0f, x, w, y, b };
+
+	gemm_run(&g);	/* each tile copies its part of the bias first */
 }
 
 struct colsum {
