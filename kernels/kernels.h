@@ -118,8 +118,6 @@ void vlm_softmax_bwd_ref(float *dx /* (N,C) */, const float *dy /* (N,C) */,
     const float *y /* (N,C) */, int N, int C);
 void vlm_softmax_bwd_cpu(float *dx, const float *dy, const float *y, int N,
     int C);
-/* y = e^(x - m) for x <= m, vectorised (act.c; the fast softmaxes). */
-void vlm_expsub_cpu(float *y, const float *x, float m, int64_t n);
 
 /*
  * Multi-head self-attention on the fused projection qkv = [q | k | v]

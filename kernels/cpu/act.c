@@ -198,24 +198,6 @@ gelu_bwd_fast(float *dx, const float *dy, const float *x, int64_t n)
 		dx[i] += dy[i] * gelu_grad_fast(x[i]);
 }
 
-/* y = e^(x - m) for x <= m (softmax numerators), on exp_neg: runs of
- * 16 through a local copy, the last one padded. */
-WIDE void
-vlm_expsub_cpu(float *y, const float *x, float m, int64_t n)
-{
-	float b[16];
-
-	for (int64_t i0 = 0; i0 < n; i0 += 16) {
-		int k = n - i0 < 16 ? (int)(n - i0) : 16;
-		memcpy(b, x + i0, k * sizeof(*b));
-		for (int i = k; i < 16; i++)
-			b[i] = m;
-		for (int i = 0; i < 16; i++)
-			b[i] = exp_neg(b[i] - m);
-		memcpy(y + i0, b, k * sizeof(*b));
-	}
-}
-
 struct act {
 	float *out;
 	const float *dy, *x;

@@ -5,8 +5,7 @@
  * The output (B,T,C) is before the out-projection (a linear layer).
  * Softmax in fp32; masked probabilities are exactly zero, so the
  * backward needs no mask. The fast version runs SGEMMs per (batch, head)
- * and spreads the (batch, head) pairs over the thread pool; its softmax
- * takes act.c's vectorised exp.
+ * and spreads the (batch, head) pairs over the thread pool.
  */
 #include <assert.h>
 #include <math.h>
@@ -42,23 +41,6 @@ softmax_row(float *a, int n, int T)
 		a[j] = expf(a[j] - mx);
 		sum += a[j];
 	}
-	for (int j = 0; j < n; j++)
-		a[j] /= sum;
-	for (int j = n; j < T; j++)
-		a[j] = 0.0f;
-}
-
-/* softmax_row on the vectorised exp: the same max, sum and division. */
-static void
-softmax_row_fast(float *a, int n, int T)
-{
-	float mx = -INFINITY, sum = 0.0f;
-
-	for (int j = 0; j < n; j++)
-		mx = a[j] > mx ? a[j] : mx;
-	vlm_expsub_cpu(a, a, mx, n);
-	for (int j = 0; j < n; j++)
-		sum += a[j];
 	for (int j = 0; j < n; j++)
 		a[j] /= sum;
 	for (int j = n; j < T; j++)
@@ -168,7 +150,7 @@ fwd_job(void *arg, int64_t p0, int64_t p1)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs,
 		    scale, q, 3 * C, q + C, 3 * C, 0.0f, a, T);
 		for (int i = 0; i < T; i++)
-			softmax_row_fast(a + (size_t)i * T,
+			softmax_row(a + (size_t)i * T,
 			    nkeys(i, T, x->len, x->causal, b), T);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs,
 		    T, 1.0f, a, T, q + 2 * C, 3 * C, 0.0f,
