@@ -320,12 +320,40 @@ cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Wall and process CPU seconds of one ViT-B/32 block's four linear
+ * layers on R rows (vlm_linear_fwd_cpu: QKV, out, fc, proj), and their
+ * FLOPs in *fl. */
+static void
+time_linears(int R, double *wall, double *cpu, double *fl)
+{
+	static const int io[4][2] = { { 768, 2304 }, { 768, 768 },
+		{ 768, 3072 }, { 3072, 768 } };
+	size_t n = (size_t)R * 3072;
+	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+	float *w = malloc(sizeof(float) * 3072 * 768), *b = calloc(3072, 4);
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)(i % 61) / 61;
+	for (int i = 0; i < 3072 * 768; i++)
+		w[i] = (float)(i % 67) / 670;
+	*fl = 0;
+	for (int l = 0; l < 4; l++)
+		*fl += 2.0 * R * io[l][0] * io[l][1];
+	*wall = now(), *cpu = cpu_now();
+	for (int l = 0; l < 4; l++)
+		vlm_linear_fwd_cpu(y, x, w, b, R, io[l][0], io[l][1]);
+	*wall = now() - *wall, *cpu = cpu_now() - *cpu;
+	free(x), free(y), free(w), free(b);
+}
+
 /*
  * The end-to-end ratio of the ViT-B/32 image forward (batch 32) to
  * SGEMM, rounds turn about (SGEMM, model, SGEMM, ...), medians: model
  * GFLOP/s over OpenBLAS's own 2048^3 SGEMM GFLOP/s (its threading, the
  * same thread count) and over vlm_gemm_cpu's tiles, in wall time and in
- * process CPU time (robust to other processes on the cores).
+ * process CPU time (robust to other processes on the cores); and a
+ * block's four linear layers alone at the forward's shapes (1600 rows),
+ * the GEMMs' own shortfall, and their share of the forward's CPU time.
  */
 static void
 bench_ratio(int rounds)
@@ -333,7 +361,9 @@ bench_ratio(int rounds)
 	struct vlm_model d;
 	int B = 32, nt = vlm_threads(), S;
 	double f, gf = 2.0 * 2048 * 2048 * 2048;
-	double q[4][2][16], w, u;	/* [blas, tiles, model, -][wall, cpu] */
+	double q[6][2][16], w, u, lf;
+	/* [blas, tiles, model, model / blas, linears, linears / blas]
+	 * [wall, cpu] */
 
 	if (rounds > 16)
 		rounds = 16;
@@ -341,6 +371,7 @@ bench_ratio(int rounds)
 		rounds = 1;
 	model_of(&d, "b", 0, 0, -1);
 	f = vlm_model_flops(&d, 0, 0) * B, S = d.cfg.image_size;
+	int R = B * vlm_config_image_tokens(&d.cfg);	/* token rows */
 	float *px = malloc(sizeof(float) * B * 3 * S * S);
 	struct vlm_run *r = vlm_run_new(&d, B, 0, 0);
 	for (int i = 0; i < B * 3 * S * S; i++)
@@ -360,8 +391,12 @@ bench_ratio(int rounds)
 		q[2][0][k] = f / w / 1e9, q[2][1][k] = f / u / 1e9;
 		q[3][0][k] = q[2][0][k] / q[0][0][k];
 		q[3][1][k] = q[2][1][k] / q[0][1][k];
+		time_linears(R, &w, &u, &lf);
+		q[4][0][k] = lf / w / 1e9, q[4][1][k] = lf / u / 1e9;
+		q[5][0][k] = q[4][0][k] / q[0][0][k];
+		q[5][1][k] = q[4][1][k] / q[0][1][k];
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 6; i++)
 		for (int c = 0; c < 2; c++)
 			qsort(q[i][c], rounds, sizeof(double), cmp_double);
 	int h = rounds / 2;
@@ -373,6 +408,11 @@ bench_ratio(int rounds)
 	printf("vit-b/32 end to end / OpenBLAS sgemm: %.1f%% wall, %.1f%% "
 	    "CPU time (per-round ratios' medians)\n", 100 * q[3][0][h],
 	    100 * q[3][1][h]);
+	printf("vit-b/32 block's 4 linear layers alone (%d rows, %.2f "
+	    "GFLOP): %.1f GFLOP/s per CPU-s = %.1f%% of OpenBLAS sgemm; "
+	    "%d blocks of them = %.0f%% of the forward's FLOPs\n",
+	    R, lf / 1e9, q[4][1][h], 100 * q[5][1][h],
+	    d.cfg.vision.layers, 100 * lf * d.cfg.vision.layers / f);
 	vlm_run_free(r);
 	vlm_model_release(&d);
 	free(px);
@@ -429,6 +469,7 @@ main(int argc, char **argv)
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
 	    vlm_threads(), peak);
 	bench_vitb(peak);
+	bench_ratio(reps);	/* the end-to-end ratio to OpenBLAS's SGEMM */
 	bench_gelu();
 	bench_bf16();
 	bench_train("tiny", peak);
