@@ -13,6 +13,22 @@
 
 #define LN_EPS 1e-5f
 
+/* Row n of y = (x - m) s w + b, and its m and s where kept. */
+static inline __attribute__((always_inline)) void
+ln_out(float *y, float *mean, float *rstd, const float *x, const float *w,
+    const float *b, int C, int64_t n, float m, float s)
+{
+	const float *xn = x + (size_t)n * C;
+	float *yn = y + (size_t)n * C;
+
+	for (int c = 0; c < C; c++)
+		yn[c] = (xn[c] - m) * s * w[c] + b[c];
+	if (mean)
+		mean[n] = m;
+	if (rstd)
+		rstd[n] = s;
+}
+
 /* Normalise rows [n0, n1). */
 static void
 ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
@@ -20,7 +36,6 @@ ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
 {
 	for (int64_t n = n0; n < n1; n++) {
 		const float *xn = x + (size_t)n * C;
-		float *yn = y + (size_t)n * C;
 		float m = 0.0f, v = 0.0f;
 		for (int c = 0; c < C; c++)
 			m += xn[c];
@@ -28,13 +43,8 @@ ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
 		for (int c = 0; c < C; c++)
 			v += (xn[c] - m) * (xn[c] - m);
 		v /= C;
-		float s = 1.0f / sqrtf(v + LN_EPS);
-		for (int c = 0; c < C; c++)
-			yn[c] = (xn[c] - m) * s * w[c] + b[c];
-		if (mean)
-			mean[n] = m;
-		if (rstd)
-			rstd[n] = s;
+		ln_out(y, mean, rstd, x, w, b, C, n, m,
+		    1.0f / sqrtf(v + LN_EPS));
 	}
 }
 
@@ -107,15 +117,9 @@ ln_fwd_rows_fast(float *y, float *mean, float *rstd, const float *x,
 {
 	for (int64_t n = n0; n < n1; n++) {
 		const float *xn = x + (size_t)n * C;
-		float *yn = y + (size_t)n * C;
 		float m = lane_sum(xn, C, 0.0f, 0) / C;
-		float s = 1.0f / sqrtf(lane_sum(xn, C, m, 1) / C + LN_EPS);
-		for (int c = 0; c < C; c++)
-			yn[c] = (xn[c] - m) * s * w[c] + b[c];
-		if (mean)
-			mean[n] = m;
-		if (rstd)
-			rstd[n] = s;
+		ln_out(y, mean, rstd, x, w, b, C, n, m,
+		    1.0f / sqrtf(lane_sum(xn, C, m, 1) / C + LN_EPS));
 	}
 }
 
