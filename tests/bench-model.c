@@ -13,10 +13,13 @@
  *  - GELU alone on a ViT-B/32 MLP activation (batch 32): ns per element
  *    of libm's erff (the _ref) and of the vectorised _cpu, one thread and
  *    all, forward and backward.
- * Usage: bench-model [quick] [vitb-only | bf16 | gelu | train PRESET]
+ *  - the ViT-B/32 forward against SGEMM, turn about ("ratio [ROUNDS]").
+ * Usage: bench-model [quick] [vitb-only | bf16 | gelu | ratio [ROUNDS] |
+ * train PRESET]
  * ("quick":
  * fewer repetitions; "vitb-only": just the ViT-B/32 forward lines, for
- * bench-embed.sh; "bf16": just the bf16 line; "train PRESET": just that
+ * bench-embed.sh; "bf16": just the bf16 line; "ratio": just the model
+ * against SGEMM; "train PRESET": just that
  * preset's training line, e.g.
  * to run builds of two versions of the library turn about).
  */
@@ -32,12 +35,25 @@
 static int reps = 3;
 
 static double
-now(void)
+clock_of(clockid_t id)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(id, &ts);
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double
+now(void)
+{
+	return clock_of(CLOCK_MONOTONIC);
+}
+
+/* Seconds of CPU time of the whole process (every thread). */
+static double
+cpu_now(void)
+{
+	return clock_of(CLOCK_PROCESS_CPUTIME_ID);
 }
 
 /* Best SGEMM rate (GFLOP/s) over square sizes, as the peak to compare. */
@@ -264,6 +280,148 @@ bench_bf16(void)
 	free(px), free(o32), free(o16);
 }
 
+/* Wall and process CPU seconds of one 2048^3 SGEMM, C = A B^T: OpenBLAS
+ * itself on nt threads (its own threading) when tiled is 0, else
+ * vlm_gemm_cpu's tiles on the vlm pool. */
+static void
+time_sgemm(int tiled, int nt, double *wall, double *cpu)
+{
+	int n = 2048;
+	float *a = malloc(sizeof(float) * n * n), *b = malloc(sizeof(float) *
+	    n * n), *c = malloc(sizeof(float) * n * n);
+
+	for (int i = 0; i < n * n; i++)
+		a[i] = (float)(i % 61) / 61, b[i] = (float)(i % 67) / 67;
+	*wall = *cpu = 1e30;
+	for (int r = 0; r < 3; r++) { /* the first warms up */
+		double t = now(), u = cpu_now();
+		if (tiled)
+			vlm_gemm_cpu(0, 1, n, n, n, 1, a, n, b, n, 0, c, n);
+		else {
+			openblas_set_num_threads(nt);
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n,
+			    n, n, 1, a, n, b, n, 0, c, n);
+			openblas_set_num_threads(1);
+		}
+		t = now() - t, u = cpu_now() - u;
+		if (r && t < *wall)
+			*wall = t;
+		if (r && u < *cpu)
+			*cpu = u;
+	}
+	free(a), free(b), free(c);
+}
+
+static int
+cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Wall and process CPU seconds of one ViT-B/32 block's four linear
+ * layers on R rows (vlm_linear_fwd_cpu: QKV, out, fc, proj), and their
+ * FLOPs in *fl. */
+static void
+time_linears(int R, double *wall, double *cpu, double *fl)
+{
+	static const int io[4][2] = { { 768, 2304 }, { 768, 768 },
+		{ 768, 3072 }, { 3072, 768 } };
+	size_t n = (size_t)R * 3072;
+	float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
+	float *w = malloc(sizeof(float) * 3072 * 768), *b = calloc(3072, 4);
+
+	for (size_t i = 0; i < n; i++)
+		x[i] = (float)(i % 61) / 61;
+	for (int i = 0; i < 3072 * 768; i++)
+		w[i] = (float)(i % 67) / 670;
+	*fl = 0;
+	for (int l = 0; l < 4; l++)
+		*fl += 2.0 * R * io[l][0] * io[l][1];
+	*wall = now(), *cpu = cpu_now();
+	for (int l = 0; l < 4; l++)
+		vlm_linear_fwd_cpu(y, x, w, b, R, io[l][0], io[l][1]);
+	*wall = now() - *wall, *cpu = cpu_now() - *cpu;
+	free(x), free(y), free(w), free(b);
+}
+
+/*
+ * The end-to-end ratio of the ViT-B/32 image forward (batch 32) to
+ * SGEMM, rounds turn about (SGEMM, model, SGEMM, ...), medians: model
+ * GFLOP/s over OpenBLAS's own 2048^3 SGEMM GFLOP/s (its threading, the
+ * same thread count; per CPU-second, its one-thread rate, as its idle
+ * threads spin) and over vlm_gemm_cpu's tiles, in wall time and in
+ * process CPU time (robust to other processes on the cores); and a
+ * block's four linear layers alone at the forward's shapes (1600 rows),
+ * the GEMMs' own shortfall, and their share of the forward's CPU time.
+ */
+static void
+bench_ratio(int rounds)
+{
+	struct vlm_model d;
+	int B = 32, nt = vlm_threads(), S;
+	double f, gf = 2.0 * 2048 * 2048 * 2048;
+	double q[6][2][16], w, u, lf;
+	/* [blas, tiles, model, model / blas, linears, linears / blas]
+	 * [wall, cpu] */
+
+	if (rounds > 16)
+		rounds = 16;
+	if (rounds < 1)
+		rounds = 1;
+	model_of(&d, "b", 0, 0, -1);
+	f = vlm_model_flops(&d, 0, 0) * B, S = d.cfg.image_size;
+	int R = B * vlm_config_image_tokens(&d.cfg);	/* token rows */
+	float *px = malloc(sizeof(float) * B * 3 * S * S);
+	struct vlm_run *r = vlm_run_new(&d, B, 0, 0);
+	for (int i = 0; i < B * 3 * S * S; i++)
+		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
+	vlm_forward(r, &d, px, NULL);	/* warm-up */
+	for (int k = 0; getenv("BENCH_FORWARDS") && k < atoi(getenv(
+	    "BENCH_FORWARDS")); k++) /* just forwards, for perf record */
+		vlm_forward(r, &d, px, NULL);
+	for (int k = 0; k < rounds; k++) {
+		time_sgemm(0, nt, &w, &u);
+		q[0][0][k] = gf / w / 1e9;
+		if (nt > 1) /* its idle threads spin: CPU time of 1 thread */
+			time_sgemm(0, 1, &u, &u);
+		q[0][1][k] = gf / u / 1e9;
+		time_sgemm(1, nt, &w, &u);
+		q[1][0][k] = gf / w / 1e9, q[1][1][k] = gf / u / 1e9;
+		w = now(), u = cpu_now();
+		vlm_forward(r, &d, px, NULL);
+		w = now() - w, u = cpu_now() - u;
+		q[2][0][k] = f / w / 1e9, q[2][1][k] = f / u / 1e9;
+		q[3][0][k] = q[2][0][k] / q[0][0][k];
+		q[3][1][k] = q[2][1][k] / q[0][1][k];
+		time_linears(R, &w, &u, &lf);
+		q[4][0][k] = lf / w / 1e9, q[4][1][k] = lf / u / 1e9;
+		q[5][0][k] = q[4][0][k] / q[0][0][k];
+		q[5][1][k] = q[4][1][k] / q[0][1][k];
+	}
+	for (int i = 0; i < 6; i++)
+		for (int c = 0; c < 2; c++)
+			qsort(q[i][c], rounds, sizeof(double), cmp_double);
+	int h = rounds / 2;
+	printf("vit-b/32 forward batch %d, %d threads, %d rounds turn about, "
+	    "medians: model %.1f GFLOP/s wall, %.1f per CPU-s; OpenBLAS "
+	    "sgemm 2048^3 %.1f wall, %.1f per CPU-s (1 thread); tiles %.1f "
+	    "wall, %.1f per CPU-s\n", B, nt, rounds, q[2][0][h], q[2][1][h],
+	    q[0][0][h], q[0][1][h], q[1][0][h], q[1][1][h]);
+	printf("vit-b/32 end to end / OpenBLAS sgemm: %.1f%% wall, %.1f%% "
+	    "CPU time (per-round ratios' medians)\n", 100 * q[3][0][h],
+	    100 * q[3][1][h]);
+	printf("vit-b/32 block's 4 linear layers alone (%d rows, %.2f "
+	    "GFLOP): %.1f GFLOP/s per CPU-s = %.1f%% of OpenBLAS sgemm; "
+	    "%d blocks of them = %.0f%% of the forward's FLOPs\n",
+	    R, lf / 1e9, q[4][1][h], 100 * q[5][1][h],
+	    d.cfg.vision.layers, 100 * lf * d.cfg.vision.layers / f);
+	vlm_run_free(r);
+	vlm_model_release(&d);
+	free(px);
+}
+
 static void
 bench_train(const char *preset, double peak)
 {
@@ -294,6 +452,10 @@ main(int argc, char **argv)
 		bench_bf16();
 		return 0;
 	}
+	if (argc > a && strcmp(argv[a], "ratio") == 0) {
+		bench_ratio(argc > a + 1 ? atoi(argv[a + 1]) : 5);
+		return 0;
+	}
 	if (argc > a && strcmp(argv[a], "gelu") == 0) {
 		bench_gelu();
 		return 0;
@@ -311,6 +473,7 @@ main(int argc, char **argv)
 	    "vlm_gemm_cpu tiles): %.1f GFLOP/s\n", openblas_get_corename(),
 	    vlm_threads(), peak);
 	bench_vitb(peak);
+	bench_ratio(reps);	/* the end-to-end ratio to OpenBLAS's SGEMM */
 	bench_gelu();
 	bench_bf16();
 	bench_train("tiny", peak);

@@ -35,8 +35,8 @@ softmax_row(float *a, int n, int T)
 {
 	float mx = -INFINITY, sum = 0.0f;
 
-	for (int j = 0; j < n; j++)
-		mx = fmaxf(mx, a[j]);
+	for (int j = 0; j < n; j++)	/* fmaxf's result, inline (no NaN) */
+		mx = a[j] > mx ? a[j] : mx;
 	for (int j = 0; j < n; j++) {
 		a[j] = expf(a[j] - mx);
 		sum += a[j];

@@ -2,7 +2,9 @@
  * layernorm.c - LayerNorm over the last dimension (eps 1e-5, affine), as
  * torch.nn.LayerNorm: biased variance, two passes for accuracy. The fast
  * version threads rows for y and dx, and columns for dw and db (each
- * column summed in row order, so any thread count gives the same bits).
+ * column summed in row order, so any thread count gives the same bits);
+ * its forward sums each row in 16 interleaved partial sums, which
+ * vectorise (the reference's one running sum cannot).
  */
 #include <math.h>
 
@@ -11,6 +13,22 @@
 
 #define LN_EPS 1e-5f
 
+/* Row n of y = (x - m) s w + b, and its m and s where kept. */
+static inline __attribute__((always_inline)) void
+ln_out(float *y, float *mean, float *rstd, const float *x, const float *w,
+    const float *b, int C, int64_t n, float m, float s)
+{
+	const float *xn = x + (size_t)n * C;
+	float *yn = y + (size_t)n * C;
+
+	for (int c = 0; c < C; c++)
+		yn[c] = (xn[c] - m) * s * w[c] + b[c];
+	if (mean)
+		mean[n] = m;
+	if (rstd)
+		rstd[n] = s;
+}
+
 /* Normalise rows [n0, n1). */
 static void
 ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
@@ -18,7 +36,6 @@ ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
 {
 	for (int64_t n = n0; n < n1; n++) {
 		const float *xn = x + (size_t)n * C;
-		float *yn = y + (size_t)n * C;
 		float m = 0.0f, v = 0.0f;
 		for (int c = 0; c < C; c++)
 			m += xn[c];
@@ -26,13 +43,8 @@ ln_fwd_rows(float *y, float *mean, float *rstd, const float *x,
 		for (int c = 0; c < C; c++)
 			v += (xn[c] - m) * (xn[c] - m);
 		v /= C;
-		float s = 1.0f / sqrtf(v + LN_EPS);
-		for (int c = 0; c < C; c++)
-			yn[c] = (xn[c] - m) * s * w[c] + b[c];
-		if (mean)
-			mean[n] = m;
-		if (rstd)
-			rstd[n] = s;
+		ln_out(y, mean, rstd, x, w, b, C, n, m,
+		    1.0f / sqrtf(v + LN_EPS));
 	}
 }
 
@@ -76,6 +88,41 @@ ln_bwd_cols(float *dw, float *db, const float *dy, const float *x,
 	}
 }
 
+#define LANES 16
+#define WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
+
+/* Sum of x[0..C) (minus m, squared, when sq): LANES running sums, each
+ * over every LANES-th element, then added in order, then the tail. */
+static inline __attribute__((always_inline)) float
+lane_sum(const float *x, int C, float m, int sq)
+{
+	float acc[LANES] = { 0 }, s = 0.0f;
+	int c = 0;
+
+	for (; c + LANES <= C; c += LANES)
+		for (int k = 0; k < LANES; k++)
+			acc[k] += sq ? (x[c + k] - m) * (x[c + k] - m) :
+			    x[c + k];
+	for (int k = 0; k < LANES; k++)
+		s += acc[k];
+	for (; c < C; c++)
+		s += sq ? (x[c] - m) * (x[c] - m) : x[c];
+	return s;
+}
+
+/* ln_fwd_rows with lane sums. */
+WIDE static void
+ln_fwd_rows_fast(float *y, float *mean, float *rstd, const float *x,
+    const float *w, const float *b, int C, int64_t n0, int64_t n1)
+{
+	for (int64_t n = n0; n < n1; n++) {
+		const float *xn = x + (size_t)n * C;
+		float m = lane_sum(xn, C, 0.0f, 0) / C;
+		ln_out(y, mean, rstd, x, w, b, C, n, m,
+		    1.0f / sqrtf(lane_sum(xn, C, m, 1) / C + LN_EPS));
+	}
+}
+
 void
 vlm_layernorm_fwd_ref(float *y, float *mean, float *rstd, const float *x,
     const float *w, const float *b, int N, int C)
@@ -105,7 +152,8 @@ ln_fwd_job(void *arg, int64_t n0, int64_t n1)
 {
 	struct ln *a = arg;
 
-	ln_fwd_rows(a->y, a->mean, a->rstd, a->x, a->w, a->b, a->C, n0, n1);
+	ln_fwd_rows_fast(a->y, a->mean, a->rstd, a->x, a->w, a->b, a->C, n0,
+	    n1);
 }
 
 static void
