@@ -94,6 +94,11 @@ struct vlm_config {
 		int hidden; /* its MLP's width, e.g. 64 */
 	} tl;
 
+	/* VL-MoE fusion (model/fusion.c); layers 0: none */
+	struct {
+		int layers;   /* F fusion blocks over [image; text], e.g. 2 */
+	} fusion;
+
 	/* LoRA adapters (model/lora.c); rank 0: none */
 	struct {
 		int rank;     /* r, e.g. 8 */
@@ -149,6 +154,16 @@ struct vlm_tower_off {
 	struct vlm_block_off *blocks;       /* shared by both in one-tower */
 };
 
+/* Offsets of the fusion blocks and heads (fusion.layers > 0; else -1). */
+struct vlm_fusion_off {
+	int nblocks;
+	struct vlm_block_off *blocks; /* MoE blocks: one pool, the VL one */
+	int64_t ln_w, ln_b;           /* fusion.ln_post (D) */
+	int64_t itm_w, itm_b;         /* fusion.itm_head (2, D) (2) */
+	int64_t mlm_b;                /* fusion.mlm_head.bias (vocab); the
+	                               * weight is token_embedding (tied) */
+};
+
 struct vlm_model {
 	struct vlm_config cfg;
 	int nparams;
@@ -156,6 +171,7 @@ struct vlm_model {
 	int64_t nfloats;          /* slab length */
 	float *w;                 /* parameters (owned, or into a mapping) */
 	struct vlm_tower_off vis, txt;
+	struct vlm_fusion_off fus;
 	int64_t logit_scale;
 	char *tokenizer;          /* BPE merges text carried in the file, or NULL */
 	struct vlm_map file;      /* the model file w points into, if mapped */
@@ -238,6 +254,9 @@ struct vlm_loss {
 	float contrastive;  /* OpenCLIP ClipLoss */
 	float aux;          /* weighted router losses, all MoE layers */
 	float logit_scale;  /* exp(theta) */
+	/* fusion models (model/fusion.c), else 0 */
+	float itm, itm_acc; /* image-text matching CE, accuracy */
+	float mlm, mlm_acc; /* masked-token CE, accuracy */
 };
 
 /* Activations for B_img images and B_txt texts (either may be 0), all
@@ -255,6 +274,13 @@ struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
 /* The same on backend be (kernels.h: vlm_backend_get). */
 struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int train);
+/* The same with room for B_fused fused pairs of a fusion model
+ * (model/fusion.c); B_fused 0: its encoders only. */
+struct vlm_run *vlm_run_new_fusion(const struct vlm_model *m, int B_img,
+    int B_txt, int B_fused, int train);
+struct vlm_run *vlm_run_new_fusion_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int B_fused,
+    int train);
 void vlm_run_free(struct vlm_run *r);
 /* The backend the run's ops go through (its gradients are that
  * backend's memory: accumulate them with its add and scale). */
@@ -338,6 +364,61 @@ int vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
  * model/moe-ep.c write through it. */
 float *vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m,
     float *grad, int64_t off, int64_t k);
+
+/* ---- VL-MoE fusion (model/fusion.c) ------------------------------------- */
+
+/*
+ * A model with fusion.layers = F > 0 runs, on a run made with room for
+ * fused pairs (vlm_run_new_fusion), F fusion blocks over each pair's
+ * [image tokens; text tokens] after vlm_forward: full attention with the
+ * text's padding masked, MoE blocks routing both through one more pool
+ * (the vision-language experts). Heads: ITM, P(match) from the fused
+ * class token (fusion.ln_post, a linear to 2); MLM, the vocabulary from
+ * fused text rows (fusion.ln_post, the tied token embedding and a bias).
+ * vlm_backward then also differentiates the fused pairs' losses.
+ */
+struct vlm_fusion_batch {
+	int n;                /* pairs, at most the run's B_fused */
+	const int32_t *img;   /* (n) rows of the run's images */
+	const int32_t *txt;   /* (n) rows of the run's texts */
+	const int8_t *itm;    /* (n) 1 match, 0 not, -1 no ITM loss; or NULL */
+	const int32_t *mlm;   /* (n, context) the id to predict at each text
+	                       * position, -1 none; or NULL */
+};
+/* After vlm_forward: the pairs through the fusion blocks and heads;
+ * out's itm, itm_acc, mlm, mlm_acc (means over the labelled), aux (the
+ * fusion blocks'), total (those weighted, 1 each unless a training
+ * step set them). */
+int vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_fusion_batch *fb, struct vlm_loss *out);
+/* Each pair's P(match) after vlm_fusion_forward (n, host); NULL if none. */
+const float *vlm_fusion_itm_scores(const struct vlm_run *r);
+/* BERT masking (15% of the tokens strictly between the start of text
+ * and the EOT; of those 80% the mask id EOT - 2, 10% random, 10% kept):
+ * ids (B,T) into masked (B,T), the original ids at the chosen positions
+ * into target (B,T), -1 elsewhere. */
+void vlm_mlm_mask(int32_t *masked, int32_t *target, const int32_t *ids,
+    int B, int T, struct vlm_rng *rng);
+/* ALBEF's hard negatives from the contrastive logits (B,B): for image i
+ * a text j != i drawn with probability softmax_j(logits[i][j]), and for
+ * text j an image i != j by softmax_i(logits[i][j]). B >= 2. */
+void vlm_itm_negatives(int32_t *neg_txt, int32_t *neg_img,
+    const float *logits, int B, struct vlm_rng *rng);
+/* The losses' weights of a training step (0: off). */
+struct vlm_fusion_weights {
+	float itc, itm, mlm; /* e.g. 1, 1, 1 */
+};
+/*
+ * One training forward of B pairs (images (B,3,S,S), tokens (B,T)) on a
+ * run of B images, B texts (2B with MLM: the masked copies) and room for
+ * 3B fused pairs for ITM (positives, a hard negative text per image and
+ * image per text) plus B for MLM; masks and negatives come from the
+ * run's generator (vlm_run_rng). out: every loss, total = the weighted
+ * sum plus aux. vlm_backward follows.
+ */
+int vlm_fusion_train_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens,
+    const struct vlm_fusion_weights *w, struct vlm_loss *out);
 
 /* ---- reduced precision (model/precision.c) ------------------------------- */
 
