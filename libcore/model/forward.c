@@ -1150,6 +1150,9 @@ vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 	const struct moe_acts *ma;
 	size_t S, SK, SE;
 
+	if (r->fus && l >= r->fus->l0 && l < r->fus->l0 + r->fus->L &&
+	    r->fus_n) /* a fusion block: the pairs of both modalities */
+		st = r->fus;
 	if (!st || l >= st->l0 + st->L || !st->blocks[l - st->l0].moe ||
 	    pool >= st->pools)
 		return -1;

@@ -313,7 +313,10 @@ struct vlm_route_view {
 	const uint8_t *mod, *keep;
 	const float *w, *z, *p;
 };
-/* -1 when block l of that modality's stack has no MoE (or no pool). */
+/* -1 when block l of that modality's stack has no MoE (or no pool).
+ * Fusion blocks are blocks layers .. layers + fusion.layers - 1 of
+ * either modality, one pool whose rows hold both (mod 0 image, 1 text),
+ * after vlm_fusion_forward. */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
 /* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
