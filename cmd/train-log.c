@@ -143,6 +143,10 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 	    (double)L->aux, "logit_scale", (double)L->logit_scale,
 	    "seconds", secs, "images_per_s", rate);
 
+	if (t->m.cfg.fusion.layers > 0) /* model/fusion.c's heads */
+		json_object_update_new(o, json_pack("{sfsfsfsf}", "itm",
+		    (double)L->itm, "itm_acc", (double)L->itm_acc, "mlm",
+		    (double)L->mlm, "mlm_acc", (double)L->mlm_acc));
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
 	json_object_set_new(o, "device",

@@ -41,6 +41,7 @@ struct train {
 	uint64_t seed;
 	double max_bad;
 	struct vlm_augment aug; /* RandomResizedCrop */
+	struct vlm_fusion_weights fw; /* a fusion model's ITC, ITM, MLM */
 	uint64_t given;         /* options on the command line, one bit each
 	                         * (cmd/train-params.c) */
 	struct json_t *params;  /* RUN/params.json read on --resume */
