@@ -10,6 +10,7 @@
 #include <math.h>
 
 #include "testutil.h"
+#include "kernels.h"
 
 #define B 3
 #define CTX 7
@@ -155,6 +156,41 @@ test_fusion_gradient(void **state)
 	vlm_model_release(&m);
 }
 
+/* vlm_fusion_score_rows on the towers' output rows read back gives the
+ * scores vlm_fusion_forward gave (s0) for pairs (pi, pt). */
+static void
+rows_agree(const struct vlm_run *r, const struct vlm_model *m,
+    const int32_t *pi, const int32_t *pt, const int32_t *ids,
+    const float *s0)
+{
+	int L = m->cfg.text.layers, ni, nt, D;
+	const float *a, *pa[B], *pb[B];
+	float *img, *txt, p[B];
+	int32_t eot[B], len[B];
+	struct vlm_run *q;
+
+	a = vlm_run_stream(r, 0, L, &ni, &D);
+	assert_non_null(img = malloc((size_t)ni * D * sizeof(float)));
+	memcpy(img, a, (size_t)ni * D * sizeof(float));
+	a = vlm_run_stream(r, 1, L, &nt, &D);
+	assert_non_null(txt = malloc((size_t)nt * D * sizeof(float)));
+	memcpy(txt, a, (size_t)nt * D * sizeof(float));
+	assert_int_equal(nt, B * CTX);
+	vlm_eot_index(eot, ids, B, CTX);
+	for (int j = 0; j < B; j++) {
+		pa[j] = img + (size_t)pi[j] * (ni / B) * D;
+		pb[j] = txt + (size_t)pt[j] * CTX * D;
+		len[j] = eot[pt[j]] + 1;
+	}
+	assert_non_null(q = vlm_run_new_fusion(m, 1, 1, B, 0));
+	assert_int_equal(vlm_fusion_score_rows(q, m, B, pa, pb, len, p), 0);
+	for (int j = 0; j < B; j++)
+		assert_true(fabsf(p[j] - s0[j]) < 1e-6f);
+	vlm_run_free(q);
+	free(img);
+	free(txt);
+}
+
 /* Padding after the EOT is masked: its ids change no ITM score. */
 static void
 test_fusion_padding_masked(void **state)
@@ -182,6 +218,7 @@ test_fusion_padding_masked(void **state)
 	memcpy(s0, s, sizeof(s0));
 	for (int j = 0; j < B; j++)
 		assert_true(s0[j] > 0 && s0[j] < 1);
+	rows_agree(r, &m, pi, pt, ids, s0);
 	ids[0 * CTX + 6] = 17, ids[1 * CTX + 6] = 3; /* padding of 0, 1 */
 	assert_int_equal(vlm_forward(r, &m, img, ids), 0);
 	assert_int_equal(vlm_fusion_forward(r, &m, &fb, NULL), 0);

@@ -230,27 +230,28 @@ xent_rows(float *x, const int32_t *y, int N, int C, float w, float *loss,
 	*acc = n ? (float)right / n : 0;
 }
 
-/* Pair j's rows: the towers' output rows into the fusion stack's x[0],
- * and its length (image tokens and text up to its EOT). */
+/* Pair j's rows into the fusion stack's x[0]: img[j] (split, D) and
+ * txt[j] (context, D), the backend's memory or (host) the caller's; its
+ * length, the image tokens and tlen[j] text tokens (up to its EOT). */
 static void
-fill_pairs(struct vlm_run *r, int n, const int32_t *img, const int32_t *txt)
+fill_pairs(struct vlm_run *r, int n, const float *const *img,
+    const float *const *txt, const int32_t *tlen, int host)
 {
 	const struct vlm_backend *be = r->be;
 	struct stack *st = r->fus;
 	struct seg *s = &st->seg[0];
 	size_t D = st->D, T = s->T, Ti = s->split, Tt = T - Ti;
-	const float *ti = STACK_TOP(r->tw[0].st) + (size_t)r->tw[0].row0 * D;
-	const float *tt = STACK_TOP(r->tw[1].st) + (size_t)r->tw[1].row0 * D;
+	void (*put)(void *, const void *, size_t) = host ? be->upload :
+	    be->copy;
 
 	s->B = n;
 	st->R = n * (int)T;
 	st->att_n = (int64_t)n * st->H * T * T;
 	for (int j = 0; j < n; j++) {
 		float *x0 = st->x + j * T * D;
-		be->copy(x0, ti + img[j] * Ti * D, Ti * D * sizeof(float));
-		be->copy(x0 + Ti * D, tt + txt[j] * Tt * D, Tt * D *
-		    sizeof(float));
-		s->len[j] = (int)Ti + r->tw[1].hlen[txt[j]];
+		put(x0, img[j], Ti * D * sizeof(float));
+		put(x0 + Ti * D, txt[j], Tt * D * sizeof(float));
+		s->len[j] = (int)Ti + tlen[j];
 	}
 	be->upload(s->dlen, s->len, n * sizeof(int32_t));
 }
@@ -343,10 +344,11 @@ vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
 	struct vlm_fusion_run *z = fusion_state(r, m);
 	struct vlm_model view;
 	struct vlm_loss L;
-	int n = fb->n;
+	int n = fb->n, D, Ti, Tt;
 
 	if (!z)
 		return -1;
+	D = r->fus->D, Ti = r->fus->seg[0].split, Tt = m->cfg.context;
 	if (n < 1 || n > z->Bf)
 		return vlm_error("%d fused pairs: the run has room for 1 to "
 		    "%d", n, z->Bf);
@@ -355,11 +357,21 @@ vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
 		    fb->txt[j] < 0 || fb->txt[j] >= r->tw[1].B)
 			return vlm_error("fused pair %d: image %d or text %d "
 			    "not in the batch", j, fb->img[j], fb->txt[j]);
+	const float *pi[n], *pt[n];
+	int32_t len[n];
+
 	m = vlm_run_weights(r, m, &view);
 	memset(&L, 0, sizeof(L));
 	memcpy(z->himg, fb->img, n * sizeof(int32_t));
 	memcpy(z->htxt, fb->txt, n * sizeof(int32_t));
-	fill_pairs(r, n, fb->img, fb->txt);
+	for (int j = 0; j < n; j++) { /* the towers' output rows */
+		pi[j] = STACK_TOP(r->tw[0].st) + ((size_t)r->tw[0].row0 +
+		    (size_t)fb->img[j] * Ti) * D;
+		pt[j] = STACK_TOP(r->tw[1].st) + ((size_t)r->tw[1].row0 +
+		    (size_t)fb->txt[j] * Tt) * D;
+		len[j] = r->tw[1].hlen[fb->txt[j]];
+	}
+	fill_pairs(r, n, pi, pt, len, 0);
 	vlm_stack_fwd(r, m, r->fus);
 	z->n_itm = 0;
 	itm_fwd(r, m, z, fb, &L);
@@ -370,6 +382,37 @@ vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
 	r->fus_n = n;
 	if (out)
 		*out = L;
+	return r->be->sync();
+}
+
+int
+vlm_fusion_score_rows(struct vlm_run *r, const struct vlm_model *m, int n,
+    const float *const *img, const float *const *txt, const int32_t *len,
+    float *p)
+{
+	struct vlm_fusion_run *z = fusion_state(r, m);
+	struct vlm_fusion_batch fb = { n, NULL, NULL, NULL, NULL };
+	struct vlm_model view;
+	struct vlm_loss L;
+
+	if (!z)
+		return -1;
+	if (n < 1 || n > z->Bf)
+		return vlm_error("%d fused pairs: the run has room for 1 to "
+		    "%d", n, z->Bf);
+	for (int j = 0; j < n; j++)
+		if (len[j] < 1 || len[j] > m->cfg.context)
+			return vlm_error("fused pair %d: text length %d", j,
+			    len[j]);
+	if (r->wdev) /* as vlm_forward: the weights may have changed */
+		r->be->upload(r->wdev, m->w, m->nfloats * sizeof(float));
+	m = vlm_run_weights(r, m, &view);
+	fill_pairs(r, n, img, txt, len, 1);
+	vlm_stack_fwd(r, m, r->fus);
+	z->n_itm = 0;
+	itm_fwd(r, m, z, &fb, &L);
+	memcpy(p, z->hscore, n * sizeof(float));
+	r->fus_n = 0; /* nothing for a backward */
 	return r->be->sync();
 }
 

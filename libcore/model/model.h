@@ -396,6 +396,14 @@ int vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
     const struct vlm_fusion_batch *fb, struct vlm_loss *out);
 /* Each pair's P(match) after vlm_fusion_forward (n, host); NULL if none. */
 const float *vlm_fusion_itm_scores(const struct vlm_run *r);
+/* P(match) of n pairs from token rows held on the host: img[j] (image
+ * tokens, width) and txt[j] (context, width) as vlm_run_stream gives a
+ * fusion model's modality-specific output (l = layers), len[j] the text's
+ * tokens up to its EOT; into p (n). The run (B_fused >= n) needs no
+ * vlm_forward. */
+int vlm_fusion_score_rows(struct vlm_run *r, const struct vlm_model *m,
+    int n, const float *const *img, const float *const *txt,
+    const int32_t *len, float *p);
 /* BERT masking (15% of the tokens strictly between the start of text
  * and the EOT; of those 80% the mask id EOT - 2, 10% random, 10% kept):
  * ids (B,T) into masked (B,T), the original ids at the chosen positions
