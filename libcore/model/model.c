@@ -450,7 +450,8 @@ vlm_model_active_params(const struct vlm_model *m)
 
 		if (strstr(p->name, ".experts.")) /* K of E experts */
 			n = n / c->moe.experts * c->moe.top_k;
-		if (c->moe.modality_experts && strstr(p->name, ".moe."))
+		if (strstr(p->name, ".moe.image.") ||
+		    strstr(p->name, ".moe.text."))
 			n /= 2; /* a token uses its own modality's pool */
 		active += n;
 	}
