@@ -65,6 +65,9 @@ inputs(float *img, int32_t *ids, struct vlm_rng *rng)
 	}
 }
 
+/* QA answers of the B pairs, or NULL: the pretraining losses. */
+static const int32_t *qa_answers;
+
 static double
 loss_at(struct vlm_run *r, const struct vlm_model *m, const float *img,
     const int32_t *ids, uint64_t *routes, struct vlm_loss *out)
@@ -72,7 +75,12 @@ loss_at(struct vlm_run *r, const struct vlm_model *m, const float *img,
 	struct vlm_loss L;
 
 	vlm_run_seed(r, 7);
-	assert_int_equal(vlm_fusion_train_forward(r, m, img, ids, &W, &L), 0);
+	if (qa_answers)
+		assert_int_equal(vlm_fusion_qa_forward(r, m, img, ids,
+		    qa_answers, &L), 0);
+	else
+		assert_int_equal(vlm_fusion_train_forward(r, m, img, ids, &W,
+		    &L), 0);
 	*routes = route_hash(r, m);
 	if (out)
 		*out = L;
@@ -156,6 +164,56 @@ test_fusion_gradient(void **state)
 	vlm_model_release(&m);
 }
 
+/* The QA head's loss (and the aux losses) through the fusion blocks
+ * and the towers, a head added to a fusion model by vlm_fusion_add_qa. */
+static void
+test_qa_gradient(void **state)
+{
+	const int32_t ans[B] = { 4, 0, 2 };
+	struct vlm_config c;
+	struct vlm_model m;
+	struct vlm_rng rng;
+	struct vlm_loss L;
+	float img[B * 3 * 16 * 16], *g, keep;
+	int32_t ids[B * CTX];
+	int probes = 0, bad = 0, skipped = 0;
+	uint64_t h0;
+	struct vlm_run *r;
+
+	(void)state;
+	fusion_config(&c);
+	assert_int_equal(vlm_model_init(&m, &c), 0);
+	vlm_model_randomize(&m, 3);
+	keep = m.w[m.fus.itm_w + 5];
+	assert_int_equal(vlm_fusion_add_qa(&m, 5, 8), 0);
+	assert_true(m.fus.qa_w >= 0 && m.cfg.fusion.answers == 5);
+	assert_true(m.w[m.fus.itm_w + 5] == keep); /* the rest kept */
+	vlm_rng_seed(&rng, 11);
+	inputs(img, ids, &rng);
+	assert_non_null(r = vlm_run_new_fusion(&m, B, B, B, 1));
+	qa_answers = ans;
+	loss_at(r, &m, img, ids, &h0, &L);
+	print_message("qa %.4f (acc %.2f) aux %.4f\n", L.qa, L.qa_acc, L.aux);
+	assert_true(L.qa > 0 && fabsf(L.total - L.qa - L.aux) < 1e-5f);
+	assert_non_null(vlm_fusion_answers(r));
+	g = malloc(m.nfloats * sizeof(float));
+	assert_int_equal(vlm_backward(r, &m, g), 0);
+	for (int i = 0; i < m.nparams; i++) {
+		const struct vlm_param *p = &m.params[i];
+		int fus = strncmp(p->name, "fusion.", 7) == 0;
+		bad += probe(r, &m, p, fus ? 3 : 1, g, img, ids, h0, &rng,
+		    &probes, &skipped);
+	}
+	qa_answers = NULL;
+	print_message("%d probes, %d off, %d skipped\n", probes, bad,
+	    skipped);
+	assert_int_equal(bad, 0);
+	assert_true(skipped <= probes / 10);
+	free(g);
+	vlm_run_free(r);
+	vlm_model_release(&m);
+}
+
 /* vlm_fusion_score_rows on the towers' output rows read back gives the
  * scores vlm_fusion_forward gave (s0) for pairs (pi, pt). */
 static void
@@ -200,7 +258,7 @@ test_fusion_padding_masked(void **state)
 	struct vlm_rng rng;
 	float img[B * 3 * 16 * 16], s0[B];
 	int32_t ids[B * CTX], pi[B] = { 0, 1, 2 }, pt[B] = { 2, 0, 1 };
-	struct vlm_fusion_batch fb = { B, pi, pt, NULL, NULL };
+	struct vlm_fusion_batch fb = { B, pi, pt, NULL, NULL, NULL };
 	struct vlm_run *r;
 	const float *s;
 
@@ -354,6 +412,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fusion_gradient),
+		cmocka_unit_test(test_qa_gradient),
 		cmocka_unit_test(test_fusion_padding_masked),
 		cmocka_unit_test(test_mlm_mask),
 		cmocka_unit_test(test_itm_negatives),

@@ -91,6 +91,7 @@ static const struct key keys[] = {
 	I("token_reduction.tokens", tl.tokens, 1, VLM_MAX_PATCHES),
 	I("token_reduction.hidden", tl.hidden, 1, VLM_MAX_WIDTH),
 	I("fusion.layers", fusion.layers, 0, VLM_MAX_LAYERS),
+	I("fusion.answers", fusion.answers, 0, VLM_MAX_VOCAB),
 	I("lora.rank", lora.rank, 0, VLM_MAX_LORA_RANK),
 	F("lora.alpha", lora.alpha, 0, W),
 	E("lora.targets", lora.targets, lora_names),
@@ -477,6 +478,8 @@ vlm_config_check(const struct vlm_config *c)
 	    c->tl.after >= 0))
 		return vlm_error("config: fusion.layers needs a one-tower "
 		    "model without token reduction");
+	if (c->fusion.answers > 0 && c->fusion.layers == 0)
+		return vlm_error("config: fusion.answers needs fusion.layers");
 	return vlm_config_check_moe(c);
 }
 

@@ -9,7 +9,9 @@
  *   ITM: fusion.ln_post of the fused image class token, a linear to 2
  *        (0 no match, 1 match), cross-entropy;
  *   MLM: fusion.ln_post of the fused text rows at masked positions, the
- *        tied token embedding plus fusion.mlm_head.bias, cross-entropy.
+ *        tied token embedding plus fusion.mlm_head.bias, cross-entropy;
+ *   QA:  (fusion.answers > 0) fusion.ln_post of the fused class token,
+ *        a linear to the answer classes, cross-entropy.
  * Also BERT masking, ALBEF hard negatives and one training step's mix of
  * ITC, ITM and MLM (ALGORITHMS.md, section on fusion).
  */
@@ -22,12 +24,16 @@
 
 struct vlm_fusion_run {
 	int Bf, nm, cap;        /* pairs room, masked rows, room for them */
-	int n_itm;              /* pairs with an ITM label */
+	int n_itm, n_qa;        /* pairs with an ITM label, a QA answer */
+	int A;                  /* QA classes, 0: no head */
 	float w_itm, w_mlm;     /* the heads' loss weights */
 	/* the backend's memory */
 	int32_t *crow, *mrow;   /* (Bf) class rows, (cap) masked rows */
 	float *cls, *cln, *cmean, *crstd, *itm; /* (Bf,D) x2 (Bf) x2 (Bf,2) */
 	float *dcls, *dcln;     /* (Bf,D) */
+	float *qa;              /* (Bf,A) QA logits */
+	float *hqa;             /* (Bf,A) host: logits, then d logits */
+	int32_t *hans;          /* (Bf) the QA head's argmax */
 	float *mh, *mln, *mmean, *mrstd, *mlog; /* (cap,D) x2 (cap) x2 (cap,V) */
 	float *dmh, *dmln;      /* (cap,D) */
 	/* host */
@@ -82,6 +88,9 @@ vlm_fusion_free(struct vlm_run *r)
 	dfree(be, z->itm);
 	dfree(be, z->dcls);
 	dfree(be, z->dcln);
+	dfree(be, z->qa);
+	free(z->hqa);
+	free(z->hans);
 	free(z->hcrow);
 	free(z->himg);
 	free(z->htxt);
@@ -122,6 +131,7 @@ fusion_state(struct vlm_run *r, const struct vlm_model *m)
 	const struct vlm_backend *be = r->be;
 	struct vlm_fusion_run *z;
 	int bad = 0, Bf, D = m->cfg.text.width, T = m->cfg.context;
+	int A = m->cfg.fusion.answers;
 
 	if (r->fz)
 		return r->fz;
@@ -134,7 +144,7 @@ fusion_state(struct vlm_run *r, const struct vlm_model *m)
 		vlm_error("out of memory");
 		return NULL;
 	}
-	z->Bf = Bf, z->w_itm = z->w_mlm = 1;
+	z->Bf = Bf, z->w_itm = z->w_mlm = 1, z->A = A;
 	z->crow = dalloc(be, Bf, sizeof(int32_t), &bad);
 	z->cls = dalloc(be, (size_t)Bf * D, sizeof(float), &bad);
 	z->cln = dalloc(be, (size_t)Bf * D, sizeof(float), &bad);
@@ -143,6 +153,9 @@ fusion_state(struct vlm_run *r, const struct vlm_model *m)
 	z->itm = dalloc(be, (size_t)Bf * 2, sizeof(float), &bad);
 	z->dcls = dalloc(be, (size_t)Bf * D, sizeof(float), &bad);
 	z->dcln = dalloc(be, (size_t)Bf * D, sizeof(float), &bad);
+	z->qa = dalloc(be, (size_t)Bf * (A ? A : 1), sizeof(float), &bad);
+	z->hqa = halloc((size_t)Bf * (A ? A : 1), sizeof(float), &bad);
+	z->hans = halloc(Bf, sizeof(int32_t), &bad);
 	z->hcrow = halloc(Bf, sizeof(int32_t), &bad);
 	z->himg = halloc(Bf, sizeof(int32_t), &bad);
 	z->htxt = halloc(Bf, sizeof(int32_t), &bad);
@@ -269,6 +282,35 @@ fusion_aux(const struct vlm_run *r)
 	return sum;
 }
 
+/* QA head on the fused class tokens (z->cln): each pair's answer, and
+ * the host CE of those with one. */
+static void
+qa_fwd(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_fusion_run *z, const struct vlm_fusion_batch *fb,
+    struct vlm_loss *out)
+{
+	const struct vlm_fusion_off *o = &m->fus;
+	int n = fb->n, D = r->fus->D, A = m->cfg.fusion.answers;
+	int32_t y[n];
+
+	z->n_qa = 0;
+	if (A <= 0)
+		return;
+	r->be->linear_fwd(z->qa, z->cln, m->w + o->qa_w, m->w + o->qa_b, n, D,
+	    A);
+	r->be->download(z->hqa, z->qa, (size_t)n * A * sizeof(float));
+	for (int j = 0; j < n; j++) {
+		const float *x = z->hqa + (size_t)j * A;
+		int best = 0;
+		for (int a = 1; a < A; a++)
+			best = x[a] > x[best] ? a : best;
+		z->hans[j] = best;
+		y[j] = fb->answer && fb->answer[j] < A ? fb->answer[j] : -1;
+		z->n_qa += y[j] >= 0;
+	}
+	xent_rows(z->hqa, y, n, A, 1, &out->qa, &out->qa_acc);
+}
+
 /* ITM head on each pair's fused class token: logits, then host CE. */
 static void
 itm_fwd(struct vlm_run *r, const struct vlm_model *m,
@@ -296,6 +338,7 @@ itm_fwd(struct vlm_run *r, const struct vlm_model *m,
 		z->hscore[j] = (float)(1 / (1 + exp((double)z->hitm[2 * j] -
 		    z->hitm[2 * j + 1])));
 	xent_rows(z->hitm, y, n, 2, z->w_itm, &out->itm, &out->itm_acc);
+	qa_fwd(r, m, z, fb, out);
 }
 
 /* MLM head on the fused text rows that have a target. */
@@ -378,7 +421,7 @@ vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
 	if (mlm_fwd(r, m, z, fb, &L) < 0)
 		return -1;
 	L.aux = fusion_aux(r);
-	L.total = z->w_itm * L.itm + z->w_mlm * L.mlm + L.aux;
+	L.total = z->w_itm * L.itm + z->w_mlm * L.mlm + L.qa + L.aux;
 	r->fus_n = n;
 	if (out)
 		*out = L;
@@ -391,7 +434,7 @@ vlm_fusion_score_rows(struct vlm_run *r, const struct vlm_model *m, int n,
     float *p)
 {
 	struct vlm_fusion_run *z = fusion_state(r, m);
-	struct vlm_fusion_batch fb = { n, NULL, NULL, NULL, NULL };
+	struct vlm_fusion_batch fb = { n, NULL, NULL, NULL, NULL, NULL };
 	struct vlm_model view;
 	struct vlm_loss L;
 
@@ -414,6 +457,12 @@ vlm_fusion_score_rows(struct vlm_run *r, const struct vlm_model *m, int n,
 	memcpy(p, z->hscore, n * sizeof(float));
 	r->fus_n = 0; /* nothing for a backward */
 	return r->be->sync();
+}
+
+const int32_t *
+vlm_fusion_answers(const struct vlm_run *r)
+{
+	return r->fz && r->fz->A ? r->fz->hans : NULL;
 }
 
 const float *
@@ -439,12 +488,21 @@ vlm_fusion_bwd(struct vlm_run *r, const struct vlm_model *m, float *g)
 			be->memset(r->st[i].dtop, 0, (size_t)r->st[i].R *
 			    r->st[i].D * sizeof(float));
 	be->memset(r->dnext, 0, (size_t)st->R * D * sizeof(float));
+	be->memset(z->dcln, 0, (size_t)n * D * sizeof(float));
 	if (z->n_itm) {
 		be->upload(z->itm, z->hitm, (size_t)n * 2 * sizeof(float));
-		be->memset(z->dcln, 0, (size_t)n * D * sizeof(float));
 		be->linear_bwd(z->dcln, vlm_run_grad(r, m, g, o->itm_w, 0),
 		    vlm_run_grad(r, m, g, o->itm_b, 0), z->itm, z->cln,
 		    m->w + o->itm_w, n, D, 2);
+	}
+	if (z->n_qa) {
+		int A = m->cfg.fusion.answers;
+		be->upload(z->qa, z->hqa, (size_t)n * A * sizeof(float));
+		be->linear_bwd(z->dcln, vlm_run_grad(r, m, g, o->qa_w, 0),
+		    vlm_run_grad(r, m, g, o->qa_b, 0), z->qa, z->cln,
+		    m->w + o->qa_w, n, D, A);
+	}
+	if (z->n_itm || z->n_qa) {
 		be->memset(z->dcls, 0, (size_t)n * D * sizeof(float));
 		be->layernorm_bwd(z->dcls, vlm_run_grad(r, m, g, o->ln_w, 0),
 		    vlm_run_grad(r, m, g, o->ln_b, 0), z->dcln, z->cls,
@@ -606,7 +664,7 @@ vlm_fusion_train_forward(struct vlm_run *r, const struct vlm_model *m,
 	memset(&F, 0, sizeof(F));
 	n = step_pairs(z, w, r->hlogits, B, T, &r->rng);
 	fb = (struct vlm_fusion_batch){ n, z->pimg, z->ptxt, z->label,
-		z->mlm };
+		z->mlm, NULL };
 	if (n && vlm_fusion_forward(r, m, &fb, &F) < 0)
 		return -1;
 	r->itc_w = w->itc;
@@ -617,5 +675,70 @@ vlm_fusion_train_forward(struct vlm_run *r, const struct vlm_model *m,
 	r->loss = L;
 	if (out)
 		*out = L;
+	return 0;
+}
+
+int
+vlm_fusion_qa_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens, const int32_t *answer,
+    struct vlm_loss *out)
+{
+	struct vlm_fusion_run *z = fusion_state(r, m);
+	int B = r->tw[0].B;
+	struct vlm_fusion_batch fb;
+	struct vlm_loss L, F;
+
+	if (!z)
+		return -1;
+	if (m->cfg.fusion.answers <= 0 || r->tw[1].B != B || z->Bf < B)
+		return vlm_error("question answering needs a QA head "
+		    "(fusion.answers) and a run of as many images, questions "
+		    "and fused pairs");
+	for (int j = 0; j < B; j++) {
+		if (answer[j] < 0 || answer[j] >= m->cfg.fusion.answers)
+			return vlm_error("answer %d out of the %d classes",
+			    answer[j], m->cfg.fusion.answers);
+		z->pimg[j] = z->ptxt[j] = j;
+	}
+	z->w_itm = z->w_mlm = 0;
+	if (vlm_forward(r, m, images, tokens) < 0 ||
+	    vlm_run_loss(r, m, &L) < 0)
+		return -1;
+	fb = (struct vlm_fusion_batch){ B, z->pimg, z->ptxt, NULL, NULL,
+		answer };
+	if (vlm_fusion_forward(r, m, &fb, &F) < 0)
+		return -1;
+	r->itc_w = 0;
+	L.qa = F.qa, L.qa_acc = F.qa_acc;
+	L.aux += F.aux;
+	L.total = L.qa + L.aux;
+	r->loss = L;
+	if (out)
+		*out = L;
+	return 0;
+}
+
+int
+vlm_fusion_add_qa(struct vlm_model *m, int A, uint64_t seed)
+{
+	struct vlm_config c = m->cfg;
+	struct vlm_model n;
+
+	c.fusion.answers = A;
+	if (vlm_model_init(&n, &c) < 0)
+		return -1;
+	vlm_model_randomize(&n, seed);
+	for (int i = 0; i < n.nparams; i++) {
+		const struct vlm_param *p = &n.params[i];
+		const struct vlm_param *q = vlm_model_param(m, p->name);
+		if (q && q->n == p->n && q->ndim == p->ndim &&
+		    memcmp(q->shape, p->shape, sizeof(p->shape)) == 0)
+			memcpy(n.w + p->off, m->w + q->off, p->n *
+			    sizeof(float));
+	}
+	n.tokenizer = m->tokenizer;
+	m->tokenizer = NULL;
+	vlm_model_release(m);
+	*m = n;
 	return 0;
 }

@@ -251,6 +251,12 @@ add_fusion(struct builder *b)
 	f->itm_w = add(b, 2, S2(2, D), "fusion.itm_head.weight");
 	f->itm_b = add(b, 1, S1(2), "fusion.itm_head.bias");
 	f->mlm_b = add(b, 1, S1(c->vocab), "fusion.mlm_head.bias");
+	if (c->fusion.answers > 0) {
+		f->qa_w = add(b, 2, S2(c->fusion.answers, D),
+		    "fusion.qa_head.weight");
+		f->qa_b = add(b, 1, S1(c->fusion.answers),
+		    "fusion.qa_head.bias");
+	}
 }
 
 /* LoRA pairs (lora.c) A (r, IN), B (OUT, r) for each targeted weight

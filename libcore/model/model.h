@@ -97,6 +97,7 @@ struct vlm_config {
 	/* VL-MoE fusion (model/fusion.c); layers 0: none */
 	struct {
 		int layers;   /* F fusion blocks over [image; text], e.g. 2 */
+		int answers;  /* A: a QA head's classes, e.g. 12; 0 none */
 	} fusion;
 
 	/* LoRA adapters (model/lora.c); rank 0: none */
@@ -162,6 +163,7 @@ struct vlm_fusion_off {
 	int64_t itm_w, itm_b;         /* fusion.itm_head (2, D) (2) */
 	int64_t mlm_b;                /* fusion.mlm_head.bias (vocab); the
 	                               * weight is token_embedding (tied) */
+	int64_t qa_w, qa_b;           /* fusion.qa_head (A, D) (A), or -1 */
 };
 
 struct vlm_model {
@@ -257,6 +259,7 @@ struct vlm_loss {
 	/* fusion models (model/fusion.c), else 0 */
 	float itm, itm_acc; /* image-text matching CE, accuracy */
 	float mlm, mlm_acc; /* masked-token CE, accuracy */
+	float qa, qa_acc;   /* question answering CE, accuracy */
 };
 
 /* Activations for B_img images and B_txt texts (either may be 0), all
@@ -387,6 +390,7 @@ struct vlm_fusion_batch {
 	const int8_t *itm;    /* (n) 1 match, 0 not, -1 no ITM loss; or NULL */
 	const int32_t *mlm;   /* (n, context) the id to predict at each text
 	                       * position, -1 none; or NULL */
+	const int32_t *answer; /* (n) QA class, -1 none; or NULL */
 };
 /* After vlm_forward: the pairs through the fusion blocks and heads;
  * out's itm, itm_acc, mlm, mlm_acc (means over the labelled), aux (the
@@ -394,6 +398,19 @@ struct vlm_fusion_batch {
  * step set them). */
 int vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
     const struct vlm_fusion_batch *fb, struct vlm_loss *out);
+/* Each pair's answer (the QA head's argmax) after vlm_fusion_forward or
+ * vlm_fusion_score_rows (n, host); NULL without a QA head. */
+const int32_t *vlm_fusion_answers(const struct vlm_run *r);
+/* Question answering: pairs (image i, question i) of images (B,3,S,S)
+ * and tokens (B,T) on a run of B, B and B fused pairs; answer (B) their
+ * classes. out: qa, qa_acc, aux; total = qa + aux (the weights of ITC,
+ * ITM, MLM are 0). vlm_backward follows. */
+int vlm_fusion_qa_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens, const int32_t *answer,
+    struct vlm_loss *out);
+/* m (a fusion model) := the same with a QA head of A classes (new,
+ * seeded; every other parameter and the tokenizer kept). */
+int vlm_fusion_add_qa(struct vlm_model *m, int A, uint64_t seed);
 /* Each pair's P(match) after vlm_fusion_forward (n, host); NULL if none. */
 const float *vlm_fusion_itm_scores(const struct vlm_run *r);
 /* P(match) of n pairs from token rows held on the host: img[j] (image
