@@ -52,7 +52,7 @@ eval_fusion_end(struct eval_fusion *f)
 
 int
 eval_fusion_score(const struct eval_fusion *f, int64_t n, const int32_t *pi,
-    const int32_t *pt, float *p)
+    const int32_t *pt, float *p, int32_t *ans)
 {
 	int B = f->batch, T = f->m->cfg.context, rc = 0;
 	struct vlm_run *r = vlm_run_new_fusion(f->m, 1, 1, B, 0);
@@ -72,6 +72,9 @@ eval_fusion_score(const struct eval_fusion *f, int64_t n, const int32_t *pi,
 		}
 		rc = vlm_fusion_score_rows(r, f->m, k, rows, rows + B, len,
 		    p + j0);
+		if (rc == 0 && ans)
+			memcpy(ans + j0, vlm_fusion_answers(r), k *
+			    sizeof(*ans));
 	}
 	if (rc < 0)
 		warnx("%s", vlm_errmsg());
@@ -110,7 +113,7 @@ rerank_way(const struct eval_fusion *f, float *s, const float *q,
 			pi[a * K + j] = (int32_t)imap[text_q ? b : a];
 			pt[a * K + j] = (int32_t)tmap[text_q ? a : b];
 		}
-	rc = eval_fusion_score(f, NQ * K, pi, pt, p);
+	rc = eval_fusion_score(f, NQ * K, pi, pt, p, NULL);
 	if (rc == 0)
 		vlm_rerank_apply(s, NQ, NK, idx, p, K);
 	free(idx);

@@ -169,7 +169,7 @@ evaluate(struct match *a, const struct vlm_model *m, int *failed)
 		    a->c.batch, ie, ok)) >= 0 && eval_embed_texts(m,
 		    a->c.model, p->captions, p->n, a->c.batch, te) == 0 &&
 		    (n = make_pairs(a, ok, pi, pt, tq)) > 0 &&
-		    eval_fusion_score(&f, 3 * (int64_t)n, pi, pt, s) == 0 &&
+		    eval_fusion_score(&f, 3 * (int64_t)n, pi, pt, s, NULL) == 0 &&
 		    (!a->scores || write_scores(a, n, pi, pt, s) == 0))
 			report(a, n, s);
 		else

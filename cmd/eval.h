@@ -19,6 +19,7 @@ int eval_table(int argc, char **argv);
 int eval_plot(int argc, char **argv);
 int eval_captioning(int argc, char **argv);
 int eval_match(int argc, char **argv);
+int eval_qa(int argc, char **argv);
 
 /* cmd/eval-fusion.c: ITM of a fusion model over the output rows the
  * embedding functions kept (eval_stream_out). */
@@ -34,9 +35,10 @@ struct eval_fusion {
 int eval_fusion_begin(struct eval_fusion *f, const struct vlm_model *m,
     int64_t NI, int64_t NT, int batch);
 void eval_fusion_end(struct eval_fusion *f);
-/* P(match) of n pairs (image pi[j], text pt[j]) into p; -1 warned. */
+/* P(match) of n pairs (image pi[j], text pt[j]) into p, and (ans not
+ * NULL, a model with a QA head) their answers into ans; -1 warned. */
 int eval_fusion_score(const struct eval_fusion *f, int64_t n,
-    const int32_t *pi, const int32_t *pt, float *p);
+    const int32_t *pi, const int32_t *pt, float *p, int32_t *ans);
 /* Recall after ITM re-ranking of the contrastive top K both ways: img
  * (NI,E) and txt (NT,E) unit embeddings of the kept items, whose rows
  * in f are imap[i] and tmap[t]; t2i the kept texts' images. */

@@ -66,6 +66,7 @@ static const struct param params[] = {
 	{ "itc-weight", P_FLOAT, F(fw.itc), 0 },
 	{ "itm-weight", P_FLOAT, F(fw.itm), 0 },
 	{ "mlm-weight", P_FLOAT, F(fw.mlm), 0 },
+	{ "qa", P_PATH, F(qa), 0 },
 	{ "steps", P_I64, F(o.steps), 1 },
 	{ "epochs", P_I64, F(epochs), 1 },
 	{ "threads", P_INT, F(threads), 1 },

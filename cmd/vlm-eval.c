@@ -42,6 +42,8 @@ const char eval_usage[] =
     "       vlm-eval captioning --refs file --hyp file [--json]\n"
     "       vlm-eval match -m model --pairs file [--scores file] [-b batch]\n"
     "           [--json] [--device dev] [--alpha mode]\n"
+    "       vlm-eval qa -m model --pairs file --answers file [-b batch]\n"
+    "           [--json] [--device dev] [--alpha mode]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -54,6 +56,7 @@ static const struct cmd_verb verbs[] = {
 	{ "plot", eval_plot, NULL },
 	{ "captioning", eval_captioning, NULL },
 	{ "match", eval_match, NULL },
+	{ "qa", eval_qa, NULL },
 };
 
 int

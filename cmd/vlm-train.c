@@ -51,7 +51,7 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
-	O_DEVICE, O_EP, O_ITC, O_ITM, O_MLM };
+	O_DEVICE, O_EP, O_ITC, O_ITM, O_MLM, O_QA };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -106,6 +106,7 @@ static const struct option opts[] = {
 	{ "itc-weight", required_argument, NULL, O_ITC },
 	{ "itm-weight", required_argument, NULL, O_ITM },
 	{ "mlm-weight", required_argument, NULL, O_MLM },
+	{ "qa", required_argument, NULL, O_QA },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -234,6 +235,7 @@ parse(struct train *t, int argc, char **argv)
 		case O_ITC: t->fw.itc = weight(optarg, "--itc-weight"); break;
 		case O_ITM: t->fw.itm = weight(optarg, "--itm-weight"); break;
 		case O_MLM: t->fw.mlm = weight(optarg, "--mlm-weight"); break;
+		case O_QA: t->qa = optarg; break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
@@ -308,6 +310,8 @@ train_run(struct train *t)
 		return vlm_run_new(t->net, B, B, 1);
 	if (t->dist)
 		errx(1, "a fusion model trains on one process");
+	if (t->qa) /* pairs (image, question) */
+		return vlm_run_new_fusion(t->net, B, B, B, 1);
 	if (t->fw.itc + t->fw.itm + t->fw.mlm <= 0)
 		errx(2, "--itc-weight, --itm-weight, --mlm-weight: all 0");
 	return vlm_run_new_fusion(t->net, B, mlm ? 2 * B : B,
@@ -343,7 +347,8 @@ setup(struct train *t)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
 	}
-	if (train_data(t) < 0 || train_tokenizer(t) < 0 ||
+	if (train_data(t) < 0 || train_qa_init(t) < 0 ||
+	    train_tokenizer(t) < 0 ||
 	    (t->val_data && train_val_load(t) < 0))
 		errx(1, "%s", vlm_errmsg());
 	if (t->epochs)
@@ -415,6 +420,8 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	L->itm_acc = (m ? L->itm_acc : 0) + k * l.itm_acc;
 	L->mlm = (m ? L->mlm : 0) + k * l.mlm;
 	L->mlm_acc = (m ? L->mlm_acc : 0) + k * l.mlm_acc;
+	L->qa = (m ? L->qa : 0) + k * l.qa;
+	L->qa_acc = (m ? L->qa_acc : 0) + k * l.qa_acc;
 	L->logit_scale = l.logit_scale;
 }
 
@@ -462,6 +469,7 @@ teardown(struct train *t)
 	train_sources_free(t);
 	vlm_run_free(t->run);
 	train_lora_free(t);
+	train_qa_free(t);
 	train_params_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
