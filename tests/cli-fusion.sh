@@ -97,4 +97,45 @@ for k, v in ((\"itm_accuracy\", (pos + neg) / (3 * n)),
 fails "match with a model without fusion blocks" 1 "$EV" match \
     -m "$T/plain/latest/model.safetensors" --pairs "$P"
 check "says so" "grep -q 'no fusion blocks' $T/err"
+
+# question answering on synthetic scenes (tests/mkqa.py)
+/usr/bin/python3 tests/mkqa.py "$T/qa" 24 1 16
+/usr/bin/python3 tests/mkqa.py "$T/qt" 8 2 16
+ok "fine-tune a QA head" "$TR" --data "$T/qa/qa.tsv" -m "$M" \
+    --qa "$T/qa/answers.txt" -o "$T/q" --steps 4 --log-every 2 -b 8 \
+    --warmup 1 --seed 3
+check "metrics carry the QA loss and accuracy" \
+    "/usr/bin/python3 -c 'import json
+for l in map(json.loads, open(\"$T/q/metrics.jsonl\")):
+    assert l[\"qa\"] > 0 and 0 <= l[\"qa_acc\"] <= 1, l
+    assert abs(l[\"loss\"] - l[\"qa\"] - l[\"aux\"]) < 1e-4, l
+'"
+ok "interrupted QA run" "$TR" --data "$T/qa/qa.tsv" -m "$M" \
+    --qa "$T/qa/answers.txt" -o "$T/q2" --steps 4 --stop-at 2 -b 8 \
+    --warmup 1 --seed 3
+ok "resumed" "$TR" --data "$T/qa/qa.tsv" --resume "$T/q2" --steps 4
+check "resumed QA parameters are bit-identical" \
+    "cmp -s $T/q/latest/model.safetensors $T/q2/latest/model.safetensors"
+ok "vlm-eval qa" "$EV" qa -m "$T/q/latest/model.safetensors" \
+    --pairs "$T/qt/qa.tsv" --answers "$T/qa/answers.txt" --json
+check "accuracy in [0, 1]; chance, majority and blind baselines as the \
+file gives them" "/usr/bin/python3 -c 'import json, csv, collections
+m = json.load(open(\"$T/out\"))[\"metrics\"]
+rows = list(csv.DictReader(open(\"$T/qt/qa.tsv\"), delimiter=\"\\t\"))
+C = collections.Counter(r[\"answer\"] for r in rows)
+Q = collections.defaultdict(collections.Counter)
+for r in rows:
+    Q[r[\"title\"]][r[\"answer\"]] += 1
+blind = sum(max(c.values()) for c in Q.values()) / len(rows)
+assert 0 <= m[\"qa_accuracy\"] <= 1
+assert abs(m[\"qa_chance\"] - 1 / 12) < 1e-6, m
+assert abs(m[\"qa_majority\"] - max(C.values()) / len(rows)) < 1e-6, m
+assert abs(m[\"qa_blind\"] - blind) < 1e-6, (m, blind)
+'"
+printf 'filepath\ttitle\tanswer\nimg/0000.png\twhat?\tred\n%s\n' \
+    'img/0001.png	what?	purple' >"$T/qa/bad.tsv"
+fails "an answer not in the classes" 1 "$TR" --data "$T/qa/bad.tsv" \
+    -m "$M" --qa "$T/qa/answers.txt" -o "$T/qb" --steps 1 -b 2
+check "names the file, line and answer" \
+    "grep -q \"bad.tsv:3: answer 'purple' is not in\" $T/err"
 finish
