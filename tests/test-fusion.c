@@ -87,6 +87,23 @@ loss_at(struct vlm_run *r, const struct vlm_model *m, const float *img,
 	return L.total;
 }
 
+/* A random fusion model (seed ms) and inputs (seed is). */
+static void
+fusion_model(struct vlm_model *m, uint64_t ms, float *img, int32_t *ids,
+    uint64_t is, int cf_eval0)
+{
+	struct vlm_config c;
+	struct vlm_rng rng;
+
+	fusion_config(&c);
+	if (cf_eval0)
+		c.moe.cf_eval = 0; /* no capacity: pairs do not compete */
+	assert_int_equal(vlm_model_init(m, &c), 0);
+	vlm_model_randomize(m, ms);
+	vlm_rng_seed(&rng, is);
+	inputs(img, ids, &rng);
+}
+
 /* Probe k entries of parameter p; returns probes off, counts skips. */
 static int
 probe(struct vlm_run *r, struct vlm_model *m, const struct vlm_param *p,
@@ -119,25 +136,41 @@ probe(struct vlm_run *r, struct vlm_model *m, const struct vlm_param *p,
 	return bad;
 }
 
+/* Probe every parameter (kf entries of the fusion ones, ko of the
+ * others) against g; assert few skips and none off. */
+static void
+probe_all(struct vlm_run *r, struct vlm_model *m, const float *g,
+    const float *img, const int32_t *ids, uint64_t h0, int kf, int ko)
+{
+	struct vlm_rng rng;
+	int probes = 0, bad = 0, skipped = 0;
+
+	vlm_rng_seed(&rng, 23);
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		int fus = strncmp(p->name, "fusion.", 7) == 0;
+		bad += probe(r, m, p, fus ? kf : ko, g, img, ids, h0, &rng,
+		    &probes, &skipped);
+	}
+	print_message("%d probes, %d off, %d skipped (routing changed)\n",
+	    probes, bad, skipped);
+	assert_int_equal(bad, 0);
+	assert_true(skipped <= probes / 10);
+}
+
 static void
 test_fusion_gradient(void **state)
 {
-	struct vlm_config c;
 	struct vlm_model m;
-	struct vlm_rng rng;
 	struct vlm_loss L;
 	float img[B * 3 * 16 * 16], *g;
 	int32_t ids[B * CTX];
-	int probes = 0, bad = 0, skipped = 0, fused = 0;
+	int fused = 0;
 	uint64_t h0;
 	struct vlm_run *r;
 
 	(void)state;
-	fusion_config(&c);
-	assert_int_equal(vlm_model_init(&m, &c), 0);
-	vlm_model_randomize(&m, 3);
-	vlm_rng_seed(&rng, 11);
-	inputs(img, ids, &rng);
+	fusion_model(&m, 3, img, ids, 11, 0);
 	assert_non_null(r = vlm_run_new_fusion(&m, B, 2 * B, 4 * B, 1));
 	loss_at(r, &m, img, ids, &h0, &L);
 	print_message("itc %.4f itm %.4f (acc %.2f) mlm %.4f aux %.4f\n",
@@ -145,20 +178,12 @@ test_fusion_gradient(void **state)
 	assert_true(L.itm > 0 && L.mlm > 0 && L.aux > 0); /* all live */
 	assert_true(fabsf(L.total - (W.itc * L.contrastive + W.itm * L.itm +
 	    W.mlm * L.mlm + L.aux)) < 1e-5f * fabsf(L.total));
+	for (int i = 0; i < m.nparams; i++)
+		fused += strncmp(m.params[i].name, "fusion.", 7) == 0;
+	assert_true(fused >= 2 * 13 + 5); /* 2 MoE blocks and the heads */
 	g = malloc(m.nfloats * sizeof(float));
 	assert_int_equal(vlm_backward(r, &m, g), 0);
-	for (int i = 0; i < m.nparams; i++) {
-		const struct vlm_param *p = &m.params[i];
-		int fus = strncmp(p->name, "fusion.", 7) == 0;
-		fused += fus;
-		bad += probe(r, &m, p, fus ? 4 : 2, g, img, ids, h0, &rng,
-		    &probes, &skipped);
-	}
-	print_message("%d probes, %d off, %d skipped (routing changed), "
-	    "%d fusion parameters\n", probes, bad, skipped, fused);
-	assert_true(fused >= 2 * 13 + 5); /* 2 MoE blocks and the heads */
-	assert_int_equal(bad, 0);
-	assert_true(skipped <= probes / 10);
+	probe_all(r, &m, g, img, ids, h0, 4, 2);
 	free(g);
 	vlm_run_free(r);
 	vlm_model_release(&m);
@@ -170,26 +195,19 @@ static void
 test_qa_gradient(void **state)
 {
 	const int32_t ans[B] = { 4, 0, 2 };
-	struct vlm_config c;
 	struct vlm_model m;
-	struct vlm_rng rng;
 	struct vlm_loss L;
 	float img[B * 3 * 16 * 16], *g, keep;
 	int32_t ids[B * CTX];
-	int probes = 0, bad = 0, skipped = 0;
 	uint64_t h0;
 	struct vlm_run *r;
 
 	(void)state;
-	fusion_config(&c);
-	assert_int_equal(vlm_model_init(&m, &c), 0);
-	vlm_model_randomize(&m, 3);
+	fusion_model(&m, 3, img, ids, 11, 0);
 	keep = m.w[m.fus.itm_w + 5];
 	assert_int_equal(vlm_fusion_add_qa(&m, 5, 8), 0);
 	assert_true(m.fus.qa_w >= 0 && m.cfg.fusion.answers == 5);
 	assert_true(m.w[m.fus.itm_w + 5] == keep); /* the rest kept */
-	vlm_rng_seed(&rng, 11);
-	inputs(img, ids, &rng);
 	assert_non_null(r = vlm_run_new_fusion(&m, B, B, B, 1));
 	qa_answers = ans;
 	loss_at(r, &m, img, ids, &h0, &L);
@@ -198,17 +216,8 @@ test_qa_gradient(void **state)
 	assert_non_null(vlm_fusion_answers(r));
 	g = malloc(m.nfloats * sizeof(float));
 	assert_int_equal(vlm_backward(r, &m, g), 0);
-	for (int i = 0; i < m.nparams; i++) {
-		const struct vlm_param *p = &m.params[i];
-		int fus = strncmp(p->name, "fusion.", 7) == 0;
-		bad += probe(r, &m, p, fus ? 3 : 1, g, img, ids, h0, &rng,
-		    &probes, &skipped);
-	}
+	probe_all(r, &m, g, img, ids, h0, 3, 1);
 	qa_answers = NULL;
-	print_message("%d probes, %d off, %d skipped\n", probes, bad,
-	    skipped);
-	assert_int_equal(bad, 0);
-	assert_true(skipped <= probes / 10);
 	free(g);
 	vlm_run_free(r);
 	vlm_model_release(&m);
@@ -253,9 +262,7 @@ rows_agree(const struct vlm_run *r, const struct vlm_model *m,
 static void
 test_fusion_padding_masked(void **state)
 {
-	struct vlm_config c;
 	struct vlm_model m;
-	struct vlm_rng rng;
 	float img[B * 3 * 16 * 16], s0[B];
 	int32_t ids[B * CTX], pi[B] = { 0, 1, 2 }, pt[B] = { 2, 0, 1 };
 	struct vlm_fusion_batch fb = { B, pi, pt, NULL, NULL, NULL };
@@ -263,12 +270,7 @@ test_fusion_padding_masked(void **state)
 	const float *s;
 
 	(void)state;
-	fusion_config(&c);
-	c.moe.cf_eval = 0; /* no capacity: pairs do not compete */
-	assert_int_equal(vlm_model_init(&m, &c), 0);
-	vlm_model_randomize(&m, 5);
-	vlm_rng_seed(&rng, 13);
-	inputs(img, ids, &rng);
+	fusion_model(&m, 5, img, ids, 13, 1);
 	assert_non_null(r = vlm_run_new_fusion(&m, B, B, B, 0));
 	assert_int_equal(vlm_forward(r, &m, img, ids), 0);
 	assert_int_equal(vlm_fusion_forward(r, &m, &fb, NULL), 0);
@@ -384,9 +386,7 @@ test_itm_negatives(void **state)
 static void
 test_fusion_deterministic(void **state)
 {
-	struct vlm_config c;
 	struct vlm_model m;
-	struct vlm_rng rng;
 	struct vlm_loss a, b;
 	float img[B * 3 * 16 * 16];
 	int32_t ids[B * CTX];
@@ -394,11 +394,7 @@ test_fusion_deterministic(void **state)
 	struct vlm_run *r;
 
 	(void)state;
-	fusion_config(&c);
-	assert_int_equal(vlm_model_init(&m, &c), 0);
-	vlm_model_randomize(&m, 9);
-	vlm_rng_seed(&rng, 17);
-	inputs(img, ids, &rng);
+	fusion_model(&m, 9, img, ids, 17, 0);
 	assert_non_null(r = vlm_run_new_fusion(&m, B, 2 * B, 4 * B, 1));
 	loss_at(r, &m, img, ids, &h, &a);
 	loss_at(r, &m, img, ids, &h, &b);
