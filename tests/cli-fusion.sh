@@ -98,6 +98,27 @@ fails "match with a model without fusion blocks" 1 "$EV" match \
     -m "$T/plain/latest/model.safetensors" --pairs "$P"
 check "says so" "grep -q 'no fusion blocks' $T/err"
 
+RS=$BIN/vlm-route-stats
+ok "route-stats of the pairs through the fusion blocks" "$RS" -m "$M" \
+    --pairs "$P" -b 8 --json
+check "the third pool holds both modalities: 48 images of 5 tokens, and \
+the text tokens the text pool saw" "/usr/bin/python3 -c 'import json
+L = json.load(open(\"$T/out\"))[\"layers\"]
+f = [l for l in L if l[\"name\"] == \"fusion.resblocks.1.moe\"][0]
+t = [l for l in L if l[\"name\"].endswith(\"moe.text\")][0]
+m = f[\"modalities\"]
+assert f[\"label\"] == \"fusion 1\", f[\"label\"]
+assert m[\"image\"][\"tokens\"] == 48 * 5, m[\"image\"]
+assert m[\"text\"][\"tokens\"] == t[\"modalities\"][\"text\"][\"tokens\"]
+assert m[\"all\"][\"tokens\"] == m[\"image\"][\"tokens\"] + \\
+    m[\"text\"][\"tokens\"]
+'"
+fails "--pairs with a model without fusion blocks" 1 "$RS" \
+    -m "$T/plain/latest/model.safetensors" --pairs "$P"
+check "says so" "grep -q 'no fusion blocks' $T/err"
+fails "--pairs and --images: usage" 2 "$RS" -m "$M" --pairs "$P" \
+    --images "$T/d"
+
 # question answering on synthetic scenes (tests/mkqa.py)
 /usr/bin/python3 tests/mkqa.py "$T/qa" 24 1 16
 /usr/bin/python3 tests/mkqa.py "$T/qt" 8 2 16

@@ -1183,6 +1183,15 @@ vlm_run_row_info(const struct vlm_run *r, int text, int l, int row,
 	const struct stack *st = stack_at(r, text, l, &sg);
 	int64_t i = st ? (int64_t)row - sg->row0 : -1;
 
+	if (r->fus && r->fus_n && l >= r->fus->l0 && l < r->fus->l0 +
+	    r->fus->L) { /* fused pair `example`: image rows, then text */
+		sg = &r->fus->seg[0];
+		if (row < 0 || row >= sg->B * sg->T)
+			return -1;
+		*example = row / sg->T;
+		*pos = row % sg->T - (text ? sg->split : 0);
+		return (*pos < 0 || (!text && *pos >= sg->split)) ? -1 : 0;
+	}
 	if (!st || i < 0 || i >= (int64_t)sg->B * sg->T)
 		return -1;
 	*example = (int)(i / sg->T);
