@@ -13,8 +13,24 @@
 #include "eval.h"
 #include "base/base.h"
 #include "text/text.h"
+#include "kernels.h"
 
 int eval_precision = VLM_PRECISION_FP32;
+float *eval_stream_out[2];
+int32_t *eval_stream_len;
+
+/* Items' output rows (eval_stream_out[text]): j of the encoder's last
+ * batch to row `at`. */
+static void
+keep_rows(const struct vlm_encoder *e, int text, int j, int64_t at)
+{
+	int rows, D;
+	const float *x = vlm_run_stream(e->r, text, e->m->txt.nblocks, &rows,
+	    &D);
+	size_t n = (size_t)(rows / e->rows) * D;
+
+	memcpy(eval_stream_out[text] + at * n, x + j * n, n * sizeof(float));
+}
 
 int
 eval_model_load(struct vlm_model *m, const struct eval_common *o)
@@ -46,6 +62,8 @@ take_batch(struct vlm_encoder *e, const struct vlm_batch *b, float *tmp,
 		memcpy(out + b->index[j] * E, tmp + (int64_t)j * E,
 		    E * sizeof(*out));
 		ok[b->index[j]] = 1;
+		if (eval_stream_out[0])
+			keep_rows(e, 0, j, b->index[j]);
 	}
 	return b->nerr;
 }
@@ -107,6 +125,16 @@ eval_embed_images(const struct vlm_model *m, char *const *paths,
 	return rc < 0 || k < 0 ? -1 : failed;
 }
 
+/* Position of the largest id (CLIP's EOT) of one text. */
+static int
+eot_of(const int32_t *tok, int ctx)
+{
+	int32_t p;
+
+	vlm_eot_index(&p, tok, 1, ctx);
+	return p;
+}
+
 int
 eval_embed_texts(const struct vlm_model *m, const char *name,
     char *const *texts, int64_t n, int batch, float *out)
@@ -134,6 +162,12 @@ eval_embed_texts(const struct vlm_model *m, const char *name,
 				rc = vlm_error("out of memory");
 		if (rc == 0)
 			rc = vlm_encode(&e, tok, k, out + i0 * E, 1);
+		for (int j = 0; rc == 0 && eval_stream_out[1] && j < k; j++)
+			keep_rows(&e, 1, j, i0 + j);
+		if (rc == 0 && eval_stream_len) /* tokens up to the EOT */
+			for (int j = 0; j < k; j++)
+				eval_stream_len[i0 + j] = 1 + eot_of(tok +
+				    (int64_t)j * ctx, ctx);
 	}
 	if (rc < 0)
 		warnx("%s", vlm_errmsg());

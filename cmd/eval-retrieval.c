@@ -11,7 +11,9 @@
  * row of the pairs file in order. Writes image_retrieval_recall@k (text
  * queries) and text_retrieval_recall@k (image queries), k = 1, 5, 10.
  * Images that fail to load or have no embedding are left out with their
- * captions (warned; exit status 1).
+ * captions (warned; exit status 1). With --rerank K (a fusion model),
+ * each query's contrastive top K are re-ranked by the ITM head
+ * (cmd/eval-fusion.c), as VLMo and ALBEF evaluate.
  */
 #include <err.h>
 #include <getopt.h>
@@ -30,6 +32,7 @@ struct ret {
 	struct vlm_pairs_opts po;
 	struct vlm_pairs p;
 	char *model;        /* from the image embeddings' metadata */
+	int rerank;         /* --rerank K, 0: none */
 };
 
 static void
@@ -50,6 +53,7 @@ parse(struct ret *r, int argc, char **argv)
 		{ "alpha", required_argument, NULL, 'A' },
 		{ "device", required_argument, NULL, 'D' },
 		{ "precision", required_argument, NULL, 'X' },
+		{ "rerank", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
@@ -63,6 +67,8 @@ parse(struct ret *r, int argc, char **argv)
 		case 'W': r->wds = optarg; break;
 		case 's': r->split = optarg; break;
 		case 'i': r->image_emb = optarg; break;
+		case 'R': r->rerank = cmd_int("--rerank", optarg, 1, 1 << 20);
+			break;
 		case 't': r->text_emb = optarg; break;
 		case 'K': r->po.img_key = optarg; break;
 		case 'C': r->po.caption_key = optarg; break;
@@ -81,6 +87,9 @@ parse(struct ret *r, int argc, char **argv)
 	if ((!r->image_emb || !r->text_emb) && !r->c.model)
 		errx(2, "retrieval: give -m, or both --image-emb and "
 		    "--text-emb");
+	if (r->rerank && (!r->c.model || r->image_emb || r->text_emb))
+		errx(2, "retrieval: --rerank needs -m (a fusion model) and "
+		    "no embedding files");
 }
 
 /* The pairs file; its bad rows warned about (and *failed set). */
@@ -240,9 +249,36 @@ keep(const struct ret *r, const unsigned char *ok, float *img, float *txt,
 	return nt;
 }
 
-/* Recall both ways, reported. */
+/* ITM re-ranked recall (f) of the kept items: their original rows. */
 static int
-score(struct ret *r, float *img, float *txt, int dim, const unsigned char *ok)
+rerank(const struct ret *r, const struct eval_fusion *f,
+    const unsigned char *ok, const float *img, int64_t ni, const float *txt,
+    int64_t nt, int dim, const int *t2i, double *ir, double *tr)
+{
+	int64_t *imap = malloc((ni + 1) * sizeof(*imap));
+	int64_t *tmap = malloc((nt + 1) * sizeof(*tmap)), k = 0;
+	int rc;
+
+	if (!imap || !tmap)
+		errx(1, "out of memory");
+	for (int i = 0; i < r->p.nimages; i++)
+		if (ok[i])
+			imap[k++] = i;
+	k = 0;
+	for (int t = 0; t < r->p.n; t++)
+		if (ok[r->p.image_id[t]])
+			tmap[k++] = t;
+	rc = eval_fusion_rerank(f, img, ni, txt, nt, dim, t2i, imap, tmap,
+	    r->rerank, ir, tr);
+	free(imap);
+	free(tmap);
+	return rc;
+}
+
+/* Recall both ways (f: ITM re-ranked), reported. */
+static int
+score(struct ret *r, float *img, float *txt, int dim, const unsigned char *ok,
+    const struct eval_fusion *f)
 {
 	static const char *const names[2][VLM_RECALL_NK] = {
 		{ "image_retrieval_recall@1", "image_retrieval_recall@5",
@@ -259,7 +295,10 @@ score(struct ret *r, float *img, float *txt, int dim, const unsigned char *ok)
 	if (!t2i)
 		errx(1, "out of memory");
 	nt = keep(r, ok, img, txt, dim, t2i, &ni);
-	if (vlm_metrics_retrieval(ir, tr, img, ni, txt, nt, t2i, dim) < 0) {
+	if (f && rerank(r, f, ok, img, ni, txt, nt, dim, t2i, ir, tr) < 0) {
+		rc = -1;
+	} else if (!f && vlm_metrics_retrieval(ir, tr, img, ni, txt, nt, t2i,
+	    dim) < 0) {
 		warnx("'%s': %s", r->pairs, vlm_errmsg());
 		rc = -1;
 	} else {
@@ -277,11 +316,17 @@ static int
 evaluate(struct ret *r, const struct vlm_model *m, int *failed)
 {
 	unsigned char *ok = malloc(r->p.nimages);
-	float *img, *txt = NULL;
+	float *img = NULL, *txt = NULL;
 	int di = 0, dt = 0, rc = -1;
+	struct eval_fusion f;
 
 	if (!ok)
 		errx(1, "out of memory");
+	if (r->rerank && eval_fusion_begin(&f, m, r->p.nimages, r->p.n,
+	    r->c.batch) < 0) {
+		free(ok);
+		return -1;
+	}
 	if ((img = images(r, m, ok, &di, failed)) &&
 	    (txt = texts(r, m, &dt))) {
 		if (di != dt)
@@ -290,8 +335,10 @@ evaluate(struct ret *r, const struct vlm_model *m, int *failed)
 			    r->image_emb : r->c.model, di, r->text_emb ?
 			    r->text_emb : r->c.model, dt);
 		else
-			rc = score(r, img, txt, di, ok);
+			rc = score(r, img, txt, di, ok, r->rerank ? &f : NULL);
 	}
+	if (r->rerank)
+		eval_fusion_end(&f);
 	free(img);
 	free(txt);
 	free(ok);

@@ -18,6 +18,34 @@ int eval_suite(int argc, char **argv);
 int eval_table(int argc, char **argv);
 int eval_plot(int argc, char **argv);
 int eval_captioning(int argc, char **argv);
+int eval_match(int argc, char **argv);
+int eval_qa(int argc, char **argv);
+
+/* cmd/eval-fusion.c: ITM of a fusion model over the output rows the
+ * embedding functions kept (eval_stream_out). */
+struct eval_fusion {
+	const struct vlm_model *m;
+	float *img, *txt;  /* (NI, Ti, D) (NT, context, D) */
+	int32_t *len;      /* (NT) */
+	int64_t NI, NT;
+	int Ti, D, batch;
+};
+/* Room for NI images' and NT texts' rows, the hooks set; -1 warned (a
+ * model without fusion blocks). */
+int eval_fusion_begin(struct eval_fusion *f, const struct vlm_model *m,
+    int64_t NI, int64_t NT, int batch);
+void eval_fusion_end(struct eval_fusion *f);
+/* P(match) of n pairs (image pi[j], text pt[j]) into p, and (ans not
+ * NULL, a model with a QA head) their answers into ans; -1 warned. */
+int eval_fusion_score(const struct eval_fusion *f, int64_t n,
+    const int32_t *pi, const int32_t *pt, float *p, int32_t *ans);
+/* Recall after ITM re-ranking of the contrastive top K both ways: img
+ * (NI,E) and txt (NT,E) unit embeddings of the kept items, whose rows
+ * in f are imap[i] and tmap[t]; t2i the kept texts' images. */
+int eval_fusion_rerank(const struct eval_fusion *f, const float *img,
+    int64_t NI, const float *txt, int64_t NT, int E, const int *t2i,
+    const int64_t *imap, const int64_t *tmap, int K, double *ir,
+    double *tr);
 
 #define EVAL_BATCH 32 /* -b: images or texts per encoder batch */
 
@@ -68,6 +96,12 @@ int eval_set_load(struct eval_set *s, const struct vlm_model *m,
 int64_t eval_embed_images(const struct vlm_model *m, char *const *paths,
     const struct vlm_blob *blobs, int64_t n, int batch, float *out,
     unsigned char *ok);
+/* When set, the two above also keep each item's output rows of the
+ * modality blocks ([0] images (n, tokens, width), [1] texts (n,
+ * context, width)) and the texts' lengths up to the EOT: a fusion
+ * model's inputs to its fusion blocks (cmd/eval-fusion.c). */
+extern float *eval_stream_out[2];
+extern int32_t *eval_stream_len;
 /* Embed n texts with the tokenizer of model m (file name): out (n,
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,

@@ -18,7 +18,8 @@ static const char *const mod_names[] = { "image", "text", "all" };
 void
 rs_layer_label(char *buf, size_t n, const struct vlm_routes_layer *l)
 {
-	static const char *const tower[] = { "vision", "text", "block" };
+	static const char *const tower[] = { "vision", "text", "block",
+		"fusion" };
 	int pooled = strstr(l->name, ".moe.") != NULL;
 
 	snprintf(buf, n, "%s %d%s", tower[l->tower], l->block, !pooled ? "" :

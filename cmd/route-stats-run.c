@@ -5,6 +5,9 @@
  * routing records of every batch. DIR laid out as an ImageFolder (only
  * subdirectories in it) gives each image its class label and the class
  * names; any other directory is walked for images without labels.
+ * Or (--pairs FILE, a fusion model) image-caption pairs through the
+ * modality blocks and the fusion blocks, whose vision-language pool's
+ * routing goes with the image and the text records of each batch.
  */
 #include <dirent.h>
 #include <err.h>
@@ -20,6 +23,7 @@
 #include "model/model.h"
 
 int rs_precision = VLM_PRECISION_FP32;
+const char *rs_pairs;
 
 /* Does dir hold only (non-hidden) subdirectories, at least one? */
 static int
@@ -250,6 +254,101 @@ run_text(struct vlm_routes_writer *w, const struct vlm_model *m,
 	return rc;
 }
 
+/* One batch of n pairs (the run's rows past n: copies of the last):
+ * the towers, the fused pairs, the image and the text records. */
+static int
+pair_batch(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_routes_writer *w, const struct vlm_pairs *p,
+    const struct vlm_batch *b, int32_t *tok, int32_t *pair, int B)
+{
+	size_t px = 3 * (size_t)m->cfg.image_size * m->cfg.image_size;
+	int n = b->n;
+	const char *ids[B], *caps[B];
+	struct vlm_fusion_batch fb = { n, pair, pair, NULL, NULL, NULL };
+	float *pix = b->pixels;
+
+	for (int j = 0; j < B; j++) {
+		int i = (int)b->index[j < n ? j : n - 1];
+		pair[j] = j;
+		ids[j] = p->paths[i], caps[j] = p->captions[i];
+		if (j >= n)
+			memcpy(pix + j * px, pix + (n - 1) * px, px *
+			    sizeof(float));
+	}
+	if (vlm_forward(r, m, pix, tok) < 0 ||
+	    vlm_fusion_forward(r, m, &fb, NULL) < 0)
+		return -1;
+	return vlm_routes_write_batch(w, r, m, 0, ids, NULL, n) < 0 ||
+	    vlm_routes_write_batch(w, r, m, 1, caps, NULL, n) < 0 ? -1 : 0;
+}
+
+/* Route every pair of rs_pairs; 1 if some image could not be loaded. */
+static int
+run_pairs(struct vlm_routes_writer *w, const struct vlm_model *m, int B)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct vlm_items items = { .size = c->image_size, .mean = c->mean,
+		.std = c->std, .alpha = c->image_alpha };
+	struct vlm_loader_opts lo = { .batch = B, .image_floats = 3LL *
+		c->image_size * c->image_size, .image = cmd_load_image,
+		.arg = &items, .epochs = 1 };
+	struct vlm_pairs p = { 0 };
+	struct vlm_bpe bpe = { 0 };
+	struct vlm_loader *ld = NULL;
+	struct vlm_run *r = NULL;
+	const struct vlm_batch *b;
+	int32_t *tok = calloc((size_t)B * c->context, sizeof(int32_t));
+	int32_t *pair = calloc(B, sizeof(int32_t));
+	int rc = -1, bad = 0;
+
+	if (!tok || !pair) {
+		vlm_error("out of memory");
+		goto out;
+	}
+	if (c->fusion.layers <= 0) {
+		vlm_error("'%s': --pairs: the model has no fusion blocks",
+		    w->name);
+		goto out;
+	}
+	if (vlm_pairs_load(&p, rs_pairs, NULL) < 0 || vlm_model_tokenizer(m,
+	    &bpe) < 0 || !(r = vlm_run_new_fusion(m, B, B, B, 0)))
+		goto out;
+	for (int i = 0; i < p.nbadmsg; i++)
+		warnx("%s", p.bad[i]);
+	bad = p.nbad > 0;
+	items.paths = p.paths, lo.n = p.n;
+	if (!(ld = vlm_loader_new(&lo)))
+		goto out;
+	while ((rc = vlm_loader_next(ld, &b)) == 1) {
+		for (int i = 0; i < b->nerr; i++)
+			warnx("%s", b->err[i].msg);
+		bad |= b->nerr > 0;
+		for (int j = 0; j < b->n; j++)
+			if (vlm_bpe_encode(&bpe, p.captions[b->index[j]], tok +
+			    (size_t)j * c->context, c->context) < 0)
+				rc = vlm_error("out of memory");
+		for (int j = b->n; b->n && j < B; j++)
+			memcpy(tok + (size_t)j * c->context, tok +
+			    (size_t)(b->n - 1) * c->context, c->context *
+			    sizeof(int32_t));
+		if (rc < 0 || (b->n && pair_batch(r, m, w, &p, b, tok, pair,
+		    B) < 0)) {
+			rc = -1;
+			break;
+		}
+	}
+out:
+	vlm_loader_free(ld);
+	vlm_run_free(r);
+	if (bpe.t)
+		vlm_bpe_release(&bpe);
+	if (p.paths)
+		vlm_pairs_release(&p);
+	free(tok);
+	free(pair);
+	return rc < 0 ? -1 : bad;
+}
+
 int
 rs_run(FILE *out, const char *model, const char *dir, const char *text,
     int batch)
@@ -262,8 +361,12 @@ rs_run(FILE *out, const char *model, const char *dir, const char *text,
 		return -1;
 	if (vlm_routes_writer_init(&w, out, model, &m) < 0)
 		goto out;
-	if ((bad = run_images(&w, &m, dir, batch)) < 0 ||
-	    (text && run_text(&w, &m, text, batch) < 0)) {
+	if (rs_pairs && (bad = run_pairs(&w, &m, batch)) < 0) {
+		vlm_routes_writer_release(&w);
+		goto out;
+	}
+	if (!rs_pairs && ((bad = run_images(&w, &m, dir, batch)) < 0 ||
+	    (text && run_text(&w, &m, text, batch) < 0))) {
 		vlm_routes_writer_release(&w);
 		goto out;
 	}

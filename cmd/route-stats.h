@@ -72,5 +72,8 @@ int rs_run(FILE *out, const char *model, const char *dir, const char *text,
     int batch);
 /* The encoders' precision (enum vlm_precision, --precision). */
 extern int rs_precision;
+/* --pairs: route a fusion model's image-caption pairs (rs_run runs them
+ * instead of dir and text). */
+extern const char *rs_pairs;
 
 #endif

@@ -162,6 +162,18 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 	size_t img = 3 * (size_t)c->image_size * c->image_size, E, o;
 	double aux;
 
+	if (!d && t->qa) { /* question answering, cmd/train-qa.c */
+		if (vlm_fusion_qa_forward(t->run, t->net, b->pixels,
+		    b->tokens, train_qa_labels(t, b), l) < 0)
+			errx(1, "%s", vlm_errmsg());
+		return;
+	}
+	if (!d && t->m.cfg.fusion.layers > 0) { /* model/fusion.c */
+		if (vlm_fusion_train_forward(t->run, t->net, b->pixels,
+		    b->tokens, &t->fw, l) < 0)
+			errx(1, "%s", vlm_errmsg());
+		return;
+	}
 	if (!d) {
 		if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
 		    vlm_run_loss(t->run, t->net, l) < 0)

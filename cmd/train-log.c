@@ -143,6 +143,13 @@ train_log(struct train *t, const struct vlm_loss *L, float lr, double secs,
 	    (double)L->aux, "logit_scale", (double)L->logit_scale,
 	    "seconds", secs, "images_per_s", rate);
 
+	if (t->m.cfg.fusion.layers > 0 && !t->qa) /* model/fusion.c */
+		json_object_update_new(o, json_pack("{sfsfsfsf}", "itm",
+		    (double)L->itm, "itm_acc", (double)L->itm_acc, "mlm",
+		    (double)L->mlm, "mlm_acc", (double)L->mlm_acc));
+	if (t->qa)
+		json_object_update_new(o, json_pack("{sfsf}", "qa",
+		    (double)L->qa, "qa_acc", (double)L->qa_acc));
 	if (t->m.cfg.moe.experts)
 		json_object_set_new(o, "moe", moe_json(t));
 	json_object_set_new(o, "device",

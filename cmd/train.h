@@ -41,6 +41,12 @@ struct train {
 	uint64_t seed;
 	double max_bad;
 	struct vlm_augment aug; /* RandomResizedCrop */
+	struct vlm_fusion_weights fw; /* a fusion model's ITC, ITM, MLM */
+	const char *qa;         /* --qa: the answer classes file, or NULL */
+	char **qa_names;        /* [qa_n] its lines */
+	int qa_n;
+	int32_t *qa_label;      /* [nitems] each item's answer class */
+	int32_t *qa_batch;      /* [batch] a batch's */
 	uint64_t given;         /* options on the command line, one bit each
 	                         * (cmd/train-params.c) */
 	struct json_t *params;  /* RUN/params.json read on --resume */
@@ -140,6 +146,10 @@ void train_dist_grads(struct train *t, float *grad, int64_t n);
 int train_dist_signal(struct train *t, int sig);
 void train_dist_agree(struct train *t, int rc);
 void train_dist_finish(struct train *t);
+/* cmd/train-qa.c: --qa, question answering with a fusion model */
+int train_qa_init(struct train *t);
+const int32_t *train_qa_labels(struct train *t, const struct vlm_batch *b);
+void train_qa_free(struct train *t);
 /* cmd/train-lora.c: LoRA adapters; each a no-op for a plain model */
 int train_lora_model(struct train *t, const struct vlm_config *c);
 int train_lora_init(struct train *t);

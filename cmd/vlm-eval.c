@@ -25,7 +25,7 @@ const char eval_usage[] =
     "           [--text-emb file] [--csv-img-key name]\n"
     "           [--csv-caption-key name] [--csv-separator char] [-b batch]\n"
     "           [--json] [--device dev] [--precision fp32|bf16]\n"
-    "           [--alpha mode]\n"
+    "           [--alpha mode] [--rerank K]\n"
     "       vlm-eval linear-probe [-m model] [--train dir] [--test dir]\n"
     "           [--train-emb file] [--train-labels file] [--test-emb file]\n"
     "           [--test-labels file] [--wd value] [-b batch] [--json]\n"
@@ -40,6 +40,10 @@ const char eval_usage[] =
     "       vlm-eval plot --tsv file [--bars] [--title text] [--size WxH]\n"
     "           -o file.png\n"
     "       vlm-eval captioning --refs file --hyp file [--json]\n"
+    "       vlm-eval match -m model --pairs file [--scores file] [-b batch]\n"
+    "           [--json] [--device dev] [--alpha mode]\n"
+    "       vlm-eval qa -m model --pairs file --answers file [-b batch]\n"
+    "           [--json] [--device dev] [--alpha mode]\n"
     "       vlm-eval -h | --help | --version\n";
 
 static const struct cmd_verb verbs[] = {
@@ -51,6 +55,8 @@ static const struct cmd_verb verbs[] = {
 	{ "table", eval_table, NULL },
 	{ "plot", eval_plot, NULL },
 	{ "captioning", eval_captioning, NULL },
+	{ "match", eval_match, NULL },
+	{ "qa", eval_qa, NULL },
 };
 
 int

@@ -26,6 +26,8 @@ static const char usage[] =
     "       vlm-route-stats -m model --images dir [--text file] "
     "[-b batch]\n"
     "           [-o records] [--precision fp32|bf16] [option ...]\n"
+    "       vlm-route-stats -m model --pairs file [-b batch]\n"
+    "           [-o records] [--precision fp32|bf16] [option ...]\n"
     "       vlm-route-stats [--partial] [--tsv | --json] --diff a b\n"
     "       vlm-route-stats -h | --help | --version\n";
 
@@ -136,7 +138,7 @@ main(int argc, char **argv)
 {
 	enum { O_TSV = 256, O_JSON, O_HEAT, O_CLASSES, O_POS, O_LAYER,
 		O_PARTIAL, O_PNG, O_IMAGES, O_TEXT, O_DIFF, O_DEVICE,
-		O_PRECISION };
+		O_PRECISION, O_PAIRS };
 	static const struct option opts[] = {
 		{ "tsv", no_argument, NULL, O_TSV },
 		{ "json", no_argument, NULL, O_JSON },
@@ -149,6 +151,7 @@ main(int argc, char **argv)
 		{ "model", required_argument, NULL, 'm' },
 		{ "images", required_argument, NULL, O_IMAGES },
 		{ "text", required_argument, NULL, O_TEXT },
+		{ "pairs", required_argument, NULL, O_PAIRS },
 		{ "batch", required_argument, NULL, 'b' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "diff", no_argument, NULL, O_DIFF },
@@ -181,6 +184,7 @@ main(int argc, char **argv)
 		case 'm': model = optarg; break;
 		case O_IMAGES: images = optarg; break;
 		case O_TEXT: text = optarg; break;
+		case O_PAIRS: rs_pairs = optarg; break;
 		case 'b': batch = cmd_int("-b", optarg, 1, 65536); break;
 		case 'o': out = optarg; break;
 		case O_DIFF: dif = 1; break;
@@ -200,8 +204,9 @@ main(int argc, char **argv)
 		return cmd_finish(rs_diff(argv[optind], argv[optind + 1],
 		    partial, &o));
 	}
-	if (argc - optind > 1 || (model && (optind < argc || !images)) ||
-	    (!model && (images || text || out)) || batch < 1 ||
+	if (argc - optind > 1 || (model && (optind < argc || !images ==
+	    !rs_pairs || (rs_pairs && text))) ||
+	    (!model && (images || text || out || rs_pairs)) || batch < 1 ||
 	    (out && strcmp(out, "-") == 0))
 		cmd_usage(usage, 2);
 	if (model) {

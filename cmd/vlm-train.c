@@ -51,7 +51,7 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
-	O_DEVICE, O_EP, O_WCAP, O_WCLIP, O_STAGE };
+	O_DEVICE, O_EP, O_WCAP, O_WCLIP, O_STAGE, O_ITC, O_ITM, O_MLM, O_QA };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -106,6 +106,10 @@ static const struct option opts[] = {
 	{ "caption-weight", required_argument, NULL, O_WCAP },
 	{ "clip-weight", required_argument, NULL, O_WCLIP },
 	{ "stage", required_argument, NULL, O_STAGE },
+	{ "itc-weight", required_argument, NULL, O_ITC },
+	{ "itm-weight", required_argument, NULL, O_ITM },
+	{ "mlm-weight", required_argument, NULL, O_MLM },
+	{ "qa", required_argument, NULL, O_QA },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -133,6 +137,17 @@ real(const char *s, const char *what)
 	return v;
 }
 
+/* A loss weight: a number >= 0. */
+static float
+weight(const char *s, const char *what)
+{
+	double v = real(s, what);
+
+	if (v < 0)
+		errx(2, "%s: '%s' is negative", what, s);
+	return (float)v;
+}
+
 static void
 defaults(struct train *t)
 {
@@ -149,6 +164,7 @@ defaults(struct train *t)
 	t->accum = 1;
 	t->w_caption = 2; /* OpenCLIP's --coca-caption-loss-weight */
 	t->w_clip = 1;
+	t->fw = (struct vlm_fusion_weights){ 1, 1, 1 };
 	t->so = (struct vlm_sampler_opts){ .tau = 1, .decay = 0.9, .eps = 0.1 };
 }
 
@@ -230,6 +246,10 @@ parse(struct train *t, int argc, char **argv)
 				errx(2, "--stage: connector, experts or lora");
 			t->stage = optarg;
 			break;
+		case O_ITC: t->fw.itc = weight(optarg, "--itc-weight"); break;
+		case O_ITM: t->fw.itm = weight(optarg, "--itm-weight"); break;
+		case O_MLM: t->fw.mlm = weight(optarg, "--mlm-weight"); break;
+		case O_QA: t->qa = optarg; break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
@@ -293,6 +313,25 @@ train_lock_run(const char *run)
 		errx(1, "'%s': another vlm-train is working on this run", run);
 }
 
+/* The training run: a fusion model's with room for its texts (MLM:
+ * twice, the masked copies) and fused pairs (ITM 3B, MLM B). */
+static struct vlm_run *
+train_run(struct train *t)
+{
+	int B = train_dist_batch(t), itm = t->fw.itm > 0, mlm = t->fw.mlm > 0;
+
+	if (t->m.cfg.fusion.layers <= 0)
+		return vlm_run_new(t->net, B, B, 1);
+	if (t->dist)
+		errx(1, "a fusion model trains on one process");
+	if (t->qa) /* pairs (image, question) */
+		return vlm_run_new_fusion(t->net, B, B, B, 1);
+	if (t->fw.itc + t->fw.itm + t->fw.mlm <= 0)
+		errx(2, "--itc-weight, --itm-weight, --mlm-weight: all 0");
+	return vlm_run_new_fusion(t->net, B, mlm ? 2 * B : B,
+	    (itm ? 3 * B : 0) + (mlm ? B : 0), 1);
+}
+
 /* Model, data, tokenizer, optimizer: fresh or from RUN/latest. */
 static void
 setup(struct train *t)
@@ -322,15 +361,14 @@ setup(struct train *t)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
 	}
-	if (train_data(t) < 0 || train_tokenizer(t) < 0 ||
+	if (train_data(t) < 0 || train_qa_init(t) < 0 ||
+	    train_tokenizer(t) < 0 ||
 	    (t->val_data && train_val_load(t) < 0))
 		errx(1, "%s", vlm_errmsg());
 	if (t->epochs)
 		t->o.steps = t->epochs * (t->nitems / ((int64_t)t->o.batch *
 		    t->accum));
-	if (train_lora_init(t) < 0 ||
-	    !(t->run = vlm_run_new(t->net, train_dist_batch(t),
-	    train_dist_batch(t), 1)) ||
+	if (train_lora_init(t) < 0 || !(t->run = train_run(t)) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)))
 		errx(1, "%s", vlm_errmsg());
 	*vlm_run_rng(t->run) = t->st.rng;
@@ -392,6 +430,12 @@ micro_step(struct train *t, int m, struct vlm_loss *L)
 	L->total = (m ? L->total : 0) + k * l.total;
 	L->contrastive = (m ? L->contrastive : 0) + k * l.contrastive;
 	L->aux = (m ? L->aux : 0) + k * l.aux;
+	L->itm = (m ? L->itm : 0) + k * l.itm;
+	L->itm_acc = (m ? L->itm_acc : 0) + k * l.itm_acc;
+	L->mlm = (m ? L->mlm : 0) + k * l.mlm;
+	L->mlm_acc = (m ? L->mlm_acc : 0) + k * l.mlm_acc;
+	L->qa = (m ? L->qa : 0) + k * l.qa;
+	L->qa_acc = (m ? L->qa_acc : 0) + k * l.qa_acc;
 	L->logit_scale = l.logit_scale;
 }
 
@@ -439,6 +483,7 @@ teardown(struct train *t)
 	train_sources_free(t);
 	vlm_run_free(t->run);
 	train_lora_free(t);
+	train_qa_free(t);
 	train_params_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);

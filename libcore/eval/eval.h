@@ -66,6 +66,25 @@ int vlm_metrics_retrieval(double *image_recall /* (VLM_RECALL_NK) */,
     const int *text_image /* (NT) */, int D);
 
 /*
+ * The same from score matrices: s_ti (NT,NI) each text's scores of the
+ * images, s_it (NI,NT) each image's of the texts (higher is better;
+ * ties: the lower index first).
+ */
+int vlm_metrics_retrieval_scores(double *image_recall, double *text_recall,
+    const float *s_ti /* (NT,NI) */, const float *s_it /* (NI,NT) */,
+    int64_t NI, int64_t NT, const int *text_image /* (NT) */);
+/* The K (<= NK) best keys of each row of s (NQ,NK), best first (ties:
+ * the lower index first): idx (NQ,K). */
+void vlm_topk_rows(int32_t *idx, const float *s, int64_t NQ, int64_t NK,
+    int K);
+/* Re-ranking (ALBEF, VLMo): row q's keys idx[q][k] get 2 + score[q][k]
+ * (score in [0, 1], above every cosine), so that they come first,
+ * ordered by score; the other keys keep their place after them. */
+void vlm_rerank_apply(float *s, int64_t NQ, int64_t NK,
+    const int32_t *idx /* (NQ,K) */, const float *score /* (NQ,K) */,
+    int K);
+
+/*
  * Linear probe: multinomial logistic regression on frozen embeddings,
  * loss mean cross-entropy + wd/2 |W|^2 (the bias not decayed), fitted
  * by full-batch L-BFGS. Unless wd > 0 is given, the weight decay is

@@ -232,6 +232,21 @@ recall_hits(int64_t *hits, const float *q, int64_t NQ, const float *k,
 	return 0;
 }
 
+/* Images and texts to evaluate, each text's image one of them. */
+static int
+check_text_image(int64_t NI, int64_t NT, const int *text_image)
+{
+	if (NI < 1 || NT < 1)
+		return vlm_error("no %s to evaluate", NI < 1 ? "images" :
+		    "texts");
+	for (int64_t t = 0; t < NT; t++)
+		if (text_image[t] < 0 || text_image[t] >= NI)
+			return vlm_error("text %lld: image %d out of range "
+			    "(%lld images)", (long long)t, text_image[t],
+			    (long long)NI);
+	return 0;
+}
+
 int
 vlm_metrics_retrieval(double *image_recall, double *text_recall,
     const float *img, int64_t NI, const float *txt, int64_t NT,
@@ -241,14 +256,8 @@ vlm_metrics_retrieval(double *image_recall, double *text_recall,
 	float *ni, *nt;
 	int rc = -1;
 
-	if (NI < 1 || NT < 1)
-		return vlm_error("no %s to evaluate", NI < 1 ? "images" :
-		    "texts");
-	for (int64_t t = 0; t < NT; t++)
-		if (text_image[t] < 0 || text_image[t] >= NI)
-			return vlm_error("text %lld: image %d out of range "
-			    "(%lld images)", (long long)t, text_image[t],
-			    (long long)NI);
+	if (check_text_image(NI, NT, text_image) < 0)
+		return -1;
 	ni = malloc((size_t)(NI + NT) * D * sizeof(*ni));
 	if (!ni)
 		return vlm_error("out of memory (%lld embeddings)",
@@ -266,4 +275,53 @@ vlm_metrics_retrieval(double *image_recall, double *text_recall,
 	}
 	free(ni);
 	return rc;
+}
+
+int
+vlm_metrics_retrieval_scores(double *image_recall, double *text_recall,
+    const float *s_ti, const float *s_it, int64_t NI, int64_t NT,
+    const int *text_image)
+{
+	int64_t ih[VLM_RECALL_NK] = { 0 }, th[VLM_RECALL_NK] = { 0 };
+
+	if (check_text_image(NI, NT, text_image) < 0)
+		return -1;
+	image_hits(ih, s_ti, NT, NI, text_image);
+	text_hits(th, s_it, NI, 0, NT, text_image);
+	for (int j = 0; j < VLM_RECALL_NK; j++) {
+		image_recall[j] = (double)ih[j] / NT;
+		text_recall[j] = (double)th[j] / NI;
+	}
+	return 0;
+}
+
+void
+vlm_topk_rows(int32_t *idx, const float *s, int64_t NQ, int64_t NK, int K)
+{
+	for (int64_t q = 0; q < NQ; q++) {
+		const float *sq = s + q * NK;
+		int32_t *iq = idx + q * K;
+		int n = 0;
+		for (int64_t k = 0; k < NK; k++) { /* insertion, stable */
+			int at = n;
+			while (at > 0 && sq[k] > sq[iq[at - 1]])
+				at--;
+			if (at >= K)
+				continue;
+			if (n < K)
+				n++;
+			memmove(iq + at + 1, iq + at, (n - 1 - at) *
+			    sizeof(*iq));
+			iq[at] = (int32_t)k;
+		}
+	}
+}
+
+void
+vlm_rerank_apply(float *s, int64_t NQ, int64_t NK, const int32_t *idx,
+    const float *score, int K)
+{
+	for (int64_t q = 0; q < NQ; q++)
+		for (int k = 0; k < K; k++)
+			s[q * NK + idx[q * K + k]] = 2 + score[q * K + k];
 }

@@ -388,8 +388,8 @@ fold_block(struct vlm_run *r, const struct vlm_model *m,
 }
 
 /* Every block of a stack in reverse; returns d x[0] (one of two bufs). */
-static float *
-stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
+float *
+vlm_stack_bwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
     float *g)
 {
 	float *dout = r->dnext, *dx = r->dx, *tmp;
@@ -487,12 +487,15 @@ vlm_backward(struct vlm_run *r, const struct vlm_model *m, float *g)
 	if (backward_start(r, &m, &g, &view) < 0)
 		return -1;
 	zero(be, r->dunit[0], (size_t)B * m->cfg.embed_dim);
-	zero(be, r->dunit[1], (size_t)B * m->cfg.embed_dim);
-	be->clip_loss_bwd(r->dunit[0], r->dunit[1],
-	    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits, r->lse2,
-	    r->tw[0].unit, r->tw[1].unit, theta, 1.0f, B,
-	    m->cfg.embed_dim);
+	zero(be, r->dunit[1], (size_t)r->tw[1].B * m->cfg.embed_dim);
+	if (r->itc_w != 0) /* fusion: texts 0..B-1 */
+		be->clip_loss_bwd(r->dunit[0], r->dunit[1],
+		    G(r, m, g, m->logit_scale, 0), r->dlogits, r->logits,
+		    r->lse2, r->tw[0].unit, r->tw[1].unit, theta,
+		    r->itc_w, B, m->cfg.embed_dim);
 	r->aux_w = 1;
+	if (r->fus_n && vlm_fusion_bwd(r, m, g) < 0)
+		return -1;
 	return towers_bwd(r, m, g, hg);
 }
 
@@ -529,11 +532,13 @@ towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g, float *hg)
 		for (int i = 0; i < 2; i++)
 			if (r->tw[i].st == st && !r->tw[i].no_head)
 				head_bwd(r, m, i, r->dnext, g);
+		if (st->dtop && r->fus_n) /* from the fusion blocks */
+			be->add(r->dnext, st->dtop, (int64_t)st->R * st->D);
 		if (st->next && st->R && !st->next->no_dx0)
 			cut_bwd(r, m, st, r->dnext, g);
 		if (st->stop == st->L && st->no_dx0)
 			continue; /* nothing here or below wants a gradient */
-		dx0 = stack_bwd(r, m, st, g);
+		dx0 = vlm_stack_bwd(r, m, st, g);
 		if (st->no_dx0)
 			continue;
 		for (int i = 0; i < 2; i++)

@@ -90,6 +90,8 @@ static const struct key keys[] = {
 	I("token_reduction.after", tl.after, -1, VLM_MAX_LAYERS - 1),
 	I("token_reduction.tokens", tl.tokens, 1, VLM_MAX_PATCHES),
 	I("token_reduction.hidden", tl.hidden, 1, VLM_MAX_WIDTH),
+	I("fusion.layers", fusion.layers, 0, VLM_MAX_LAYERS),
+	I("fusion.answers", fusion.answers, 0, VLM_MAX_VOCAB),
 	I("lora.rank", lora.rank, 0, VLM_MAX_LORA_RANK),
 	F("lora.alpha", lora.alpha, 0, W),
 	E("lora.targets", lora.targets, lora_names),
@@ -183,6 +185,13 @@ vlm_config_preset(struct vlm_config *c, const char *name)
 			limoe(c, 8);
 		else
 			tower(&c->text, 128, 4, 4);
+	} else if (strcmp(name, "fusion-tiny") == 0) { /* VL-MoE, model/fusion.c */
+		c->embed_dim = 64, c->image_size = 32, c->patch_size = 8;
+		c->vocab = 8192, c->context = 32;
+		tower(&c->vision, 128, 4, 4);
+		limoe(c, 4);
+		c->moe.modality_experts = 1;
+		c->fusion.layers = 2;
 	} else if (strcmp(name, "s") == 0) {
 		c->embed_dim = 256, c->image_size = 64, c->patch_size = 8;
 		c->vocab = 8192, c->context = 32;
@@ -194,7 +203,7 @@ vlm_config_preset(struct vlm_config *c, const char *name)
 		tower(&c->text, 512, 12, 8);
 	} else {
 		return vlm_error("unknown preset '%s' (try tiny, tiny-moe, s, "
-		    "b, openclip-tiny)", name);
+		    "b, openclip-tiny, fusion-tiny)", name);
 	}
 	return 0;
 }
@@ -465,6 +474,12 @@ vlm_config_check(const struct vlm_config *c)
 		return vlm_error("config: vision.pool cannot be eot");
 	if (t->pool == VLM_POOL_CLS)
 		return vlm_error("config: text.pool cannot be cls");
+	if (c->fusion.layers > 0 && (c->family != VLM_ONE_TOWER ||
+	    c->tl.after >= 0))
+		return vlm_error("config: fusion.layers needs a one-tower "
+		    "model without token reduction");
+	if (c->fusion.answers > 0 && c->fusion.layers == 0)
+		return vlm_error("config: fusion.answers needs fusion.layers");
 	return vlm_config_check_moe(c);
 }
 

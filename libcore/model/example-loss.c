@@ -13,7 +13,8 @@ vlm_run_row_loss(const struct vlm_run *r, double *loss)
 {
 	int B = r->tw[0].B;
 
-	if (B != r->tw[1].B || B == 0)
+	/* a fusion run's texts past B (masked copies) are not in it */
+	if (B == 0 || (B != r->tw[1].B && !(r->fus && r->tw[1].B > B)))
 		return vlm_error("per-example losses need as many images as "
 		    "texts (%d and %d)", B, r->tw[1].B);
 	r->be->download(r->hlogits, r->logits, (size_t)B * B * sizeof(float));

@@ -181,7 +181,7 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 	size_t RD = 0, RF = 0, ECD = 0, ECF = 0, S = 0;
 	int E = c->moe.experts, K = c->moe.top_k;
 
-	for (int i = 0; i < r->nst; i++) {
+	for (int i = 0; i < NSTACKS(r); i++) {
 		struct stack *st = &r->st[i];
 		size_t rd = (size_t)st->R * st->D, rf = (size_t)st->R * st->F;
 		RD = rd > RD ? rd : RD;
@@ -216,7 +216,7 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 	if (r->st[0].next)
 		r->dcut = TAKE(a, RD, float);
 	size_t att = 0;
-	for (int i = 0; i < r->nst; i++)
+	for (int i = 0; i < NSTACKS(r); i++)
 		if ((size_t)r->st[i].att_n > att)
 			att = r->st[i].att_n;
 	r->datt = TAKE(a, att, float);
@@ -282,12 +282,21 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 	for (int i = 0; i < 2; i++)
 		if (r->tw[i].B)
 			plan_tower(a, &r->tw[i], m, i);
-	for (int i = 0; i < r->nst; i++) {
+	for (int i = 0; i < NSTACKS(r); i++) {
 		plan_stack(a, &r->st[i], m);
 		for (int s = 0; s < r->st[i].nseg; s++) /* images: all T */
 			r->st[i].seg[s].len = r->st[i].seg[s].mod ?
 			    r->tw[1].hlen : NULL;
 	}
+	if (r->fus) { /* fused pairs: image tokens and text up to EOT */
+		struct seg *s = &r->fus->seg[0];
+		s->len = HTAKE(a, s->B, int32_t);
+		s->dlen = TAKE(a, s->B, int32_t);
+	}
+	for (int i = 0; r->fus && r->train && i < r->nst; i++)
+		if (r->tw[0].st == &r->st[i] || r->tw[1].st == &r->st[i])
+			r->st[i].dtop = TAKE(a, (size_t)r->st[i].R *
+			    r->st[i].D, float);
 	r->logits = TAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
 	r->lse2 = TAKE(a, 2 * (size_t)r->tw[0].B, float);
 	r->hlogits = HTAKE(a, (size_t)r->tw[0].B * r->tw[1].B, float);
@@ -305,7 +314,7 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 		r->dpooled[i] = TAKE(a, (size_t)r->tw[i].B * D, float);
 	}
 	size_t RD = 0;
-	for (int i = 0; i < r->nst; i++)
+	for (int i = 0; i < NSTACKS(r); i++)
 		RD = (size_t)r->st[i].R * r->st[i].D > RD ?
 		    (size_t)r->st[i].R * r->st[i].D : RD;
 	r->dlnf = TAKE(a, RD, float);
@@ -350,7 +359,7 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 		[VLM_POOL_MAP] = VLM_OP_pool_map_fwd };
 	int n = 0, moe = 0, nf;
 
-	for (int i = 0; i < r->nst; i++)
+	for (int i = 0; i < NSTACKS(r); i++)
 		for (int l = 0; l < r->st[i].L; l++)
 			moe |= r->st[i].blocks[l].moe;
 	ops[n++] = VLM_OP_gemm, ops[n++] = VLM_OP_linear_fwd;
@@ -370,6 +379,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 		ops[n++] = VLM_OP_clip_loss_fwd;
 	if (r->st[0].next)
 		ops[n++] = VLM_OP_token_learner_fwd;
+	if (r->fus && !moe) /* the fusion heads gather their rows */
+		ops[n++] = VLM_OP_rows_gather;
 	if (moe) {
 		ops[n++] = VLM_OP_router_fwd, ops[n++] = VLM_OP_moe_route_fwd;
 		ops[n++] = VLM_OP_moe_dispatch_fwd;
@@ -385,7 +396,8 @@ run_ops(const struct vlm_run *r, const struct vlm_model *m, enum vlm_op *ops)
 			ops[n++] = VLM_OP_rows_scatter_add;
 		else if (ops[i] != VLM_OP_gemm && ops[i] != VLM_OP_add)
 			ops[n++] = ops[i] + 1; /* X_bwd follows X_fwd */
-	if (moe) /* the forward adds the experts' rows back too */
+	if (moe || (r->fus && r->train)) /* the forward adds the experts'
+		                                  * rows back too */
 		ops[n++] = VLM_OP_rows_scatter_add;
 	if (r->train) /* callers accumulate gradients (vlm_run_backend) */
 		ops[n++] = VLM_OP_scale;
@@ -402,6 +414,10 @@ run_rows(const struct vlm_run *r)
 {
 	int64_t R = vlm_size_add(vlm_size_mul(r->tw[0].B, r->tw[0].Te),
 	    vlm_size_mul(r->tw[1].B, r->tw[1].Te));
+	int64_t RF = r->fus ? vlm_size_mul(r->fus->seg[0].B,
+	    r->fus->seg[0].T) : 0;
+
+	R = RF > R ? RF : R;
 
 	if (R < 0 || R > VLM_RUN_MAX_ROWS)
 		return vlm_error("a batch of %d images and %d texts is %lld "
@@ -422,6 +438,54 @@ struct vlm_run *
 vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
     int B_img, int B_txt, int train)
 {
+	return vlm_run_new_fusion_on(be, m, B_img, B_txt, 0, train);
+}
+
+struct vlm_run *
+vlm_run_new_fusion(const struct vlm_model *m, int B_img, int B_txt,
+    int B_fused, int train)
+{
+	const struct vlm_backend *be = vlm_backend_default();
+
+	return be ? vlm_run_new_fusion_on(be, m, B_img, B_txt, B_fused,
+	    train) : NULL;
+}
+
+/* The fusion blocks as the stack after the towers': one segment of
+ * B_fused sequences of [image tokens; text tokens], full attention. */
+static int
+init_fusion(struct vlm_run *r, const struct vlm_model *m, int Bf)
+{
+	const struct vlm_config *c = &m->cfg;
+	struct stack *st = &r->st[r->nst];
+	struct seg *s = &st->seg[0];
+
+	if (Bf <= 0)
+		return 0;
+	if (c->fusion.layers <= 0 || !r->tw[0].B || !r->tw[1].B)
+		return vlm_error("fused pairs need a fusion model "
+		    "(fusion.layers > 0), images and texts");
+	r->fus = st;
+	st->D = c->text.width;
+	st->F = c->text.width * c->text.mlp_ratio;
+	st->H = c->text.heads;
+	st->l0 = c->text.layers;
+	st->L = c->fusion.layers;
+	st->blocks = m->fus.blocks;
+	st->nl = r->train ? st->L : 1;
+	st->pools = 1;
+	st->nseg = 1;
+	s->mod = 2, s->B = Bf, s->T = r->tw[0].T + c->context;
+	s->split = r->tw[0].T;
+	st->R = Bf * s->T;
+	st->S_max[0] = st->R;
+	return 0;
+}
+
+struct vlm_run *
+vlm_run_new_fusion_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int B_fused, int train)
+{
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_run *r = calloc(1, sizeof(*r));
 	struct arena a = { NULL, NULL, 0, 0 };
@@ -435,11 +499,19 @@ vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
 	}
 	r->be = be;
 	r->train = train;
+	r->itc_w = 1;
 	r->embed = c->embed_dim;
 	r->E = c->moe.experts, r->K = c->moe.top_k;
 	r->tw[0].B = B_img, r->tw[0].Te = vlm_config_image_tokens(c);
 	r->tw[1].B = B_txt, r->tw[1].T = r->tw[1].Te = c->context;
 	r->tw[0].T = cut ? c->tl.tokens : r->tw[0].Te;
+	if (B_fused < 0 || B_fused > VLM_RUN_MAX_ROWS / (r->tw[0].T +
+	    c->context)) {
+		vlm_error("%d fused pairs are more than %d token rows",
+		    B_fused, VLM_RUN_MAX_ROWS);
+		free(r);
+		return NULL;
+	}
 	if (run_rows(r) < 0) {
 		free(r);
 		return NULL;
@@ -458,7 +530,8 @@ vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
 		if (B_txt && (c->family == VLM_ONE_TOWER || i == r->nst - 1))
 			add_seg(st, &r->tw[1], 1, c->context, 1);
 	}
-	if (vlm_backend_check(be, ops, run_ops(r, m, ops)) < 0) {
+	if (init_fusion(r, m, B_fused) < 0 || run_rows(r) < 0 ||
+	    vlm_backend_check(be, ops, run_ops(r, m, ops)) < 0) {
 		free(r);
 		return NULL;
 	}
@@ -499,6 +572,7 @@ vlm_run_free(struct vlm_run *r)
 	if (r->bscratch)
 		r->be->free(r->bscratch);
 	free(r->harena);
+	vlm_fusion_free(r);
 	free(r->nograd);
 	free(r->goff);
 	if (r->tlg)
@@ -518,7 +592,7 @@ bf16_scratch_floats(const struct vlm_run *r, const struct vlm_model *m)
 {
 	int rows = 0, w = 3 * m->cfg.patch_size * m->cfg.patch_size;
 
-	for (int i = 0; i < r->nst; i++) {
+	for (int i = 0; i < NSTACKS(r); i++) {
 		rows = r->st[i].R > rows ? r->st[i].R : rows;
 		w = r->st[i].F > w ? r->st[i].F : w;
 		w = r->st[i].D > w ? r->st[i].D : w;
@@ -593,7 +667,8 @@ routing_rows(const struct vlm_backend *be, struct stack *st,
 		for (int b = 0; b < s->B; b++)
 			for (int t = 0; t < (s->len ? s->len[b] : s->T); t++) {
 				first[p]->hrows[n[p]] = s->row0 + b * s->T + t;
-				first[p]->hmod[n[p]++] = s->mod;
+				first[p]->hmod[n[p]++] = s->mod < 2 ? s->mod :
+				    t >= s->split;
 			}
 	}
 	for (int p = 0; p < st->pools; p++) {
@@ -738,7 +813,7 @@ attention_fwd(const struct vlm_backend *be, struct stack *st, int l)
 	for (int i = 0; i < st->nseg; i++) {
 		const struct seg *s = &st->seg[i];
 		be->attention_fwd(y + s->row0 * D, att, qkv + s->row0 * 3 * D,
-		    NULL, s->causal, s->B, s->T, D, st->H);
+		    s->dlen, s->causal, s->B, s->T, D, st->H);
 		att += (size_t)s->B * st->H * s->T * s->T;
 	}
 }
@@ -778,8 +853,8 @@ block_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st,
 		moe_fwd(r, m, &st->moe[l * 2 + p], o, p, ln2, out, D, F);
 }
 
-static void
-stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
+void
+vlm_stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
 {
 	struct moe_acts *first[2] = { NULL, NULL };
 
@@ -947,6 +1022,7 @@ vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
 	if (r->wdev) /* the weights may have changed since the last step */
 		r->be->upload(r->wdev, m->w, m->nfloats * sizeof(float));
 	m = vlm_run_weights(r, m, &view);
+	r->fus_n = 0;
 	if (m->cfg.lora.rank > 0) /* lora.c: a view, or vlm_lora_merge() */
 		return vlm_error("model has unmerged LoRA adapters: merge "
 		    "them first (vlm-convert merge-lora)");
@@ -956,7 +1032,7 @@ vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
 		return -1;
 	for (int i = 0; i < r->nst; i++) {
 		if (r->st[i].R)
-			stack_fwd(r, m, &r->st[i]);
+			vlm_stack_fwd(r, m, &r->st[i]);
 		if (r->st[i].next)
 			cut_fwd(r, m, &r->st[i]);
 	}
@@ -989,7 +1065,8 @@ vlm_run_loss(struct vlm_run *r, const struct vlm_model *m,
 {
 	int B = r->tw[0].B;
 
-	if (B != r->tw[1].B || B == 0)
+	/* a fusion run's texts past B (masked copies) are not in it */
+	if (B == 0 || (B != r->tw[1].B && !(r->fus && r->tw[1].B > B)))
 		return vlm_error("the contrastive loss needs as many images as "
 		    "texts (%d and %d)", B, r->tw[1].B);
 	r->loss.logit_scale = expf(m->w[m->logit_scale]);
@@ -1073,6 +1150,9 @@ vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 	const struct moe_acts *ma;
 	size_t S, SK, SE;
 
+	if (r->fus && l >= r->fus->l0 && l < r->fus->l0 + r->fus->L &&
+	    r->fus_n) /* a fusion block: the pairs of both modalities */
+		st = r->fus;
 	if (!st || l >= st->l0 + st->L || !st->blocks[l - st->l0].moe ||
 	    pool >= st->pools)
 		return -1;
@@ -1103,6 +1183,15 @@ vlm_run_row_info(const struct vlm_run *r, int text, int l, int row,
 	const struct stack *st = stack_at(r, text, l, &sg);
 	int64_t i = st ? (int64_t)row - sg->row0 : -1;
 
+	if (r->fus && r->fus_n && l >= r->fus->l0 && l < r->fus->l0 +
+	    r->fus->L) { /* fused pair `example`: image rows, then text */
+		sg = &r->fus->seg[0];
+		if (row < 0 || row >= sg->B * sg->T)
+			return -1;
+		*example = row / sg->T;
+		*pos = row % sg->T - (text ? sg->split : 0);
+		return (*pos < 0 || (!text && *pos >= sg->split)) ? -1 : 0;
+	}
 	if (!st || i < 0 || i >= (int64_t)sg->B * sg->T)
 		return -1;
 	*example = (int)(i / sg->T);

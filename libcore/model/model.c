@@ -222,6 +222,43 @@ add_text(struct builder *b)
 	t->proj = add(b, 2, S2(D, c->embed_dim), "text_projection");
 }
 
+/* VL-MoE fusion blocks (MoE ones: one pool, the vision-language
+ * experts, by the moe.every rule over the fusion blocks) and heads. */
+static void
+add_fusion(struct builder *b)
+{
+	const struct vlm_config *c = &b->m->cfg;
+	struct vlm_fusion_off *f = &b->m->fus;
+	int D = c->text.width, n = c->moe.every;
+	char name[64];
+
+	memset(f, 0xff, sizeof(*f));
+	f->nblocks = c->fusion.layers;
+	f->blocks = NULL;
+	if (!f->nblocks)
+		return;
+	if (!(f->blocks = calloc(f->nblocks, sizeof(*f->blocks)))) {
+		b->err = vlm_error("out of memory");
+		return;
+	}
+	for (int l = 0; l < f->nblocks; l++) {
+		snprintf(name, sizeof(name), "fusion.resblocks.%d", l);
+		add_block(b, &f->blocks[l], name, &c->text, c->moe.experts > 0
+		    && (l + 1) % n == 0, 1, c->moe.experts);
+	}
+	f->ln_w = add(b, 1, S1(D), "fusion.ln_post.weight");
+	f->ln_b = add(b, 1, S1(D), "fusion.ln_post.bias");
+	f->itm_w = add(b, 2, S2(2, D), "fusion.itm_head.weight");
+	f->itm_b = add(b, 1, S1(2), "fusion.itm_head.bias");
+	f->mlm_b = add(b, 1, S1(c->vocab), "fusion.mlm_head.bias");
+	if (c->fusion.answers > 0) {
+		f->qa_w = add(b, 2, S2(c->fusion.answers, D),
+		    "fusion.qa_head.weight");
+		f->qa_b = add(b, 1, S1(c->fusion.answers),
+		    "fusion.qa_head.bias");
+	}
+}
+
 /* LoRA pairs (lora.c) A (r, IN), B (OUT, r) for each targeted weight
  * (OUT, IN), per expert (E, r, IN), (E, OUT, r) for stacked experts;
  * after every base parameter, so base offsets are the plain model's. */
@@ -258,6 +295,7 @@ build(struct vlm_model *m, const struct vlm_config *c)
 		m->vis.nblocks = m->txt.nblocks;
 		m->vis.blocks = m->txt.blocks;
 	}
+	add_fusion(&b);
 	m->logit_scale = add(&b, 0, NULL, "logit_scale");
 	if (c->lora.rank > 0)
 		add_lora(&b);
@@ -317,6 +355,7 @@ vlm_model_release(struct vlm_model *m)
 	if (m->vis.blocks != m->txt.blocks)
 		free(m->vis.blocks);
 	free(m->txt.blocks);
+	free(m->fus.blocks);
 	free(m->params);
 	if (m->file.base)
 		vlm_map_release(&m->file);
@@ -417,7 +456,8 @@ vlm_model_active_params(const struct vlm_model *m)
 
 		if (strstr(p->name, ".experts.")) /* K of E experts */
 			n = n / c->moe.experts * c->moe.top_k;
-		if (c->moe.modality_experts && strstr(p->name, ".moe."))
+		if (strstr(p->name, ".moe.image.") ||
+		    strstr(p->name, ".moe.text."))
 			n /= 2; /* a token uses its own modality's pool */
 		active += n;
 	}

@@ -94,6 +94,12 @@ struct vlm_config {
 		int hidden; /* its MLP's width, e.g. 64 */
 	} tl;
 
+	/* VL-MoE fusion (model/fusion.c); layers 0: none */
+	struct {
+		int layers;   /* F fusion blocks over [image; text], e.g. 2 */
+		int answers;  /* A: a QA head's classes, e.g. 12; 0 none */
+	} fusion;
+
 	/* LoRA adapters (model/lora.c); rank 0: none */
 	struct {
 		int rank;     /* r, e.g. 8 */
@@ -149,6 +155,17 @@ struct vlm_tower_off {
 	struct vlm_block_off *blocks;       /* shared by both in one-tower */
 };
 
+/* Offsets of the fusion blocks and heads (fusion.layers > 0; else -1). */
+struct vlm_fusion_off {
+	int nblocks;
+	struct vlm_block_off *blocks; /* MoE blocks: one pool, the VL one */
+	int64_t ln_w, ln_b;           /* fusion.ln_post (D) */
+	int64_t itm_w, itm_b;         /* fusion.itm_head (2, D) (2) */
+	int64_t mlm_b;                /* fusion.mlm_head.bias (vocab); the
+	                               * weight is token_embedding (tied) */
+	int64_t qa_w, qa_b;           /* fusion.qa_head (A, D) (A), or -1 */
+};
+
 struct vlm_model {
 	struct vlm_config cfg;
 	int nparams;
@@ -156,6 +173,7 @@ struct vlm_model {
 	int64_t nfloats;          /* slab length */
 	float *w;                 /* parameters (owned, or into a mapping) */
 	struct vlm_tower_off vis, txt;
+	struct vlm_fusion_off fus;
 	int64_t logit_scale;
 	char *tokenizer;          /* BPE merges text carried in the file, or NULL */
 	struct vlm_map file;      /* the model file w points into, if mapped */
@@ -238,6 +256,10 @@ struct vlm_loss {
 	float contrastive;  /* OpenCLIP ClipLoss */
 	float aux;          /* weighted router losses, all MoE layers */
 	float logit_scale;  /* exp(theta) */
+	/* fusion models (model/fusion.c), else 0 */
+	float itm, itm_acc; /* image-text matching CE, accuracy */
+	float mlm, mlm_acc; /* masked-token CE, accuracy */
+	float qa, qa_acc;   /* question answering CE, accuracy */
 };
 
 /* Activations for B_img images and B_txt texts (either may be 0), all
@@ -255,6 +277,13 @@ struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
 /* The same on backend be (kernels.h: vlm_backend_get). */
 struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int train);
+/* The same with room for B_fused fused pairs of a fusion model
+ * (model/fusion.c); B_fused 0: its encoders only. */
+struct vlm_run *vlm_run_new_fusion(const struct vlm_model *m, int B_img,
+    int B_txt, int B_fused, int train);
+struct vlm_run *vlm_run_new_fusion_on(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int B_fused,
+    int train);
 void vlm_run_free(struct vlm_run *r);
 /* The backend the run's ops go through (its gradients are that
  * backend's memory: accumulate them with its add and scale). */
@@ -287,7 +316,10 @@ struct vlm_route_view {
 	const uint8_t *mod, *keep;
 	const float *w, *z, *p;
 };
-/* -1 when block l of that modality's stack has no MoE (or no pool). */
+/* -1 when block l of that modality's stack has no MoE (or no pool).
+ * Fusion blocks are blocks layers .. layers + fusion.layers - 1 of
+ * either modality, one pool whose rows hold both (mod 0 image, 1 text),
+ * after vlm_fusion_forward. */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
 /* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
@@ -338,6 +370,83 @@ int vlm_run_fold(struct vlm_run *r, const struct vlm_model *m,
  * model/moe-ep.c write through it. */
 float *vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m,
     float *grad, int64_t off, int64_t k);
+
+/* ---- VL-MoE fusion (model/fusion.c) ------------------------------------- */
+
+/*
+ * A model with fusion.layers = F > 0 runs, on a run made with room for
+ * fused pairs (vlm_run_new_fusion), F fusion blocks over each pair's
+ * [image tokens; text tokens] after vlm_forward: full attention with the
+ * text's padding masked, MoE blocks routing both through one more pool
+ * (the vision-language experts). Heads: ITM, P(match) from the fused
+ * class token (fusion.ln_post, a linear to 2); MLM, the vocabulary from
+ * fused text rows (fusion.ln_post, the tied token embedding and a bias).
+ * vlm_backward then also differentiates the fused pairs' losses.
+ */
+struct vlm_fusion_batch {
+	int n;                /* pairs, at most the run's B_fused */
+	const int32_t *img;   /* (n) rows of the run's images */
+	const int32_t *txt;   /* (n) rows of the run's texts */
+	const int8_t *itm;    /* (n) 1 match, 0 not, -1 no ITM loss; or NULL */
+	const int32_t *mlm;   /* (n, context) the id to predict at each text
+	                       * position, -1 none; or NULL */
+	const int32_t *answer; /* (n) QA class, -1 none; or NULL */
+};
+/* After vlm_forward: the pairs through the fusion blocks and heads;
+ * out's itm, itm_acc, mlm, mlm_acc (means over the labelled), aux (the
+ * fusion blocks'), total (those weighted, 1 each unless a training
+ * step set them). */
+int vlm_fusion_forward(struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_fusion_batch *fb, struct vlm_loss *out);
+/* Each pair's answer (the QA head's argmax) after vlm_fusion_forward or
+ * vlm_fusion_score_rows (n, host); NULL without a QA head. */
+const int32_t *vlm_fusion_answers(const struct vlm_run *r);
+/* Question answering: pairs (image i, question i) of images (B,3,S,S)
+ * and tokens (B,T) on a run of B, B and B fused pairs; answer (B) their
+ * classes. out: qa, qa_acc, aux; total = qa + aux (the weights of ITC,
+ * ITM, MLM are 0). vlm_backward follows. */
+int vlm_fusion_qa_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens, const int32_t *answer,
+    struct vlm_loss *out);
+/* m (a fusion model) := the same with a QA head of A classes (new,
+ * seeded; every other parameter and the tokenizer kept). */
+int vlm_fusion_add_qa(struct vlm_model *m, int A, uint64_t seed);
+/* Each pair's P(match) after vlm_fusion_forward (n, host); NULL if none. */
+const float *vlm_fusion_itm_scores(const struct vlm_run *r);
+/* P(match) of n pairs from token rows held on the host: img[j] (image
+ * tokens, width) and txt[j] (context, width) as vlm_run_stream gives a
+ * fusion model's modality-specific output (l = layers), len[j] the text's
+ * tokens up to its EOT; into p (n). The run (B_fused >= n) needs no
+ * vlm_forward. */
+int vlm_fusion_score_rows(struct vlm_run *r, const struct vlm_model *m,
+    int n, const float *const *img, const float *const *txt,
+    const int32_t *len, float *p);
+/* BERT masking (15% of the tokens strictly between the start of text
+ * and the EOT; of those 80% the mask id EOT - 2, 10% random, 10% kept):
+ * ids (B,T) into masked (B,T), the original ids at the chosen positions
+ * into target (B,T), -1 elsewhere. */
+void vlm_mlm_mask(int32_t *masked, int32_t *target, const int32_t *ids,
+    int B, int T, struct vlm_rng *rng);
+/* ALBEF's hard negatives from the contrastive logits (B,B): for image i
+ * a text j != i drawn with probability softmax_j(logits[i][j]), and for
+ * text j an image i != j by softmax_i(logits[i][j]). B >= 2. */
+void vlm_itm_negatives(int32_t *neg_txt, int32_t *neg_img,
+    const float *logits, int B, struct vlm_rng *rng);
+/* The losses' weights of a training step (0: off). */
+struct vlm_fusion_weights {
+	float itc, itm, mlm; /* e.g. 1, 1, 1 */
+};
+/*
+ * One training forward of B pairs (images (B,3,S,S), tokens (B,T)) on a
+ * run of B images, B texts (2B with MLM: the masked copies) and room for
+ * 3B fused pairs for ITM (positives, a hard negative text per image and
+ * image per text) plus B for MLM; masks and negatives come from the
+ * run's generator (vlm_run_rng). out: every loss, total = the weighted
+ * sum plus aux. vlm_backward follows.
+ */
+int vlm_fusion_train_forward(struct vlm_run *r, const struct vlm_model *m,
+    const float *images, const int32_t *tokens,
+    const struct vlm_fusion_weights *w, struct vlm_loss *out);
 
 /* ---- reduced precision (model/precision.c) ------------------------------- */
 

@@ -30,6 +30,9 @@ struct seg {
 	int64_t row0; /* first row in the stack */
 	int causal;
 	int32_t *len; /* (B) tokens that count (text: up to EOT), host */
+	int32_t *dlen; /* its backend copy for a padding mask, or NULL */
+	int split;    /* mod 2 (fused pairs): the first split tokens of
+	               * each sequence are image tokens, the rest text */
 };
 
 /* One MoE layer's routing state for one pool. */
@@ -73,6 +76,8 @@ struct stack {
 	int S_max[2];
 	int stop;           /* backward: blocks below it need no gradient */
 	int no_dx0;         /* backward: nothing wants d x[0] */
+	float *dtop;        /* fusion training: d output rows from the
+	                     * fusion blocks, or NULL */
 };
 
 /* x[L], the stack's output rows (R, D). */
@@ -107,7 +112,13 @@ struct vlm_run {
 	const struct vlm_backend *be;
 	int train, nst, embed;
 	int E, K;                 /* experts, choices per token */
-	struct stack st[3];       /* in forward order */
+	struct stack st[4];       /* in forward order; st[nst]: fus */
+	struct stack *fus;        /* the fusion blocks' (model/fusion.c), or
+	                           * NULL */
+	struct vlm_fusion_run *fz; /* fusion heads' state, or NULL */
+	int fus_n;                /* pairs fused since the last vlm_forward */
+	float itc_w;              /* the contrastive loss's weight in the
+	                           * backward, e.g. 1 */
 	struct tower_acts tw[2]; /* 0 images, 1 texts */
 	float *logits, *dlogits;  /* (Bi, Bt) */
 	float *lse2;              /* (2B) row and column log-sum-exps */
@@ -150,6 +161,19 @@ struct vlm_run {
  * importance, load, switch, z, local img/txt, global img/txt. */
 void vlm_aux_coefs(const struct vlm_config *c, const struct moe_acts *ma,
     int train, float coef[8]);
+
+/* Stacks of the run, the fusion one included. */
+#define NSTACKS(r) ((r)->nst + ((r)->fus != NULL))
+/* The blocks of a stack forward, and backward from d x[L] in r->dnext
+ * (returns d x[0], r->dnext or r->dx); forward.c, backward.c. */
+void vlm_stack_fwd(struct vlm_run *r, const struct vlm_model *m,
+    struct stack *st);
+float *vlm_stack_bwd(struct vlm_run *r, const struct vlm_model *m,
+    struct stack *st, float *g);
+/* fusion.c: the heads' backward into d of the fusion stack's output,
+ * through its blocks into each tower stack's dtop; its state freed. */
+int vlm_fusion_bwd(struct vlm_run *r, const struct vlm_model *m, float *g);
+void vlm_fusion_free(struct vlm_run *r);
 
 /* m, or (device backends) a view of m whose weights are r->wdev. */
 const struct vlm_model *vlm_run_weights(const struct vlm_run *r,

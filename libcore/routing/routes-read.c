@@ -26,7 +26,8 @@
 #define MAX_LAYER_EXPERTS (1 << 20) /* layers x experts */
 #define MAX_CLASSES (1 << 16)
 
-static const char *const tower_names[] = { "vision", "text", "shared" };
+static const char *const tower_names[] = { "vision", "text", "shared",
+	"fusion" };
 static const char *const mod_names[] = { "image", "text" };
 
 /* Read one record; a clean end of stream is "truncated" here. */
@@ -112,7 +113,7 @@ read_layers(struct vlm_routes_reader *r, json_t *a)
 	json_array_foreach(a, i, v) {
 		struct vlm_routes_layer *l = &r->layers[i];
 		json_t *nm = json_object_get(v, "name");
-		l->tower = index_of(tower_names, 3, json_string_value(
+		l->tower = index_of(tower_names, 4, json_string_value(
 		    json_object_get(v, "tower")));
 		if (l->tower < 0 || !json_is_string(nm) ||
 		    get_int(r, v, "block", 0, 1 << 20, &l->block) < 0 ||

@@ -23,7 +23,8 @@ struct vlm_routes_wlayer {
 	int tower, block, pool;
 };
 
-static const char *const tower_names[] = { "vision", "text", "shared" };
+static const char *const tower_names[] = { "vision", "text", "shared",
+	"fusion" };
 static const char *const mod_names[] = { "image", "text" };
 
 /* Write a JSON object as a compact '|u1' record; consumes o. */
@@ -54,18 +55,23 @@ static void
 layer_name(char *buf, size_t n, const struct vlm_model *m,
     const struct vlm_routes_wlayer *l)
 {
+	if (l->tower == 3) { /* the vision-language pool */
+		snprintf(buf, n, "fusion.resblocks.%d.moe", l->block);
+		return;
+	}
 	snprintf(buf, n, "%stransformer.resblocks.%d.moe%s",
 	    l->tower == 0 ? "visual." : "", l->block,
 	    m->cfg.moe.modality_experts ? (l->pool ? ".text" : ".image") : "");
 }
 
-/* Append the MoE layers of one tower's blocks to w->layer. */
+/* Append the MoE layers of n blocks (a tower's, or the fusion blocks:
+ * tower 3) to w->layer. */
 static void
-list_tower(struct vlm_routes_writer *w, const struct vlm_tower_off *t,
-    int tower)
+list_tower(struct vlm_routes_writer *w, const struct vlm_block_off *b,
+    int n, int tower)
 {
-	for (int l = 0; l < t->nblocks; l++)
-		for (int p = 0; p < t->blocks[l].moe; p++) {
+	for (int l = 0; l < n; l++)
+		for (int p = 0; p < b[l].moe; p++) {
 			struct vlm_routes_wlayer *x = &w->layer[w->nlayers++];
 			x->tower = tower, x->block = l, x->pool = p;
 		}
@@ -116,17 +122,20 @@ vlm_routes_writer_init(struct vlm_routes_writer *w, FILE *f,
 	for (int l = 0; m->vis.blocks != m->txt.blocks && l < m->vis.nblocks;
 	    l++)
 		n += m->vis.blocks[l].moe;
+	for (int l = 0; l < m->fus.nblocks; l++)
+		n += m->fus.blocks[l].moe;
 	if (n == 0)
 		return vlm_error("'%s': the model has no MoE layer to record",
 		    name);
 	if (!(w->layer = calloc(n, sizeof(*w->layer))))
 		return vlm_error("out of memory");
 	if (m->cfg.family == VLM_ONE_TOWER) {
-		list_tower(w, &m->txt, 2);
+		list_tower(w, m->txt.blocks, m->txt.nblocks, 2);
 	} else {
-		list_tower(w, &m->vis, 0);
-		list_tower(w, &m->txt, 1);
+		list_tower(w, m->vis.blocks, m->vis.nblocks, 0);
+		list_tower(w, m->txt.blocks, m->txt.nblocks, 1);
 	}
+	list_tower(w, m->fus.blocks, m->fus.nblocks, 3);
 	if (put_json(f, name, meta_json(w, m)) < 0) {
 		vlm_routes_writer_release(w);
 		return -1;
@@ -145,11 +154,23 @@ vlm_routes_writer_classes(struct vlm_routes_writer *w,
 	return put_json(w->f, w->name, json_pack("{s:o}", "classes", a));
 }
 
+/* Listed layer l's routing in run r (a fusion layer's: -1 without
+ * fused pairs). */
+static int
+route_of(const struct vlm_run *r, const struct vlm_model *m,
+    const struct vlm_routes_wlayer *l, int text, struct vlm_route_view *v)
+{
+	return vlm_run_route(r, text, l->block + (l->tower == 3 ?
+	    m->cfg.text.layers : 0), l->pool, v);
+}
+
 /* Does listed layer l carry tokens of modality text? */
 static int
 layer_has(const struct vlm_routes_wlayer *l, const struct vlm_model *m,
     int text)
 {
+	if (l->tower == 3) /* fused pairs: both */
+		return 1;
 	if (l->tower != 2)
 		return l->tower == text;
 	return !m->cfg.moe.modality_experts || l->pool == text;
@@ -240,8 +261,7 @@ batch_json(struct vlm_routes_writer *w, const struct vlm_run *r,
 
 	for (int j = 0; ls && j < w->nlayers; j++) {
 		const struct vlm_routes_wlayer *l = &w->layer[j];
-		if (!layer_has(l, m, text) ||
-		    vlm_run_route(r, text, l->block, l->pool, &v) < 0)
+		if (!layer_has(l, m, text) || route_of(r, m, l, text, &v) < 0)
 			continue;
 		if (v.S < 0) /* not run */
 			v.S = 0;
@@ -313,9 +333,9 @@ vlm_routes_write_batch(struct vlm_routes_writer *w, const struct vlm_run *r,
 {
 	struct vlm_route_view v;
 
-	for (int j = 0; j < w->nlayers; j++)
-		if (layer_has(&w->layer[j], m, text) && vlm_run_route(r, text,
-		    w->layer[j].block, w->layer[j].pool, &v) < 0)
+	for (int j = 0; j < w->nlayers; j++) /* fusion layers: if run */
+		if (w->layer[j].tower != 3 && layer_has(&w->layer[j], m, text) &&
+		    route_of(r, m, &w->layer[j], text, &v) < 0)
 			return vlm_error("'%s': the run has no %s MoE layer "
 			    "%d (no %ss in it?)", w->name, mod_names[text],
 			    w->layer[j].block, mod_names[text]);
@@ -324,8 +344,7 @@ vlm_routes_write_batch(struct vlm_routes_writer *w, const struct vlm_run *r,
 		return -1;
 	for (int j = 0; j < w->nlayers; j++) {
 		const struct vlm_routes_wlayer *l = &w->layer[j];
-		if (!layer_has(l, m, text) ||
-		    vlm_run_route(r, text, l->block, l->pool, &v) < 0)
+		if (!layer_has(l, m, text) || route_of(r, m, l, text, &v) < 0)
 			continue;
 		if (v.S < 0)
 			v.S = 0;

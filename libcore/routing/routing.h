@@ -73,7 +73,9 @@ int vlm_run_row_info(const struct vlm_run *r, int text, int l, int row,
 
 /* One MoE layer and pool as the metadata lists it. */
 struct vlm_routes_layer {
-	int tower;   /* 0 vision, 1 text, 2 shared (one-tower) */
+	int tower;   /* 0 vision, 1 text, 2 shared (one-tower), 3 fusion
+	              * (a fusion model's vision-language pool: the image
+	              * and text tokens of image-text pairs) */
 	int block;   /* e.g. 1 */
 	int pool;    /* 0 shared or image, 1 text (VL-MoE) */
 	int image_tokens; /* per image here: fewer after token reduction */
