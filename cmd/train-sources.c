@@ -169,7 +169,7 @@ train_stream_captions(struct train *t, char ***caps, int *n)
 {
 	struct vlm_stream_opts so = { .text_key = t->csv.caption_key,
 	    .buffer = 1 };
-	struct vlm_sample g;
+	struct vlm_sample g = { 0 };
 	int rc = 0;
 
 	*caps = NULL;

@@ -298,13 +298,11 @@ vlm_wds_open(struct wds_scan *sc, int k, struct wds_reader *rd)
 	rd->name = path;
 	rd->size = -1;
 	if (cmd && !sc->bytes)
-		return vlm_error("'%s': a pipe is read streaming only "
-		    "(--shuffle-buffer)", path);
+		return vlm_error("'%s': a pipe is read streaming only", path);
 	if (!(rd->a = archive_read_new()))
 		return vlm_error("'%s': out of memory", path);
 	archive_read_support_format_tar(rd->a);
-	if (sc->bytes)
-		archive_read_support_filter_all(rd->a);
+	archive_read_support_filter_all(rd->a); /* indexed: refused below */
 	if (cmd && !(rd->pipe = popen(cmd, "r")))
 		return vlm_error("'%s': %s", path, strerror(errno));
 	if (!cmd) {
@@ -315,12 +313,12 @@ vlm_wds_open(struct wds_scan *sc, int k, struct wds_reader *rd)
 	}
 	if ((cmd ? archive_read_open_FILE(rd->a, rd->pipe) :
 	    archive_read_open_filename(rd->a, path, 1 << 16)) != ARCHIVE_OK) {
+		vlm_error("'%s': %s", path, archive_error_string(rd->a) ?
+		    archive_error_string(rd->a) : "not a tar");
 		/* a command that failed says more than an empty tar */
 		rd->done = 1;
-		if (cmd && vlm_wds_close(rd) < 0)
-			return -1;
-		return vlm_error("'%s': %s", path, archive_error_string(rd->a) ?
-		    archive_error_string(rd->a) : "not a tar");
+		vlm_wds_close(rd);
+		return -1;
 	}
 	return 0;
 }
@@ -352,10 +350,12 @@ vlm_wds_step(struct wds_scan *sc, struct wds_reader *rd)
 			name = archive_entry_pathname(e);
 		if (archive_entry_filetype(e) != AE_IFREG || !name)
 			continue;
-		if (!sc->bytes && archive_filter_code(a, 0) !=
-		    ARCHIVE_FILTER_NONE)
-			return vlm_error("'%s': a compressed shard is read "
-			    "streaming only (--shuffle-buffer)", path);
+		if (archive_filter_code(a, 0) != ARCHIVE_FILTER_NONE) {
+			if (!sc->bytes)
+				return vlm_error("'%s': a compressed shard is "
+				    "read streaming only", path);
+			rd->size = -1; /* offsets are the uncompressed ones */
+		}
 		if (rd->size >= 0 && off + size > rd->size) {
 			r = ARCHIVE_FATAL;
 			archive_set_error(a, 0, "truncated tar");
