@@ -115,10 +115,11 @@ check_source(struct train *t, struct train_src *s)
 
 /* Streamed: a bad sample, warned the first time it is met. */
 static int
-stream_bad(void *arg, const char *msg)
+stream_bad(void *arg, const char *shard, const char *key, const char *msg)
 {
 	struct train *t = arg;
 
+	(void)shard, (void)key;
 	for (int i = 0; i < t->nwarned_bad; i++)
 		if (strcmp(t->warned_bad[i], msg) == 0)
 			return 0;
@@ -168,7 +169,7 @@ int
 train_stream_captions(struct train *t, char ***caps, int *n)
 {
 	struct vlm_stream_opts so = { .text_key = t->csv.caption_key,
-	    .buffer = 1 };
+	    .buffer = 1, .once = 1 };
 	struct vlm_sample g = { 0 };
 	int rc = 0;
 
@@ -180,7 +181,7 @@ train_stream_captions(struct train *t, char ***caps, int *n)
 		    vlm_wds_is_shards(s->path) ? NULL : &s->pairs, &so);
 		if (!st)
 			return -1;
-		while ((rc = vlm_stream_next(st, &g)) == 1 && g.epoch == 0) {
+		while ((rc = vlm_stream_next(st, &g)) == 1) {
 			rc = vlm_strs_push(caps, n, g.caption);
 			vlm_sample_release(&g);
 			if (rc < 0)
@@ -351,7 +352,7 @@ report_errors(struct train *t, const struct vlm_batch *b)
 		if (k < 0)
 			continue;
 		t->src[t->fed[t->fed0].src[k % t->o.batch]].nbad++;
-		if (stream_bad(t, b->err[i].msg) < 0)
+		if (stream_bad(t, NULL, NULL, b->err[i].msg) < 0)
 			errx(1, "%s", vlm_errmsg());
 	}
 	for (int i = 0; !t->shuffle_buffer && i < b->nerr; i++) {

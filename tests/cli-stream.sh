@@ -108,8 +108,8 @@ check "says so, no checkpoint" \
 
 # memory: 10,000 examples drawn from 1,000 samples (10 epochs) and from
 # 10,000 (one pass; the same small PNG, captions differ), streamed: the
-# same peak RSS within 1 MB (runs vary by 0.5 MB; keeping 110 bytes a
-# sample would pass it)
+# same peak RSS within 1 MB (runs vary by 0.5 MB; 120 bytes kept a
+# sample would fail it)
 $PY - "$T" <<'EOF' || fail "writing the large shards"
 import io, os, sys, tarfile
 d = sys.argv[1]

@@ -134,8 +134,10 @@ test_shuffled(void **state)
 }
 
 static int
-count_bad(void *arg, const char *msg)
+count_bad(void *arg, const char *shard, const char *key, const char *msg)
 {
+	assert_non_null(strstr(shard, "/bad/1.tar"));
+	assert_string_equal(key, "k07");
 	assert_non_null(strstr(msg, "1.tar': k07: no image"));
 	(*(int *)arg)++;
 	return 0;

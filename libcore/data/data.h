@@ -386,11 +386,15 @@ void vlm_sample_release(struct vlm_sample *s);
 struct vlm_cursor;
 
 struct vlm_stream_opts {
-	const char *text_key;  /* NULL: "txt" */
+	const char *text_key;  /* NULL: "txt"; "": no caption (images) */
 	uint64_t seed;         /* e.g. 0 */
 	int buffer;            /* N, e.g. 1000 */
 	int shard_shuffle;     /* else the shards in the pattern's order */
-	int (*bad)(void *arg, const char *msg); /* NULL: count only */
+	int once;              /* one epoch: then vlm_stream_next gives 0 */
+	/* each bad sample (key NULL: the shard's fault; msg "'SHARD':
+	 * KEY: why"); NULL: counted only */
+	int (*bad)(void *arg, const char *shard, const char *key,
+	    const char *msg);
 	void *arg;
 };
 struct vlm_stream_counts {
@@ -406,9 +410,13 @@ struct vlm_stream;
 struct vlm_stream *vlm_stream_new(const char *pattern,
     const struct vlm_pairs *pairs, const struct vlm_stream_opts *o);
 void vlm_stream_free(struct vlm_stream *s);
-/* The next sample into *out (the caller releases it): 1, or -1 (a shard
- * cannot be opened, a pipe's command failed, an epoch without samples). */
+/* The next sample into *out (the caller releases it): 1; 0 at the end
+ * (once); -1 when a shard cannot be opened or a pipe's command failed
+ * (calling again goes on with the next shard), or an epoch had no
+ * samples. */
 int vlm_stream_next(struct vlm_stream *s, struct vlm_sample *out);
+/* The shard read last (the one that failed, after -1). */
+const char *vlm_stream_shard(const struct vlm_stream *s);
 /* c := where the stream is: its epoch, samples delivered in it. */
 void vlm_stream_cursor(const struct vlm_stream *s, struct vlm_cursor *c);
 /* Go to cursor c: epoch c->epoch replayed from its start to c->pos. */
@@ -589,6 +597,8 @@ struct vlm_items {
 	char *const *captions;     /* [n] or NULL: the key */
 	const struct vlm_sample *samples; /* [n] or NULL: streamed samples
 	                           * (name, caption, image bytes) */
+	int64_t ring;              /* samples: item i is samples[i % ring]
+	                           * (0: samples[i]) */
 	int size;                  /* S, e.g. 224 */
 	const float *mean, *std;   /* NULL: OpenAI's */
 	int train;                 /* augment (else the validation crop) */

@@ -14,7 +14,8 @@ vlm_items_image(void *arg, int64_t index, const char *key, uint64_t seed,
     float *px)
 {
 	const struct vlm_items *it = arg;
-	const struct vlm_sample *sa = it->samples ? &it->samples[index] : NULL;
+	const struct vlm_sample *sa = it->samples ? &it->samples[it->ring ?
+	    index % it->ring : index] : NULL;
 	const char *path = sa ? sa->name : it->paths ? it->paths[index] : key;
 	struct vlm_image im;
 	struct vlm_image_opts alpha = { .alpha = it->alpha };
@@ -54,7 +55,8 @@ vlm_items_text(void *arg, int64_t index, const char *key, uint64_t seed,
     int32_t *tokens)
 {
 	const struct vlm_items *it = arg;
-	const char *text = it->samples ? it->samples[index].caption :
+	const char *text = it->samples ? it->samples[it->ring ? index %
+	    it->ring : index].caption :
 	    it->captions ? it->captions[index] : key;
 
 	(void)seed;

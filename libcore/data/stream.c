@@ -63,12 +63,12 @@ take(void *arg, int k, int num, struct wds_sample *w)
 }
 
 static int
-bad(void *arg, const char *msg)
+bad(void *arg, const char *shard, const char *key, const char *msg)
 {
 	struct vlm_stream *s = arg;
 
 	s->n.bad++;
-	return s->o.bad ? s->o.bad(s->o.arg, msg) : 0;
+	return s->o.bad ? s->o.bad(s->o.arg, shard, key, msg) : 0;
 }
 
 static void
@@ -174,6 +174,8 @@ vlm_stream_next(struct vlm_stream *s, struct vlm_sample *out)
 			return -1;
 		if (s->nbuf > 0)
 			break;
+		if (s->o.once)
+			return 0;
 		if (s->nread == 0 || again)
 			return vlm_error("'%s': no samples in epoch %lld",
 			    s->name, (long long)s->epoch);
@@ -212,6 +214,14 @@ vlm_stream_cursor(const struct vlm_stream *s, struct vlm_cursor *c)
 	c->pos = s->pos;
 }
 
+const char *
+vlm_stream_shard(const struct vlm_stream *s)
+{
+	if (s->pairs)
+		return s->name;
+	return s->next > 0 ? s->sc.shards[s->order[s->next - 1]] : s->name;
+}
+
 void
 vlm_stream_counts(const struct vlm_stream *s, struct vlm_stream_counts *n)
 {
@@ -231,8 +241,9 @@ vlm_stream_new(const char *pattern, const struct vlm_pairs *pairs,
 	s->o = *o;
 	s->name = pattern;
 	s->pairs = pairs;
-	s->sc = (struct wds_scan){ .text_key = o->text_key ? o->text_key :
-	    "txt", .emit = take, .bad = bad, .arg = s, .bytes = 1 };
+	s->sc = (struct wds_scan){ .text_key = !o->text_key ? "txt" :
+	    *o->text_key ? o->text_key : NULL, .emit = take, .bad = bad,
+	    .arg = s, .bytes = 1 };
 	if (o->buffer < 1 || o->buffer > VLM_STREAM_BUFFER_MAX) {
 		vlm_error("shuffle buffer %d: 1 to %d allowed", o->buffer,
 		    VLM_STREAM_BUFFER_MAX);

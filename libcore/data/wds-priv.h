@@ -24,7 +24,10 @@ struct wds_scan {
 	const char *text_key, *label_key;
 	int (*emit)(void *arg, int shard, int num, struct wds_sample *s);
 	void *arg;
-	int (*bad)(void *arg, const char *msg);
+	/* a bad sample (key NULL: the shard's fault), described by msg
+	 * "'SHARD': KEY: why" */
+	int (*bad)(void *arg, const char *shard, const char *key,
+	    const char *msg);
 	char **shards;
 	int nshards;
 	int bytes;  /* read the images (img.off means nothing then); also

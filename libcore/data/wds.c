@@ -177,7 +177,7 @@ bad_sample(struct wds_scan *sc, int k, const char *key, const char *why)
 	if (asprintf(&msg, "'%s': %s%s%s", sc->shards[k], key ? key : "",
 	    key ? ": " : "", why) < 0)
 		return vlm_error("out of memory");
-	rc = sc->bad(sc->arg, msg);
+	rc = sc->bad(sc->arg, sc->shards[k], key, msg);
 	free(msg);
 	return rc;
 }
@@ -446,10 +446,11 @@ struct pairs_arg {
 };
 
 static int
-pairs_bad(void *arg, const char *msg)
+pairs_bad(void *arg, const char *shard, const char *key, const char *msg)
 {
 	struct vlm_pairs *p = ((struct pairs_arg *)arg)->p;
 
+	(void)shard, (void)key;
 	p->nbad++;
 	if (p->nbadmsg == VLM_PAIRS_MAXBAD)
 		return 0;
@@ -516,7 +517,7 @@ pairs_emit(void *arg, int k, int num, struct wds_sample *s)
 		if (asprintf(&msg, "'%s': %s: empty 'txt'", s->img.file,
 		    s->key) < 0)
 			return vlm_error("out of memory");
-		rc = pairs_bad(arg, msg);
+		rc = pairs_bad(arg, s->img.file, s->key, msg);
 		free(msg);
 	}
 	return rc;
