@@ -302,7 +302,7 @@ vlm_wds_open(struct wds_scan *sc, int k, struct wds_reader *rd)
 	if (!(rd->a = archive_read_new()))
 		return vlm_error("'%s': out of memory", path);
 	archive_read_support_format_tar(rd->a);
-	archive_read_support_filter_all(rd->a); /* indexed: refused below */
+	archive_read_support_filter_gzip(rd->a); /* indexed: refused below */
 	if (cmd && !(rd->pipe = popen(cmd, "r")))
 		return vlm_error("'%s': %s", path, strerror(errno));
 	if (!cmd) {
