@@ -47,7 +47,7 @@ check "is named" "grep -q \"'pipe:cat $T/none/0.tar': the command failed (exit 1
 
 ok "shuffled shards, buffer 7" "$TR" --data "$T/sh/{0..4}.tar" $SMALL \
     -o "$T/shuf" --shuffle-buffer 7 --steps 8
-check "another order: other parameters" "! ckpt tsv shuf 8 2>/dev/null"
+check "another order: other parameters" "! ckpt tsv shuf 8 >/dev/null 2>&1"
 # batches of 8 over shards of 10: step 3 ends inside a shard
 ok "stopped after step 3" "$TR" --data "$T/sh/{0..4}.tar" $SMALL \
     -o "$T/half" --shuffle-buffer 7 --steps 9 --stop-at 3
