@@ -153,7 +153,7 @@ stream_data(struct train *t)
 		if (pairs && check_source(t, s) < 0)
 			return -1;
 		if (!(s->stream = vlm_stream_new(s->path, pairs ? &s->pairs :
-		    NULL, &so)))
+		    NULL, &so)) || vlm_stream_check(s->stream) < 0)
 			return -1;
 	}
 	t->nitems = NFED * t->o.batch;

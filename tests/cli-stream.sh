@@ -44,6 +44,10 @@ check "is refused by name" "grep -q \"gz/0.tar.gz': a compressed shard is read s
 fails "a failing pipe: command" 1 "$TR" --data "pipe:cat $T/none/{0..1}.tar" \
     $SMALL -o "$T/pf" --shuffle-buffer 4 --steps 2
 check "is named" "grep -q \"'pipe:cat $T/none/0.tar': the command failed (exit 1)\" $T/err"
+fails "a missing shard" 1 "$TR" --data "$T/sh/{0..5}.tar" $SMALL \
+    -o "$T/ms" --shuffle-buffer 4 --steps 2
+check "is named before the run starts" \
+    "grep -q \"sh/5.tar': No such file\" $T/err && [ ! -e $T/ms/params.json ]"
 
 ok "shuffled shards, buffer 7" "$TR" --data "$T/sh/{0..4}.tar" $SMALL \
     -o "$T/shuf" --shuffle-buffer 7 --steps 8

@@ -181,6 +181,8 @@ test_missing_shard(void **state)
 	(void)state;
 	snprintf(pat, sizeof(pat), "%s/none/{0..1}.tar", test_tmpdir());
 	assert_non_null(s = vlm_stream_new(pat, NULL, &o));
+	assert_int_equal(vlm_stream_check(s), -1);
+	assert_non_null(strstr(vlm_errmsg(), "none/0.tar"));
 	assert_int_equal(vlm_stream_next(s, &g), -1);
 	assert_non_null(strstr(vlm_errmsg(), "none/0.tar"));
 	vlm_stream_free(s);

@@ -415,6 +415,9 @@ void vlm_stream_free(struct vlm_stream *s);
  * (calling again goes on with the next shard), or an epoch had no
  * samples. */
 int vlm_stream_next(struct vlm_stream *s, struct vlm_sample *out);
+/* -1 naming the first shard file that cannot be read (pipe: commands
+ * are not run): a check before a long run. */
+int vlm_stream_check(const struct vlm_stream *s);
 /* The shard read last (the one that failed, after -1). */
 const char *vlm_stream_shard(const struct vlm_stream *s);
 /* c := where the stream is: its epoch, samples delivered in it. */

@@ -10,8 +10,10 @@
  * following. A pairs file already read is streamed the same way, as one
  * shard whose rows are its samples (images then read from their files).
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "data/wds-priv.h"
 
@@ -212,6 +214,17 @@ vlm_stream_cursor(const struct vlm_stream *s, struct vlm_cursor *c)
 {
 	c->epoch = s->epoch;
 	c->pos = s->pos;
+}
+
+int
+vlm_stream_check(const struct vlm_stream *s)
+{
+	for (int k = 0; k < s->sc.nshards; k++) {
+		const char *f = s->sc.shards[k];
+		if (strncmp(f, "pipe:", 5) != 0 && access(f, R_OK) < 0)
+			return vlm_error("'%s': %s", f, strerror(errno));
+	}
+	return 0;
 }
 
 const char *
