@@ -68,7 +68,8 @@ train_tokenizer(struct train *t)
 	} else {
 		int v = t->vocab_size ? t->vocab_size : t->m.cfg.vocab, n, rc;
 		char **caps = t->captions;
-		if (t->shuffle_buffer && train_stream_captions(t, &caps, &n) < 0)
+		if (t->shuffle_buffer && train_stream_captions(t, &caps,
+		    &n) < 0)
 			return -1;
 		rc = vlm_bpe_train(&t->bpe, (const char *const *)caps,
 		    t->shuffle_buffer ? n : t->nitems, v);

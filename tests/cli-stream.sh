@@ -40,10 +40,12 @@ ok "streamed from pipe:cat" "$TR" --data "pipe:cat $T/sh/{0..4}.tar" \
 check "identical checkpoints" "ckpt tsv pipe 8"
 fails "a compressed shard, indexed" 1 "$TR" --data "$T/gz/{0..3}.tar.gz" \
     $SMALL -o "$T/ix" --steps 1
-check "is refused by name" "grep -q \"gz/0.tar.gz': a compressed shard is read streaming only\" $T/err"
+check "is refused by name" \
+    "grep -q \"gz/0.tar.gz': a compressed shard is read streaming only\" $T/err"
 fails "a failing pipe: command" 1 "$TR" --data "pipe:cat $T/none/{0..1}.tar" \
     $SMALL -o "$T/pf" --shuffle-buffer 4 --steps 2
-check "is named" "grep -q \"'pipe:cat $T/none/0.tar': the command failed (exit 1)\" $T/err"
+check "is named" \
+    "grep -q \"'pipe:cat $T/none/0.tar': the command failed (exit 1)\" $T/err"
 fails "a missing shard" 1 "$TR" --data "$T/sh/{0..5}.tar" $SMALL \
     -o "$T/ms" --shuffle-buffer 4 --steps 2
 check "is named before the run starts" \
@@ -90,7 +92,8 @@ ok "10 passes over 1,000 samples" "$TR" --data "$T/m1000/0.tar" \
 ok "a pass over 10,000 samples" "$TR" --data "$T/m10000/{0..9}.tar" \
     -m "$T/tar/latest/model.safetensors" -b 100 --steps 100 \
     --shuffle-buffer 500 -o "$T/r10"
-echo "# peak RSS: $(rss $T/r1/metrics.jsonl) MB for 1,000 samples, $(rss $T/r10/metrics.jsonl) MB for 10,000"
+echo "# peak RSS: $(rss $T/r1/metrics.jsonl) MB for 1,000 samples," \
+    "$(rss $T/r10/metrics.jsonl) MB for 10,000"
 check "peak memory does not grow with the samples" \
     "$PY -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(b - a > 1)' \
     $(rss $T/r1/metrics.jsonl) $(rss $T/r10/metrics.jsonl)"

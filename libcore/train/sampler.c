@@ -68,7 +68,8 @@ init(struct vlm_sampler *s, int S, const int64_t *n, const double *w,
 	}
 	for (int i = 0; i < S; i++) {
 		s->w[i] /= sum;
-		if (n[i] > 0 && !(s->perm[i] = malloc(n[i] * sizeof(*s->perm[i]))))
+		if (n[i] > 0 && !(s->perm[i] = malloc(n[i] *
+		    sizeof(*s->perm[i]))))
 			return vlm_error("sampler: out of memory");
 	}
 	return 0;
