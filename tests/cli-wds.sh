@@ -7,9 +7,9 @@
 # shards (truncated, a sample without an image, an undecodable image)
 # are warned about by shard and key, skipped and counted against
 # --max-bad, indexed and streamed (--shuffle-buffer); vlm-eval zeroshot
-# and retrieval give the same metrics on an ImageFolder tree / pairs file and on its CLIP_benchmark webdataset
-# form (--wds), written by vlm or by Python. The evaluations skip
-# without the OpenCLIP fixtures.
+# and retrieval give the same metrics on an ImageFolder tree / pairs
+# file and on its CLIP_benchmark webdataset form (--wds), written by vlm
+# or by Python. The evaluations skip without the OpenCLIP fixtures.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
