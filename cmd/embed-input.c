@@ -20,7 +20,7 @@ struct embed_fail {
 
 /* The samples of tar shards; every argument must name some. */
 static int
-init_wds(struct embed_in *in, int text, char **paths, int npaths)
+init_wds(struct embed_in *in, int text, char **paths, int npaths, int ring)
 {
 	for (int i = 0; i < npaths; i++)
 		if (!vlm_wds_is_shards(paths[i]))
@@ -28,7 +28,7 @@ init_wds(struct embed_in *in, int text, char **paths, int npaths)
 			    "and other inputs cannot be mixed)", paths[i]);
 	if (!(in->wds = calloc(1, sizeof(*in->wds))))
 		return vlm_error("out of memory");
-	if (embed_wds_init(in->wds, text, paths, npaths) == 0)
+	if (embed_wds_init(in->wds, text, paths, npaths, ring) == 0)
 		return 0;
 	embed_wds_release(in->wds);
 	free(in->wds);
@@ -37,7 +37,8 @@ init_wds(struct embed_in *in, int text, char **paths, int npaths)
 }
 
 int
-embed_in_init(struct embed_in *in, int text, char **paths, int npaths)
+embed_in_init(struct embed_in *in, int text, char **paths, int npaths,
+    int ring)
 {
 	memset(in, 0, sizeof(*in));
 	in->text = text;
@@ -46,7 +47,7 @@ embed_in_init(struct embed_in *in, int text, char **paths, int npaths)
 	pthread_mutex_init(&in->mu, NULL);
 	for (int i = 0; i < npaths; i++)
 		if (vlm_wds_is_shards(paths[i]))
-			return init_wds(in, text, paths, npaths);
+			return init_wds(in, text, paths, npaths, ring);
 	if (!text)
 		return vlm_walk_init(&in->walk, paths, npaths,
 		    npaths ? NULL : stdin, "<stdin>");

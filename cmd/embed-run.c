@@ -70,7 +70,7 @@ static int
 setup_loader(struct embed *e, char **paths, int npaths)
 {
 	const struct vlm_config *c = &e->m.cfg;
-	struct vlm_loader_opts lo = { .n = -1, .batch = e->o.batch,
+	struct vlm_loader_opts lo = { .n = -1, .batch = e->o.batch, .depth = 3,
 	    .threads = e->o.threads ? e->o.threads : vlm_threads(),
 	    .arg = &e->items, .next = embed_in_next, .next_arg = &e->in };
 
@@ -81,13 +81,14 @@ setup_loader(struct embed *e, char **paths, int npaths)
 		lo.image = cmd_load_image;
 		lo.image_floats = 3 * (int64_t)c->image_size * c->image_size;
 	}
-	if (embed_in_init(&e->in, e->o.text, paths, npaths) < 0)
+	/* shards: a ring of more samples than the depth batches held */
+	if (embed_in_init(&e->in, e->o.text, paths, npaths,
+	    (lo.depth + 1) * e->o.batch) < 0)
 		return -1;
 	e->in_ok = 1;
-	if (e->in.wds) {  /* items by the stream's count, read from shards */
-		e->items.paths = e->in.wds->ids;
-		e->items.blobs = e->in.wds->blobs;
-		e->items.captions = e->o.text ? e->in.wds->texts : NULL;
+	if (e->in.wds) {  /* items by the stream's count, from the ring */
+		e->items.samples = e->in.wds->samples;
+		e->items.ring = e->in.wds->ring;
 	}
 	e->ld = vlm_loader_new(&lo);
 	return e->ld ? 0 : -1;

@@ -28,25 +28,26 @@
  */
 /*
  * Tar shards (cmd/embed-wds.c): the samples of every shard of the
- * arguments' brace patterns, in order, as the loader's items (ids,
- * blobs and, for texts, captions indexed as the stream counts them);
- * a bad sample or shard is met by embed_wds_next where it was found.
+ * arguments' brace patterns, in order, streamed: item i (the loader's
+ * stream count) is samples[i % ring] (vlm_items.samples), ring more than
+ * the items the loader holds; a bad sample or shard is met by
+ * embed_wds_next where it was found.
  */
 struct embed_wds_bad;
 struct embed_wds {
 	int text;
-	int n, cap;                 /* good samples */
-	char **ids;                 /* [n] "SHARD:KEY" */
-	struct vlm_blob *blobs;     /* [n] the images */
-	char **texts;               /* [n] txt captions (texts) or NULLs */
-	struct embed_wds_bad *bad;  /* [nbad] in order */
-	int nbad, capbad;
-	char **shards;              /* [nshards] the names blobs point to */
-	int nshards;
-	const char *cur;            /* the shard being scanned */
-	int pos, ibad;              /* the stream's place */
+	char **paths;               /* the arguments */
+	int npaths, arg;            /* arg: the next to open */
+	struct vlm_stream *s;       /* the open one */
+	struct vlm_sample *samples; /* [ring] */
+	int ring;
+	int64_t n;                  /* samples given out */
+	int held;                   /* samples[n % ring] waits behind bads */
+	struct embed_wds_bad *head, *tail; /* bad samples not yet met */
+	char *bad;                  /* the last one's name */
 };
-int embed_wds_init(struct embed_wds *w, int text, char **paths, int npaths);
+int embed_wds_init(struct embed_wds *w, int text, char **paths, int npaths,
+    int ring);
 /* 1 and the next sample's id (malloc'ed), 0 at the end, -1 with *bad
  * the name of a bad sample or shard (the message set). */
 int embed_wds_next(struct embed_wds *w, char **key, const char **bad);
@@ -58,7 +59,7 @@ struct embed_in {
 	char **paths;          /* the arguments */
 	int npaths;
 	struct vlm_walk walk;  /* images */
-	struct embed_wds *wds; /* or tar shards (paths ending in .tar) */
+	struct embed_wds *wds; /* or tar shards (vlm_wds_is_shards) */
 	int ifile;             /* texts: the next file, */
 	FILE *cur;             /* the open one, */
 	const char *curname;
@@ -67,7 +68,9 @@ struct embed_in {
 	pthread_mutex_t mu;    /* guards the queue of failed names */
 	struct embed_fail *head, *tail;
 };
-int embed_in_init(struct embed_in *in, int text, char **paths, int npaths);
+/* ring: for shards, embed_wds_init's */
+int embed_in_init(struct embed_in *in, int text, char **paths, int npaths,
+    int ring);
 int embed_in_next(void *arg, char **key);
 /* The name behind the oldest stream error not yet taken (malloc'ed). */
 char *embed_in_failed(struct embed_in *in);

@@ -58,6 +58,8 @@ static const struct param params[] = {
 	{ "hue", P_DOUBLE, F(aug.hue), 0 },
 	{ "grayscale", P_DOUBLE, F(aug.gray), 0 },
 	{ "data-weights", P_STR, F(weights), 0 },
+	{ "shuffle-buffer", P_INT, F(shuffle_buffer), 0 },
+	{ "no-shard-shuffle", P_FLAG, F(shard_order), 0 },
 	{ "adaptive", P_FLAG, F(so.adaptive), 0 },
 	{ "expert-parallel", P_INT, F(ep), 0 },
 	{ "adaptive-tau", P_DOUBLE, F(so.tau), 0 },

@@ -66,9 +66,16 @@ train_tokenizer(struct train *t)
 	} else if (t->m.tokenizer) {
 		return vlm_model_tokenizer(&t->m, &t->bpe);
 	} else {
-		int v = t->vocab_size ? t->vocab_size : t->m.cfg.vocab;
-		if (vlm_bpe_train(&t->bpe, (const char *const *)
-		    t->captions, t->nitems, v) < 0)
+		int v = t->vocab_size ? t->vocab_size : t->m.cfg.vocab, n, rc;
+		char **caps = t->captions;
+		if (t->shuffle_buffer && train_stream_captions(t, &caps,
+		    &n) < 0)
+			return -1;
+		rc = vlm_bpe_train(&t->bpe, (const char *const *)caps,
+		    t->shuffle_buffer ? n : t->nitems, v);
+		if (t->shuffle_buffer)
+			vlm_strs_free(caps, n);
+		if (rc < 0)
 			return -1;
 	}
 	if (t->bpe.nvocab > t->m.cfg.vocab)

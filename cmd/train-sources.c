@@ -9,6 +9,14 @@
  * are fed to the loader one batch ahead of the one being computed; a
  * checkpoint keeps each source's cursor as it was before the batch that
  * was fed but not used, so a resumed run draws the same batches.
+ *
+ * Streamed (--shuffle-buffer N), every source is read sequentially
+ * (data/stream.c: shards in a seeded order, a shuffle buffer of N): the
+ * sampler draws each batch's counts per source as above, the samples are
+ * pulled from the streams into a ring of the batches in flight, and a
+ * checkpoint keeps each stream's cursor (epoch, samples delivered),
+ * which a resumed run replays to. Bad samples are warned once and
+ * counted against --max-bad each time a shard has been read.
  */
 #include <err.h>
 #include <jansson.h>
@@ -24,6 +32,13 @@
 
 #define NFED 3 /* the ring of fed batches: 2 in use, one being filled */
 
+/* Batches chosen by the sampler and fed: several sources, or streamed. */
+static int
+fed(const struct train *t)
+{
+	return t->nsrc > 1 || t->shuffle_buffer;
+}
+
 /* Options about sources and steps, checked before anything is read. */
 void
 train_sources_check(struct train *t)
@@ -34,6 +49,13 @@ train_sources_check(struct train *t)
 
 	if (t->nsrc > VLM_SOURCES_MAX)
 		errx(2, "--data: at most %d sources", VLM_SOURCES_MAX);
+	if (t->shuffle_buffer > VLM_STREAM_BUFFER_MAX)
+		errx(2, "--shuffle-buffer: at most %d", VLM_STREAM_BUFFER_MAX);
+	if (t->shuffle_buffer && t->epochs)
+		errx(2, "--epochs: streamed data has no known length; give "
+		    "--steps");
+	if (!t->shuffle_buffer && t->shard_order)
+		errx(2, "--no-shard-shuffle: only with --shuffle-buffer");
 	if (t->accum < 1)
 		errx(2, "--accum-freq: at least 1");
 	if (!(t->so.tau > 0) || !(t->so.decay >= 0 && t->so.decay < 1) ||
@@ -91,6 +113,110 @@ check_source(struct train *t, struct train_src *s)
 	return 0;
 }
 
+/* Streamed: a bad sample, warned the first time it is met. */
+static int
+stream_bad(void *arg, const char *shard, const char *key, const char *msg)
+{
+	struct train *t = arg;
+
+	(void)shard, (void)key;
+	for (int i = 0; i < t->nwarned_bad; i++)
+		if (strcmp(t->warned_bad[i], msg) == 0)
+			return 0;
+	warnx("%s (skipped)", msg);
+	return vlm_strs_push(&t->warned_bad, &t->nwarned_bad, msg) < 0 ?
+	    vlm_error("out of memory") : 0;
+}
+
+/* Streamed: each source a stream (pairs files read and checked first);
+ * the items a ring of the batches in flight. */
+static int
+stream_data(struct train *t)
+{
+	int64_t n = 0;
+
+	for (int i = 0; i < t->nsrc; i++) {
+		struct train_src *s = &t->src[i];
+		struct vlm_stream_opts so = { .text_key = t->csv.caption_key,
+		    .seed = vlm_item_seed(t->seed, -1, i),
+		    .buffer = t->shuffle_buffer,
+		    .shard_shuffle = !t->shard_order, .bad = stream_bad,
+		    .arg = t };
+		int pairs = !vlm_wds_is_shards(s->path);
+		s->lo = n;
+		if (pairs && vlm_pairs_load(&s->pairs, s->path, &t->csv) < 0)
+			return -1;
+		n += s->pairs.n;
+		if (!(t->warned = realloc(t->warned, n / 8 + 1)))
+			return vlm_error("out of memory");
+		memset(t->warned, 0, n / 8 + 1);
+		if (pairs && check_source(t, s) < 0)
+			return -1;
+		if (!(s->stream = vlm_stream_new(s->path, pairs ? &s->pairs :
+		    NULL, &so)) || vlm_stream_check(s->stream) < 0)
+			return -1;
+	}
+	t->nitems = NFED * t->o.batch;
+	if (!(t->samples = calloc(t->nitems, sizeof(*t->samples))))
+		return vlm_error("out of memory");
+	return 0;
+}
+
+/* Streamed, for a new tokenizer: the captions of one pass over every
+ * source in reading order (a stream of its own, buffer 1, shards as
+ * named), malloc'ed. */
+int
+train_stream_captions(struct train *t, char ***caps, int *n)
+{
+	struct vlm_stream_opts so = { .text_key = t->csv.caption_key,
+	    .buffer = 1, .once = 1 };
+	struct vlm_sample g = { 0 };
+	int rc = 0;
+
+	*caps = NULL;
+	*n = 0;
+	for (int i = 0; rc == 0 && i < t->nsrc; i++) {
+		struct train_src *s = &t->src[i];
+		struct vlm_stream *st = vlm_stream_new(s->path,
+		    vlm_wds_is_shards(s->path) ? NULL : &s->pairs, &so);
+		if (!st)
+			return -1;
+		while ((rc = vlm_stream_next(st, &g)) == 1) {
+			rc = vlm_strs_push(caps, n, g.caption);
+			vlm_sample_release(&g);
+			if (rc < 0)
+				break;
+		}
+		vlm_sample_release(&g);
+		rc = rc < 0 ? -1 : 0;
+		vlm_stream_free(st);
+	}
+	return rc;
+}
+
+/* Streamed: more bad samples than --max-bad allows, each time a source
+ * has read another shard (its decoding failures counted too). */
+static int
+stream_check(struct train *t)
+{
+	for (int i = 0; i < t->nsrc; i++) {
+		struct train_src *s = &t->src[i];
+		struct vlm_stream_counts c;
+		int64_t bad;
+		vlm_stream_counts(s->stream, &c);
+		if (c.shards == s->checked)
+			continue;
+		s->checked = c.shards;
+		bad = c.bad + s->nbad;
+		if (bad > t->max_bad * (c.read + c.bad))
+			return vlm_error("'%s': %lld of the %lld samples read "
+			    "are bad, more than --max-bad %.3g allows",
+			    s->path, (long long)bad, (long long)(c.read +
+			    c.bad), t->max_bad);
+	}
+	return 0;
+}
+
 /* Every source read and checked; their pairs as one list of items. */
 int
 train_data(struct train *t)
@@ -98,6 +224,8 @@ train_data(struct train *t)
 	int64_t n = 0;
 	int usable = 0;
 
+	if (t->shuffle_buffer)
+		return stream_data(t);
 	for (int i = 0; i < t->nsrc; i++) {
 		t->src[i].lo = n;
 		if (vlm_pairs_load(&t->src[i].pairs, t->src[i].path,
@@ -145,14 +273,21 @@ sampler_setup(struct train *t)
 	int S = t->nsrc, B = t->o.batch;
 
 	for (int i = 0; i < S; i++) {
-		n[i] = t->src[i].pairs.n;
-		w[i] = t->w ? t->w[i] : t->src[i].usable;
+		n[i] = t->shuffle_buffer ? -1 : t->src[i].pairs.n;
+		w[i] = t->w ? t->w[i] : t->shuffle_buffer ? 1 :
+		    t->src[i].usable;
 	}
 	t->so.seed = t->seed;
 	if (!(t->sampler = vlm_sampler_new(S, n, w, &t->so)))
 		return -1;
 	if (t->resume)
 		vlm_sampler_restore(t->sampler, t->st.sources, t->st.step);
+	for (int i = 0; t->resume && t->shuffle_buffer && i < S; i++) {
+		struct vlm_cursor c = { t->st.sources[i].epoch,
+		    t->st.sources[i].pos };
+		if (vlm_stream_seek(t->src[i].stream, &c) < 0)
+			return -1;
+	}
 	for (int i = 0; i < NFED; i++) {
 		struct train_fed *f = &t->fed[i];
 		f->src = malloc(B * sizeof(*f->src));
@@ -177,7 +312,7 @@ train_loader(struct train *t)
 {
 	const struct vlm_config *c = &t->m.cfg;
 	struct vlm_loader_opts lo = { 0 };
-	int multi = t->nsrc > 1;
+	int multi = fed(t);
 
 	if (t->resume && t->st.nsources != (multi ? t->nsrc : 0))
 		return vlm_error("'%s': the run was trained on %d data "
@@ -186,6 +321,7 @@ train_loader(struct train *t)
 	if (multi && sampler_setup(t) < 0)
 		return -1;
 	t->items = (struct vlm_items){ .paths = t->paths,
+		.samples = t->samples,
 		.blobs = t->blobs, .captions = t->captions, .size = c->image_size,
 		.mean = c->mean, .std = c->std, .train = 1, .augment = &t->aug,
 		.alpha = c->image_alpha, .bpe = &t->bpe, .ctx = c->context };
@@ -211,7 +347,15 @@ train_loader(struct train *t)
 static void
 report_errors(struct train *t, const struct vlm_batch *b)
 {
-	for (int i = 0; i < b->nerr; i++) {
+	for (int i = 0; t->shuffle_buffer && i < b->nerr; i++) {
+		int64_t k = b->err[i].index;
+		if (k < 0)
+			continue;
+		t->src[t->fed[t->fed0].src[k % t->o.batch]].nbad++;
+		if (stream_bad(t, NULL, NULL, b->err[i].msg) < 0)
+			errx(1, "%s", vlm_errmsg());
+	}
+	for (int i = 0; !t->shuffle_buffer && i < b->nerr; i++) {
 		int64_t k = b->err[i].index;
 		int s = 0;
 		if (k < 0 || (t->warned[k / 8] & (1 << (k % 8))))
@@ -225,6 +369,36 @@ report_errors(struct train *t, const struct vlm_batch *b)
 			warnx("%s:%d: %s (skipped)", t->src[s].path,
 		    t->src[s].pairs.line[k - t->src[s].lo], b->err[i].msg);
 	}
+}
+
+/*
+ * Streamed: the batch's samples from the streams the sampler chose, into
+ * the ring's next batch; f records the streams' cursors before it. Item
+ * seeds from (the source's seed, the sample's epoch and number); a
+ * failed item is replaced by another of the same batch.
+ */
+static int
+stream_feed(struct train *t, struct train_fed *f)
+{
+	int B = t->o.batch, base = (int)(t->nbatches % NFED) * B;
+
+	for (int i = 0; i < t->nsrc; i++) {
+		struct vlm_cursor c;
+		vlm_stream_cursor(t->src[i].stream, &c);
+		f->epoch[i] = c.epoch;
+		f->pos[i] = c.pos;
+	}
+	for (int j = 0; j < B; j++) {
+		struct vlm_sample *g = &t->samples[base + j];
+		int i = f->src[j];
+		vlm_sample_release(g);
+		if (vlm_stream_next(t->src[i].stream, g) < 0)
+			return -1;
+		t->feed[j] = (struct vlm_feed){ base + j, vlm_item_seed(
+		    vlm_item_seed(t->seed, -1, i), g->epoch, g->num), base, B };
+	}
+	t->nbatches++;
+	return stream_check(t);
 }
 
 /* Several sources: keep the loader fed one batch ahead of the next. */
@@ -241,6 +415,8 @@ feed_ahead(struct train *t)
 		}
 		vlm_sampler_plan(t->sampler, t->feed_step, t->feed_micro,
 		    t->o.batch, t->feed, f->src);
+		if (t->shuffle_buffer && stream_feed(t, f) < 0)
+			return -1;
 		if (vlm_loader_feed(t->loader, t->feed, t->o.batch) < 0)
 			return -1;
 		t->nfed++;
@@ -259,7 +435,7 @@ train_next(struct train *t, const int **src)
 	const struct vlm_batch *b;
 
 	*src = NULL;
-	if (t->nsrc > 1 && feed_ahead(t) < 0)
+	if (fed(t) && feed_ahead(t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	if (vlm_loader_next(t->loader, &b) != 1)
 		errx(1, "%s", vlm_errmsg());
@@ -267,7 +443,7 @@ train_next(struct train *t, const int **src)
 	if (b->n != t->o.batch)
 		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,
 		    t->o.batch);
-	if (t->nsrc > 1) {
+	if (fed(t)) {
 		*src = t->fed[t->fed0].src;
 		t->fed0 = (t->fed0 + 1) % NFED;
 		t->nfed--;
@@ -279,7 +455,7 @@ train_next(struct train *t, const int **src)
 void
 train_sources_loss(struct train *t, const int *src, int n)
 {
-	if (!src)
+	if (!src || t->nsrc == 1) /* one source (streamed): nothing to mix */
 		return;
 	if (train_row_loss(t, t->rowloss) < 0)
 		errx(1, "%s", vlm_errmsg());
@@ -292,7 +468,7 @@ train_sources_loss(struct train *t, const int *src, int n)
 void
 train_sources_step(struct train *t)
 {
-	if (t->nsrc > 1)
+	if (fed(t))
 		vlm_sampler_update(t->sampler, t->st.step);
 }
 
@@ -302,13 +478,18 @@ train_sources_save(struct train *t)
 {
 	const struct train_fed *f = &t->fed[t->fed0];
 
-	t->st.nsources = t->nsrc > 1 ? t->nsrc : 0;
+	t->st.nsources = fed(t) ? t->nsrc : 0;
 	if (t->st.nsources)
 		vlm_sampler_state(t->sampler, t->st.sources);
 	for (int i = 0; i < t->st.nsources; i++) {
+		struct vlm_cursor c;
 		if (t->nfed > 0) {
 			t->st.sources[i].epoch = f->epoch[i];
 			t->st.sources[i].pos = f->pos[i];
+		} else if (t->shuffle_buffer) {
+			vlm_stream_cursor(t->src[i].stream, &c);
+			t->st.sources[i].epoch = c.epoch;
+			t->st.sources[i].pos = c.pos;
 		}
 	}
 }
@@ -319,6 +500,10 @@ train_epoch(const struct train *t)
 {
 	struct vlm_cursor at;
 
+	if (t->shuffle_buffer) { /* the first source's */
+		vlm_stream_cursor(t->src[0].stream, &at);
+		return at.epoch;
+	}
 	if (t->nsrc > 1)
 		return t->st.samples / t->nitems;
 	vlm_loader_cursor(t->loader, &at);
@@ -340,6 +525,11 @@ train_sources_log(struct train *t, struct json_t *o)
 	vlm_sampler_state(t->sampler, st);
 	p = json_array(), l = json_array(), n = json_array(), e = json_array();
 	for (int i = 0; i < t->nsrc; i++) {
+		struct vlm_cursor c;
+		if (t->shuffle_buffer) {
+			vlm_stream_cursor(t->src[i].stream, &c);
+			st[i].epoch = c.epoch;
+		}
 		json_array_append_new(p, json_real(prob[i]));
 		json_array_append_new(l, st[i].seen ? json_real(st[i].ema) :
 		    json_null());
@@ -356,8 +546,14 @@ train_sources_log(struct train *t, struct json_t *o)
 void
 train_sources_free(struct train *t)
 {
-	for (int i = 0; i < t->nsrc; i++)
+	for (int i = 0; i < t->nsrc; i++) {
 		vlm_pairs_release(&t->src[i].pairs);
+		vlm_stream_free(t->src[i].stream);
+	}
+	for (int i = 0; t->samples && i < t->nitems; i++)
+		vlm_sample_release(&t->samples[i]);
+	free(t->samples);
+	vlm_strs_free(t->warned_bad, t->nwarned_bad);
 	vlm_sampler_free(t->sampler);
 	for (int i = 0; i < NFED; i++) {
 		free(t->fed[i].src);

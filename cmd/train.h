@@ -12,12 +12,17 @@
 
 struct json_t;
 
-/* One --data file: its pairs are items lo..lo+pairs.n-1 of the run's. */
+/* One --data file: its pairs are items lo..lo+pairs.n-1 of the run's;
+ * streamed, its samples come from stream instead. */
 struct train_src {
 	const char *path;
 	struct vlm_pairs pairs;
 	int64_t lo;
 	int usable;            /* rows whose image can be read */
+	struct vlm_stream *stream; /* --shuffle-buffer: its samples */
+	int64_t nbad;          /* streamed: images that failed to decode */
+	int64_t checked;       /* streamed: shards read at the last
+	                        * --max-bad check */
 };
 
 /* A batch fed to the loader and not consumed yet (several sources). */
@@ -54,6 +59,13 @@ struct train {
 	struct train_src *src; /* [nsrc] the --data files */
 	int nsrc, accum;       /* accum: micro-batches per step, e.g. 1 */
 	const char *weights;   /* --data-weights, e.g. "1,3" */
+	int shuffle_buffer;    /* N: stream the sources; 0: indexed */
+	int shard_order;       /* --no-shard-shuffle: shards as named */
+	struct vlm_sample *samples; /* streamed: [nitems] a ring of the
+	                             * batches fed, 3 batches of samples */
+	int64_t nbatches;      /* streamed: batches fed */
+	char **warned_bad;     /* streamed: bad samples reported once */
+	int nwarned_bad;
 	double *w;             /* [nsrc] its numbers, or NULL */
 	struct vlm_sampler_opts so;
 	/* state */
@@ -112,6 +124,7 @@ void train_freeze(struct train *t);
 void train_sources_check(struct train *t);
 int train_data(struct train *t);
 int train_loader(struct train *t);
+int train_stream_captions(struct train *t, char ***caps, int *n);
 const struct vlm_batch *train_next(struct train *t, const int **src);
 void train_sources_loss(struct train *t, const int *src, int n);
 void train_sources_step(struct train *t);

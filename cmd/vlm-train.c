@@ -1,8 +1,9 @@
 /*
  * vlm-train - train dense and sparse-MoE image-text models on the CPU.
  *
- * Reads pairs files (TSV/CSV: image path, caption; several sources mixed
- * by weight or adaptively, cmd/train-sources.c) and a model (preset,
+ * Reads pairs files (TSV/CSV: image path, caption) or webdataset shards,
+ * indexed or streamed (--shuffle-buffer); several sources mixed by weight
+ * or adaptively, cmd/train-sources.c) and a model (preset,
  * config JSON, or model file to fine-tune); writes RUN_DIR/metrics.jsonl
  * and checkpoints RUN_DIR/ckpt-<step>/ with RUN_DIR/latest, the final
  * model in RUN_DIR/latest/model.safetensors.
@@ -51,7 +52,8 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
-	O_DEVICE, O_EP, O_WCAP, O_WCLIP, O_STAGE, O_ITC, O_ITM, O_MLM, O_QA };
+	O_DEVICE, O_EP, O_WCAP, O_WCLIP, O_STAGE, O_ITC, O_ITM, O_MLM, O_QA,
+	O_SHUFBUF, O_SHARDORDER };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -110,6 +112,8 @@ static const struct option opts[] = {
 	{ "itm-weight", required_argument, NULL, O_ITM },
 	{ "mlm-weight", required_argument, NULL, O_MLM },
 	{ "qa", required_argument, NULL, O_QA },
+	{ "shuffle-buffer", required_argument, NULL, O_SHUFBUF },
+	{ "no-shard-shuffle", no_argument, NULL, O_SHARDORDER },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -250,6 +254,10 @@ parse(struct train *t, int argc, char **argv)
 		case O_ITM: t->fw.itm = weight(optarg, "--itm-weight"); break;
 		case O_MLM: t->fw.mlm = weight(optarg, "--mlm-weight"); break;
 		case O_QA: t->qa = optarg; break;
+		case O_SHUFBUF:
+			t->shuffle_buffer = num(optarg, "--shuffle-buffer");
+			break;
+		case O_SHARDORDER: t->shard_order = 1; break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");

@@ -2,8 +2,9 @@
 # cli-embed-wds.sh - vlm-embed on webdataset tar shards: an ImageFolder
 # tree and a pairs file sharded by vlm-convert shard give the same
 # vectors, in the same order, as the tree and the captions themselves,
-# ids SHARD:KEY; a truncated shard and a missing one are warned about by
-# name, the samples before the cut kept, and the exit status is 1.
+# ids SHARD:KEY, also gzip-compressed and through a pipe: command; a
+# truncated shard and a missing one are warned about by name, the
+# samples before the cut kept, and the exit status is 1.
 # Needs /usr/bin/python3 (standard library only: PNGs by zlib).
 . tests/lib.sh
 
@@ -79,6 +80,18 @@ ok "shards as separate arguments" "$E" -m "$M" --format jsonl -o \
     "$T/sf2.jsonl" "$T/sf/0.tar" "$T/sf/{1,2}.tar"
 check "the same again" "same '$T/f.jsonl' '$T/sf2.jsonl' '$T/sf'"
 
+mkdir "$T/gz"
+for k in 0 1 2; do gzip -c "$T/sf/$k.tar" >"$T/gz/$k.tar.gz"; done
+ok "embed the shards gzip-compressed" "$E" -m "$M" --format jsonl \
+    -o "$T/gz.jsonl" "$T/gz/{0..2}.tar.gz"
+check "the same vectors" \
+    "sed 's,/gz/\\([0-9]\\).tar.gz:,/sf/\\1.tar:,' '$T/gz.jsonl' >'$T/gz2.jsonl' &&
+     same '$T/f.jsonl' '$T/gz2.jsonl' '$T/sf'"
+ok "embed the shards through pipe:cat" "$E" -m "$M" --format jsonl \
+    -o "$T/pipe.jsonl" "pipe:cat $T/sf/{0..2}.tar"
+check "the same vectors" \
+    "sed 's,pipe:cat ,,' '$T/pipe.jsonl' >'$T/pipe2.jsonl' &&
+     same '$T/f.jsonl' '$T/pipe2.jsonl' '$T/sf'"
 ok "shard the pairs file" "$CV" shard -c 3 "$T/pairs.tsv" "$T/sp"
 ok "embed the captions" "$E" -m "$T/mt.safetensors" -t --format jsonl \
     -o "$T/c.jsonl" "$T/caps.txt"

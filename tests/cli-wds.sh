@@ -6,10 +6,10 @@
 # run stopped in the middle of a shard resumes bit-identically; bad
 # shards (truncated, a sample without an image, an undecodable image)
 # are warned about by shard and key, skipped and counted against
-# --max-bad; vlm-eval zeroshot and retrieval give the same metrics on an
-# ImageFolder tree / pairs file and on its CLIP_benchmark webdataset
-# form (--wds), written by vlm or by Python. The evaluations skip
-# without the OpenCLIP fixtures.
+# --max-bad, indexed and streamed (--shuffle-buffer); vlm-eval zeroshot
+# and retrieval give the same metrics on an ImageFolder tree / pairs
+# file and on its CLIP_benchmark webdataset form (--wds), written by vlm
+# or by Python. The evaluations skip without the OpenCLIP fixtures.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -78,13 +78,16 @@ check "the resumed run is bit-identical" \
      cmp $T/half/ckpt-00000006/optim.safetensors $T/full/ckpt-00000006/optim.safetensors &&
      [ \"\$(losses half | tail -1)\" = \"\$(losses full)\" ]"
 
-ok "two shard sets mixed 1:3" "$TR" --data "$T/sh/{0..1}.tar" \
-    --data "$T/sh/{2..4}.tar" --data-weights 1,3 $SMALL -o "$T/mix" \
-    --steps 3 --log-every 1
-check "each step takes 2 and 6 examples" \
-    "[ \"\$($PY -c 'import json, sys
+for buf in 0 5; do  # indexed, then streamed
+	ok "two shard sets mixed 1:3, --shuffle-buffer $buf" "$TR" \
+	    --data "$T/sh/{0..1}.tar" --data "$T/sh/{2..4}.tar" \
+	    --data-weights 1,3 $SMALL -o "$T/mix$buf" --steps 3 \
+	    --log-every 1 --shuffle-buffer $buf
+	check "each step takes 2 and 6 examples" \
+	    "[ \"\$($PY -c 'import json, sys
 for l in open(sys.argv[1]): print(json.loads(l)[\"source_examples\"])' \
-    $T/mix/metrics.jsonl | sort -u)\" = '[2, 6]' ]"
+	    $T/mix$buf/metrics.jsonl | sort -u)\" = '[2, 6]' ]"
+done
 
 # Python's shards: PNG, JPEG and WebP images, some with names over 100
 # bytes (GNU long-name members; pax headers below), then the bad ones: a
@@ -137,6 +140,18 @@ check "warned once: the undecodable image, by shard and key (skipped)" \
 fails "two bad of 27 samples are more than --max-bad 0.05" 1 "$TR" \
     --data "$S" $SMALL -o "$T/py2" --steps 1 --max-bad 0.05
 check "says so" "grep -q 'more than --max-bad' $T/err && [ ! -e $T/py2/latest ]"
+# streamed (vlm-train --shuffle-buffer): the same warnings, once each
+# over two epochs, the undecodable image counted too
+ok "train from Python's shards, streamed" "$TR" --data "$S" $SMALL \
+    -o "$T/py3" --steps 6 --max-bad 0.2 --shuffle-buffer 4
+for w in "py/1.tar': dir/noimage: no image" "py/2.tar': dir/cut: truncated" \
+    "py/1.tar:dir/broken': "; do
+	check "warned once: $w" "[ \$(grep -c \"$w.*(skipped)\" $T/err) = 1 ]"
+done
+fails "streamed, bad samples are more than --max-bad 0.05" 1 "$TR" \
+    --data "$S" $SMALL -o "$T/py4" --steps 6 --max-bad 0.05 \
+    --shuffle-buffer 4
+check "says so" "grep -q 'bad, more than --max-bad' $T/err && [ ! -e $T/py4/latest ]"
 
 if ! have_fixtures "the evaluations (the rest)"; then finish; exit; fi
 M=$T/oc.safetensors

@@ -357,6 +357,76 @@ int vlm_shard_writer_finish(struct vlm_shard_writer *w);
 /* Free; with remove, delete the shards written (after a failure). */
 void vlm_shard_writer_release(struct vlm_shard_writer *w, int remove);
 
+/* ---- streams: shards read sequentially (data/stream.c) ------------------ */
+
+/*
+ * The samples of shards (a pattern as vlm_wds_pairs_load's, also
+ * gzip-compressed .tar.gz / .tgz and "pipe:COMMAND", whose output is
+ * read) or of a pairs file already read, epoch after epoch, as
+ * OpenCLIP's webdataset pipeline reads them: epoch e reads the shards in
+ * the order vlm_perm_shuffle(seed, e) (shard_shuffle) or as named, each
+ * from start to end, and its samples pass through a buffer of N: once
+ * it is full (or the epoch's shards are read), a sample drawn uniformly
+ * from it (a generator seeded from (seed, e)) is delivered and the next
+ * one read takes its place. N = 1 delivers the reading order. Memory:
+ * N samples and one open shard. Bad samples are described to bad()
+ * ("'SHARD': KEY: why"), skipped and counted.
+ */
+#define VLM_STREAM_BUFFER_MAX (1 << 24)
+
+struct vlm_sample {
+	char *name;        /* "SHARD:KEY", or a pairs file's image path */
+	char *caption;
+	void *img;         /* the image file's bytes, or NULL: read name */
+	size_t size;
+	int64_t epoch;     /* the epoch it was read in */
+	int64_t num;       /* its number in the epoch's reading order */
+};
+void vlm_sample_release(struct vlm_sample *s);
+struct vlm_cursor;
+
+struct vlm_stream_opts {
+	const char *text_key;  /* NULL: "txt"; "": no caption (images) */
+	uint64_t seed;         /* e.g. 0 */
+	int buffer;            /* N, e.g. 1000 */
+	int shard_shuffle;     /* else the shards in the pattern's order */
+	int once;              /* one epoch: then vlm_stream_next gives 0 */
+	/* each bad sample (key NULL: the shard's fault; msg "'SHARD':
+	 * KEY: why"); NULL: counted only */
+	int (*bad)(void *arg, const char *shard, const char *key,
+	    const char *msg);
+	void *arg;
+};
+struct vlm_stream_counts {
+	int64_t read;          /* good samples read (all epochs) */
+	int64_t bad;           /* bad ones skipped */
+	int64_t shards;        /* shards read to their end */
+};
+struct vlm_stream;
+
+/* Shards of pattern, or (pattern just naming it) pairs, which must
+ * outlive the stream; NULL with a message on bad options. A shard that
+ * cannot be opened is an error of vlm_stream_next. */
+struct vlm_stream *vlm_stream_new(const char *pattern,
+    const struct vlm_pairs *pairs, const struct vlm_stream_opts *o);
+void vlm_stream_free(struct vlm_stream *s);
+/* The next sample into *out (the caller releases it): 1; 0 at the end
+ * (once); -1 when a shard cannot be opened or a pipe's command failed
+ * (calling again goes on with the next shard), or an epoch had no
+ * samples. */
+int vlm_stream_next(struct vlm_stream *s, struct vlm_sample *out);
+/* -1 naming the first shard file that cannot be read (pipe: commands
+ * are not run): a check before a long run. */
+int vlm_stream_check(const struct vlm_stream *s);
+/* The shard read last (the one that failed, after -1). */
+const char *vlm_stream_shard(const struct vlm_stream *s);
+/* c := where the stream is: its epoch, samples delivered in it. */
+void vlm_stream_cursor(const struct vlm_stream *s, struct vlm_cursor *c);
+/* Go to cursor c: epoch c->epoch replayed from its start to c->pos. */
+int vlm_stream_seek(struct vlm_stream *s, const struct vlm_cursor *c);
+void vlm_stream_counts(const struct vlm_stream *s,
+    struct vlm_stream_counts *n);
+
 /* ---- image paths: arguments, lists, directory walks (data/walk.c) -------- */
 
 /*
@@ -528,6 +598,10 @@ struct vlm_items {
 	const struct vlm_blob *blobs; /* [n] or NULL: an item whose blob
 	                           * has a file is read from it (shards) */
 	char *const *captions;     /* [n] or NULL: the key */
+	const struct vlm_sample *samples; /* [n] or NULL: streamed samples
+	                           * (name, caption, image bytes) */
+	int64_t ring;              /* samples: item i is samples[i % ring]
+	                           * (0: samples[i]) */
 	int size;                  /* S, e.g. 224 */
 	const float *mean, *std;   /* NULL: OpenAI's */
 	int train;                 /* augment (else the validation crop) */

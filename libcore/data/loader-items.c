@@ -4,7 +4,7 @@
  * augmentation seeded by the item's seed) and/or a caption (CLIP BPE).
  * Paths and captions come from arrays (pairs, ImageFolder) or, for
  * streams, the item's key is the path; an image inside a tar shard is
- * read from its blob.
+ * read from its blob; a streamed sample's image from its bytes.
  */
 #include "text/text.h"
 #include "data/data.h"
@@ -14,18 +14,25 @@ vlm_items_image(void *arg, int64_t index, const char *key, uint64_t seed,
     float *px)
 {
 	const struct vlm_items *it = arg;
-	const char *path = it->paths ? it->paths[index] : key;
+	const struct vlm_sample *sa = it->samples ? &it->samples[it->ring ?
+	    index % it->ring : index] : NULL;
+	const char *path = sa ? sa->name : it->paths ? it->paths[index] : key;
 	struct vlm_image im;
 	struct vlm_image_opts alpha = { .alpha = it->alpha };
+	const struct vlm_image_opts *o = it->image_opts ? it->image_opts :
+	    &alpha;
 	struct vlm_rng r;
 	int rc;
 
 	if (!path)
 		return vlm_error("item %lld: no image path", (long long)index);
-	if (it->blobs && it->blobs[index].file ? vlm_blob_image_load(&im,
-	    &it->blobs[index], path, it->image_opts ? it->image_opts :
-	    &alpha) < 0 : vlm_image_load(&im, path, it->image_opts ?
-	    it->image_opts : &alpha) < 0)
+	if (sa && sa->img)
+		rc = vlm_image_decode(&im, sa->img, sa->size, path, o);
+	else if (it->blobs && it->blobs[index].file)
+		rc = vlm_blob_image_load(&im, &it->blobs[index], path, o);
+	else
+		rc = vlm_image_load(&im, path, o);
+	if (rc < 0)
 		return -1;
 	if (it->train) {
 		vlm_rng_seed(&r, seed);
@@ -48,7 +55,9 @@ vlm_items_text(void *arg, int64_t index, const char *key, uint64_t seed,
     int32_t *tokens)
 {
 	const struct vlm_items *it = arg;
-	const char *text = it->captions ? it->captions[index] : key;
+	const char *text = it->samples ? it->samples[it->ring ? index %
+	    it->ring : index].caption :
+	    it->captions ? it->captions[index] : key;
 
 	(void)seed;
 	if (!text)

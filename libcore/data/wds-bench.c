@@ -85,10 +85,11 @@ struct cls_arg {
 };
 
 static int
-cls_bad(void *arg, const char *msg)
+cls_bad(void *arg, const char *shard, const char *key, const char *msg)
 {
 	struct vlm_imagefolder *d = ((struct cls_arg *)arg)->d;
 
+	(void)shard, (void)key;
 	return vlm_strs_push(&d->bad, &d->nbad, msg) < 0 ?
 	    vlm_error("out of memory") : 0;
 }
@@ -109,7 +110,7 @@ cls_emit(void *arg, int k, int num, struct wds_sample *s)
 		if (asprintf(&msg, "'%s': %s: label '%.20s' is not a class "
 		    "0..%d", s->img.file, s->key, s->label, a->nc - 1) < 0)
 			return vlm_error("out of memory");
-		rc = cls_bad(arg, msg);
+		rc = cls_bad(arg, s->img.file, s->key, msg);
 		free(msg);
 		return rc;
 	}

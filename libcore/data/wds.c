@@ -17,11 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/wds-priv.h"
 
 #define TEXT_MAX (1 << 20)  /* a caption or label member, bytes */
+/* an image member read into memory: what vlm_blob_image_load allows */
+#define IMAGE_MAX (16 * VLM_IMAGE_MAX_PIXELS + (1 << 16))
 
 /* ---- brace expansion ---- */
 
@@ -95,12 +98,27 @@ vlm_brace_expand(const char *pattern, char ***names, int *n)
 	return 0;
 }
 
+/* The command of a "pipe:COMMAND" shard, or NULL. */
+static const char *
+pipe_cmd(const char *name)
+{
+	return strncmp(name, "pipe:", 5) == 0 ? name + 5 : NULL;
+}
+
+/* path ends in ext */
+static int
+ends(const char *path, const char *ext)
+{
+	size_t k = strlen(path), e = strlen(ext);
+
+	return k >= e && strcmp(path + k - e, ext) == 0;
+}
+
 int
 vlm_wds_is_shards(const char *path)
 {
-	size_t k = strlen(path);
-
-	return k >= 4 && strcmp(path + k - 4, ".tar") == 0;
+	return ends(path, ".tar") || ends(path, ".tar.gz") ||
+	    ends(path, ".tgz") || pipe_cmd(path) != NULL;
 }
 
 /* ---- reading one shard ---- */
@@ -111,6 +129,7 @@ sample_clear(struct wds_sample *s)
 	free(s->key);
 	free(s->text);
 	free(s->label);
+	free(s->bytes);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -121,17 +140,17 @@ is_image_ext(const char *e)
 	    !strcmp(e, "webp");
 }
 
-/* The member's data as a string (text members); NULL with a message. */
+/* The member's data, NUL-terminated; NULL with a message. */
 static char *
-read_text(struct archive *a, int64_t size, const char *shard,
+read_data(struct archive *a, int64_t size, int64_t max, const char *shard,
     const char *name)
 {
 	char *t;
 	la_ssize_t k;
 
-	if (size > TEXT_MAX) {
-		vlm_error("'%s': %s: text member over %d bytes", shard, name,
-		    TEXT_MAX);
+	if (size > max) {
+		vlm_error("'%s': %s: member over %lld bytes", shard, name,
+		    (long long)max);
 		return NULL;
 	}
 	if (!(t = malloc(size + 1))) {
@@ -158,7 +177,7 @@ bad_sample(struct wds_scan *sc, int k, const char *key, const char *why)
 	if (asprintf(&msg, "'%s': %s%s%s", sc->shards[k], key ? key : "",
 	    key ? ": " : "", why) < 0)
 		return vlm_error("out of memory");
-	rc = sc->bad(sc->arg, msg);
+	rc = sc->bad(sc->arg, sc->shards[k], key, msg);
 	free(msg);
 	return rc;
 }
@@ -210,13 +229,18 @@ member(struct wds_scan *sc, int k, struct archive *a, const char *name,
 			return vlm_error("out of memory");
 	}
 	if (is_image_ext(ext) && !s->img.file) {
+		if (sc->bytes && !(s->bytes = read_data(a, size, IMAGE_MAX,
+		    sc->shards[k], name)))
+			return -2;
 		s->img = (struct vlm_blob){ sc->shards[k], off, size };
 	} else if (sc->text_key && !s->text && !strcmp(ext, sc->text_key)) {
-		if (!(s->text = read_text(a, size, sc->shards[k], name)))
+		if (!(s->text = read_data(a, size, TEXT_MAX, sc->shards[k],
+		    name)))
 			return -2;
 	} else if (sc->label_key && !s->label && !strcmp(ext,
 	    sc->label_key)) {
-		if (!(s->label = read_text(a, size, sc->shards[k], name)))
+		if (!(s->label = read_data(a, size, TEXT_MAX, sc->shards[k],
+		    name)))
 			return -2;
 	}
 	return 0;
@@ -260,55 +284,141 @@ cut(struct wds_scan *sc, int k, struct wds_sample *s, const char *name,
 }
 
 /*
- * Every sample of shard k. A truncated or corrupt shard ends there: the
- * sample being read is reported bad with the error and the samples
- * before it are kept. -1 only when the shard cannot be opened, or out of
- * memory.
+ * Open shard k of sc into rd: a file (plain tar, or gzip-compressed when
+ * sc->bytes), or the output of a "pipe:" command (sc->bytes only). -1
+ * when it cannot be opened.
  */
-static int
-scan_shard(struct wds_scan *sc, int k)
+int
+vlm_wds_open(struct wds_scan *sc, int k, struct wds_reader *rd)
 {
-	const char *path = sc->shards[k], *name = NULL, *at = NULL;
-	struct archive *a = archive_read_new();
-	struct archive_entry *e;
-	struct wds_sample s = { 0 };
-	struct stat st;
-	int r, rc = 0, num = 0;
+	const char *path = sc->shards[k], *cmd = pipe_cmd(path);
 
-	if (!a)
+	memset(rd, 0, sizeof(*rd));
+	rd->k = k;
+	rd->name = path;
+	rd->size = -1;
+	if (cmd && !sc->bytes)
+		return vlm_error("'%s': a pipe is read streaming only", path);
+	if (!(rd->a = archive_read_new()))
 		return vlm_error("'%s': out of memory", path);
-	archive_read_support_format_tar(a);
-	if (stat(path, &st) < 0)
-		rc = vlm_error("'%s': %s", path, strerror(errno));
-	else if (archive_read_open_filename(a, path, 1 << 16) != ARCHIVE_OK)
-		rc = vlm_error("'%s': %s", path, archive_error_string(a));
+	archive_read_support_format_tar(rd->a);
+	archive_read_support_filter_gzip(rd->a); /* indexed: refused below */
+	if (cmd && !(rd->pipe = popen(cmd, "r")))
+		return vlm_error("'%s': %s", path, strerror(errno));
+	if (!cmd) {
+		struct stat st;
+		if (stat(path, &st) < 0)
+			return vlm_error("'%s': %s", path, strerror(errno));
+		rd->size = st.st_size;
+	}
+	if ((cmd ? archive_read_open_FILE(rd->a, rd->pipe) :
+	    archive_read_open_filename(rd->a, path, 1 << 16)) != ARCHIVE_OK) {
+		vlm_error("'%s': %s", path, archive_error_string(rd->a) ?
+		    archive_error_string(rd->a) : "not a tar");
+		/* a command that failed says more than an empty tar */
+		rd->done = 1;
+		vlm_wds_close(rd);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The next member of rd's shard into its samples (finished ones emitted):
+ * 1, or 0 at the end of the shard. A truncated or corrupt shard ends
+ * there: the sample being read is reported bad with the error and the
+ * samples before it are kept. -1 only when out of memory or a callback
+ * failed.
+ */
+int
+vlm_wds_step(struct wds_scan *sc, struct wds_reader *rd)
+{
+	const char *path = sc->shards[rd->k], *name = NULL, *at = NULL;
+	struct archive *a = rd->a;
+	struct archive_entry *e;
+	int r, rc;
+
+	if (rd->done)
+		return 0;
 	/* ARCHIVE_WARN: a name not in the locale's charset (pax headers
 	 * hold UTF-8), read as UTF-8 all the same */
-	while (rc == 0 && ((r = archive_read_next_header(a, &e)) ==
-	    ARCHIVE_OK || r == ARCHIVE_WARN)) {
+	while ((r = archive_read_next_header(a, &e)) == ARCHIVE_OK ||
+	    r == ARCHIVE_WARN) {
 		int64_t off = archive_filter_bytes(a, 0);
 		int64_t size = archive_entry_size(e);
 		if (!(name = archive_entry_pathname_utf8(e)))
 			name = archive_entry_pathname(e);
 		if (archive_entry_filetype(e) != AE_IFREG || !name)
 			continue;
-		if (off + size > st.st_size) {
+		if (archive_filter_code(a, 0) != ARCHIVE_FILTER_NONE) {
+			if (!sc->bytes)
+				return vlm_error("'%s': a compressed shard is "
+				    "read streaming only", path);
+			rd->size = -1; /* offsets are the uncompressed ones */
+		}
+		if (rd->size >= 0 && off + size > rd->size) {
 			r = ARCHIVE_FATAL;
 			archive_set_error(a, 0, "truncated tar");
 			at = name; /* valid: the entry is still current */
 			break;
 		}
-		rc = member(sc, k, a, name, off, size, &s, &num);
+		rc = member(sc, rd->k, a, name, off, size, &rd->s, &rd->num);
+		if (rc == -2) /* a member's data could not be read */
+			break;
+		return rc < 0 ? -1 : 1;
 	}
-	if (rc == -2) /* a text member could not be read */
-		rc = cut(sc, k, &s, name, vlm_errmsg(), &num);
-	else if (rc == 0 && r != ARCHIVE_EOF)
-		rc = cut(sc, k, &s, at, archive_error_string(a) ?
-		    archive_error_string(a) : "corrupt tar", &num);
-	if (rc == 0)
-		rc = finish(sc, k, &s, &num);
-	sample_clear(&s);
-	archive_read_free(a);
+	rd->done = 1;
+	if (r == ARCHIVE_OK || r == ARCHIVE_WARN)
+		rc = cut(sc, rd->k, &rd->s, name, vlm_errmsg(), &rd->num);
+	else if (r != ARCHIVE_EOF)
+		rc = cut(sc, rd->k, &rd->s, at, archive_error_string(a) ?
+		    archive_error_string(a) : "corrupt tar", &rd->num);
+	else
+		rc = finish(sc, rd->k, &rd->s, &rd->num);
+	rd->eof = r == ARCHIVE_EOF;
+	sample_clear(&rd->s);
+	return rc < 0 ? -1 : 0;
+}
+
+/* Close rd; -1 when its command, read to the end, failed. */
+int
+vlm_wds_close(struct wds_reader *rd)
+{
+	char buf[4096];
+	int st = 0, rc = 0;
+
+	sample_clear(&rd->s);
+	if (rd->a)
+		archive_read_close(rd->a);
+	if (rd->pipe && rd->done) /* all of it: the command may finish */
+		while (fread(buf, 1, sizeof(buf), rd->pipe) > 0)
+			;
+	if (rd->pipe)
+		st = pclose(rd->pipe);
+	/* closed early, the command may die of SIGPIPE: not its failure */
+	if (rd->pipe && rd->done && st != 0)
+		rc = vlm_error("'%s': the command failed (%s %d)", rd->name,
+		    WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ?
+		    WEXITSTATUS(st) : WTERMSIG(st));
+	if (rd->a)
+		archive_read_free(rd->a);
+	rd->a = NULL;
+	rd->pipe = NULL;
+	return rc;
+}
+
+/* Every sample of shard k; -1 when it cannot be opened, or no memory. */
+static int
+scan_shard(struct wds_scan *sc, int k)
+{
+	struct wds_reader rd;
+	int rc;
+
+	if ((rc = vlm_wds_open(sc, k, &rd)) == 0)
+		while ((rc = vlm_wds_step(sc, &rd)) > 0)
+			;
+	if (vlm_wds_close(&rd) < 0)
+		rc = -1;
 	return rc;
 }
 
@@ -319,7 +429,8 @@ vlm_wds_scan(struct wds_scan *sc, const char *pattern)
 		return -1;
 	for (int k = 0; k < sc->nshards; k++) {
 		if (!vlm_wds_is_shards(sc->shards[k]))
-			return vlm_error("'%s': not a .tar shard",
+			return vlm_error("'%s': not a shard (.tar, .tar.gz, "
+			    ".tgz, pipe:)",
 			    sc->shards[k]);
 		if (scan_shard(sc, k) < 0)
 			return -1;
@@ -335,10 +446,11 @@ struct pairs_arg {
 };
 
 static int
-pairs_bad(void *arg, const char *msg)
+pairs_bad(void *arg, const char *shard, const char *key, const char *msg)
 {
 	struct vlm_pairs *p = ((struct pairs_arg *)arg)->p;
 
+	(void)shard, (void)key;
 	p->nbad++;
 	if (p->nbadmsg == VLM_PAIRS_MAXBAD)
 		return 0;
@@ -405,7 +517,7 @@ pairs_emit(void *arg, int k, int num, struct wds_sample *s)
 		if (asprintf(&msg, "'%s': %s: empty 'txt'", s->img.file,
 		    s->key) < 0)
 			return vlm_error("out of memory");
-		rc = pairs_bad(arg, msg);
+		rc = pairs_bad(arg, s->img.file, s->key, msg);
 		free(msg);
 	}
 	return rc;

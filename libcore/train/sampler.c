@@ -54,21 +54,22 @@ init(struct vlm_sampler *s, int S, const int64_t *n, const double *w,
 	s->o = *o;
 	s->S = S;
 	for (int i = 0; i < S; i++) {
-		double wi = w ? w[i] : (double)n[i];
-		if (n[i] < 1 || n[i] > (int64_t)UINT32_MAX || !(wi > 0) ||
+		double wi = w ? w[i] : n[i] < 0 ? 1 : (double)n[i];
+		if (n[i] == 0 || n[i] > (int64_t)UINT32_MAX || !(wi > 0) ||
 		    !isfinite(wi))
 			return vlm_error("data source %d: %lld items, weight "
 			    "%g", i + 1, (long long)n[i], wi);
 		s->n[i] = n[i];
 		s->lo[i] = lo;
-		lo += n[i];
+		lo += n[i] > 0 ? n[i] : 0;
 		s->w[i] = wi;
 		sum += wi;
 		s->perm_epoch[i] = -1;
 	}
 	for (int i = 0; i < S; i++) {
 		s->w[i] /= sum;
-		if (!(s->perm[i] = malloc(n[i] * sizeof(*s->perm[i]))))
+		if (n[i] > 0 && !(s->perm[i] = malloc(n[i] *
+		    sizeof(*s->perm[i]))))
 			return vlm_error("sampler: out of memory");
 	}
 	return 0;
@@ -232,7 +233,10 @@ vlm_sampler_plan(struct vlm_sampler *s, int64_t step, int micro, int B,
 	vlm_sampler_counts(p, s->S, B, s->o.seed, step, micro, count);
 	for (int i = 0; i < s->S; i++)
 		for (int c = 0; c < count[i]; c++, j++) {
-			next_item(s, i, &items[j]);
+			if (s->n[i] > 0)
+				next_item(s, i, &items[j]);
+			else /* a stream: the caller's to fill */
+				items[j] = (struct vlm_feed){ -1, 0, 0, 0 };
 			src[j] = i;
 		}
 	assert(j == B);

@@ -78,7 +78,7 @@ sources_json(const struct vlm_train_state *s)
 static int
 sources_read(json_t *a, struct vlm_train_state *s)
 {
-	if (!json_is_array(a) || json_array_size(a) < 2 ||
+	if (!json_is_array(a) || json_array_size(a) < 1 ||
 	    json_array_size(a) > VLM_SOURCES_MAX)
 		return -1;
 	s->nsources = (int)json_array_size(a);

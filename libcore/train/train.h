@@ -82,7 +82,9 @@ struct vlm_sampler_opts {
 struct vlm_sampler;
 
 /* S sources of n[s] items, weights w (> 0; NULL: n); NULL with a
- * message on bad arguments or no memory. */
+ * message on bad arguments or no memory. n[s] = -1: a stream (data/
+ * stream.c), whose items vlm_sampler_plan leaves to the caller (index
+ * -1) and whose cursor the caller keeps; weight 1 when w is NULL. */
 struct vlm_sampler *vlm_sampler_new(int S, const int64_t *n,
     const double *w, const struct vlm_sampler_opts *o);
 void vlm_sampler_free(struct vlm_sampler *s);
