@@ -8,11 +8,11 @@
  * gradients of its own rows (OpenCLIP's gather-with-grad); rank 0 adds
  * the logit scale's. The per-rank gradients are shares of one gradient,
  * so one bucketed all-reduce sums them and every rank takes the same
- * optimizer step. MoE layers route each rank's tokens as their own
- * group (capacity, batch priority and aux losses over it; the aux terms
- * averaged over the ranks, as over groups), and router noise is drawn
- * per (step, micro-batch, rank); with --expert-parallel P the experts
- * run on their owner ranks (libcore/model/moe-ep.c). Only rank 0 writes
+ * optimizer step. MoE layers route over the group one process would
+ * route, every rank's tokens (libcore/model/moe-group.c): the same
+ * noise, top-K, capacity, batch priority and aux losses as one process;
+ * with --expert-parallel P the experts run on their owner ranks
+ * (libcore/model/moe-ep.c). Only rank 0 writes
  * the run directory; the others' stderr is quiet unless
  * VLM_DIST_STDERR=all.
  */
@@ -111,6 +111,20 @@ dev_alloc(struct train *t, size_t n)
 	return p;
 }
 
+/* The training run: this rank's share of the batch, its MoE layers
+ * planned to route over every rank's tokens. */
+struct vlm_run *
+train_dist_run(struct train *t)
+{
+	const struct vlm_backend *be = vlm_backend_default();
+	int P = t->dist ? t->dist->P : 1;
+
+	if (!be)
+		return NULL;
+	return vlm_run_new_group(be, t->net, train_dist_batch(t),
+	    train_dist_batch(t), 1, P);
+}
+
 /* After setup: buffers of the global loss, the same weights and
  * moments on every rank (rank 0's). */
 void
@@ -124,8 +138,9 @@ train_dist_setup(struct train *t)
 		    "-np %d), not %d", t->ep, t->ep, t->ep, d ? d->P : 1);
 	if (!d)
 		return;
-	if (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
-	    0)
+	if (vlm_run_route_group(t->run, t->net, &d->comm) < 0 ||
+	    (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
+	    0))
 		errx(1, "%s", vlm_errmsg());
 	d->B = t->o.batch, d->Bl = train_dist_batch(t);
 	d->E = t->m.cfg.embed_dim;
@@ -160,7 +175,6 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 	const struct vlm_backend *be = vlm_run_backend(t->run);
 	const struct vlm_config *c = &t->m.cfg;
 	size_t img = 3 * (size_t)c->image_size * c->image_size, E, o;
-	double aux;
 
 	if (!d) {
 		if (vlm_forward(t->run, t->net, b->pixels, b->tokens) < 0 ||
@@ -169,8 +183,7 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 		return;
 	}
 	E = d->E, o = (size_t)d->rank * d->Bl;
-	vlm_run_seed(t->run, vlm_item_seed(t->seed ^ 0x5eed, t->st.step *
-	    t->accum + micro, d->rank));
+	(void)micro; /* the router noise: the run's generator, as one process */
 	if (vlm_forward(t->run, t->net, b->pixels + o * img, b->tokens +
 	    o * c->context) < 0 || vlm_run_loss(t->run, t->net, l) < 0)
 		errx(1, "%s", vlm_errmsg());
@@ -178,15 +191,11 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 		if (d->comm.ops->allgather(&d->comm, vlm_run_features(t->run,
 		    i, 1), d->hu[i], d->Bl * E * sizeof(float)) < 0)
 			dist_die(t, vlm_errmsg());
-	aux = l->aux;
-	if (d->comm.ops->allreduce(&d->comm, &aux, 1, VLM_COMM_F64,
-	    VLM_COMM_SUM) < 0)
-		dist_die(t, vlm_errmsg());
 	for (int i = 0; i < 2; i++)
 		be->upload(d->u[i], d->hu[i], d->B * E * sizeof(float));
 	l->contrastive = be->clip_loss_fwd(d->logits, d->lse2, d->u[0],
 	    d->u[1], t->net->w[t->net->logit_scale], d->B, (int)E);
-	l->aux = (float)(aux / d->P);
+	/* l->aux: the group's, the same on every rank */
 	l->total = l->contrastive + l->aux;
 }
 
@@ -235,7 +244,7 @@ train_dist_backward(struct train *t, float *grad)
 	be->download(d->hdu[0], d->du[0], n);
 	be->download(d->hdu[1], d->du[1], n);
 	if (vlm_backward_from(t->run, t->net, grad, d->hdu[0] + o,
-	    d->hdu[1] + o, 1.0f / d->P) < 0)
+	    d->hdu[1] + o, 1.0f) < 0)
 		errx(1, "%s", vlm_errmsg());
 	/* the logit scale's gradient: rank 0's alone, at its place in the
 	 * (packed) gradient; none when it is frozen */

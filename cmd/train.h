@@ -121,6 +121,7 @@ int train_log_resume(const struct train *t, const char *path);
 void train_dist_init(struct train *t, int *argc, char ***argv);
 int train_dist_rank(const struct train *t);
 int train_dist_batch(const struct train *t);
+struct vlm_run *train_dist_run(struct train *t);
 void train_dist_setup(struct train *t);
 void train_dist_forward(struct train *t, const struct vlm_batch *b,
     struct vlm_loss *l, int micro);

@@ -315,8 +315,7 @@ setup(struct train *t)
 		t->o.steps = t->epochs * (t->nitems / ((int64_t)t->o.batch *
 		    t->accum));
 	if (train_lora_init(t) < 0 ||
-	    !(t->run = vlm_run_new(t->net, train_dist_batch(t),
-	    train_dist_batch(t), 1)) ||
+	    !(t->run = train_dist_run(t)) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)))
 		errx(1, "%s", vlm_errmsg());
 	*vlm_run_rng(t->run) = t->st.rng;

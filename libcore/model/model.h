@@ -255,6 +255,11 @@ struct vlm_run *vlm_run_new(const struct vlm_model *m, int B_img, int B_txt,
 /* The same on backend be (kernels.h: vlm_backend_get). */
 struct vlm_run *vlm_run_new_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int train);
+/* The same for one of P ranks that each hold B_img images and B_txt
+ * texts of one global batch: MoE buffers sized for routing over the
+ * group of all the ranks' tokens (vlm_run_route_group). */
+struct vlm_run *vlm_run_new_group(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int train, int P);
 void vlm_run_free(struct vlm_run *r);
 /* The backend the run's ops go through (its gradients are that
  * backend's memory: accumulate them with its add and scale). */
@@ -287,7 +292,9 @@ struct vlm_route_view {
 	const uint8_t *mod, *keep;
 	const float *w, *z, *p;
 };
-/* -1 when block l of that modality's stack has no MoE (or no pool). */
+/* -1 when block l of that modality's stack has no MoE (or no pool).
+ * A run routing over a group of ranks (vlm_run_route_group) gives the
+ * group's records, rows NULL. */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
 /* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
@@ -305,6 +312,17 @@ int vlm_backward_from(struct vlm_run *r, const struct vlm_model *m,
  * gradients (sum the ranks' gradients). c must outlive the run. */
 struct vlm_comm;
 int vlm_run_expert_parallel(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_comm *c);
+/* Route every MoE layer over the group of c's ranks' tokens as one
+ * process routes the whole batch (model/moe-group.c): rank q's tokens
+ * follow rank q-1's within each modality, the router noise is drawn for
+ * the whole group from the run's generator (seed every rank alike), and
+ * top-K, capacity, batch priority and the aux losses are those of the
+ * group; each rank keeps its own tokens' choices and the aux gradients
+ * of its own tokens (its weight in vlm_backward_from is then 1, not
+ * 1/P). r must come from vlm_run_new_group with c's size; c must
+ * outlive the run. */
+int vlm_run_route_group(struct vlm_run *r, const struct vlm_model *m,
     struct vlm_comm *c);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward
