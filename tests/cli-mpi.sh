@@ -2,9 +2,10 @@
 # cli-mpi.sh - vlm-train data parallel over 2 MPI ranks (mpirun, 2 cores
 # oversubscribed): a few steps end with parameters equal to one process
 # on the same global batch to 1e-5 relative (tests/params-diff.py), dense
-# and MoE (no router noise, no capacity drops, no aux losses: see
-# vlm-train(1), Distributed runs), with the same routing choices, also
-# with the experts split over the ranks (--expert-parallel 2, E = 4),
+# and MoE (router noise, capacity drops, batch priority routing and the
+# aux losses on: the routing group spans the ranks), with the same
+# routing choices (logged during training and of the trained models),
+# also with the experts split over the ranks (--expert-parallel 2, E = 4),
 # also with frozen parameters (packed gradients) and with LoRA on the
 # experts (against 2 ranks without --expert-parallel); a run stopped and
 # resumed, and one killed by SIGTERM on one rank and resumed, equal an
@@ -35,11 +36,6 @@ MR="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
 timeout 300 mpirun --oversubscribe -np 2"
 DIFF="/usr/bin/python3 tests/params-diff.py"
 DENSE=$(echo "$SMALL" | sed 's/tiny-moe/tiny/')
-EXACT="--set moe.noise=0 --set moe.cf_train=0 --set aux.limoe=0
---set aux.importance=0 --set aux.load=0 --set aux.zloss=0
---set aux.local_img=0 --set aux.local_txt=0 --set aux.global_img=0
---set aux.global_txt=0"
-
 ok "dense: one process, batch 8" "$TR" --data "$P" $DENSE -j 1 -n 4 \
     -o "$T/d1"
 ok "dense: 2 ranks of 4" $MR "$TR" --data "$P" $DENSE -j 1 -n 4 -o "$T/d2"
@@ -54,11 +50,22 @@ check "the same loss logged" "paste $T/d1-loss $T/d2-loss |
     bad += d * d > 1e-10 * \$1 * \$1 } END { exit bad || !NR }'"
 check "rank 0 alone wrote the run" "[ \$(ls $T/d2 | wc -l) = 4 ]"
 
-ok "moe: one process" "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m1"
-ok "moe: 2 ranks" $MR "$TR" --data "$P" $SMALL $EXACT -j 1 -n 4 -o "$T/m2"
+# tiny-moe routes with noise 1, capacity factor 1 (tokens dropped), batch
+# priority and LIMoE's aux losses
+ok "moe: one process" "$TR" --data "$P" $SMALL -j 1 -n 4 -o "$T/m1"
+ok "moe: 2 ranks" $MR "$TR" --data "$P" $SMALL -j 1 -n 4 -o "$T/m2"
 ok "moe: parameters equal to 1e-5" $DIFF "$T/m1/latest/model.safetensors" \
     "$T/m2/latest/model.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
+# the routing of every training step, as logged: effective experts and
+# dropped tokens of the whole group, the same as one process's
+moe_log() {
+	grep -o '"moe":[^]]*' "$1/metrics.jsonl"
+}
+check "moe: tokens were dropped" "moe_log $T/m1 | grep -q \
+    '\"dropped_[a-z]*\":0\.[0-9]*[1-9]'"
+check "moe: the same routing logged" "[ \"\$(moe_log $T/m1)\" = \
+    \"\$(moe_log $T/m2)\" ]"
 RS=$BIN/vlm-route-stats
 for i in 1 2; do
 	ok "moe: routing records of model $i" "$RS" -m \
@@ -71,13 +78,17 @@ check "every token's choice agrees" "awk -F'\t' '
     END { exit !(n > 0 && !bad) }' $T/out"
 
 # expert parallel: E = 4 experts, 2 on each rank
-E4="$EXACT --set moe.experts=4"
+E4="--set moe.experts=4"
 ok "moe E=4: one process" "$TR" --data "$P" $SMALL $E4 -j 1 -n 4 -o "$T/e1"
 ok "moe E=4: 2 ranks, --expert-parallel 2" $MR "$TR" --data "$P" $SMALL \
     $E4 -j 1 -n 4 -o "$T/e2" --expert-parallel 2
 ok "expert parallel: parameters equal to 1e-5" $DIFF \
     "$T/e1/latest/model.safetensors" "$T/e2/latest/model.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
+check "expert parallel: tokens were dropped" "moe_log $T/e1 | grep -q \
+    '\"dropped_[a-z]*\":0\.[0-9]*[1-9]'"
+check "expert parallel: the same routing logged" "[ \"\$(moe_log $T/e1)\" \
+    = \"\$(moe_log $T/e2)\" ]"
 for i in 1 2; do
 	ok "expert parallel: routing records of model $i" "$RS" -m \
 	    "$T/e$i/latest/model.safetensors" --images "$T/d" -o "$T/q$i.npys"
