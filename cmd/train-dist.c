@@ -19,6 +19,7 @@
 #include <err.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,13 +40,41 @@ struct train_dist {
 };
 
 /* A failure only this rank sees: one message, then every rank ends. */
-static void
+static void __attribute__((noreturn))
 dist_die(struct train *t, const char *what)
 {
 	struct train_dist *d = t->dist;
 
 	dprintf(d->err_fd, "vlm-train: rank %d: %s\n", d->rank, what);
 	vlm_comm_abort(&d->comm, 1);
+}
+
+/* A warning of this rank's (e.g. on the share of the data it alone
+ * decodes): on its own stderr even when that is quiet. */
+void
+train_dist_warn(struct train *t, const char *fmt, ...)
+{
+	struct train_dist *d = t->dist;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (!d || d->rank == 0) {
+		vwarnx(fmt, ap);
+	} else {
+		dprintf(d->err_fd, "vlm-train: rank %d: ", d->rank);
+		vdprintf(d->err_fd, fmt, ap);
+		dprintf(d->err_fd, "\n");
+	}
+	va_end(ap);
+}
+
+/* A failure of this rank's: one message, every rank ends (exit 1). */
+void
+train_dist_fail(struct train *t, const char *what)
+{
+	if (!t->dist)
+		errx(1, "%s", what);
+	dist_die(t, what);
 }
 
 void
@@ -75,6 +104,12 @@ int
 train_dist_rank(const struct train *t)
 {
 	return t->dist ? t->dist->rank : 0;
+}
+
+int
+train_dist_size(const struct train *t)
+{
+	return t->dist ? t->dist->P : 1;
 }
 
 /* Examples this rank computes of each micro-batch. */
