@@ -160,6 +160,89 @@ train_dist_run(struct train *t)
 	    train_dist_batch(t), 1, P);
 }
 
+/* Ranks the experts are sharded over (1: none): expert parallel
+ * without adapters (a LoRA run keeps every expert on every rank). */
+int
+train_dist_shards(const struct train *t)
+{
+	return t->dist && t->ep > 1 && t->net == &t->m ? t->dist->P : 1;
+}
+
+/* --resume: the model and state of the run's latest checkpoint, this
+ * rank's part of a sharded one. */
+int
+train_dist_load(struct train *t)
+{
+	if (vlm_ckpt_shards(t->resume) > 0 && t->dist)
+		return vlm_ckpt_load_shard(t->resume, &t->m, &t->st,
+		    t->dist->rank, t->dist->P);
+	return vlm_ckpt_load(t->resume, &t->m, &t->st);
+}
+
+/* The optimizer's moments, of what this rank holds; a resumed run's
+ * from its checkpoint, which must have the same layout. */
+int
+train_dist_optim_init(struct train *t)
+{
+	int P = train_dist_shards(t), q = train_dist_rank(t);
+
+	if (P > 1 && t->opt.clip > 0)
+		errx(2, "--grad-clip with --expert-parallel: the norm would "
+		    "span the ranks' experts (not supported)");
+	if (vlm_optim_init_shard(&t->opt, &t->m, t->frozen, q, P) < 0)
+		return -1;
+	if (!t->resume)
+		return 0;
+	if ((vlm_ckpt_shards(t->resume) > 0) != (P > 1))
+		return vlm_error("'%s': its checkpoint is %s: resume it with "
+		    "the layout it was saved with", t->resume, P > 1 ?
+		    "one model file, these ranks shard the experts" :
+		    "sharded, these ranks do not shard the experts");
+	return P > 1 ? vlm_ckpt_load_optim_shard(t->resume, &t->m, &t->opt) :
+	    vlm_ckpt_load_optim(t->resume, &t->m, &t->opt);
+}
+
+/* A checkpoint: rank 0's files, or every rank's shards between rank 0
+ * making the directory and moving latest; any failure ends every rank. */
+void
+train_dist_save(struct train *t)
+{
+	int rank0 = train_dist_rank(t) == 0;
+	int64_t step = t->st.step;
+
+	if (train_dist_shards(t) == 1) {
+		train_dist_agree(t, rank0 ? vlm_ckpt_save(t->out, &t->m,
+		    &t->opt, &t->st, t->keep) : 0);
+		return;
+	}
+	train_dist_agree(t, rank0 ? vlm_ckpt_begin(t->out, step) : 0);
+	if (vlm_ckpt_save_shard(t->out, step, &t->m, &t->opt) < 0)
+		dist_die(t, vlm_errmsg());
+	train_dist_agree(t, 0); /* every shard written and fsynced */
+	train_dist_agree(t, rank0 ? vlm_ckpt_commit(t->out, &t->st,
+	    t->keep) : 0);
+}
+
+/* The whole parameters (the same on every rank) from rank 0. */
+static void
+bcast_whole(struct train *t)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_model *m = &t->m;
+
+	for (int i = 0; i < m->nparams;) {
+		int64_t off = m->params[i].off, n = 0;
+		for (; i < m->nparams && !vlm_param_experts(m, i) &&
+		    m->params[i].off == off + n; i++)
+			n += m->params[i].n;
+		if (n && d->comm.ops->bcast(&d->comm, m->w + off, n *
+		    sizeof(float), 0) < 0)
+			dist_die(t, vlm_errmsg());
+		if (!n)
+			i++;
+	}
+}
+
 /* After setup: buffers of the global loss, the same weights and
  * moments on every rank (rank 0's). */
 void
@@ -191,6 +274,12 @@ train_dist_setup(struct train *t)
 	d->lse2 = dev_alloc(t, 2 * B);
 	d->dtheta = dev_alloc(t, 1);
 	d->hlogits = host_alloc(t, B * B + 2 * B);
+	if (train_dist_shards(t) > 1) { /* others' experts never touched */
+		bcast_whole(t);
+		vlm_model_drop_others(&t->m, d->rank, d->P);
+		d->bytes0 = d->comm.bytes;
+		return;
+	}
 	if (d->comm.ops->bcast(&d->comm, t->m.w, t->m.nfloats *
 	    sizeof(float), 0) < 0 || d->comm.ops->bcast(&d->comm, t->opt.m,
 	    t->opt.pack.n * sizeof(float), 0) < 0 ||
@@ -300,6 +389,8 @@ train_dist_grads(struct train *t, float *grad, int64_t n)
 
 	if (!d)
 		return;
+	if (train_dist_shards(t) > 1) /* the experts' part stays here */
+		n = t->opt.pack.nrep;
 	if (d->comm.ops->allreduce(&d->comm, grad, n, VLM_COMM_F32,
 	    VLM_COMM_SUM) < 0)
 		dist_die(t, vlm_errmsg());

@@ -127,6 +127,10 @@ void train_dist_fail(struct train *t, const char *what)
     __attribute__((noreturn));
 int train_dist_batch(const struct train *t);
 struct vlm_run *train_dist_run(struct train *t);
+int train_dist_shards(const struct train *t);
+int train_dist_load(struct train *t);
+int train_dist_optim_init(struct train *t);
+void train_dist_save(struct train *t);
 void train_dist_setup(struct train *t);
 void train_dist_forward(struct train *t, const struct vlm_batch *b,
     struct vlm_loss *l, int micro);

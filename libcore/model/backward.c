@@ -55,7 +55,7 @@ vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m, float *g,
 		return r->fbuf + r->foff[i] + (off - m->params[i].off) + k;
 	if (!r->goff)
 		return g + off + k;
-	return g + r->goff[i] + (off - m->params[i].off) + k;
+	return g + (r->goff[i] + (off - m->params[i].off) + k);
 }
 #define G vlm_run_grad
 
@@ -703,6 +703,9 @@ vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
 		return vlm_error("out of memory");
 	}
 	memcpy(r->goff, p->off, m->nparams * sizeof(*r->goff));
+	for (int i = 0; p->lo && i < m->nparams; i++) /* held from lo on */
+		if (r->goff[i] >= 0)
+			r->goff[i] -= p->lo[i];
 	r->gfloats = p->n;
 	return 0;
 }

@@ -222,11 +222,41 @@ struct vlm_pack {
 	int nparams;  /* the model's */
 	int64_t *off; /* (nparams) floats into the packed slab; -1: left out */
 	int64_t n;    /* floats in it */
+	/* sharded over P ranks (vlm_pack_init_shard), rank q: parameter i's
+	 * elements lo[i] .. lo[i] + len[i] - 1 at off[i]; the whole
+	 * parameters come first, nrep floats (NULL lo, len: unsharded) */
+	int q, P;
+	int64_t *lo, *len, nrep;
 };
 /* The parameters of m but those skip[i] marks (NULL: none). */
 int vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
     const uint8_t *skip);
 void vlm_pack_release(struct vlm_pack *p);
+/* model/shard.c: the experts split over P ranks. Is parameter i
+ * stacked over the experts (moe.experts.*, (E, ...))? */
+int vlm_param_experts(const struct vlm_model *m, int i);
+/* The elements lo .. lo + n - 1 of parameter i rank q of P holds. */
+void vlm_param_held(const struct vlm_model *m, int i, int q, int P,
+    int64_t *lo, int64_t *n);
+/* vlm_pack_init, of what rank q of P holds: the whole parameters first,
+ * then its experts' part of the stacked ones. */
+int vlm_pack_init_shard(struct vlm_pack *p, const struct vlm_model *m,
+    const uint8_t *skip, int q, int P);
+/* Let go of the pages of other ranks' experts (never to be read). */
+void vlm_model_drop_others(struct vlm_model *m, int q, int P);
+/* DIR/model-QQQQQ-of-PPPPP.safetensors */
+void vlm_shard_name(char *buf, size_t size, const char *dir, int q, int P);
+/* What rank q of P holds into path: rank 0 the config, the tokenizer and
+ * the whole parameters, every rank its experts' rows of the stacked
+ * ones (under their names, shape (E/P, ...)). */
+int vlm_model_save_shard(const struct vlm_model *m, const char *path, int q,
+    int P);
+/* The shard count of the sharded model in dir (0: none). */
+int vlm_shard_count(const char *dir);
+/* The model of the P shards in dir; only >= 0: rank only's part (the
+ * rest of the slab never touched), -1: all of it. */
+int vlm_model_load_shards(struct vlm_model *m, const char *dir, int P,
+    int only);
 /* Where parameter i lies in p's slab (-1: left out); p NULL: m's slab. */
 int64_t vlm_pack_at(const struct vlm_pack *p, const struct vlm_model *m,
     int i);
