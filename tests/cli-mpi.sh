@@ -5,14 +5,19 @@
 # and MoE (router noise, capacity drops, batch priority routing and the
 # aux losses on: the routing group spans the ranks), with the same
 # routing choices (logged during training and of the trained models),
-# also with the experts split over the ranks (--expert-parallel 2, E = 4),
+# also with the experts split over the ranks (--expert-parallel 2, E = 4:
+# each rank holds its experts and writes its shard of the checkpoint,
+# vlm-convert merge joins them; stopped and resumed it equals an
+# uninterrupted run bit for bit; a one-file model starts it; with 16
+# experts rank 0 peaks lower than data parallel's),
 # also with frozen parameters (packed gradients) and with LoRA on the
 # experts (against 2 ranks without --expert-parallel); a run stopped and
 # resumed, and one killed by SIGTERM on one rank and resumed, equal an
 # uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
 # one message; a rank killed outright ends the run, and one stopped makes
 # the other's collective time out (no hang); several sources with the
-# adaptive sampler and gradient accumulation equal one process too.
+# adaptive sampler and gradient accumulation equal one process too; each
+# rank decodes only its share of the batch.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -85,6 +90,16 @@ E4="--set moe.experts=4"
 ok "moe E=4: one process" "$TR" --data "$P" $SMALL $E4 -j 1 -n 4 -o "$T/e1"
 ok "moe E=4: 2 ranks, --expert-parallel 2" $MR "$TR" --data "$P" $SMALL \
     $E4 -j 1 -n 4 -o "$T/e2" --expert-parallel 2
+# each rank holds and saves its own experts: a checkpoint of shards
+check "expert parallel: a model and an optim shard from each rank" \
+    "[ \"\$(cd $T/e2/latest && ls)\" = \"\$(printf '%s\\n' \
+    model-00000-of-00002.safetensors model-00001-of-00002.safetensors \
+    optim-00000-of-00002.safetensors optim-00001-of-00002.safetensors \
+    state.json)\" ]"
+CV=$BIN/vlm-convert
+ok "expert parallel: the shards merged into one model" $CV merge \
+    "$T/e2/latest" -o "$T/e2/merged.safetensors"
+ln -s "$T/e2/merged.safetensors" "$T/e2/latest/model.safetensors"
 ok "expert parallel: parameters equal to 1e-5" $DIFF \
     "$T/e1/latest/model.safetensors" "$T/e2/latest/model.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
@@ -110,9 +125,57 @@ ok "moe E=4, --lock-text: one process" "$TR" --data "$P" $SMALL $E4 \
 ok "moe E=4, --lock-text: 2 ranks, --expert-parallel 2" $MR "$TR" \
     --data "$P" $SMALL $E4 --lock-text -j 1 -n 4 -o "$T/f2" \
     --expert-parallel 2
+ok "expert parallel, --lock-text: the shards merged" $CV merge \
+    "$T/f2/latest" -o "$T/f2.safetensors"
 ok "expert parallel, --lock-text: parameters equal to 1e-5" $DIFF \
-    "$T/f1/latest/model.safetensors" "$T/f2/latest/model.safetensors" 1e-5
+    "$T/f1/latest/model.safetensors" "$T/f2.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
+# the sharded checkpoint: one process cannot resume it, merge needs
+# every shard; stopped at step 2 and resumed as 2 ranks it equals an
+# uninterrupted run bit for bit; a one-file model starts an expert
+# parallel run, each rank taking its experts
+fails "one process refuses a sharded checkpoint" 1 "$TR" --resume "$T/e2"
+check "saying how to go on" "grep -q 'sharded over 2 ranks.*merge' $T/err"
+mkdir "$T/half"
+cp "$T/e2/latest/model-00000-of-00002.safetensors" "$T/half"
+fails "merge without every shard fails" 1 $CV merge "$T/half" \
+    -o "$T/half.safetensors"
+check "naming the missing shard, writing nothing" \
+    "grep -q 'model-00001-of-00002' $T/err && [ ! -e $T/half.safetensors ]"
+ok "expert parallel: uninterrupted" $MR "$TR" --data "$P" $SMALL $E4 -j 1 \
+    -n 5 -o "$T/eu" --expert-parallel 2
+ok "expert parallel: stopped at step 2" $MR "$TR" --data "$P" $SMALL $E4 \
+    -j 1 -n 5 --stop-at 2 -o "$T/es" --expert-parallel 2
+ok "expert parallel: resumed" $MR "$TR" --resume "$T/es"
+check "every shard equal bit for bit to the uninterrupted run's" \
+    "for f in model-00000 model-00001 optim-00000 optim-00001; do
+	cmp -s $T/eu/latest/\$f-of-00002.safetensors \
+	    $T/es/latest/\$f-of-00002.safetensors || exit 1; done"
+FT1="--data $P -m $T/e1/latest/model.safetensors -b 8 --warmup 1 --seed 3"
+ok "from a model file: one process" "$TR" $FT1 -j 1 -n 2 -o "$T/o1"
+ok "from a model file: 2 ranks, --expert-parallel 2" $MR "$TR" $FT1 \
+    -j 1 -n 2 -o "$T/o2" --expert-parallel 2
+ok "from a model file: merged" $CV merge "$T/o2/latest" -o "$T/o2.st"
+ok "from a model file: parameters equal to 1e-5" $DIFF \
+    "$T/o1/latest/model.safetensors" "$T/o2.st" 1e-5
+sed 's/^/# /' "$T/out"
+# memory: with 16 experts rank 0 of an expert parallel run holds half of
+# them, their gradients and moments (peak RSS logged), well under rank 0
+# of a data-parallel run holding them all
+M16="$SMALL --set moe.experts=16 --set vision.width=128 --set text.width=128
+-n 2"
+ok "16 experts: 2 ranks data parallel" $MR "$TR" --data "$P" $M16 -j 1 \
+    -o "$T/mdp"
+ok "16 experts: 2 ranks --expert-parallel 2" $MR "$TR" --data "$P" $M16 \
+    -j 1 -o "$T/mep" --expert-parallel 2
+rss() {
+	sed -n 's/.*"peak_rss_mb":\([0-9.]*\).*/\1/p' "$1/metrics.jsonl" |
+	    tail -1
+}
+echo "# peak RSS of rank 0: data parallel $(rss $T/mdp) MB," \
+    "expert parallel $(rss $T/mep) MB"
+check "expert parallel holds less" "awk -v a=$(rss $T/mdp) \
+    -v b=$(rss $T/mep) 'BEGIN { exit !(b > 0 && b < a) }'"
 # LoRA on the experts: their gradients folded into the adapters' on the
 # owner rank, the adapters' gradients summed over the ranks
 S0=$T/start.safetensors
