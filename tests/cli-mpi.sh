@@ -249,6 +249,31 @@ ok "uninterrupted" $MR "$TR" --data "$P" $SMALL -j 1 -n $N -o "$T/k2"
 check "equal bit for bit" \
     "cmp -s $T/k/latest/model.safetensors $T/k2/latest/model.safetensors"
 
+# SIGTERM sent to mpirun itself: OpenMPI forwards it to every rank, which
+# stop after the same step and checkpoint it, then SIGKILLs ranks still
+# running odls_base_sigkill_timeout seconds later (here 30) and exits 1
+# itself (its own status: the ranks' 143 is not passed on)
+OMPI_MCA_odls_base_sigkill_timeout=30 $MR "$TR" --data "$P" $SMALL -j 1 \
+    -n 100000 -o "$T/km" >/dev/null 2>"$T/km.err" &
+mp=$!
+i=0
+while [ ! -s "$T/km/metrics.jsonl" ] && [ $i -lt 300 ]; do
+	sleep 0.1; i=$((i + 1))
+done
+kill -TERM $(pgrep -P $mp mpirun)
+wait $mp
+st=$?
+last=$(tail -1 "$T/km/metrics.jsonl" | sed 's/{"step":\([0-9]*\).*/\1/')
+check "SIGTERM to mpirun: it exits 1 (got $st)" "[ $st = 1 ]"
+check "the ranks stopped at step $last, checkpointed there" \
+    "[ \$(readlink $T/km/latest) = ckpt-\$(printf %08d $last) ]"
+ok "that run resumed for 3 steps" $MR "$TR" --resume "$T/km" \
+    --stop-at $((last + 3))
+ok "uninterrupted, stopped there" $MR "$TR" --data "$P" $SMALL -j 1 \
+    -n 100000 --stop-at $((last + 3)) -o "$T/km2"
+check "equal bit for bit" \
+    "cmp -s $T/km/latest/model.safetensors $T/km2/latest/model.safetensors"
+
 fails "NaN loss: every rank exits 1" 1 $MR "$TR" --data "$P" $SMALL -j 1 \
     -n 4 --lr 1e30 --warmup 0 -o "$T/nan"
 check "with one message" "[ \$(grep -c 'non-finite loss' $T/err) = 1 ]"
