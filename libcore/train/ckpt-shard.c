@@ -103,14 +103,10 @@ vlm_ckpt_load_shard(const char *run, struct vlm_model *m,
 		return vlm_error("'%s': its checkpoint is %s, not sharded over "
 		    "%d ranks: resume it with the layout it was saved with",
 		    run, have ? "sharded otherwise" : "one model file", P);
+	if (vlm_ckpt_load_state(run, s) < 0)
+		return -1;
 	snprintf(f, sizeof(f), "%s/latest", run);
-	if (vlm_model_load_shards(m, f, P, q) < 0)
-		return -1;
-	if (vlm_ckpt_load_state(run, s) < 0) {
-		vlm_model_release(m);
-		return -1;
-	}
-	return 0;
+	return vlm_model_load_shards(m, f, P, q);
 }
 
 int
