@@ -189,6 +189,10 @@ train_dist_optim_init(struct train *t)
 	if (P > 1 && t->opt.clip > 0)
 		errx(2, "--grad-clip with --expert-parallel: the norm would "
 		    "span the ranks' experts (not supported)");
+	if (P > 1 && t->val_data)
+		errx(2, "--val-data with --expert-parallel: a rank holds only "
+		    "its experts (validate the merged checkpoint with "
+		    "vlm-eval)");
 	if (vlm_optim_init_shard(&t->opt, &t->m, t->frozen, q, P) < 0)
 		return -1;
 	if (!t->resume)
@@ -310,7 +314,7 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 	(void)micro; /* the router noise: the run's generator, as one process */
 	if (vlm_forward(t->run, t->net, b->pixels + o * img, b->tokens +
 	    o * c->context) < 0 || vlm_run_loss(t->run, t->net, l) < 0)
-		errx(1, "%s", vlm_errmsg());
+		dist_die(t, vlm_errmsg()); /* e.g. a routing exchange */
 	for (int i = 0; i < 2; i++)
 		if (d->comm.ops->allgather(&d->comm, vlm_run_features(t->run,
 		    i, 1), d->hu[i], d->Bl * E * sizeof(float)) < 0)
@@ -369,7 +373,7 @@ train_dist_backward(struct train *t, float *grad)
 	be->download(d->hdu[1], d->du[1], n);
 	if (vlm_backward_from(t->run, t->net, grad, d->hdu[0] + o,
 	    d->hdu[1] + o, 1.0f) < 0)
-		errx(1, "%s", vlm_errmsg());
+		dist_die(t, vlm_errmsg());
 	/* the logit scale's gradient: rank 0's alone, at its place in the
 	 * (packed) gradient; none when it is frozen */
 	gls = vlm_run_grad(t->run, t->net, grad, ls, 0);

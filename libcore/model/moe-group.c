@@ -44,6 +44,7 @@ struct grp_layer {
 struct vlm_grp {
 	struct vlm_comm *c;
 	int P, failed, nlay;
+	int *counts;              /* (4P) every rank's tokens per pool, seg */
 	struct grp_map map[3][2]; /* [stack][pool] */
 	struct grp_layer *lay;
 	float *send, *recv;       /* host (Smax,3E) (P*Smax,3E) */
@@ -84,20 +85,14 @@ void
 vlm_grp_map(struct vlm_run *r, struct stack *st)
 {
 	struct vlm_grp *gr = r->grp;
-	int P = gr->P, me = gr->c->rank, n[4] = { 0 }, *all;
+	int P = gr->P, me = gr->c->rank, n[4] = { 0 }, *all = gr->counts;
 
 	if (gr->failed)
 		return;
-	if (!(all = calloc((size_t)4 * P, sizeof(int)))) {
-		vlm_error("out of memory");
-		grp_fail(r);
-		return;
-	}
 	for (int p = 0; p < st->pools; p++)
 		for (int s = 0; s < st->nseg; s++)
 			n[p * 2 + s] = seg_tokens(st, s, p);
 	if (gr->c->ops->allgather(gr->c, n, all, sizeof(n)) < 0) {
-		free(all);
 		grp_fail(r);
 		return;
 	}
@@ -119,7 +114,6 @@ vlm_grp_map(struct vlm_run *r, struct stack *st)
 		mp->Sg = gp;
 		r->be->upload(mp->mod, mp->hmod, gp);
 	}
-	free(all);
 }
 
 /* The group's noise: Sg*E draws in group order, mine into ma->eps. */
@@ -343,6 +337,7 @@ vlm_grp_free(struct vlm_run *r)
 	free(gr->hkeep);
 	free(gr->hw);
 	free(gr->hval);
+	free(gr->counts);
 	free(gr->rec.idx);
 	free(gr->rec.fill);
 	free(gr->rec.keep);
@@ -446,6 +441,7 @@ vlm_run_route_group(struct vlm_run *r, const struct vlm_model *m,
 	gr->hkeep = calloc(G * K + 1, 1);
 	gr->hw = calloc(G * K + 1, sizeof(float));
 	gr->hval = calloc(G * K + 1, sizeof(float));
+	gr->counts = calloc(4 * (size_t)gr->P, sizeof(int));
 	gr->rec.idx = calloc(G * K + 1, sizeof(int32_t));
 	gr->rec.fill = calloc(E, sizeof(int32_t));
 	gr->rec.keep = calloc(G * K + 1, 1);
@@ -453,7 +449,7 @@ vlm_run_route_group(struct vlm_run *r, const struct vlm_model *m,
 	gr->rec.z = calloc(G * E + 1, sizeof(float));
 	gr->rec.p = calloc(G * E + 1, sizeof(float));
 	if (!gr->lay || !gr->send || !gr->recv || !gr->hz || !gr->hidx ||
-	    !gr->hfill || !gr->hkeep || !gr->hw || !gr->hval ||
+	    !gr->hfill || !gr->hkeep || !gr->hw || !gr->hval || !gr->counts ||
 	    !gr->rec.idx || !gr->rec.fill || !gr->rec.keep || !gr->rec.w ||
 	    !gr->rec.z || !gr->rec.p ||
 	    grp_plan(r, 1, &most) < 0) {
