@@ -58,6 +58,11 @@ int convert_import(int argc, char **argv);
 int convert_import_coca(const char *weights, const char *config,
     const char *tok, const char *out);
 int convert_init(int argc, char **argv);
+int convert_init_coca(char **sets, int nset, unsigned long long seed,
+    const char *tok, const char *out);
+int convert_info_coca(const char *path);
+int convert_upcycle_coca(const char *in, const char *out, int E, int K,
+    int every, double std, unsigned long long seed);
 int convert_tokenize(int argc, char **argv);
 int convert_upcycle(int argc, char **argv);
 int convert_set(int argc, char **argv);

@@ -158,6 +158,8 @@ convert_info(int argc, char **argv)
 	print_totals(&st);
 	if (vlm_st_meta(&st, "vlm.config") && strcmp(argv[optind], "-") != 0)
 		rc = print_model(argv[optind]) < 0;
+	else if (vlm_st_meta(&st, "vlm.coca") && strcmp(argv[optind], "-"))
+		rc = convert_info_coca(argv[optind]) < 0;
 	vlm_st_release(&st);
 	return rc;
 }

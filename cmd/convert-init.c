@@ -23,11 +23,14 @@ convert_init(int argc, char **argv)
 	struct vlm_model m;
 	char **sets = calloc(argc, sizeof(*sets));
 	unsigned long long seed = 0;
+	const char *tok = NULL;
 	int c_, nset = 0;
 
-	while ((c_ = getopt_long(argc, argv, "s:", opts, NULL)) != -1) {
+	while ((c_ = getopt_long(argc, argv, "s:t:", opts, NULL)) != -1) {
 		if (c_ == 's')
 			seed = strtoull(optarg, NULL, 0);
+		else if (c_ == 't')
+			tok = optarg;
 		else if (c_ == 'S')
 			sets[nset++] = optarg;
 		else
@@ -35,6 +38,13 @@ convert_init(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		cmd_usage(convert_usage, 2);
+	if (strcmp(argv[optind], "coca-tiny") == 0) { /* cmd/convert-coca.c */
+		convert_init_coca(sets, nset, seed, tok, argv[optind + 1]);
+		free(sets);
+		return 0;
+	}
+	if (tok)
+		errx(2, "init: -t is for the coca-tiny preset");
 	if (cmd_config(&c, argv[optind]) < 0)
 		errx(1, "%s", vlm_errmsg());
 	for (int i = 0; i < nset; i++)

@@ -11,6 +11,7 @@
 #include "cmd.h"
 #include "base/base.h"
 #include "model/model.h"
+#include "model/coca.h"
 
 #define LIM (1 << 20) /* the config check gives the real limits */
 
@@ -47,6 +48,12 @@ convert_upcycle(int argc, char **argv)
 	}
 	if (argc - optind != 2 || E == 0 || std < 0 || (every && last > 0))
 		cmd_usage(convert_usage, 2);
+	if (vlm_coca_is_checkpoint(argv[optind]) == 1) {
+		if (last > 0)
+			errx(2, "upcycle: --last is not for CoCa models");
+		return convert_upcycle_coca(argv[optind], argv[optind + 1], E,
+		    K, every, std, seed);
+	}
 	if (vlm_model_load_merged(&dense, argv[optind]) < 0)
 		errx(1, "%s", vlm_errmsg());
 	c = dense.cfg;

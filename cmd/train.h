@@ -86,8 +86,18 @@ struct train {
 	FILE *metrics;
 	struct train_dist *dist; /* several ranks (cmd/train-dist.c), or NULL */
 	int ep;                  /* --expert-parallel: ranks sharing experts */
+	/* CoCa (cmd/train-coca.c) */
+	float w_caption, w_clip; /* CoCaLoss weights, e.g. 2, 1 */
+	const char *stage;       /* --stage connector|experts|lora, or NULL */
+	struct vlm_coca *coca;   /* the model t->m is the table of */
+	float **cgrad;           /* its per-tensor gradients */
 };
 
+/* cmd/vlm-train.c */
+void train_lock_run(const char *run);
+/* cmd/train-coca.c: a CoCa model file (or run); its whole run */
+int train_is_coca(const struct train *t);
+int train_coca(struct train *t);
 /* cmd/train-setup.c */
 int train_model(struct train *t);
 int train_tokenizer(struct train *t);

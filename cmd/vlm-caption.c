@@ -115,6 +115,10 @@ main(int argc, char **argv)
 	    "import it with -t)", o.model) : vlm_bpe_from_merges(&bpe,
 	    vlm_coca_merges(&c)))
 		errx(1, "%s", vlm_errmsg());
+	if (bpe.nvocab > c.V)
+		errx(1, "'%s': the tokenizer has %d tokens, the model's "
+		    "vocabulary only %d", o.model, bpe.nvocab, c.V);
+	c.sot = bpe.sot, c.eot = bpe.eot;
 	float *px = malloc((size_t)3 * c.S * c.S * sizeof(float));
 	int32_t *ids = malloc(VLM_COCA_MAX_LEN * sizeof(int32_t));
 	if (!px || !ids)

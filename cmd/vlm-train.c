@@ -51,7 +51,7 @@ enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
 	O_RESUME, O_MAXBAD, O_ALPHA, O_IMGKEY, O_CAPKEY, O_SEP, O_STOP,
 	O_EPOCHS, O_SET, O_VAL, O_VALEVERY, O_CROP, O_HFLIP, O_JITTER, O_HUE, O_GRAY, O_LORA_R, O_LORA_A,
 	O_VERSION, O_WEIGHTS, O_ADAPT, O_TAU, O_DECAY, O_FLOOR, O_ACCUM,
-	O_DEVICE, O_EP };
+	O_DEVICE, O_EP, O_WCAP, O_WCLIP, O_STAGE };
 
 static const struct option opts[] = {
 	{ "data", required_argument, NULL, 'd' },
@@ -103,6 +103,9 @@ static const struct option opts[] = {
 	{ "lora-rank", required_argument, NULL, O_LORA_R },
 	{ "lora-alpha", required_argument, NULL, O_LORA_A },
 	{ "expert-parallel", required_argument, NULL, O_EP },
+	{ "caption-weight", required_argument, NULL, O_WCAP },
+	{ "clip-weight", required_argument, NULL, O_WCLIP },
+	{ "stage", required_argument, NULL, O_STAGE },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, O_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -144,6 +147,8 @@ defaults(struct train *t)
 	t->max_bad = 0.1;
 	t->aug = (struct vlm_augment)VLM_AUGMENT_DEFAULT;
 	t->accum = 1;
+	t->w_caption = 2; /* OpenCLIP's --coca-caption-loss-weight */
+	t->w_clip = 1;
 	t->so = (struct vlm_sampler_opts){ .tau = 1, .decay = 0.9, .eps = 0.1 };
 }
 
@@ -216,6 +221,15 @@ parse(struct train *t, int argc, char **argv)
 			t->device = cmd_device_arg("--device", optarg);
 			break;
 		case O_EP: t->ep = num(optarg, "--expert-parallel"); break;
+		case O_WCAP: t->w_caption = real(optarg, "--caption-weight");
+			break;
+		case O_WCLIP: t->w_clip = real(optarg, "--clip-weight"); break;
+		case O_STAGE:
+			if (strcmp(optarg, "connector") && strcmp(optarg,
+			    "experts") && strcmp(optarg, "lora"))
+				errx(2, "--stage: connector, experts or lora");
+			t->stage = optarg;
+			break;
 		case O_HFLIP: t->aug.hflip = 1; break;
 		case O_JITTER:
 			t->aug.jitter = real(optarg, "--color-jitter");
@@ -268,8 +282,8 @@ parse(struct train *t, int argc, char **argv)
 }
 
 /* One vlm-train a run: RUN itself locked, until exit or kill. */
-static void
-lock_run(const char *run)
+void
+train_lock_run(const char *run)
 {
 	int fd = open(run, O_RDONLY | O_DIRECTORY);
 
@@ -287,7 +301,7 @@ setup(struct train *t)
 
 	if (t->resume) {
 		if (rank0)
-			lock_run(t->resume);
+			train_lock_run(t->resume);
 		if (train_dist_load(t) < 0 ||
 		    (rank0 && vlm_ckpt_prune(t->resume, t->st.step, t->keep) <
 		    0))
@@ -303,7 +317,7 @@ setup(struct train *t)
 		if (rank0 && mkdir(t->out, 0777) < 0 && access(t->out, W_OK) < 0)
 			err(1, "%s", t->out);
 		if (rank0)
-			lock_run(t->out);
+			train_lock_run(t->out);
 		if (rank0 && access(latest, F_OK) == 0)
 			errx(1, "'%s' holds checkpoints of a run already: "
 			    "--resume it, or choose another --out", t->out);
@@ -454,6 +468,10 @@ main(int argc, char **argv)
 	defaults(&t);
 	train_dist_init(&t, &argc, &argv);
 	parse(&t, argc, argv);
+	if (train_is_coca(&t))
+		return train_coca(&t);
+	if (t.stage)
+		errx(2, "--stage: for CoCa models only");
 	setup(&t);
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t.out);
 	if (train_dist_rank(&t) == 0) { /* the others write nothing */

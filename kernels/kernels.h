@@ -162,6 +162,13 @@ void vlm_xattention_bwd_ref(float *dq, float *dk, float *dv,
     const float *dout /* (Tq,C) */, const float *P /* (H,Tq,Tk) */,
     const float *q, const float *k, const float *v, int lq, int lk, int lv,
     int Tq, int Tk, int C, int H);
+/* The same by per-head strided GEMMs (OpenBLAS). */
+void vlm_xattention_fwd_cpu(float *out, float *P, const float *q, int lq,
+    const float *k, int lk, const float *v, int lv, const float *mask,
+    int causal, int Tq, int Tk, int C, int H);
+void vlm_xattention_bwd_cpu(float *dq, float *dk, float *dv,
+    const float *dout, const float *P, const float *q, const float *k,
+    const float *v, int lq, int lk, int lv, int Tq, int Tk, int C, int H);
 
 /*
  * L2 normalisation of rows, y = x / max(|x|, 1e-12) (F.normalize); norm
@@ -574,6 +581,13 @@ struct vlm_backend {
 	    const int32_t *len, int causal, int B, int T, int C, int H);
 	void (*attention_bwd)(float *dqkv, float *scratch, const float *dout,
 	    const float *qkv, const float *att, int B, int T, int C, int H);
+	void (*xattention_fwd)(float *out, float *P, const float *q, int lq,
+	    const float *k, int lk, const float *v, int lv,
+	    const float *mask, int causal, int Tq, int Tk, int C, int H);
+	void (*xattention_bwd)(float *dq, float *dk, float *dv,
+	    const float *dout, const float *P, const float *q,
+	    const float *k, const float *v, int lq, int lk, int lv, int Tq,
+	    int Tk, int C, int H);
 	void (*l2norm_fwd)(float *y, float *norm, const float *x, int N,
 	    int C);
 	void (*l2norm_bwd)(float *dx, const float *dy, const float *y,
@@ -708,7 +722,7 @@ struct vlm_backend {
 	X(pool_token_bwd) X(pool_mean_fwd) X(pool_mean_bwd) \
 	X(pool_map_fwd) X(pool_map_bwd) X(token_learner_fwd) \
 	X(token_learner_bwd) X(add) X(scale) X(rows_gather) \
-	X(rows_scatter_add)
+	X(rows_scatter_add) X(xattention_fwd) X(xattention_bwd)
 
 /* VLM_OP_gemm, ...: an op's index, for lists of needed ops. */
 #define VLM_OP_ENUM_(name) VLM_OP_##name,

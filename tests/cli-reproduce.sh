@@ -58,16 +58,46 @@ check "exp1: five models" \
     '[ "$(ls "$R/runs" | tr "\n" " ")" = "one-tower-dense one-tower-moe two-tower-dense two-tower-moe vl-moe-pools " ]'
 for m in image_retrieval_recall@1 text_retrieval_recall@10 category_acc1 \
     subcategory_acc1 lp_acc1 wall_s train_eff_experts_text \
-    train_dropped_image; do
+    train_dropped_image route_eff_assigned_image route_eff_assigned_text; do
 	check "exp1: $m of a run" \
 	    'grep -q "^one-tower-moe	1	$m	[0-9.e+-]*$" "$R/results.tsv"'
 done
 check "exp1: routing of the MoE runs only" \
     '[ -s "$R/runs/one-tower-moe/seed1/routes.json" ] && [ ! -e "$R/runs/one-tower-dense/seed1/routes.json" ]'
+check "exp1: assigned experts of MoE runs only, between 1 and E" \
+    '! grep -q "^one-tower-dense	1	route_eff" "$R/results.tsv" &&
+    awk -F "\t" "\$3 ~ /^route_eff/ && !(\$4 >= 1 && \$4 <= 8) { exit 1 }" "$R/results.tsv"'
 check "exp1: FLOPs of each model" \
     '[ "$(grep -c "^forward GFLOPs per image" "$R/flops.txt")" = 5 ]'
 check "exp2: all is exp1's one-tower-moe" \
     '[ -L "$T/res/exp2/runs/all/seed1" ]'
+check "exp1: models.tsv, one trained model per run with its SHA-256" \
+    '[ "$(tail -n +2 "$R/models.tsv" | wc -l)" = 5 ] &&
+    m=$(awk -F "\t" "\$1 == \"one-tower-moe\" { print \$3 \" \" \$5 }" "$R/models.tsv") &&
+    [ "$(sha256sum <"$R/${m% *}" | cut -d " " -f 1)" = "${m#* }" ]'
+R3=$T/res/exp3
+check "exp3: the trained and the untrained experts" \
+    'grep -q "^trained	1	block 1	0	" "$R3/img-share.tsv" &&
+    grep -q "^untrained	1	block 1	0	" "$R3/img-share.tsv"'
+check "exp3: normalised shares in [0, 1], kinds by the 0.1 and 0.9 bounds" \
+    'awk -F "\t" "NR > 1 { n++ } NR > 1 && \$7 >= 0 && \$7 <= 1 &&
+    (\$7 > 0.9) == (\$8 == \"image\") && (\$7 < 0.1) == (\$8 == \"text\") { k++ }
+    END { exit !(n == 16 && k == n) }" "$R3/img-share.tsv"'
+check "exp3: 8 experts per model and layer in the histogram" \
+    '[ "$(awk -F "\t" "NR > 1 { s += \$3 } END { print s }" "$R3/hist-norm.tsv")" = 16 ]'
+S6=$T/res/exp6/google-shuffled.tsv
+check "exp6: the shuffled source keeps every image, captions permuted" \
+    '[ "$(wc -l <"$S6")" = "$(wc -l <"$D/google-base.tsv")" ] &&
+    [ "$(tail -n +2 "$S6" | cut -f 2 | sort)" = "$(tail -n +2 "$D/google-base.tsv" | cut -f 2 | sort)" ] &&
+    ! tail -n +2 "$S6" | cut -f 1 | while read -r f; do [ -f "$f" ] || echo x; done | grep -q x &&
+    [ "$(tail -n +2 "$S6" | cut -f 2)" != "$(tail -n +2 "$D/google-base.tsv" | cut -f 2)" ]'
+ok "KEEP_OPTIM=0" env BIN="$BIN" DATA="$D" OUT="$T/res2" SHORT=1 SEEDS=1 \
+    ES=4 KEEP_OPTIM=0 sh examples/reproduce/exp5-experts.sh
+check "KEEP_OPTIM=0 keeps the model and its evaluation, not the optimizer" \
+    '[ -s "$T/res2/exp5/runs/e4/seed1/latest/model.safetensors" ] &&
+    [ -s "$T/res2/exp5/runs/e4/seed1/eval.json" ] &&
+    [ -z "$(find "$T/res2/exp5/runs" -name optim.safetensors)" ] &&
+    [ -n "$(find "$T/res/exp5/runs" -name optim.safetensors)" ]'
 touch "$T/stamp"
 sleep 1
 ok "a rerun" env BIN="$BIN" DATA="$D" OUT="$T/res" SHORT=1 SEEDS=1 \

@@ -154,6 +154,64 @@ c_attention_bwd(struct ctx *x, int k)
 	free(hq), free(ha), free(ho);
 }
 
+/* Attention with separate strided q, k, v (CoCa): k 0 cross (37 queries
+ * over 20 keys), 1 causal self-attention on a packed [q|k|v], 2 an
+ * additive mask hiding some keys of 5 queries over 37 (key 0 kept). */
+static const int xa[][2] = { { AT, 20 }, { AT, AT }, { 5, AT } };
+
+static float *
+xa_mask(struct ctx *x, int k)
+{
+	int Tq = xa[k][0], Tk = xa[k][1];
+	float *m = k == 2 ? host_f(x, (size_t)Tq * Tk, 1) : NULL;
+
+	for (int i = 0; m && i < Tq * Tk; i++)
+		m[i] = i % Tk && m[i] < -0.5f ? -INFINITY : m[i];
+	return m;
+}
+
+static void
+c_xattention_fwd(struct ctx *x, int k)
+{
+	int Tq = xa[k][0], Tk = xa[k][1], l = k == 1 ? 3 * AC : AC;
+	const float *q = in_f(x, (size_t)(k == 1 ? 3 : 1) * Tq * AC, 1.5f);
+	const float *kk = k == 1 ? q + AC : in_f(x, (size_t)Tk * AC, 1.5f);
+	const float *v = k == 1 ? q + 2 * AC : in_f(x, (size_t)Tk * AC, 1);
+	float *hm = xa_mask(x, k);
+	const float *m = hm ? IN(x, hm, (size_t)Tq * Tk, F32) : NULL;
+
+	x->be->xattention_fwd(OUT_F(x, (size_t)Tq * AC), OUT_F(x,
+	    (size_t)AH * Tq * Tk), q, l, kk, l, v, l, m, k == 1, Tq, Tk, AC,
+	    AH);
+	free(hm);
+}
+
+static void
+c_xattention_bwd(struct ctx *x, int k)
+{
+	int Tq = xa[k][0], Tk = xa[k][1], l = k == 1 ? 3 * AC : AC;
+	size_t nq = (size_t)(k == 1 ? 3 : 1) * Tq * AC, nk = (size_t)Tk * AC;
+	float *hq = host_f(x, nq, 1.5f), *hk = host_f(x, nk, 1.5f);
+	float *hv = host_f(x, nk, 1), *hm = xa_mask(x, k);
+	float *ho = malloc((size_t)Tq * AC * 4);
+	float *hp = malloc((size_t)AH * Tq * Tk * 4);
+	const float *kq = k == 1 ? hq + AC : hk, *vq = k == 1 ? hq + 2 * AC : hv;
+
+	vlm_xattention_fwd_ref(ho, hp, hq, l, kq, l, vq, l, hm, k == 1, Tq,
+	    Tk, AC, AH);
+	const float *da = in_f(x, (size_t)Tq * AC, 1);
+	const float *P = IN(x, hp, (size_t)AH * Tq * Tk, F32);
+	const float *q = IN(x, hq, nq, F32);
+	const float *kk = k == 1 ? q + AC : IN(x, hk, nk, F32);
+	const float *v = k == 1 ? q + 2 * AC : IN(x, hv, nk, F32);
+	/* in-out: the gradients accumulate */
+	float *dq = OUT_F(x, nq), *dk = k == 1 ? dq + AC : OUT_F(x, nk);
+	float *dv = k == 1 ? dq + 2 * AC : OUT_F(x, nk);
+	x->be->xattention_bwd(dq, dk, dv, da, P, q, kk, v, l, l, l, Tq, Tk,
+	    AC, AH);
+	free(hq), free(hk), free(hv), free(hm), free(ho), free(hp);
+}
+
 static void
 c_l2norm_fwd(struct ctx *x, int k)
 {
@@ -317,6 +375,7 @@ static const struct op_case cases[] = {
 	CASE(clip_loss_bwd, 2, 1e-5), CASE(adamw_step, 2, 1e-6),
 	CASE(grad_clip, 2, 1e-6), CASE(add, 2, 0), CASE(scale, 2, 0),
 	CASE(rows_gather, 2, 0), CASE(rows_scatter_add, 2, 0),
+	CASE(xattention_fwd, 3, 1e-5), CASE(xattention_bwd, 3, 1e-5),
 };
 
 const struct op_family ops_dense = {

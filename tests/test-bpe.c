@@ -9,6 +9,7 @@
 #include <pthread.h>
 
 #include "testutil.h"
+#include "text/text-priv.h"
 
 #define TSV "clip-bpe/clip-tokens.tsv"
 #define GZ "clip-bpe/bpe_simple_vocab_16e6.txt.gz"
@@ -367,6 +368,45 @@ test_decode(void **state)
 	free(s), free(c);
 	assert_null(vlm_bpe_decode_alloc(&clip, bad, 3));
 	assert_non_null(strstr(vlm_errmsg(), "49408"));
+	/* byte tokens: 'a', then E2 82 cut short ("a\xe2\x82" decoded with
+	 * errors="replace"), and E2 82 AC whole (the euro sign) */
+	int32_t cut[] = { 49406, 64, 158, 224, 49407 }, euro[] = { 158, 224,
+	    105 };
+	assert_non_null(s = vlm_bpe_decode_alloc(&clip, cut, 5));
+	assert_string_equal(s, "a\xEF\xBF\xBD");
+	free(s);
+	assert_non_null(s = vlm_bpe_decode_alloc(&clip, euro, 3));
+	assert_string_equal(s, "\xE2\x82\xAC");
+	free(s);
+}
+
+/* Ill-formed UTF-8 repaired as Python 3.11's bytes.decode("utf-8",
+ * "replace") does it (one U+FFFD per maximal ill-formed subpart). */
+static void
+test_utf8_repair(void **state)
+{
+#define R "\xEF\xBF\xBD"
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+		{ "a\xe2\x82", "a" R }, { "\xe2\x82" "a", R "a" },
+		{ "\xf0\x9f\x98", R }, { "\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80" },
+		{ "\xc0\xaf", R R }, { "\xed\xa0\x80", R R R },
+		{ "\xf4\x90\x80\x80", R R R R }, { "\xe0\x80\x80", R R R },
+		{ "\x80\x80", R R }, { "\xf0\x9f", R }, { "\xff", R },
+		{ "\xe2(\xa1", R "(" R }, { "\xf8\x88\x80\x80\x80", R R R R R },
+		{ "caf\xc3\xa9", "caf\xc3\xa9" },
+	};
+#undef R
+	char out[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t n = vlm_utf8_repair(cases[i].in, strlen(cases[i].in),
+		    out);
+		out[n] = 0;
+		assert_string_equal(out, cases[i].want);
+	}
 }
 
 /* Bad inputs fail with a message naming them. */
@@ -608,6 +648,7 @@ main(void)
 		cmocka_unit_test(test_specials),
 		cmocka_unit_test(test_threads),
 		cmocka_unit_test(test_decode),
+		cmocka_unit_test(test_utf8_repair),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_train),
 		cmocka_unit_test(test_train_edges),

@@ -11,33 +11,6 @@
 
 #define FIX "openclip-coca-tiny/"
 
-static float *
-load_f32(const char *rel, struct vlm_tensor *t)
-{
-	if (vlm_npy_load(fixture(rel), t) < 0)
-		fail_msg("%s", vlm_errmsg());
-	assert_int_equal(t->dtype, VLM_DTYPE_F32);
-	return t->data;
-}
-
-/* Ids of an int64 .npy as int32 (count in *n). */
-static int32_t *
-load_ids(const char *rel, int *n)
-{
-	struct vlm_tensor t;
-	int32_t *ids;
-
-	if (vlm_npy_load(fixture(rel), &t) < 0)
-		fail_msg("%s", vlm_errmsg());
-	assert_int_equal(t.dtype, VLM_DTYPE_I64);
-	*n = (int)vlm_tensor_numel(&t);
-	ids = malloc(*n * sizeof(*ids));
-	for (int i = 0; i < *n; i++)
-		ids[i] = (int32_t)((int64_t *)t.data)[i];
-	free(t.data);
-	return ids;
-}
-
 static void
 load(struct vlm_coca *c)
 {
@@ -56,7 +29,7 @@ expect_close(const char *what, const float *got, const char *rel,
     size_t off, size_t n, double tol)
 {
 	struct vlm_tensor t;
-	float *ref = load_f32(rel, &t);
+	float *ref = fixture_f32(rel, &t);
 	double e = rel_err(got, ref + off, n);
 
 	print_message("%-28s rel err %.2e\n", what, e);
@@ -88,12 +61,12 @@ test_forward(void **state)
 {
 	struct vlm_coca c;
 	struct vlm_tensor img;
-	int nids;
+	int64_t nids;
 
 	(void)state;
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ids = load_ids(FIX "text_tokens.npy", &nids);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ids = fixture_ids(FIX "text_tokens.npy", &nids, NULL);
 	int B = img.shape[0], E = c.E, T = c.T, n = T - 1, M = c.Q - 1;
 	float *u = malloc(B * E * sizeof(float)), *v = malloc(B * E *
 	    sizeof(float));
@@ -132,12 +105,12 @@ test_loss(void **state)
 	struct vlm_coca c;
 	struct vlm_tensor img;
 	struct vlm_coca_loss l;
-	int nids;
+	int64_t nids;
 
 	(void)state;
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ids = load_ids(FIX "text_tokens.npy", &nids);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ids = fixture_ids(FIX "text_tokens.npy", &nids, NULL);
 	assert_int_equal(vlm_coca_loss(&c, img.data, ids, img.shape[0], 2.0f,
 	    1.0f, &l), 0);
 	print_message("contrastive %.6f caption %.6f total %.6f\n",
@@ -155,13 +128,13 @@ test_greedy(void **state)
 {
 	struct vlm_coca c;
 	struct vlm_tensor img;
-	int n;
+	int64_t n;
 	int32_t out[20];
 
 	(void)state;
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ref = load_ids(FIX "gen_greedy.npy", &n);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ref = fixture_ids(FIX "gen_greedy.npy", &n, NULL);
 	assert_int_equal(vlm_coca_greedy(&c, img.data, 20, 5, out), n);
 	for (int i = 0; i < n; i++)
 		assert_int_equal(out[i], ref[i]);
@@ -177,14 +150,15 @@ test_grads(void **state)
 	struct vlm_tensor img;
 	struct vlm_coca_loss l;
 	struct vlm_st ref;
-	int nids, nbad = 0;
+	int64_t nids;
+	int nbad = 0;
 	double worst = 0;
 	const char *wname = "";
 
 	(void)state;
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ids = load_ids(FIX "text_tokens.npy", &nids);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ids = fixture_ids(FIX "text_tokens.npy", &nids, NULL);
 	if (vlm_st_load(&ref, fixture(FIX "train_step0_grads.safetensors")) < 0)
 		fail_msg("%s", vlm_errmsg());
 	float **g = vlm_coca_grads_new(&c);
@@ -219,12 +193,12 @@ beam_matches(int nb, int G, const char *rel)
 {
 	struct vlm_coca c;
 	struct vlm_tensor img;
-	int n;
+	int64_t n;
 	int32_t out[20];
 
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ref = load_ids(rel, &n);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ref = fixture_ids(rel, &n, NULL);
 	assert_int_equal(vlm_coca_beam(&c, img.data, 20, 5, nb, G, out), n);
 	for (int i = 0; i < n; i++)
 		assert_int_equal(out[i], ref[i]);
@@ -257,7 +231,7 @@ test_save_load(void **state)
 
 	(void)state;
 	load(&c);
-	load_f32(FIX "image_input.npy", &img);
+	fixture_f32(FIX "image_input.npy", &img);
 	snprintf(path, sizeof(path), "%s/coca.vlm", test_tmpdir());
 	assert_int_equal(vlm_coca_save(&c, path, "merges text"), 0);
 	if (vlm_coca_load(&d, path, NULL) < 0)

@@ -15,32 +15,6 @@
 #define FIX "clip-benchmark-metrics/"
 #define TOL 1e-6
 
-/* A fixture array as floats (float32 or int64 converted); n elements. */
-static float *
-load_floats(const char *rel, struct vlm_tensor *t)
-{
-	assert_int_equal(vlm_npy_load(fixture(rel), t), 0);
-	assert_int_equal(t->dtype, VLM_DTYPE_F32);
-	return t->data;
-}
-
-/* An int64 label array as ints. */
-static int *
-load_labels(const char *rel, int64_t *n)
-{
-	struct vlm_tensor t;
-	int *y;
-
-	assert_int_equal(vlm_npy_load(fixture(rel), &t), 0);
-	assert_int_equal(t.dtype, VLM_DTYPE_I64);
-	*n = vlm_tensor_numel(&t);
-	y = malloc(*n * sizeof(*y));
-	for (int64_t i = 0; i < *n; i++)
-		y[i] = (int)((int64_t *)t.data)[i];
-	free(t.data);
-	return y;
-}
-
 /* metrics_reference.json: section.key as a number. */
 static double
 reference(const char *section, const char *key)
@@ -70,11 +44,11 @@ test_fixture_classification(void **state)
 
 	(void)state;
 	NEED_FIXTURE(fixture(FIX "metrics_reference.json"));
-	text = load_floats(FIX "cls_text_features.npy", &tt);
-	img = load_floats(FIX "cls_image_features.npy", &ti);
-	ref_w = load_floats(FIX "cls_classifier.npy", &tw);
-	ref_logits = load_floats(FIX "cls_logits.npy", &tl);
-	y = load_labels(FIX "cls_labels.npy", &n);
+	text = fixture_f32(FIX "cls_text_features.npy", &tt);
+	img = fixture_f32(FIX "cls_image_features.npy", &ti);
+	ref_w = fixture_f32(FIX "cls_classifier.npy", &tw);
+	ref_logits = fixture_f32(FIX "cls_logits.npy", &tl);
+	y = fixture_ids(FIX "cls_labels.npy", &n, NULL);
 	assert_true(tt.shape[0] == 21 && tt.shape[1] == 16);
 	assert_true(tw.shape[0] == 16 && tw.shape[1] == 7 && n == 200);
 
@@ -123,9 +97,9 @@ test_fixture_retrieval(void **state)
 
 	(void)state;
 	NEED_FIXTURE(fixture(FIX "metrics_reference.json"));
-	img = load_floats(FIX "ret_image_features.npy", &ti);
-	txt = load_floats(FIX "ret_text_features.npy", &tt);
-	t2i = load_labels(FIX "ret_text_to_image.npy", &n);
+	img = fixture_f32(FIX "ret_image_features.npy", &ti);
+	txt = fixture_f32(FIX "ret_text_features.npy", &tt);
+	t2i = fixture_ids(FIX "ret_text_to_image.npy", &n, NULL);
 	assert_true(ti.shape[0] == 60 && tt.shape[0] == 166 && n == 166);
 	assert_int_equal(vlm_metrics_retrieval(ir, tr, img, 60, txt, 166, t2i,
 	    16), 0);

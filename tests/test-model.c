@@ -10,33 +10,6 @@
 
 #define FIX "openclip-tiny/"
 
-static float *
-load_f32(const char *rel, struct vlm_tensor *t)
-{
-	if (vlm_npy_load(fixture(rel), t) < 0)
-		fail_msg("%s", vlm_errmsg());
-	assert_int_equal(t->dtype, VLM_DTYPE_F32);
-	return t->data;
-}
-
-/* Token ids of an int64 .npy as int32. */
-static int32_t *
-load_ids(const char *rel, int *B, int *T)
-{
-	struct vlm_tensor t;
-	int32_t *ids;
-
-	if (vlm_npy_load(fixture(rel), &t) < 0)
-		fail_msg("%s", vlm_errmsg());
-	assert_int_equal(t.dtype, VLM_DTYPE_I64);
-	*B = t.shape[0], *T = t.shape[1];
-	ids = malloc(*B * *T * sizeof(*ids));
-	for (int i = 0; i < *B * *T; i++)
-		ids[i] = (int32_t)((int64_t *)t.data)[i];
-	free(t.data);
-	return ids;
-}
-
 static void
 import(struct vlm_model *m, int hf)
 {
@@ -55,7 +28,7 @@ static void
 expect_close(const char *what, const float *got, const char *rel, double tol)
 {
 	struct vlm_tensor t;
-	float *ref = load_f32(rel, &t);
+	float *ref = fixture_f32(rel, &t);
 	double e = rel_err(got, ref, vlm_tensor_numel(&t));
 
 	print_message("%-34s rel err %.2e\n", what, e);
@@ -69,15 +42,17 @@ forward_matches(int hf)
 	struct vlm_model m;
 	struct vlm_tensor img;
 	struct vlm_run *r;
-	int Bt, T, rows, D;
+	int64_t nt, T;
+	int Bt, rows, D;
 	static const char *const vis[] = { FIX "inter_vis_after_ln_pre.npy",
 		FIX "inter_vis_block00_out.npy", FIX "inter_vis_block01_out.npy" };
 	static const char *const txt[] = { FIX "inter_txt_block00_out.npy",
 		FIX "inter_txt_block01_out.npy" };
 
 	import(&m, hf);
-	load_f32(FIX "image_input.npy", &img);
-	int32_t *ids = load_ids(FIX "text_tokens.npy", &Bt, &T);
+	fixture_f32(FIX "image_input.npy", &img);
+	int32_t *ids = fixture_ids(FIX "text_tokens.npy", &nt, &T);
+	Bt = (int)(nt / T);
 	assert_non_null(r = vlm_run_new(&m, img.shape[0], Bt, 0));
 	assert_int_equal(vlm_forward(r, &m, img.data, ids), 0);
 	for (int l = 0; l < 3; l++)

@@ -49,6 +49,39 @@ tiny_grad_config(struct vlm_config *c)
 	} \
 } while (0)
 
+/* The float32 fixture rel loaded into t (the test fails otherwise):
+ * t->data, the caller's to free. */
+static inline float *
+fixture_f32(const char *rel, struct vlm_tensor *t)
+{
+	if (vlm_npy_load(fixture(rel), t) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(t->dtype, VLM_DTYPE_F32);
+	return t->data;
+}
+
+/* The int64 fixture rel as int32 values (malloc'ed): their count in *n,
+ * the length of the last dimension in *cols (NULL: not wanted). */
+static inline int32_t *
+fixture_ids(const char *rel, int64_t *n, int64_t *cols)
+{
+	struct vlm_tensor t;
+	int32_t *ids;
+
+	if (vlm_npy_load(fixture(rel), &t) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(t.dtype, VLM_DTYPE_I64);
+	*n = vlm_tensor_numel(&t);
+	if (cols)
+		*cols = t.shape[t.ndim - 1];
+	ids = malloc(*n * sizeof(*ids));
+	assert_non_null(ids);
+	for (int64_t i = 0; i < *n; i++)
+		ids[i] = (int32_t)((int64_t *)t.data)[i];
+	free(t.data);
+	return ids;
+}
+
 /* A fresh temporary directory for this process, removed at exit. */
 static const char *test_tmpdir(void);
 

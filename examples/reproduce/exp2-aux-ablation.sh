@@ -28,6 +28,7 @@ seed_runs() {
 rp_seeds seed_runs
 rp_collect
 rp_table train_eff_experts_image train_eff_experts_text \
+    route_eff_assigned_image route_eff_assigned_text \
     train_dropped_image train_dropped_text image_retrieval_recall@1 \
     text_retrieval_recall@1 category_acc1 lp_acc1 >"$R/table.md"
 rp_curves moe.eff_experts_text "exp2 effective experts, text" \
@@ -37,4 +38,6 @@ rp_curves moe.eff_experts_image "exp2 effective experts, image" \
 rp_curves loss "exp2 training loss" "$R/loss.png"
 rp_bars train_eff_experts_text "exp2 effective text experts" \
     "$R/eff-text-bars.png"
+rp_bars route_eff_assigned_text "exp2 experts text is assigned to" \
+    "$R/assigned-text-bars.png"
 cat "$R/table.md"

@@ -8,11 +8,17 @@
 #   OUT      results root [results, ignored by git]; an experiment writes
 #            OUT/expN/
 #   SEEDS    seeds ["1 2 3"]
+#   FROM     results root of the finished runs that an experiment
+#            reuses instead of training them again [OUT]: experiments
+#            2, 3, 4 and 5 take experiment 1's one-tower-moe runs (the
+#            same configuration, seed and scale) from FROM/exp1
 #   SHORT=1  smoke-test scale: a few steps of a shrunk model
 #   REDUCED=1  the scale of RESULTS.md: the tiny presets at width 64
 #            (embeddings 32, context 16), 200 steps of 32
 #   PARALLEL=1  train the seeds at the same time (one process each)
 #   COLLECT_ONLY=1  train nothing: tables and charts of the runs done
+#   KEEP_OPTIM=0  delete each finished run's optimizer state (twice the
+#            model's size; the run can then not be resumed), keep the model
 #   STEPS, BATCH, LOG_EVERY, VAL_EVERY  override the mode's scale
 #
 # Full mode: the recipe of examples/demo.sh (tiny presets, 900 steps of
@@ -21,7 +27,9 @@
 # redraws its summary and plots.
 #
 # Each run RUN = OUT/expN/runs/NAME/seedS holds what vlm-train writes
-# (metrics.jsonl, checkpoints, latest/model.safetensors), wall_s (training
+# (metrics.jsonl, the final checkpoint with the optimizer state, and
+# latest/model.safetensors, the trained model, kept so that others can
+# evaluate it; OUT/expN/models.tsv lists them), wall_s (training
 # seconds), eval.json (the vlm-eval JSON lines) and, for MoE models,
 # routes.json (vlm-route-stats --json on the Twitter-style images and
 # captions). OUT/expN/results.tsv has one row per run and metric;
@@ -99,14 +107,15 @@ rp_train() {
 	    --val-data "$DATA/twitter-base.tsv" --val-every "${VAL_EVERY:-$LOG_EVERY}" \
 	    $SCALE "$@"
 	echo $(( $(date +%s) - start )) >"$run/wall_s"
+	[ "${KEEP_OPTIM:-1}" = 1 ] || rm -f "$run"/ckpt-*/optim.safetensors
 	rp_eval "$run"
 }
 
-# rp_reuse NAME SEED N OTHER: run OTHER of experiment N as run NAME (the
-# same configuration, seed and scale: vlm-train is deterministic), when
-# that run is done; else false
+# rp_reuse NAME SEED N OTHER: run OTHER of experiment N under FROM as
+# run NAME, a symbolic link (the same configuration, seed and scale:
+# vlm-train is deterministic), when that run is done; else false
 rp_reuse() {
-	src=$OUT/exp$3/runs/$4/seed$2
+	src=${FROM:-$OUT}/exp$3/runs/$4/seed$2
 	[ -f "$src/eval.json" ] || return 1
 	mkdir -p "$R/runs/$1"
 	rm -rf "$R/runs/$1/seed$2"
@@ -157,9 +166,26 @@ rp_collect() {
 			    "$run/eval.json" | tr -d '"' | sed 's/: /\t/'
 			printf 'wall_s\t%s\n' "$(cat "$run/wall_s")"
 			tail -n 1 "$run/metrics.jsonl" | rp_moe_means
+			[ ! -f "$run/routes.json" ] ||
+			    rp_route_means "$run/routes.json"
 		} | grep -v '^weight_decay' | sed "s/^/$n\t$s\t/" >>"$R/results.tsv"
 	done
 	rp_summary
+	rp_models
+}
+
+# rp_models: R/models.tsv, the trained model of each run (its path under
+# R, bytes and SHA-256: a rerun on the same thread count gives the same
+# bits), the file to evaluate again
+rp_models() {
+	printf 'name\tseed\tmodel\tbytes\tsha256\n' >"$R/models.tsv"
+	for run in "$R"/runs/*/seed*; do
+		m=$run/latest/model.safetensors
+		[ -f "$run/eval.json" ] && [ -f "$m" ] || continue
+		printf '%s\t%s\t%s\t%s\t%s\n' "$(basename "$(dirname "$run")")" \
+		    "${run##*/seed}" "${m#"$R"/}" "$(wc -c <"$m")" \
+		    "$(sha256sum <"$m" | cut -d ' ' -f 1)"
+	done >>"$R/models.tsv"
 }
 
 # rp_summary: R/summary.tsv from R/results.tsv
@@ -185,6 +211,24 @@ rp_moe_means() {
 	/^"(eff_experts|dropped)_/ { gsub(/"/, "", $1); s[$1] += $2; n[$1]++ }
 	END { for (k in s) printf "train_%s\t%.4f\n", k, s[k] / n[k] }' |
 	    sort
+}
+
+# rp_route_means ROUTES: from vlm-route-stats --json, per modality the
+# mean over MoE layers of exp(H) of the experts' shares of its top-K
+# assignments before capacity, as "route_eff_assigned_MOD<TAB>value"
+# lines: the experts a modality is actually sent to (eff_experts in
+# metrics.jsonl is exp(H) of the mean gate probabilities, which stays
+# near E while the top choices crowd onto a few experts)
+rp_route_means() {
+	awk '/"label":/ { l++ }
+	/^ *"(image|text|all)": \{/ { m = $1; gsub(/[":{ ]/, "", m) }
+	/"load":/ { v = $2 + 0
+		if (v > 0) { k = l SUBSEP m; t[k] += v; x[k, ++n[k]] = v } }
+	END { for (k in t) { h = 0
+		for (i = 1; i <= n[k]; i++) { p = x[k, i] / t[k]; h -= p * log(p) }
+		split(k, a, SUBSEP); s[a[2]] += exp(h); c[a[2]]++ }
+	for (q in s) printf "route_eff_assigned_%s\t%.4f\n", q, s[q] / c[q] }' \
+	    "$1" | sort
 }
 
 # rp_table METRIC...: the summary as a markdown table, one row per name

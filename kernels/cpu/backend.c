@@ -96,6 +96,8 @@ host_sync(void)
 	.softmax_fwd = vlm_softmax_fwd##S, .softmax_bwd = vlm_softmax_bwd##S, \
 	.attention_fwd = vlm_attention_fwd##S, \
 	.attention_bwd = vlm_attention_bwd##S, \
+	.xattention_fwd = vlm_xattention_fwd##S, \
+	.xattention_bwd = vlm_xattention_bwd##S, \
 	.l2norm_fwd = vlm_l2norm_fwd##S, .l2norm_bwd = vlm_l2norm_bwd##S, \
 	.clip_loss_fwd = vlm_clip_loss_fwd##S, \
 	.clip_loss_bwd = vlm_clip_loss_bwd##S, \

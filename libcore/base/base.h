@@ -110,6 +110,10 @@ void vlm_map_release(struct vlm_map *mp);
  * never made writable (else a no-op): they leave memory, and a later
  * read maps the file's bytes again. */
 void vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n);
+/* Give back the whole pages inside [p, p + n) whatever holds them
+ * (MADV_DONTNEED): a file mapping reads the file again, private memory
+ * reads zeros. */
+void vlm_pages_drop(const void *p, size_t n);
 /*
  * A testing aid: with VLM_CRASH_AT=POINT[:N] in the environment the
  * process kills itself (SIGKILL) the Nth time (default 1) it reaches the

@@ -259,14 +259,20 @@ vlm_map_release(struct vlm_map *mp)
 }
 
 void
-vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n)
+vlm_pages_drop(const void *p, size_t n)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);
 	uintptr_t a = ((uintptr_t)p + page - 1) / page * page;
 	uintptr_t b = ((uintptr_t)p + n) / page * page;
 
-	if (mp->mapped && !mp->cow && a < b &&
-	    (const unsigned char *)p >= mp->base &&
-	    (const unsigned char *)p + n <= mp->base + mp->size)
+	if (a < b)
 		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+void
+vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n)
+{
+	if (mp->mapped && !mp->cow && (const unsigned char *)p >= mp->base &&
+	    (const unsigned char *)p + n <= mp->base + mp->size)
+		vlm_pages_drop(p, n);
 }

@@ -1,6 +1,7 @@
 /*
  * model/coca-gen.c - captions from CoCa as OpenCLIP 2.32's generate()
- * makes them (ids SOT 49406, EOT 49407, pad 0; repetition penalty 1):
+ * makes them (ids SOT, EOT the tokenizer's, c->sot and c->eot: 49406 and
+ * 49407 in OpenCLIP's; pad 0; repetition penalty 1):
  *   greedy  generation_type 'top_k', top_k 1: argmax per step, EOT barred
  *           while fewer than min_len ids, EOT forced at position len - 1
  *   beam    generation_type 'beam_search' over transformers' BeamSearch-
@@ -17,8 +18,8 @@
 #include "kernels.h"
 #include "model/coca.h"
 
-#define SOT 49406
-#define EOT 49407
+#define SOT (c->sot) /* 49406 in OpenCLIP's vocabulary */
+#define EOT (c->eot) /* 49407 */
 
 /* Scratch of one image's decoding: its tokens and one step's buffers. */
 struct gen {
@@ -56,7 +57,8 @@ gen_init(struct gen *g, const struct vlm_coca *c, const float *img, int len,
 	return 0;
 }
 
-/* lg (V) := the logits after ids (n), EOT barred while n < min_len. */
+/* lg (V) := the logits after ids (n), EOT barred while n < min_len, ids
+ * the tokenizer does not have (past EOT) always. */
 static int
 next_logits(const struct vlm_coca *c, struct gen *g, const int32_t *ids,
     int n, int min_len, float *lg)
@@ -71,6 +73,8 @@ next_logits(const struct vlm_coca *c, struct gen *g, const int32_t *ids,
 	    c->Dd, proj->data, c->V, 0, lg, c->V);
 	if (n < min_len)
 		lg[EOT] = -INFINITY;
+	for (int v = EOT + 1; v < c->V; v++) /* past a smaller tokenizer */
+		lg[v] = -INFINITY;
 	return 0;
 }
 
@@ -159,6 +163,7 @@ topk(const float *sc, int gs, int V, int k, float *val, int *at)
 /* The beams' state: ids (nb, n), summed scores, per group done + hyps. */
 struct beams {
 	int nb, G, gs, n;
+	int32_t eot;
 	int32_t ids[VLM_COCA_MAX_BEAMS][VLM_COCA_MAX_LEN];
 	float score[VLM_COCA_MAX_BEAMS];
 	int done[VLM_COCA_MAX_BEAMS];
@@ -184,7 +189,7 @@ group_step(struct beams *b, int q, const float *sc, int V, int32_t
 	topk(sc, gs, V, k, val, at);
 	for (int r = 0; r < k && m < gs; r++) {
 		int j = at[r] / V, t = at[r] % V;
-		if (t == EOT) {
+		if (t == b->eot) {
 			if (r < gs)
 				hyps_add(&b->hyp[q], ids[j], b->n, val[r],
 				    b->n + 1);
@@ -217,7 +222,7 @@ finalize(struct beams *b, int len, int32_t *out)
 	int n = b->hyp[bq].len[bi];
 	memcpy(out, b->hyp[bq].ids[bi], n * sizeof(*out));
 	if (n < len)
-		out[n++] = EOT;
+		out[n++] = b->eot;
 	return n;
 }
 
@@ -241,7 +246,7 @@ vlm_coca_beam(const struct vlm_coca *c, const float *img, int len,
 		free(b);
 		return -1;
 	}
-	b->nb = nb, b->G = G, b->gs = nb / G, b->n = 1;
+	b->nb = nb, b->G = G, b->gs = nb / G, b->n = 1, b->eot = EOT;
 	for (int j = 0; j < nb; j++) {
 		b->ids[j][0] = SOT;
 		b->score[j] = j % b->gs ? -1e9f : 0;

@@ -33,6 +33,7 @@ tg_at(const struct vlm_coca *c, float **grads, int i)
 /* One block's internals, recomputed from its input x (N,D), kv (M,D). */
 struct blk {
 	int N, M, D, H, F, cross;
+	struct vlm_coca_moe *moe; /* an MoE FFN's saves, or NULL */
 	float *ln1, *m1, *r1, *q, *kvl, *mk, *rk, *kv, *P, *a, *x1, *ln2, *m2,
 	    *r2, *h, *g;
 };
@@ -44,6 +45,9 @@ blk_free(struct blk *b)
 	free(b->mk), free(b->rk), free(b->kv), free(b->P), free(b->a);
 	free(b->x1), free(b->ln2), free(b->m2), free(b->r2), free(b->h);
 	free(b->g);
+	if (b->moe)
+		vlm_coca_moe_free(b->moe);
+	free(b->moe);
 }
 
 /* Block pre forward from x (N,D) (kv (M,D) for a cross block) into b;
@@ -56,13 +60,13 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	struct tg w1 = T(c, gr, "%s.ln_1.weight", pre), b1 = T(c, gr,
 	    "%s.ln_1.bias", pre), win = T(c, gr, "%s.attn.in_proj_weight",
 	    pre), bin = T(c, gr, "%s.attn.in_proj_bias", pre);
-	struct tg fc = T(c, gr, "%s.mlp.c_fc.weight", pre);
-	int Tk = kvin ? M : N;
+	int Tk = kvin ? M : N, moe = vlm_coca_moe_at(c, pre);
 
 	*b = (struct blk){ .N = N, .M = M, .D = D, .H = H, .cross = !!kvin };
 	char nm[160];
-	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", pre);
-	int Fh = b->F = (int)vlm_st_get(&c->st, nm)->shape[0];
+	snprintf(nm, sizeof(nm), moe ? "%s.mlp.experts.c_fc.weight" :
+	    "%s.mlp.c_fc.weight", pre);
+	int Fh = b->F = (int)vlm_st_get(&c->st, nm)->shape[moe ? 1 : 0];
 	b->ln1 = F(N * D), b->m1 = F(N), b->r1 = F(N);
 	b->q = F(N * 3 * D), b->P = F((size_t)H * N * Tk), b->a = F(N * D);
 	b->x1 = F(N * D), b->ln2 = F(N * D), b->m2 = F(N), b->r2 = F(N);
@@ -70,7 +74,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	vlm_layernorm_fwd_cpu(b->ln1, b->m1, b->r1, x, w1.w, b1.w, N, D);
 	if (!kvin) {
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, 3 * D);
-		vlm_xattention_fwd_ref(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
+		vlm_xattention_fwd_cpu(b->a, b->P, b->q, 3 * D, b->q + D, 3 * D, b->q + 2 * D,
 		    3 * D, mask, causal, N, N, D, H);
 	} else {
 		b->kvl = F(M * D), b->mk = F(M), b->rk = F(M);
@@ -81,7 +85,7 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		vlm_linear_fwd_cpu(b->q, b->ln1, win.w, bin.w, N, D, D);
 		vlm_linear_fwd_cpu(b->kv, b->kvl, win.w + D * D, bin.w + D, M,
 		    D, 2 * D);
-		vlm_xattention_fwd_ref(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
+		vlm_xattention_fwd_cpu(b->a, b->P, b->q, D, b->kv, 2 * D, b->kv + D, 2 * D,
 		    NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(b->x1, b->a, T(c, gr, "%s.attn.out_proj.weight",
@@ -90,6 +94,13 @@ blk_fwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		b->x1[i] += x[i];
 	vlm_layernorm_fwd_cpu(b->ln2, b->m2, b->r2, b->x1, T(c, gr,
 	    "%s.ln_2.weight", pre).w, T(c, gr, "%s.ln_2.bias", pre).w, N, D);
+	if (moe) {
+		b->moe = calloc(1, sizeof(*b->moe));
+		memcpy(y, b->x1, (size_t)N * D * sizeof(float));
+		vlm_coca_moe_fwd(c, pre, b->ln2, N, y, b->moe);
+		return;
+	}
+	struct tg fc = T(c, gr, "%s.mlp.c_fc.weight", pre);
 	vlm_linear_fwd_cpu(b->h, b->ln2, fc.w, T(c, gr, "%s.mlp.c_fc.bias",
 	    pre).w, N, D, Fh);
 	if (c->quick)
@@ -109,10 +120,6 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
     const float *x, const float *kvin, float *dy, float *dx, float *dkv)
 {
 	int N = b->N, M = b->M, D = b->D, Fh = b->F;
-	struct tg wp = T(c, gr, "%s.mlp.c_proj.weight", pre);
-	struct tg bp = T(c, gr, "%s.mlp.c_proj.bias", pre);
-	struct tg fc = T(c, gr, "%s.mlp.c_fc.weight", pre);
-	struct tg bfc = T(c, gr, "%s.mlp.c_fc.bias", pre);
 	struct tg w2 = T(c, gr, "%s.ln_2.weight", pre);
 	struct tg b2 = T(c, gr, "%s.ln_2.bias", pre);
 	struct tg wo = T(c, gr, "%s.attn.out_proj.weight", pre);
@@ -121,16 +128,26 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	struct tg bin = T(c, gr, "%s.attn.in_proj_bias", pre);
 	struct tg w1 = T(c, gr, "%s.ln_1.weight", pre);
 	struct tg b1 = T(c, gr, "%s.ln_1.bias", pre);
-	float *dg = F((size_t)N * Fh), *dh = F((size_t)N * Fh);
 	float *dln = F(N * D), *da = F(N * D), *dq = F(N * 3 * D);
 
 	/* dy is dx1's residual part; the MLP adds to it */
-	vlm_linear_bwd_cpu(dg, wp.g, bp.g, dy, b->g, wp.w, N, Fh, D);
-	if (c->quick)
-		vlm_quickgelu_bwd_cpu(dh, dg, b->h, (int64_t)N * Fh);
-	else
-		vlm_gelu_bwd_cpu(dh, dg, b->h, (int64_t)N * Fh);
-	vlm_linear_bwd_cpu(dln, fc.g, bfc.g, dh, b->ln2, fc.w, N, D, Fh);
+	if (b->moe) {
+		vlm_coca_moe_bwd(c, gr, pre, b->moe, b->ln2, dy, dln);
+	} else {
+		struct tg wp = T(c, gr, "%s.mlp.c_proj.weight", pre);
+		struct tg bp = T(c, gr, "%s.mlp.c_proj.bias", pre);
+		struct tg fc = T(c, gr, "%s.mlp.c_fc.weight", pre);
+		struct tg bfc = T(c, gr, "%s.mlp.c_fc.bias", pre);
+		float *dg = F((size_t)N * Fh), *dh = F((size_t)N * Fh);
+		vlm_linear_bwd_cpu(dg, wp.g, bp.g, dy, b->g, wp.w, N, Fh, D);
+		if (c->quick)
+			vlm_quickgelu_bwd_cpu(dh, dg, b->h, (int64_t)N * Fh);
+		else
+			vlm_gelu_bwd_cpu(dh, dg, b->h, (int64_t)N * Fh);
+		vlm_linear_bwd_cpu(dln, fc.g, bfc.g, dh, b->ln2, fc.w, N, D,
+		    Fh);
+		free(dg), free(dh);
+	}
 	vlm_layernorm_bwd_cpu(dy, w2.g, b2.g, dln, b->x1, w2.w, b->m2, b->r2,
 	    N, D);
 	vlm_linear_bwd_cpu(da, wo.g, bo.g, dy, b->a, wo.w, N, D, D);
@@ -138,7 +155,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		dx[i] += dy[i];
 	memset(dln, 0, (size_t)N * D * sizeof(float));
 	if (!b->cross) {
-		vlm_xattention_bwd_ref(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
+		vlm_xattention_bwd_cpu(dq, dq + D, dq + 2 * D, da, b->P, b->q, b->q + D,
 		    b->q + 2 * D, 3 * D, 3 * D, 3 * D, N, N, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    3 * D);
@@ -146,7 +163,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 		float *dkvp = F(M * 2 * D), *dkl = F(M * D);
 		struct tg wk = T(c, gr, "%s.ln_1_kv.weight", pre);
 		struct tg bk = T(c, gr, "%s.ln_1_kv.bias", pre);
-		vlm_xattention_bwd_ref(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
+		vlm_xattention_bwd_cpu(dq, dkvp, dkvp + D, da, b->P, b->q, b->kv, b->kv + D,
 		    D, 2 * D, 2 * D, N, M, D, b->H);
 		vlm_linear_bwd_cpu(dln, win.g, bin.g, dq, b->ln1, win.w, N, D,
 		    D);
@@ -158,7 +175,7 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	}
 	vlm_layernorm_bwd_cpu(dx, w1.g, b1.g, dln, x, w1.w, b->m1, b->r1, N,
 	    D);
-	free(dg), free(dh), free(dln), free(da), free(dq);
+	free(dln), free(da), free(dq);
 }
 
 /* The image tower again, then back: dfeat (E), dembs (Q-1,E) in. */
@@ -211,7 +228,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_linear_fwd_cpu(q, qn, wq.w, bi.w, Q, E, E);
 	vlm_linear_fwd_cpu(k, xk, wk.w, bi.w + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, wv.w, bi.w + 2 * E, N, D, E);
-	vlm_xattention_fwd_ref(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
+	vlm_xattention_fwd_cpu(a, Pr, q, E, k, E, v, E, NULL, 0, Q, N, E, c->Hq);
 	vlm_linear_fwd_cpu(pool, a, wo.w, bo.w, Q, E, E);
 	vlm_layernorm_fwd_cpu(post, mo, ro, pool, low.w, lob.w, Q, E);
 
@@ -222,7 +239,7 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_layernorm_bwd_cpu(dpool, low.g, lob.g, dpost, pool, low.w, mo, ro,
 	    Q, E);
 	vlm_linear_bwd_cpu(da, wo.g, bo.g, dpool, a, wo.w, Q, E, E);
-	vlm_xattention_bwd_ref(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
+	vlm_xattention_bwd_cpu(dq, dk, dv, da, Pr, q, k, v, E, E, E, Q, N, E, c->Hq);
 	vlm_linear_bwd_cpu(dqn, wq.g, bi.g, dq, qn, wq.w, Q, E, E);
 	vlm_linear_bwd_cpu(dxk, wk.g, bi.g + E, dk, xk, wk.w, N, D, E);
 	vlm_linear_bwd_cpu(dxk, wv.g, bi.g + 2 * E, dv, xk, wv.w, N, D, E);
@@ -461,6 +478,7 @@ vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
 	if (rc == 0) {
 		out->caption = labels ? w_caption * cap / labels : 0;
 		out->total = out->contrastive + out->caption;
+		vlm_coca_lora_grads(c, gr);
 	}
 	free(ur), free(vr), free(u), free(v), free(nu), free(nv), free(du);
 	free(dv), free(dur), free(dvr), free(lg), free(lse), free(dl);

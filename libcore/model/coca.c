@@ -86,32 +86,87 @@ need(const struct vlm_coca *c, int d0, int d1, const char *fmt, ...)
 	return 0;
 }
 
-/* Every tensor of a residual block of width D at prefix pre. */
+/* The tensor of a formatted name has shape (d0, d1, d2). */
 static int
-need_block(const struct vlm_coca *c, const char *pre, int l, int D,
-    int cross)
+need3(const struct vlm_coca *c, int d0, int d1, int d2, const char *fmt, ...)
 {
-	char p[96], nm[160];
+	char name[160];
+	va_list ap;
 	const struct vlm_tensor *t;
 
-	snprintf(p, sizeof(p), pre, l);
-	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", p);
-	int F = (t = vlm_st_get(&c->st, nm)) && t->ndim == 2 ?
-	    (int)t->shape[0] : 0;
+	va_start(ap, fmt);
+	vsnprintf(name, sizeof(name), fmt, ap);
+	va_end(ap);
+	if (!(t = vlm_st_get(&c->st, name)))
+		return vlm_error("'%s': no tensor '%s'", c->st.path, name);
+	if (t->ndim != 3 || t->shape[0] != d0 || t->shape[1] != d1 ||
+	    t->shape[2] != d2)
+		return vlm_error("'%s': tensor '%s' is not (%d, %d, %d)",
+		    c->st.path, name, d0, d1, d2);
+	return 0;
+}
+
+/* The MoE FFN tensors of the block at p (model/coca-moe.c). */
+static int
+need_moe(const struct vlm_coca *c, const char *p, int D)
+{
+	char nm[160];
+	const struct vlm_tensor *t;
+	int E = c->Ed, F;
+
+	snprintf(nm, sizeof(nm), "%s.mlp.experts.c_fc.weight", p);
+	F = (t = vlm_st_get(&c->st, nm)) && t->ndim == 3 ? (int)t->shape[1] :
+	    0;
 	if (F < 1 || F > VLM_COCA_MAX_WIDTH * 64)
 		return vlm_error("'%s': no tensor '%s' of a sane shape",
 		    c->st.path, nm);
+	return need(c, E, D, "%s.mlp.router.weight", p) || need3(c, E, F, D,
+	    "%s.mlp.experts.c_fc.weight", p) || need(c, E, F,
+	    "%s.mlp.experts.c_fc.bias", p) || need3(c, E, D, F,
+	    "%s.mlp.experts.c_proj.weight", p) || need(c, E, D,
+	    "%s.mlp.experts.c_proj.bias", p) ? -1 : 0;
+}
+
+/* The dense MLP tensors of the block at p. */
+static int
+need_mlp(const struct vlm_coca *c, const char *p, int D)
+{
+	char nm[160];
+	const struct vlm_tensor *t;
+	int F;
+
+	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", p);
+	F = (t = vlm_st_get(&c->st, nm)) && t->ndim == 2 ? (int)t->shape[0] :
+	    0;
+	if (F < 1 || F > VLM_COCA_MAX_WIDTH * 64)
+		return vlm_error("'%s': no tensor '%s' of a sane shape",
+		    c->st.path, nm);
+	return need(c, F, D, "%s.mlp.c_fc.weight", p) || need(c, F, -1,
+	    "%s.mlp.c_fc.bias", p) || need(c, D, F, "%s.mlp.c_proj.weight", p)
+	    || need(c, D, -1, "%s.mlp.c_proj.bias", p) ? -1 : 0;
+}
+
+/* Every tensor of a residual block of width D at prefix pre; moe: its
+ * FFN may be sparse. */
+static int
+need_block(const struct vlm_coca *c, const char *pre, int l, int D,
+    int cross, int moe)
+{
+	char p[96];
+
+	snprintf(p, sizeof(p), pre, l);
+	if (!moe && vlm_coca_moe_at(c, p))
+		return vlm_error("'%s': '%s' has experts, which only the "
+		    "decoder's self-attention blocks may have", c->st.path, p);
 	return need(c, D, -1, "%s.ln_1.weight", p) || need(c, D, -1,
 	    "%s.ln_1.bias", p) || need(c, 3 * D, D, "%s.attn.in_proj_weight",
 	    p) || need(c, 3 * D, -1, "%s.attn.in_proj_bias", p) || need(c, D,
 	    D, "%s.attn.out_proj.weight", p) || need(c, D, -1,
 	    "%s.attn.out_proj.bias", p) || need(c, D, -1, "%s.ln_2.weight", p)
-	    || need(c, D, -1, "%s.ln_2.bias", p) || need(c, F, D,
-	    "%s.mlp.c_fc.weight", p) || need(c, F, -1, "%s.mlp.c_fc.bias", p)
-	    || need(c, D, F, "%s.mlp.c_proj.weight", p) || need(c, D, -1,
-	    "%s.mlp.c_proj.bias", p) || (cross && (need(c, D, -1,
-	    "%s.ln_1_kv.weight", p) || need(c, D, -1, "%s.ln_1_kv.bias", p)))
-	    ? -1 : 0;
+	    || need(c, D, -1, "%s.ln_2.bias", p) || (moe &&
+	    vlm_coca_moe_at(c, p) ? need_moe(c, p, D) : need_mlp(c, p, D)) ||
+	    (cross && (need(c, D, -1, "%s.ln_1_kv.weight", p) || need(c, D,
+	    -1, "%s.ln_1_kv.bias", p))) ? -1 : 0;
 }
 
 /* Every tensor the forward reads, in the shape it reads it. */
@@ -125,14 +180,17 @@ need_all(const struct vlm_coca *c)
 	if (!ls || vlm_tensor_numel(ls) != 1)
 		return vlm_error("'%s': no scalar 'logit_scale'", c->st.path);
 	for (int l = 0; l < c->Lv; l++)
-		if (need_block(c, "visual.transformer.resblocks.%d", l, Dv, 0))
+		if (need_block(c, "visual.transformer.resblocks.%d", l, Dv, 0,
+		    0))
 			return -1;
 	for (int l = 0; l < c->Lt; l++)
-		if (need_block(c, "text.transformer.resblocks.%d", l, Dt, 0))
+		if (need_block(c, "text.transformer.resblocks.%d", l, Dt, 0,
+		    0))
 			return -1;
 	for (int l = 0; l < c->Ld; l++)
-		if (need_block(c, "text_decoder.resblocks.%d", l, c->Dd, 0) ||
-		    need_block(c, "text_decoder.cross_attn.%d", l, c->Dd, 1))
+		if (need_block(c, "text_decoder.resblocks.%d", l, c->Dd, 0,
+		    1) || need_block(c, "text_decoder.cross_attn.%d", l, c->Dd,
+		    1, 0))
 			return -1;
 	const struct vlm_tensor *cv = vlm_st_get(&c->st, "visual.conv1.weight");
 	if (cv->ndim != 4 || cv->shape[1] != 3 || cv->shape[2] != c->p ||
@@ -188,6 +246,12 @@ read_config(struct vlm_coca *c, json_t *root, const char *name)
 	c->Ht = jget(t, "heads", 8);
 	c->Hd = jget(m, "heads", 8);
 	c->quick = json_is_true(json_object_get(root, "quick_gelu"));
+	c->Kd = c->Ed ? jget(m, "moe_top_k", 2) : 0;
+	c->lora_alpha = json_is_number(json_object_get(root, "lora_alpha")) ?
+	    json_number_value(json_object_get(root, "lora_alpha")) : 0;
+	if (c->Ed && (c->Kd < 1 || c->Kd > c->Ed))
+		return vlm_error("'%s': moe_top_k %d of %d experts", name,
+		    c->Kd, c->Ed);
 	if (c->Hv < 1 || c->Dv % c->Hv || c->Ht < 1 || c->Dt % c->Ht ||
 	    c->Hd < 1 || c->Dd % c->Hd || c->Hq < 1 || c->E % c->Hq)
 		return vlm_error("'%s': heads do not divide the widths", name);
@@ -240,6 +304,17 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 	c->Dd = dim(c, "text_decoder.ln_final.weight", 0);
 	c->Ld = count_layers(c, "text_decoder.resblocks.%d.ln_1.weight");
 	c->Q = dim(c, "visual.attn_pool.query", 0);
+	for (int l = 0; l < c->Ld && !c->Ed; l++) {
+		char nm[96];
+		snprintf(nm, sizeof(nm), "text_decoder.resblocks.%d.mlp.router."
+		    "weight", l);
+		c->Ed = dim(c, nm, 0) > 0 ? dim(c, nm, 0) : 0;
+	}
+	if (c->Ed > 4096) {
+		vlm_st_release(&c->st);
+		return vlm_error("'%s': %d experts (at most 4096)", weights,
+		    c->Ed);
+	}
 	if (c->S < 1 || c->Dv < 1 || c->p < 1 || c->E < 1 || c->Dt < 1 || c->V < 1 ||
 	    c->Dd != c->E || c->Dt != c->E || c->Lv < 1 || c->Lt < 1 ||
 	    c->Ld < 1 || dim(c, "visual.attn_pool.query", 1) != c->E ||
@@ -265,6 +340,11 @@ vlm_coca_load(struct vlm_coca *c, const char *weights, const char *config)
 		vlm_st_release(&c->st);
 		return -1;
 	}
+	c->sot = c->V - 2, c->eot = c->V - 1;
+	if (vlm_coca_lora_load(c, c->lora_alpha) < 0) {
+		vlm_coca_release(c);
+		return -1;
+	}
 	return 0;
 }
 
@@ -272,6 +352,9 @@ void
 vlm_coca_release(struct vlm_coca *c)
 {
 	vlm_st_release(&c->st);
+	free(c->lora);
+	free(c->lora_eff);
+	c->lora = NULL, c->lora_eff = NULL, c->nlora = 0;
 }
 
 /* x += mlp(ln_2(x)) of the block at prefix. */
@@ -281,6 +364,14 @@ mlp(const struct vlm_coca *c, const char *pre, float *x, int N, int D)
 	char nm[160];
 	int F, n = N * D;
 
+	if (vlm_coca_moe_at(c, pre)) {
+		float *ln = malloc(n * sizeof(float));
+		vlm_layernorm_fwd_cpu(ln, NULL, NULL, x, W(c, "%s.ln_2.weight",
+		    pre), W(c, "%s.ln_2.bias", pre), N, D);
+		vlm_coca_moe_fwd(c, pre, ln, N, x, NULL);
+		free(ln);
+		return;
+	}
 	snprintf(nm, sizeof(nm), "%s.mlp.c_fc.weight", pre);
 	F = dim(c, nm, 0);
 	float *ln = malloc(n * sizeof(float)), *h = malloc((size_t)N * F *
@@ -321,7 +412,7 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 	    W(c, "%s.ln_1.bias", pre), N, D);
 	if (!kv) {
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, 3 * D);
-		vlm_xattention_fwd_ref(a, s, qkv, 3 * D, qkv + D, 3 * D,
+		vlm_xattention_fwd_cpu(a, s, qkv, 3 * D, qkv + D, 3 * D,
 		    qkv + 2 * D, 3 * D, mask, causal, N, N, D, H);
 	} else {
 		vlm_layernorm_fwd_cpu(kvl, NULL, NULL, kv,
@@ -329,7 +420,7 @@ block(const struct vlm_coca *c, const char *pre, float *x, int N, int D,
 		    W(c, "%s.ln_1_kv.bias", pre), M, D);
 		vlm_linear_fwd_cpu(qkv, ln, w, b, N, D, D);
 		vlm_linear_fwd_cpu(kvp, kvl, w + D * D, b + D, M, D, 2 * D);
-		vlm_xattention_fwd_ref(a, s, qkv, D, kvp, 2 * D, kvp + D,
+		vlm_xattention_fwd_cpu(a, s, qkv, D, kvp, 2 * D, kvp + D,
 		    2 * D, NULL, 0, N, M, D, H);
 	}
 	vlm_linear_fwd_cpu(o, a, W(c, "%s.attn.out_proj.weight", pre),
@@ -366,7 +457,7 @@ pooler(const struct vlm_coca *c, float *out, const float *x, int N)
 	    b + E, N, D, E);
 	vlm_linear_fwd_cpu(v, xk, W(c, "visual.attn_pool.attn.v_proj_weight"),
 	    b + 2 * E, N, D, E);
-	vlm_xattention_fwd_ref(a, s, q, E, k, E, v, E, NULL, 0, Q, N, E,
+	vlm_xattention_fwd_cpu(a, s, q, E, k, E, v, E, NULL, 0, Q, N, E,
 	    c->Hq);
 	vlm_linear_fwd_cpu(out, a, W(c, "visual.attn_pool.attn.out_proj.weight"),
 	    W(c, "visual.attn_pool.attn.out_proj.bias"), Q, E, E);

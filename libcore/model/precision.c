@@ -9,8 +9,6 @@
  * weights it no longer reads (vlm_model_drop_f32).
  */
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "model/model.h"
 #include "kernels.h"
@@ -44,17 +42,11 @@ cast(struct visit *v, int64_t off, int64_t n)
 	v->be->bf16_from_f32(v->wb + off, v->m->w + off, n);
 }
 
-/* The whole pages inside w[off..off+n) given back (MADV_DONTNEED). */
+/* The whole pages inside w[off..off+n) given back. */
 static void
 drop(struct visit *v, int64_t off, int64_t n)
 {
-	uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t a = (uintptr_t)(v->m->w + off), b = (uintptr_t)(v->m->w +
-	    off + n);
-
-	a = (a + pg - 1) / pg * pg, b = b / pg * pg;
-	if (b > a)
-		madvise((void *)a, b - a, MADV_DONTNEED);
+	vlm_pages_drop(v->m->w + off, (size_t)n * sizeof(float));
 }
 
 static void

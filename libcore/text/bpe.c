@@ -558,7 +558,7 @@ vlm_bpe_decode_alloc(const struct vlm_bpe *bpe, const int32_t *ids, int n)
 {
 	const struct vlm_bpe_tables *t = bpe->t;
 	size_t size = 1, o = 0;
-	char *s;
+	char *raw, *s;
 	int i;
 
 	for (i = 0; i < n && ids[i] != bpe->eot; i++) {
@@ -570,7 +570,11 @@ vlm_bpe_decode_alloc(const struct vlm_bpe *bpe, const int32_t *ids, int n)
 		if (ids[i] != bpe->sot)
 			size += strlen(bpe_str(t, ids[i]));
 	}
-	if (!(s = malloc(size))) {
+	raw = malloc(size);
+	s = malloc(3 * size);
+	if (!raw || !s) {
+		free(raw);
+		free(s);
 		vlm_error("out of memory decoding %d tokens", n);
 		return NULL;
 	}
@@ -581,9 +585,13 @@ vlm_bpe_decode_alloc(const struct vlm_bpe *bpe, const int32_t *ids, int n)
 			uint32_t c = (unsigned char)*p++;
 			if (c >= 0x80) /* alphabet: at most 2 bytes */
 				c = (c & 0x1F) << 6 | (*p++ & 0x3F);
-			s[o++] = vlm_bpe_cp_byte(c);
+			raw[o++] = vlm_bpe_cp_byte(c);
 		}
 	}
+	/* bytes cut inside a character read as OpenCLIP's decode reads them:
+	 * U+FFFD (errors="replace") */
+	o = vlm_utf8_repair(raw, o, s);
+	free(raw);
 	return word_ends(s, o);
 }
 

@@ -47,6 +47,10 @@ int vlm_uc_class(uint32_t c);
 uint32_t vlm_uc_lower(uint32_t c);
 /* Append c as UTF-8 to out (4 bytes room); returns the bytes written. */
 int vlm_utf8_put(uint32_t c, char *out);
+/* s[0, n) as Python's s.decode("utf-8", "replace") gives it back in
+ * UTF-8: each maximal ill-formed subsequence becomes U+FFFD. out has room
+ * for 3 * n bytes; returns the bytes written. */
+size_t vlm_utf8_repair(const char *s, size_t n, char *out);
 
 /*
  * OpenCLIP's "lower" cleaning less ftfy: decode UTF-8 (each invalid byte

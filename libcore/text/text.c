@@ -96,6 +96,39 @@ vlm_utf8_put(uint32_t c, char *out)
 	return 4;
 }
 
+size_t
+vlm_utf8_repair(const char *s, size_t n, char *out)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = 0, o = 0;
+
+	while (i < n) {
+		unsigned c = u[i], lo = 0x80, hi = 0xBF;
+		size_t j = 1, k = 0;
+
+		if (c >= 0xC2 && c <= 0xDF)
+			k = 1;
+		else if (c >= 0xE0 && c <= 0xEF)
+			k = 2, lo = c == 0xE0 ? 0xA0 : 0x80,
+			hi = c == 0xED ? 0x9F : 0xBF;
+		else if (c >= 0xF0 && c <= 0xF4)
+			k = 3, lo = c == 0xF0 ? 0x90 : 0x80,
+			hi = c == 0xF4 ? 0x8F : 0xBF;
+		for (; j <= k && i + j < n && u[i + j] >= lo && u[i + j] <= hi;
+		    j++)
+			lo = 0x80, hi = 0xBF; /* only the second byte is special */
+		if (c < 0x80 || (k > 0 && j > k)) {
+			memcpy(out + o, s + i, j);
+			o += j;
+		} else {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+		}
+		i += j;
+	}
+	return o;
+}
+
 /* Decode UTF-8; each byte of an invalid sequence becomes U+FFFD. */
 static size_t
 utf8_decode(const unsigned char *s, size_t len, uint32_t *out)

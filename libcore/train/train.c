@@ -423,12 +423,12 @@ vlm_ckpt_prune(const char *run, int64_t step, int keep)
 /* RUN/.tmp-NAME/FILE written by save; the checkpoint crash points. */
 static int
 save_files(const char *tmp, const struct vlm_model *m,
-    const struct vlm_optim *o)
+    const struct vlm_optim *o, const struct vlm_ckpt_saver *sv)
 {
 	char f[4200];
 
 	snprintf(f, sizeof(f), "%s/model.safetensors", tmp);
-	if (vlm_model_save(m, f) < 0)
+	if ((sv ? sv->save(sv->ctx, f) : vlm_model_save(m, f)) < 0)
 		return -1;
 	vlm_crash_point("ckpt-model");
 	snprintf(f, sizeof(f), "%s/optim.safetensors", tmp);
@@ -516,23 +516,22 @@ int
 vlm_ckpt_save(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep)
 {
+	return vlm_ckpt_save_as(run, m, o, s, keep, NULL);
+}
+
+int
+vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
+    const struct vlm_ckpt_saver *sv)
+{
 	char tmp[4096];
 
 	if (vlm_ckpt_begin(run, s->step) < 0)
 		return -1;
 	vlm_ckpt_tmp(run, s->step, tmp);
-	if (save_files(tmp, m, o) < 0)
+	if (save_files(tmp, m, o, sv) < 0)
 		return vlm_ckpt_abandon(run, s->step);
 	return vlm_ckpt_commit(run, s, keep);
-}
-
-int
-vlm_ckpt_load_state(const char *run, struct vlm_train_state *s)
-{
-	char f[4200];
-
-	snprintf(f, sizeof(f), "%s/latest/state.json", run);
-	return load_state(f, s);
 }
 
 int
@@ -558,6 +557,15 @@ vlm_ckpt_load(const char *run, struct vlm_model *m,
 		return -1;
 	}
 	return 0;
+}
+
+int
+vlm_ckpt_load_state(const char *run, struct vlm_train_state *s)
+{
+	char f[4200];
+
+	snprintf(f, sizeof(f), "%s/latest/state.json", run);
+	return load_state(f, s);
 }
 
 int

@@ -11,6 +11,7 @@
 #include "base/base.h"
 #include "data/data.h"
 #include "model/model.h"
+#include "model/coca.h"
 
 /* ---- optimizer (train/optim.c) ------------------------------------------- */
 
@@ -144,6 +145,15 @@ struct vlm_train_state {
  * the newest `keep` removed (0: keep all). */
 int vlm_ckpt_save(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep);
+/* vlm_ckpt_save with the model file written by sv->save(sv->ctx, path)
+ * (another kind of model, e.g. CoCa's; m is its parameter table). */
+struct vlm_ckpt_saver {
+	int (*save)(void *ctx, const char *path);
+	void *ctx;
+};
+int vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
+    const struct vlm_ckpt_saver *sv);
 /* The steps of vlm_ckpt_save, for ranks that each write their shard
  * between them: RUN/.tmp-ckpt-<step> made (begin), its path (tmp), the
  * state written and the directory moved into place, latest after it
@@ -154,8 +164,6 @@ void vlm_ckpt_tmp(const char *run, int64_t step, char *tmp /* [4096] */);
 int vlm_ckpt_commit(const char *run, const struct vlm_train_state *s,
     int keep);
 int vlm_ckpt_abandon(const char *run, int64_t step);
-/* The state of RUN/latest alone. */
-int vlm_ckpt_load_state(const char *run, struct vlm_train_state *s);
 /* ckpt-shard.c: rank o->pack.q of o->pack.P writes its model and optim
  * shards (model-Q-of-P, optim-Q-of-P) into RUN/.tmp-ckpt-<step>,
  * fsynced; _load_shard: that rank's part of the model, and the state,
@@ -174,9 +182,29 @@ int vlm_ckpt_prune(const char *run, int64_t step, int keep);
 /* Model and state from RUN/latest. */
 int vlm_ckpt_load(const char *run, struct vlm_model *m,
     struct vlm_train_state *s);
+/* The state alone of RUN/latest (its model loaded by the caller). */
+int vlm_ckpt_load_state(const char *run, struct vlm_train_state *s);
 /* The moments of RUN/latest into o (vlm_optim_init'ed for m): those of
  * every parameter o trains, which the checkpoint must hold. */
 int vlm_ckpt_load_optim(const char *run, const struct vlm_model *m,
     struct vlm_optim *o);
+
+/* ---- CoCa training (train/coca.c) --------------------------------------- */
+
+/* m := a parameter table of c's tensors (OpenCLIP's weight decay rule),
+ * which move into m's slab (m->w, file order, the layout of
+ * vlm_coca_grads_new); c reads and vlm_coca_save writes them there (a
+ * LoRA-adapted weight: its base moves there, c keeps reading the merged
+ * copy). The config holds only what the loader needs (image size,
+ * context, normalisation). Release c before m. */
+int vlm_coca_params(struct vlm_coca *c, struct vlm_model *m);
+/* One AdamW step of CoCaLoss on B images (B,3,S,S) and texts (B,T): g
+ * (vlm_coca_grads_new) zeroed and filled, packed into grad (o->pack.n)
+ * for o (vlm_optim_init'ed on m), the loss into out; LoRA's merged
+ * weights recomputed after it. */
+int vlm_coca_step(struct vlm_coca *c, struct vlm_model *m,
+    struct vlm_optim *o, float **g, float *grad, const float *imgs,
+    const int32_t *ids, int B, float w_caption, float w_clip, float lr,
+    struct vlm_coca_loss *out);
 
 #endif /* VLM_LIBCORE_TRAIN_H */
