@@ -67,6 +67,7 @@ int convert_tokenize(int argc, char **argv);
 int convert_upcycle(int argc, char **argv);
 int convert_set(int argc, char **argv);
 int convert_merge_lora(int argc, char **argv);
+int convert_merge(int argc, char **argv);
 int convert_shard(int argc, char **argv);
 /* A preset name or a config JSON file into c. */
 struct vlm_config;

@@ -8,17 +8,18 @@
  * gradients of its own rows (OpenCLIP's gather-with-grad); rank 0 adds
  * the logit scale's. The per-rank gradients are shares of one gradient,
  * so one bucketed all-reduce sums them and every rank takes the same
- * optimizer step. MoE layers route each rank's tokens as their own
- * group (capacity, batch priority and aux losses over it; the aux terms
- * averaged over the ranks, as over groups), and router noise is drawn
- * per (step, micro-batch, rank); with --expert-parallel P the experts
- * run on their owner ranks (libcore/model/moe-ep.c). Only rank 0 writes
+ * optimizer step. MoE layers route over the group one process would
+ * route, every rank's tokens (libcore/model/moe-group.c): the same
+ * noise, top-K, capacity, batch priority and aux losses as one process;
+ * with --expert-parallel P the experts run on their owner ranks
+ * (libcore/model/moe-ep.c). Only rank 0 writes
  * the run directory; the others' stderr is quiet unless
  * VLM_DIST_STDERR=all.
  */
 #include <err.h>
 #include <fcntl.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,13 +40,41 @@ struct train_dist {
 };
 
 /* A failure only this rank sees: one message, then every rank ends. */
-static void
+static void __attribute__((noreturn))
 dist_die(struct train *t, const char *what)
 {
 	struct train_dist *d = t->dist;
 
 	dprintf(d->err_fd, "vlm-train: rank %d: %s\n", d->rank, what);
 	vlm_comm_abort(&d->comm, 1);
+}
+
+/* A warning of this rank's (e.g. on the share of the data it alone
+ * decodes): on its own stderr even when that is quiet. */
+void
+train_dist_warn(struct train *t, const char *fmt, ...)
+{
+	struct train_dist *d = t->dist;
+	va_list ap;
+
+	va_start(ap, fmt);
+	if (!d || d->rank == 0) {
+		vwarnx(fmt, ap);
+	} else {
+		dprintf(d->err_fd, "vlm-train: rank %d: ", d->rank);
+		vdprintf(d->err_fd, fmt, ap);
+		dprintf(d->err_fd, "\n");
+	}
+	va_end(ap);
+}
+
+/* A failure of this rank's: one message, every rank ends (exit 1). */
+void
+train_dist_fail(struct train *t, const char *what)
+{
+	if (!t->dist)
+		errx(1, "%s", what);
+	dist_die(t, what);
 }
 
 void
@@ -75,6 +104,12 @@ int
 train_dist_rank(const struct train *t)
 {
 	return t->dist ? t->dist->rank : 0;
+}
+
+int
+train_dist_size(const struct train *t)
+{
+	return t->dist ? t->dist->P : 1;
 }
 
 /* Examples this rank computes of each micro-batch. */
@@ -111,6 +146,107 @@ dev_alloc(struct train *t, size_t n)
 	return p;
 }
 
+/* The training run: this rank's share of the batch, its MoE layers
+ * planned to route over every rank's tokens. */
+struct vlm_run *
+train_dist_run(struct train *t)
+{
+	const struct vlm_backend *be = vlm_backend_default();
+	int P = t->dist ? t->dist->P : 1;
+
+	if (!be)
+		return NULL;
+	return vlm_run_new_group(be, t->net, train_dist_batch(t),
+	    train_dist_batch(t), 1, P);
+}
+
+/* Ranks the experts are sharded over (1: none): expert parallel
+ * without adapters (a LoRA run keeps every expert on every rank). */
+int
+train_dist_shards(const struct train *t)
+{
+	return t->dist && t->ep > 1 && t->net == &t->m ? t->dist->P : 1;
+}
+
+/* --resume: the model and state of the run's latest checkpoint, this
+ * rank's part of a sharded one. */
+int
+train_dist_load(struct train *t)
+{
+	if (vlm_ckpt_shards(t->resume) > 0 && t->dist)
+		return vlm_ckpt_load_shard(t->resume, &t->m, &t->st,
+		    t->dist->rank, t->dist->P);
+	return vlm_ckpt_load(t->resume, &t->m, &t->st);
+}
+
+/* The optimizer's moments, of what this rank holds; a resumed run's
+ * from its checkpoint, which must have the same layout. */
+int
+train_dist_optim_init(struct train *t)
+{
+	int P = train_dist_shards(t), q = train_dist_rank(t);
+
+	if (P > 1 && t->opt.clip > 0)
+		errx(2, "--grad-clip with --expert-parallel: the norm would "
+		    "span the ranks' experts (not supported)");
+	if (P > 1 && t->val_data)
+		errx(2, "--val-data with --expert-parallel: a rank holds only "
+		    "its experts (validate the merged checkpoint with "
+		    "vlm-eval)");
+	if (vlm_optim_init_shard(&t->opt, &t->m, t->frozen, q, P) < 0)
+		return -1;
+	if (!t->resume)
+		return 0;
+	if ((vlm_ckpt_shards(t->resume) > 0) != (P > 1))
+		return vlm_error("'%s': its checkpoint is %s: resume it with "
+		    "the layout it was saved with", t->resume, P > 1 ?
+		    "one model file, these ranks shard the experts" :
+		    "sharded, these ranks do not shard the experts");
+	return P > 1 ? vlm_ckpt_load_optim_shard(t->resume, &t->m, &t->opt) :
+	    vlm_ckpt_load_optim(t->resume, &t->m, &t->opt);
+}
+
+/* A checkpoint: rank 0's files, or every rank's shards between rank 0
+ * making the directory and moving latest; any failure ends every rank. */
+void
+train_dist_save(struct train *t)
+{
+	int rank0 = train_dist_rank(t) == 0;
+	int64_t step = t->st.step;
+
+	if (train_dist_shards(t) == 1) {
+		train_dist_agree(t, rank0 ? vlm_ckpt_save(t->out, &t->m,
+		    &t->opt, &t->st, t->keep) : 0);
+		return;
+	}
+	train_dist_agree(t, rank0 ? vlm_ckpt_begin(t->out, step) : 0);
+	if (vlm_ckpt_save_shard(t->out, step, &t->m, &t->opt) < 0)
+		dist_die(t, vlm_errmsg());
+	train_dist_agree(t, 0); /* every shard written and fsynced */
+	train_dist_agree(t, rank0 ? vlm_ckpt_commit(t->out, &t->st,
+	    t->keep) : 0);
+}
+
+/* The whole parameters (the same on every rank) from rank 0. */
+static void
+bcast_whole(struct train *t)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_model *m = &t->m;
+
+	for (int i = 0; i < m->nparams;) {
+		int64_t off = m->params[i].off, n = 0;
+		for (; i < m->nparams && !vlm_param_experts(m, i) &&
+		    m->params[i].off == off + n; i++)
+			n += m->params[i].n;
+		if (n && d->comm.ops->bcast(&d->comm, m->w + off, n *
+		    sizeof(float), 0) < 0)
+			dist_die(t, vlm_errmsg());
+		if (!n)
+			i++;
+	}
+}
+
 /* After setup: buffers of the global loss, the same weights and
  * moments on every rank (rank 0's). */
 void
@@ -124,8 +260,9 @@ train_dist_setup(struct train *t)
 		    "-np %d), not %d", t->ep, t->ep, t->ep, d ? d->P : 1);
 	if (!d)
 		return;
-	if (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
-	    0)
+	if (vlm_run_route_group(t->run, t->net, &d->comm) < 0 ||
+	    (t->ep > 1 && vlm_run_expert_parallel(t->run, t->net, &d->comm) <
+	    0))
 		errx(1, "%s", vlm_errmsg());
 	d->B = t->o.batch, d->Bl = train_dist_batch(t);
 	d->E = t->m.cfg.embed_dim;
@@ -141,6 +278,12 @@ train_dist_setup(struct train *t)
 	d->lse2 = dev_alloc(t, 2 * B);
 	d->dtheta = dev_alloc(t, 1);
 	d->hlogits = host_alloc(t, B * B + 2 * B);
+	if (train_dist_shards(t) > 1) { /* others' experts never touched */
+		bcast_whole(t);
+		vlm_model_drop_others(&t->m, d->rank, d->P);
+		d->bytes0 = d->comm.bytes;
+		return;
+	}
 	if (d->comm.ops->bcast(&d->comm, t->m.w, t->m.nfloats *
 	    sizeof(float), 0) < 0 || d->comm.ops->bcast(&d->comm, t->opt.m,
 	    t->opt.pack.n * sizeof(float), 0) < 0 ||
@@ -160,7 +303,6 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 	const struct vlm_backend *be = vlm_run_backend(t->run);
 	const struct vlm_config *c = &t->m.cfg;
 	size_t img = 3 * (size_t)c->image_size * c->image_size, E, o;
-	double aux;
 
 	if (!d && t->qa) { /* question answering, cmd/train-qa.c */
 		if (vlm_fusion_qa_forward(t->run, t->net, b->pixels,
@@ -181,24 +323,19 @@ train_dist_forward(struct train *t, const struct vlm_batch *b,
 		return;
 	}
 	E = d->E, o = (size_t)d->rank * d->Bl;
-	vlm_run_seed(t->run, vlm_item_seed(t->seed ^ 0x5eed, t->st.step *
-	    t->accum + micro, d->rank));
+	(void)micro; /* the router noise: the run's generator, as one process */
 	if (vlm_forward(t->run, t->net, b->pixels + o * img, b->tokens +
 	    o * c->context) < 0 || vlm_run_loss(t->run, t->net, l) < 0)
-		errx(1, "%s", vlm_errmsg());
+		dist_die(t, vlm_errmsg()); /* e.g. a routing exchange */
 	for (int i = 0; i < 2; i++)
 		if (d->comm.ops->allgather(&d->comm, vlm_run_features(t->run,
 		    i, 1), d->hu[i], d->Bl * E * sizeof(float)) < 0)
 			dist_die(t, vlm_errmsg());
-	aux = l->aux;
-	if (d->comm.ops->allreduce(&d->comm, &aux, 1, VLM_COMM_F64,
-	    VLM_COMM_SUM) < 0)
-		dist_die(t, vlm_errmsg());
 	for (int i = 0; i < 2; i++)
 		be->upload(d->u[i], d->hu[i], d->B * E * sizeof(float));
 	l->contrastive = be->clip_loss_fwd(d->logits, d->lse2, d->u[0],
 	    d->u[1], t->net->w[t->net->logit_scale], d->B, (int)E);
-	l->aux = (float)(aux / d->P);
+	/* l->aux: the group's, the same on every rank */
 	l->total = l->contrastive + l->aux;
 }
 
@@ -247,8 +384,8 @@ train_dist_backward(struct train *t, float *grad)
 	be->download(d->hdu[0], d->du[0], n);
 	be->download(d->hdu[1], d->du[1], n);
 	if (vlm_backward_from(t->run, t->net, grad, d->hdu[0] + o,
-	    d->hdu[1] + o, 1.0f / d->P) < 0)
-		errx(1, "%s", vlm_errmsg());
+	    d->hdu[1] + o, 1.0f) < 0)
+		dist_die(t, vlm_errmsg());
 	/* the logit scale's gradient: rank 0's alone, at its place in the
 	 * (packed) gradient; none when it is frozen */
 	gls = vlm_run_grad(t->run, t->net, grad, ls, 0);
@@ -268,6 +405,8 @@ train_dist_grads(struct train *t, float *grad, int64_t n)
 
 	if (!d)
 		return;
+	if (train_dist_shards(t) > 1) /* the experts' part stays here */
+		n = t->opt.pack.nrep;
 	if (d->comm.ops->allreduce(&d->comm, grad, n, VLM_COMM_F32,
 	    VLM_COMM_SUM) < 0)
 		dist_die(t, vlm_errmsg());

@@ -334,6 +334,8 @@ train_loader(struct train *t)
 	lo.feed = multi;
 	lo.on_fail = VLM_LOADER_REPLACE;
 	lo.start = multi ? (struct vlm_cursor){ 0, 0 } : t->st.cursor;
+	lo.part = train_dist_rank(t); /* each rank decodes its share */
+	lo.parts = train_dist_size(t);
 	lo.image_floats = 3 * (int64_t)c->image_size * c->image_size;
 	lo.ctx = c->context;
 	lo.arg = &t->items;
@@ -364,10 +366,11 @@ report_errors(struct train *t, const struct vlm_batch *b)
 		while (s + 1 < t->nsrc && k >= t->src[s + 1].lo)
 			s++;
 		if (t->src[s].pairs.blobs) /* names its shard and key */
-			warnx("%s (skipped)", b->err[i].msg);
+			train_dist_warn(t, "%s (skipped)", b->err[i].msg);
 		else
-			warnx("%s:%d: %s (skipped)", t->src[s].path,
-		    t->src[s].pairs.line[k - t->src[s].lo], b->err[i].msg);
+			train_dist_warn(t, "%s:%d: %s (skipped)",
+			    t->src[s].path, t->src[s].pairs.line[k -
+			    t->src[s].lo], b->err[i].msg);
 	}
 }
 
@@ -438,7 +441,7 @@ train_next(struct train *t, const int **src)
 	if (fed(t) && feed_ahead(t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	if (vlm_loader_next(t->loader, &b) != 1)
-		errx(1, "%s", vlm_errmsg());
+		train_dist_fail(t, vlm_errmsg());
 	report_errors(t, b);
 	if (b->n != t->o.batch)
 		errx(1, "%s: a batch came short (%d of %d)", t->data, b->n,

@@ -149,7 +149,17 @@ int train_log_resume(const struct train *t, const char *path);
 /* cmd/train-dist.c: data parallel over MPI ranks; one process: plain */
 void train_dist_init(struct train *t, int *argc, char ***argv);
 int train_dist_rank(const struct train *t);
+int train_dist_size(const struct train *t);
+void train_dist_warn(struct train *t, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void train_dist_fail(struct train *t, const char *what)
+    __attribute__((noreturn));
 int train_dist_batch(const struct train *t);
+struct vlm_run *train_dist_run(struct train *t);
+int train_dist_shards(const struct train *t);
+int train_dist_load(struct train *t);
+int train_dist_optim_init(struct train *t);
+void train_dist_save(struct train *t);
 void train_dist_setup(struct train *t);
 void train_dist_forward(struct train *t, const struct vlm_batch *b,
     struct vlm_loss *l, int micro);

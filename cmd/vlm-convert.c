@@ -24,6 +24,7 @@ const char convert_usage[] =
     "           [--router-std x] [-s seed] dense out\n"
     "       vlm-convert set model key=value ...\n"
     "       vlm-convert merge-lora in out\n"
+    "       vlm-convert merge -o out dir\n"
     "       vlm-convert shard [-c count] [--split name] [--classnames file]\n"
     "           [--templates file] [--group] input outdir\n"
     "       vlm-convert -h | --help | --version\n";
@@ -36,6 +37,7 @@ static const struct cmd_verb verbs[] = {
 	{ "init", convert_init, NULL },
 	{ "tokenize", convert_tokenize, NULL },
 	{ "merge-lora", convert_merge_lora, NULL },
+	{ "merge", convert_merge, NULL },
 	{ "upcycle", convert_upcycle, NULL },
 	{ "set", convert_set, NULL },
 	{ "shard", convert_shard, NULL },

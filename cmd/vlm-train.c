@@ -329,7 +329,7 @@ train_run(struct train *t)
 	int B = train_dist_batch(t), itm = t->fw.itm > 0, mlm = t->fw.mlm > 0;
 
 	if (t->m.cfg.fusion.layers <= 0)
-		return vlm_run_new(t->net, B, B, 1);
+		return train_dist_run(t);
 	if (t->dist)
 		errx(1, "a fusion model trains on one process");
 	if (t->qa) /* pairs (image, question) */
@@ -349,7 +349,7 @@ setup(struct train *t)
 	if (t->resume) {
 		if (rank0)
 			train_lock_run(t->resume);
-		if (vlm_ckpt_load(t->resume, &t->m, &t->st) < 0 ||
+		if (train_dist_load(t) < 0 ||
 		    (rank0 && vlm_ckpt_prune(t->resume, t->st.step, t->keep) <
 		    0))
 			errx(1, "%s", vlm_errmsg());
@@ -383,8 +383,7 @@ setup(struct train *t)
 	train_freeze(t);
 	train_lora_freeze(t);
 	/* frozen parameters get no moments, no gradient slab space */
-	if (vlm_optim_init(&t->opt, &t->m, t->frozen) < 0 || (t->resume &&
-	    vlm_ckpt_load_optim(t->resume, &t->m, &t->opt) < 0))
+	if (train_dist_optim_init(t) < 0)
 		errx(1, "%s", vlm_errmsg());
 	train_lora_pack(t);
 	if (!(t->grad = malloc((t->ngrad ? t->ngrad : 1) * sizeof(float))) ||
@@ -402,8 +401,7 @@ checkpoint(struct train *t)
 	t->st.rng = *vlm_run_rng(t->run);
 	vlm_loader_cursor(t->loader, &t->st.cursor);
 	train_sources_save(t);
-	train_dist_agree(t, train_dist_rank(t) ? 0 : vlm_ckpt_save(t->out,
-	    &t->m, &t->opt, &t->st, t->keep));
+	train_dist_save(t);
 }
 
 /* Micro-batch m's loss into the mean L, its gradient into t->grad. */

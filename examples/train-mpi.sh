@@ -5,7 +5,9 @@
 # final models agree to rounding (tests/params-diff.py prints by how
 # much). Then the 2-rank run is stopped by SIGTERM sent to one rank, and
 # resumed: both ranks stop after the same step, rank 0 checkpoints, and
-# --resume goes on from there.
+# --resume goes on from there. Last, a sparse model with its 4 experts
+# split over the 2 ranks (--expert-parallel 2): each rank holds and saves
+# its own, and vlm-convert merge joins the shards into one model file.
 #
 # Environment: BIN (the programs, default bin), TMPDIR. Exits 77 when
 # mpirun is absent or vlm-train was built without MPI.
@@ -59,3 +61,10 @@ wait $job || st=$?
 echo "mpirun exited $st (143: SIGTERM), latest is $(readlink "$d/long/latest")"
 $MPIRUN "$BIN/vlm-train" --resume "$d/long" --stop-at 30
 tail -n 1 "$d/long/metrics.jsonl" | cut -c 1-80
+
+echo "== expert parallel: 2 experts on each rank, the shards merged" >&2
+$MPIRUN "$BIN/vlm-train" --data "$d/data/pairs.tsv" $M -n 5 -o "$d/ep" \
+    -m tiny-moe --set text.width=64 --set moe.experts=4 --expert-parallel 2
+ls "$d/ep/latest"
+"$BIN/vlm-convert" merge "$d/ep/latest" -o "$d/ep.safetensors"
+"$BIN/vlm-convert" info "$d/ep.safetensors" | grep experts.c_fc.weight

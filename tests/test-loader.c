@@ -5,7 +5,8 @@
  * resuming from a cursor gives the rest of the stream; failures are
  * dropped or replaced deterministically; streams of unknown length;
  * a stream read from a stalled pipe still delivers the batches read
- * before; shutdown midway.
+ * before; shutdown midway; a batch loaded in parts (one rank's share
+ * each).
  */
 #include <sys/stat.h>
 #include <errno.h>
@@ -24,6 +25,7 @@ struct fake {
 	int sleep_us;           /* up to this much per item, by index */
 	int64_t stream_n;       /* streams: keys produced */
 	int64_t calls;          /* streams: next() calls so far */
+	int64_t loads;          /* image callbacks run (atomic) */
 };
 
 static int
@@ -39,6 +41,7 @@ fake_image(void *arg, int64_t index, const char *key, uint64_t seed,
 {
 	struct fake *f = arg;
 
+	__atomic_fetch_add(&f->loads, 1, __ATOMIC_RELAXED);
 	if (f->sleep_us)
 		usleep((unsigned)(vlm_item_seed(7, 0, index) % f->sleep_us));
 	if (key && strchr(key, '3'))
@@ -705,6 +708,73 @@ test_slow_stream(void **state)
 	free(want.s);
 }
 
+/* parts: each of 2 loaders loads only its half of every batch, the
+ * same items and replacements as the whole, and reports only its
+ * items' failures; together they load what one loader loads */
+static void
+test_parts(void **state)
+{
+	struct fake f = { .fail_mod = 3, .fail_rem = 1, .sleep_us = 100 };
+	struct vlm_loader_opts o = opts(&f);
+	struct vlm_loader *l[3];
+	const struct vlm_batch *b[3];
+	int64_t loads[3];
+
+	(void)state;
+	o.on_fail = VLM_LOADER_REPLACE;
+	o.drop_last = 1;
+	o.threads = 3;
+	for (int k = 0; k < 3; k++) { /* the whole, then parts 0 and 1 */
+		o.parts = k ? 2 : 0, o.part = k ? k - 1 : 0;
+		l[k] = vlm_loader_new(&o);
+		assert_non_null(l[k]);
+	}
+	for (int nb = 0;; nb++) {
+		int rc = vlm_loader_next(l[0], &b[0]), ne = 0;
+		for (int k = 1; k < 3; k++)
+			assert_int_equal(vlm_loader_next(l[k], &b[k]), rc);
+		if (rc == 0) {
+			assert_int_equal(nb, 18);
+			break;
+		}
+		for (int k = 1; k < 3; k++) {
+			int lo = (k - 1) * 4;
+			assert_int_equal(b[k]->n, 8);
+			for (int i = lo; i < lo + 4; i++) {
+				assert_int_equal(b[k]->index[i], b[0]->index[i]);
+				assert_memory_equal(b[k]->pixels + i * IMG,
+				    b[0]->pixels + i * IMG, IMG * sizeof(float));
+				assert_memory_equal(b[k]->tokens + i * CTX,
+				    b[0]->tokens + i * CTX, CTX * 4);
+			}
+			for (int e = 0; e < b[k]->nerr; e++, ne++) {
+				assert_int_equal(b[k]->err[e].index,
+				    b[0]->err[ne].index);
+				assert_string_equal(b[k]->err[e].msg,
+				    b[0]->err[ne].msg);
+			}
+		}
+		assert_int_equal(ne, b[0]->nerr);
+	}
+	for (int k = 0; k < 3; k++)
+		vlm_loader_free(l[k]);
+	/* the image callbacks: one loader's count, split between parts */
+	f.loads = 0;
+	for (int k = 0; k < 3; k++) {
+		o.parts = k ? 2 : 0, o.part = k ? k - 1 : 0;
+		struct trace t = run(&o, -1, NULL);
+		loads[k] = f.loads;
+		f.loads = 0;
+		free(t.s);
+	}
+	assert_true(loads[1] > 0 && loads[2] > 0);
+	assert_int_equal(loads[1] + loads[2], loads[0]);
+	o.parts = 3; /* 8 is not a multiple of 3 */
+	assert_null(vlm_loader_new(&o));
+	o.parts = 2, o.drop_last = 0;
+	assert_null(vlm_loader_new(&o));
+}
+
 static void
 test_bad_opts(void **state)
 {
@@ -752,6 +822,7 @@ main(void)
 		cmocka_unit_test(test_items),
 		cmocka_unit_test(test_walk_stream),
 		cmocka_unit_test(test_slow_stream),
+		cmocka_unit_test(test_parts),
 		cmocka_unit_test(test_bad_opts),
 	};
 

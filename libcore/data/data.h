@@ -520,6 +520,10 @@ struct vlm_loader_opts {
 	enum vlm_loader_fail on_fail;
 	struct vlm_cursor start; /* where to begin, e.g. a saved cursor */
 	int feed;              /* batches by vlm_loader_feed() (sampler) */
+	int part, parts;       /* parts > 1: load only items part*B/parts ..
+	                        * (part+1)*B/parts - 1 of each batch (a rank's
+	                        * share; the others keep their slot, unread,
+	                        * and report no error); full batches only */
 	int64_t image_floats;  /* per item, e.g. 3*224*224; 0: no image */
 	int ctx;               /* tokens per item, e.g. 77; 0: no text */
 	void *arg;             /* for the callbacks */

@@ -33,6 +33,7 @@ struct slot {
 	int state;
 	int64_t seq;          /* batch number in the stream */
 	int count, claimed, done;
+	int first, last;      /* the items loaded here (opts part, parts) */
 	unsigned char *ok;    /* [B] item loaded */
 	struct vlm_feed *fed; /* [B] feed mode: the items as fed */
 	struct vlm_batch b;   /* arrays of capacity B */
@@ -204,6 +205,24 @@ fill_indexed(struct vlm_loader *l, struct slot *s)
 	return 0;
 }
 
+/* The items of slot s this loader loads: all, or its part of the batch
+ * (o.parts > 1); the others count as loaded and are left as they are. */
+static void
+share(const struct vlm_loader *l, struct slot *s)
+{
+	int B = l->o.batch, P = l->o.parts;
+
+	s->first = 0, s->last = s->count;
+	if (P > 1) {
+		s->first = l->o.part * B / P;
+		s->last = (l->o.part + 1) * B / P;
+	}
+	for (int i = 0; i < s->count; i++)
+		s->ok[i] = i < s->first || i >= s->last;
+	s->claimed = s->first;
+	s->done = 0;
+}
+
 /* make the free slot s batch number l->head; sets l->end when none */
 static void
 fill_slot(struct vlm_loader *l, struct slot *s)
@@ -223,6 +242,7 @@ fill_slot(struct vlm_loader *l, struct slot *s)
 		pthread_cond_broadcast(&l->ready);
 		return;
 	}
+	share(l, s);
 	s->seq = l->made++;
 	s->state = s->count == 0 ? READY : FILLING;
 	if (s->state == READY) {
@@ -321,7 +341,7 @@ worker(void *arg)
 		struct slot *s = &l->slots[l->head % l->o.depth];
 		if (s->state == FILLING && s->seq == l->head) {
 			int i = s->claimed++, ok;
-			if (s->claimed == s->count)
+			if (s->claimed == s->last)
 				l->head++;  /* the next batch's turn */
 			pthread_mutex_unlock(&l->mu);
 			ok = load_item(l, s, i, &e);
@@ -332,7 +352,7 @@ worker(void *arg)
 			s->ok[i] = ok > 0;
 			if (ok == 0 && l->o.on_fail == VLM_LOADER_REPLACE)
 				give_up(l, s, i);
-			if (++s->done == s->count) {
+			if (++s->done == s->last - s->first) {
 				s->state = READY;
 				pthread_cond_broadcast(&l->ready);
 			}
@@ -460,6 +480,9 @@ vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items, int n)
 	struct slot *s;
 
 	assert(l->o.feed && n >= 1 && n <= l->o.batch);
+	if (l->o.parts > 1 && n != l->o.batch)
+		return vlm_error("loader: %d items fed, a batch of %d in %d "
+		    "parts", n, l->o.batch, l->o.parts);
 	for (int i = 0; i < n; i++)
 		if (items[i].index < 0 || items[i].index >= l->o.n ||
 		    items[i].lo < 0 || items[i].n < 1 ||
@@ -476,7 +499,6 @@ vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items, int n)
 		    "more than %d batches fed ahead", l->o.depth - 1);
 	}
 	s->count = n;
-	s->claimed = s->done = 0;
 	s->b.nerr = 0;
 	s->b.at = (struct vlm_cursor){ 0, l->fill.pos };
 	l->fill.pos += n;
@@ -484,6 +506,7 @@ vlm_loader_feed(struct vlm_loader *l, const struct vlm_feed *items, int n)
 		s->fed[i] = items[i];
 		s->b.index[i] = items[i].index;
 	}
+	share(l, s);
 	s->seq = l->made++;
 	s->state = FILLING;
 	pthread_cond_broadcast(&l->work);
@@ -530,6 +553,11 @@ check_opts(struct vlm_loader_opts *o)
 		    (long long)o->n, o->batch);
 	if (o->start.epoch < 0 || o->start.pos < 0)
 		return vlm_error("loader: negative cursor");
+	if (o->parts > 1 && (o->part < 0 || o->part >= o->parts ||
+	    o->batch % o->parts || o->n <= 0 || !(o->drop_last || o->feed)))
+		return vlm_error("loader: part %d of %d of batches of %d: "
+		    "needs full batches of indexed items, a multiple of the "
+		    "parts", o->part, o->parts, o->batch);
 	return 0;
 }
 

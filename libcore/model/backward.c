@@ -55,7 +55,7 @@ vlm_run_grad(const struct vlm_run *r, const struct vlm_model *m, float *g,
 		return r->fbuf + r->foff[i] + (off - m->params[i].off) + k;
 	if (!r->goff)
 		return g + off + k;
-	return g + r->goff[i] + (off - m->params[i].off) + k;
+	return g + (r->goff[i] + (off - m->params[i].off) + k);
 }
 #define G vlm_run_grad
 
@@ -155,7 +155,14 @@ moe_bwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	zero(be, r->dz, (size_t)S * E);
 	be->moe_route_bwd(r->dz, r->dw, ma->g, ma->idx, ma->keep, S, E, K,
 	    c->moe.gate_norm == VLM_GATE_TOPK);
-	aux_bwd(be, c, ma, r->dz, r->aux_w);
+	if (r->grp) { /* the group's aux terms, for this rank's tokens */
+		struct moe_acts v;
+		aux_bwd(be, c, vlm_grp_view(r, ma, &v), vlm_grp_dz_in(r, ma,
+		    r->dz), r->aux_w);
+		vlm_grp_dz_out(r, ma, r->dz);
+	} else {
+		aux_bwd(be, c, ma, r->dz, r->aux_w);
+	}
 	be->router_bwd(r->dxs, G(r, m, g, o->router[pool], 0), r->dz, ma->xs,
 	    w + o->router[pool], S, D, E);
 	be->rows_scatter_add(dln2, r->dxs, ma->rows, S, D);
@@ -548,7 +555,7 @@ towers_bwd(struct vlm_run *r, const struct vlm_model *m, float *g, float *hg)
 			be->copy(r->dcut, dx0, (size_t)st->R * st->D *
 			    sizeof(float));
 	}
-	if (vlm_ep_check(r) < 0)
+	if (vlm_ep_check(r) < 0 || vlm_grp_check(r) < 0)
 		return -1;
 	if (r->gdev)
 		be->download(hg, g, grad_floats(r, m) * sizeof(float));
@@ -701,6 +708,9 @@ vlm_run_pack(struct vlm_run *r, const struct vlm_model *m,
 		return vlm_error("out of memory");
 	}
 	memcpy(r->goff, p->off, m->nparams * sizeof(*r->goff));
+	for (int i = 0; p->lo && i < m->nparams; i++) /* held from lo on */
+		if (r->goff[i] >= 0)
+			r->goff[i] -= p->lo[i];
 	r->gfloats = p->n;
 	return 0;
 }

@@ -47,12 +47,27 @@ capacity_max(const struct vlm_config *c, int S)
 	return cf <= 0 || C > S ? S : C;
 }
 
+/* Slots per expert of this rank's buffer for at most S of its tokens
+ * when they route in a group of P ranks' (moe-group.c): its tokens may
+ * fill up to the group's capacity of one expert, and no more than S. */
+static int
+capacity_local(const struct vlm_config *c, int S, int P)
+{
+	int C;
+
+	if (P <= 1)
+		return capacity_max(c, S);
+	C = capacity_max(c, (int)((int64_t)S * P));
+	return C > S ? S : C;
+}
+
 /* Buffers of one MoE layer's pool for at most S tokens. */
 static void
 plan_moe(struct arena *a, struct moe_acts *ma, const struct vlm_config *c,
-    int S, int D, int F, int32_t *rows[2], uint8_t *mod[2])
+    int S, int D, int F, int32_t *rows[2], uint8_t *mod[2], int P)
 {
-	int E = c->moe.experts, K = c->moe.top_k, C = capacity_max(c, S);
+	int E = c->moe.experts, K = c->moe.top_k;
+	int C = capacity_local(c, S, P);
 
 	ma->rows = rows[0], ma->mod = mod[0], ma->C = ma->Cmax = C;
 	ma->hrows = rows[1], ma->hmod = mod[1];
@@ -83,7 +98,8 @@ plan_moe(struct arena *a, struct moe_acts *ma, const struct vlm_config *c,
 }
 
 static void
-plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m)
+plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m,
+    int P)
 {
 	int R = st->R, D = st->D, F = st->F, nl = st->nl;
 	int32_t *rows[2][2];  /* [pool][backend, host] */
@@ -120,7 +136,7 @@ plan_stack(struct arena *a, struct stack *st, const struct vlm_model *m)
 			struct moe_acts tmp, *ma = st->moe ?
 			    &st->moe[l * 2 + p] : &tmp;
 			plan_moe(a, ma, &m->cfg, st->S_max[p], D, F, rows[p],
-			    mod[p]);
+			    mod[p], P);
 		}
 	}
 }
@@ -189,8 +205,8 @@ plan_backward(struct arena *a, struct vlm_run *r, const struct vlm_config *c)
 		for (int l = 0; l < st->L; l++)
 			for (int p = 0; st->blocks[l].moe && p < st->pools;
 			    p++) {
-				size_t ec = (size_t)E * capacity_max(c,
-				    st->S_max[p]);
+				size_t ec = (size_t)E * capacity_local(c,
+				    st->S_max[p], r->gsize);
 				ECD = ec * st->D > ECD ? ec * st->D : ECD;
 				ECF = ec * st->F > ECF ? ec * st->F : ECF;
 				S = (size_t)st->S_max[p] > S ? (size_t)st->S_max[p] : S;
@@ -283,7 +299,7 @@ plan(struct arena *a, struct vlm_run *r, const struct vlm_model *m)
 		if (r->tw[i].B)
 			plan_tower(a, &r->tw[i], m, i);
 	for (int i = 0; i < NSTACKS(r); i++) {
-		plan_stack(a, &r->st[i], m);
+		plan_stack(a, &r->st[i], m, r->gsize);
 		for (int s = 0; s < r->st[i].nseg; s++) /* images: all T */
 			r->st[i].seg[s].len = r->st[i].seg[s].mod ?
 			    r->tw[1].hlen : NULL;
@@ -426,6 +442,10 @@ run_rows(const struct vlm_run *r)
 	return 0;
 }
 
+static struct vlm_run *run_new(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int B_fused, int train,
+    int P);
+
 struct vlm_run *
 vlm_run_new(const struct vlm_model *m, int B_img, int B_txt, int train)
 {
@@ -438,7 +458,14 @@ struct vlm_run *
 vlm_run_new_on(const struct vlm_backend *be, const struct vlm_model *m,
     int B_img, int B_txt, int train)
 {
-	return vlm_run_new_fusion_on(be, m, B_img, B_txt, 0, train);
+	return run_new(be, m, B_img, B_txt, 0, train, 1);
+}
+
+struct vlm_run *
+vlm_run_new_group(const struct vlm_backend *be, const struct vlm_model *m,
+    int B_img, int B_txt, int train, int P)
+{
+	return run_new(be, m, B_img, B_txt, 0, train, P);
 }
 
 struct vlm_run *
@@ -486,6 +513,15 @@ struct vlm_run *
 vlm_run_new_fusion_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int B_fused, int train)
 {
+	return run_new(be, m, B_img, B_txt, B_fused, train, 1);
+}
+
+/* A run of B_img images, B_txt texts and B_fused fused pairs, its MoE
+ * routing over the tokens of a group of P ranks. */
+static struct vlm_run *
+run_new(const struct vlm_backend *be, const struct vlm_model *m,
+    int B_img, int B_txt, int B_fused, int train, int P)
+{
 	const struct vlm_config *c = &m->cfg;
 	struct vlm_run *r = calloc(1, sizeof(*r));
 	struct arena a = { NULL, NULL, 0, 0 };
@@ -500,6 +536,7 @@ vlm_run_new_fusion_on(const struct vlm_backend *be,
 	r->be = be;
 	r->train = train;
 	r->itc_w = 1;
+	r->gsize = P > 1 ? P : 1;
 	r->embed = c->embed_dim;
 	r->E = c->moe.experts, r->K = c->moe.top_k;
 	r->tw[0].B = B_img, r->tw[0].Te = vlm_config_image_tokens(c);
@@ -582,6 +619,7 @@ vlm_run_free(struct vlm_run *r)
 	if (r->fbuf)
 		r->be->free(r->fbuf);
 	vlm_ep_free(r);
+	vlm_grp_free(r);
 	free(r);
 }
 
@@ -765,17 +803,22 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	int S = ma->S, E = c->moe.experts, K = c->moe.top_k, C;
 	const float *w = m->w;
 	float cf = r->train ? c->moe.cf_train : c->moe.cf_eval;
+	struct moe_acts gv;
 
 	if (S == 0)
 		return;
 	C = cf <= 0 ? S : vlm_moe_capacity(S, E, K, cf, c->moe.min_capacity);
-	ma->C = C = C > ma->Cmax ? ma->Cmax : C;
+	ma->C = C = C > ma->Cmax || r->grp ? ma->Cmax : C;
 	be->rows_gather(ma->xs, ln2, ma->rows, S, D);
-	be->router_fwd(ma->z, ma->p, ma->g, ma->xs, w + o->router[pool],
-	    router_noise(r, c, ma), S, D, E);
-	be->moe_route_fwd(ma->idx, ma->val, ma->keep, ma->slot, ma->w,
-	    ma->fill, ma->order, ma->g, S, E, K, C, c->moe.bpr,
-	    c->moe.gate_norm == VLM_GATE_TOPK);
+	if (r->grp) { /* decided over every rank's tokens */
+		vlm_grp_route(r, m, ma, w + o->router[pool], D);
+	} else {
+		be->router_fwd(ma->z, ma->p, ma->g, ma->xs,
+		    w + o->router[pool], router_noise(r, c, ma), S, D, E);
+		be->moe_route_fwd(ma->idx, ma->val, ma->keep, ma->slot, ma->w,
+		    ma->fill, ma->order, ma->g, S, E, K, C, c->moe.bpr,
+		    c->moe.gate_norm == VLM_GATE_TOPK);
+	}
 	be->download(ma->hfill, ma->fill, E * sizeof(int32_t));
 	be->moe_dispatch_fwd(ma->buf, ma->xs, ma->idx, ma->slot, S, D, E, K,
 	    C);
@@ -798,7 +841,8 @@ moe_fwd(struct vlm_run *r, const struct vlm_model *m, struct moe_acts *ma,
 	be->moe_combine_fwd(ma->ys, ma->eout, ma->idx, ma->slot, ma->w, S, D,
 	    E, K, C);
 	be->rows_scatter_add(out, ma->ys, ma->rows, S, D);
-	ma->aux = aux_fwd(be, c, ma, r->train);
+	ma->aux = aux_fwd(be, c, r->grp ? vlm_grp_view(r, ma, &gv) : ma,
+	    r->train);
 }
 
 /* Attention of every segment of layer l (rows of each run apart). */
@@ -866,6 +910,8 @@ vlm_stack_fwd(struct vlm_run *r, const struct vlm_model *m, struct stack *st)
 		}
 	if (first[0])
 		routing_rows(r->be, st, first);
+	if (first[0] && r->grp) /* where the group's tokens are */
+		vlm_grp_map(r, st);
 	for (int l = 0; l < st->L; l++) {
 		for (int p = 0; st->blocks[l].moe && p < st->pools; p++)
 			st->moe[l * 2 + p].S = first[p]->S;
@@ -1039,7 +1085,7 @@ vlm_forward(struct vlm_run *r, const struct vlm_model *m, const float *images,
 	for (int i = 0; i < 2; i++)
 		if (r->tw[i].B)
 			head_fwd(r, m, i);
-	if (vlm_ep_check(r) < 0)
+	if (vlm_ep_check(r) < 0 || vlm_grp_check(r) < 0)
 		return -1;
 	return r->be->sync();
 }
@@ -1157,6 +1203,11 @@ vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
 	    pool >= st->pools)
 		return -1;
 	ma = &st->moe[(l - st->l0) * 2 + pool];
+	if (r->grp && ma->S > 0) { /* the group's, as one process's */
+		vlm_grp_records(r, ma, v);
+		v->block = l;
+		return 0;
+	}
 	S = ma->S > 0 ? ma->S : 0;
 	SK = S * r->K, SE = S * r->E;
 	v->S = ma->S, v->C = ma->C, v->block = l;

@@ -240,11 +240,41 @@ struct vlm_pack {
 	int nparams;  /* the model's */
 	int64_t *off; /* (nparams) floats into the packed slab; -1: left out */
 	int64_t n;    /* floats in it */
+	/* sharded over P ranks (vlm_pack_init_shard), rank q: parameter i's
+	 * elements lo[i] .. lo[i] + len[i] - 1 at off[i]; the whole
+	 * parameters come first, nrep floats (NULL lo, len: unsharded) */
+	int q, P;
+	int64_t *lo, *len, nrep;
 };
 /* The parameters of m but those skip[i] marks (NULL: none). */
 int vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
     const uint8_t *skip);
 void vlm_pack_release(struct vlm_pack *p);
+/* model/shard.c: the experts split over P ranks. Is parameter i
+ * stacked over the experts (moe.experts.*, (E, ...))? */
+int vlm_param_experts(const struct vlm_model *m, int i);
+/* The elements lo .. lo + n - 1 of parameter i rank q of P holds. */
+void vlm_param_held(const struct vlm_model *m, int i, int q, int P,
+    int64_t *lo, int64_t *n);
+/* vlm_pack_init, of what rank q of P holds: the whole parameters first,
+ * then its experts' part of the stacked ones. */
+int vlm_pack_init_shard(struct vlm_pack *p, const struct vlm_model *m,
+    const uint8_t *skip, int q, int P);
+/* Let go of the pages of other ranks' experts (never to be read). */
+void vlm_model_drop_others(struct vlm_model *m, int q, int P);
+/* DIR/model-QQQQQ-of-PPPPP.safetensors */
+void vlm_shard_name(char *buf, size_t size, const char *dir, int q, int P);
+/* What rank q of P holds into path: rank 0 the config, the tokenizer and
+ * the whole parameters, every rank its experts' rows of the stacked
+ * ones (under their names, shape (E/P, ...)). */
+int vlm_model_save_shard(const struct vlm_model *m, const char *path, int q,
+    int P);
+/* The shard count of the sharded model in dir (0: none). */
+int vlm_shard_count(const char *dir);
+/* The model of the P shards in dir; only >= 0: rank only's part (the
+ * rest of the slab never touched), -1: all of it. */
+int vlm_model_load_shards(struct vlm_model *m, const char *dir, int P,
+    int only);
 /* Where parameter i lies in p's slab (-1: left out); p NULL: m's slab. */
 int64_t vlm_pack_at(const struct vlm_pack *p, const struct vlm_model *m,
     int i);
@@ -284,6 +314,11 @@ struct vlm_run *vlm_run_new_fusion(const struct vlm_model *m, int B_img,
 struct vlm_run *vlm_run_new_fusion_on(const struct vlm_backend *be,
     const struct vlm_model *m, int B_img, int B_txt, int B_fused,
     int train);
+/* The same for one of P ranks that each hold B_img images and B_txt
+ * texts of one global batch: MoE buffers sized for routing over the
+ * group of all the ranks' tokens (vlm_run_route_group). */
+struct vlm_run *vlm_run_new_group(const struct vlm_backend *be,
+    const struct vlm_model *m, int B_img, int B_txt, int train, int P);
 void vlm_run_free(struct vlm_run *r);
 /* The backend the run's ops go through (its gradients are that
  * backend's memory: accumulate them with its add and scale). */
@@ -319,7 +354,9 @@ struct vlm_route_view {
 /* -1 when block l of that modality's stack has no MoE (or no pool).
  * Fusion blocks are blocks layers .. layers + fusion.layers - 1 of
  * either modality, one pool whose rows hold both (mod 0 image, 1 text),
- * after vlm_fusion_forward. */
+ * after vlm_fusion_forward.
+ * A run routing over a group of ranks (vlm_run_route_group) gives the
+ * group's records, rows NULL. */
 int vlm_run_route(const struct vlm_run *r, int text, int l, int pool,
     struct vlm_route_view *v);
 /* Gradients of the loss into grad (nfloats, or as vlm_run_pack packs
@@ -337,6 +374,17 @@ int vlm_backward_from(struct vlm_run *r, const struct vlm_model *m,
  * gradients (sum the ranks' gradients). c must outlive the run. */
 struct vlm_comm;
 int vlm_run_expert_parallel(struct vlm_run *r, const struct vlm_model *m,
+    struct vlm_comm *c);
+/* Route every MoE layer over the group of c's ranks' tokens as one
+ * process routes the whole batch (model/moe-group.c): rank q's tokens
+ * follow rank q-1's within each modality, the router noise is drawn for
+ * the whole group from the run's generator (seed every rank alike), and
+ * top-K, capacity, batch priority and the aux losses are those of the
+ * group; each rank keeps its own tokens' choices and the aux gradients
+ * of its own tokens (its weight in vlm_backward_from is then 1, not
+ * 1/P). r must come from vlm_run_new_group with c's size; c must
+ * outlive the run. */
+int vlm_run_route_group(struct vlm_run *r, const struct vlm_model *m,
     struct vlm_comm *c);
 /* Parameters whose gradient nobody reads, e.g. frozen ones: nograd[i]
  * for parameter i of m (the run's model), NULL for none. The backward

@@ -13,6 +13,8 @@ vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
 {
 	p->nparams = m->nparams;
 	p->n = 0;
+	p->q = 0, p->P = 1;
+	p->lo = p->len = NULL;
 	if (!(p->off = malloc((m->nparams ? m->nparams : 1) *
 	    sizeof(*p->off))))
 		return vlm_error("out of memory");
@@ -21,6 +23,7 @@ vlm_pack_init(struct vlm_pack *p, const struct vlm_model *m,
 		if (p->off[i] >= 0)
 			p->n += m->params[i].n;
 	}
+	p->nrep = p->n;
 	return 0;
 }
 
@@ -28,7 +31,9 @@ void
 vlm_pack_release(struct vlm_pack *p)
 {
 	free(p->off);
+	free(p->lo);
 	p->off = NULL;
+	p->lo = p->len = NULL;
 	p->nparams = 0;
 	p->n = 0;
 }

@@ -54,6 +54,7 @@ struct moe_acts {
 	float *ys;                         /* (S,D) */
 	float aux;                         /* weighted aux loss */
 	int ep;                            /* its index in moe-ep.c */
+	int grp;                           /* its index in moe-group.c */
 };
 
 /* A stored activation of layer l: its own copy when training (nl = L),
@@ -135,6 +136,8 @@ struct vlm_run {
 	float *hlogits, *hlse2;   /* host copies for vlm_run_row_loss */
 	float aux_w;              /* backward: weight of the aux terms */
 	struct vlm_ep *ep;        /* expert parallel (moe-ep.c), or NULL */
+	struct vlm_grp *grp;      /* routing group (moe-group.c), or NULL */
+	int gsize;                /* ranks the group is planned for, >= 1 */
 	uint8_t *nograd;          /* (nparams) vlm_run_freeze's, or NULL */
 	int64_t *goff, gfloats;   /* vlm_run_pack's offsets (NULL: none) and
 	                           * slab length */
@@ -188,5 +191,27 @@ void vlm_ep_bwd(struct vlm_run *r, const struct vlm_model *m,
     int D, int F);
 int vlm_ep_check(const struct vlm_run *r);
 void vlm_ep_free(struct vlm_run *r);
+/* moe-group.c: routing over every rank's tokens. vlm_grp_map after
+ * routing_rows (each forward of a stack); vlm_grp_route in place of
+ * router_fwd and moe_route_fwd (ma->xs gathered); vlm_grp_view: ma with
+ * the group's router outputs, choices and modalities, for the aux terms;
+ * vlm_grp_dz_in: this rank's dz rows at their places in the group's
+ * (zero elsewhere), returned, and vlm_grp_dz_out: its rows back into dz. */
+void vlm_grp_map(struct vlm_run *r, struct stack *st);
+void vlm_grp_route(struct vlm_run *r, const struct vlm_model *m,
+    struct moe_acts *ma, const float *router_w, int D);
+const struct moe_acts *vlm_grp_view(const struct vlm_run *r,
+    const struct moe_acts *ma, struct moe_acts *v);
+float *vlm_grp_dz_in(struct vlm_run *r, const struct moe_acts *ma,
+    const float *dz);
+void vlm_grp_dz_out(struct vlm_run *r, const struct moe_acts *ma,
+    float *dz);
+/* The group's routing records of ma's layer (vlm_run_route of a grouped
+ * run; rows NULL: other ranks' rows have no place here), valid until
+ * the next call. */
+void vlm_grp_records(const struct vlm_run *r, const struct moe_acts *ma,
+    struct vlm_route_view *v);
+int vlm_grp_check(const struct vlm_run *r);
+void vlm_grp_free(struct vlm_run *r);
 
 #endif

@@ -28,6 +28,13 @@ int
 vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
     const uint8_t *frozen)
 {
+	return vlm_optim_init_shard(o, m, frozen, 0, 1);
+}
+
+int
+vlm_optim_init_shard(struct vlm_optim *o, const struct vlm_model *m,
+    const uint8_t *frozen, int q, int P)
+{
 	static const enum vlm_op ops[] = { VLM_OP_adamw_step,
 		VLM_OP_grad_clip };
 	size_t n;
@@ -38,7 +45,7 @@ vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
 	if (!(o->be = vlm_backend_default()) ||
 	    !(o->be = vlm_backend_host(o->be)) ||
 	    vlm_backend_check(o->be, ops, 2) < 0 ||
-	    vlm_pack_init(&o->pack, m, frozen) < 0)
+	    vlm_pack_init_shard(&o->pack, m, frozen, q, P) < 0)
 		return -1;
 	n = (o->pack.n ? o->pack.n : 1) * sizeof(float);
 	o->m = o->be->alloc(n);
@@ -77,12 +84,14 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
 	o->step++;
 	for (int i = 0; i < m->nparams; i++) {
 		const struct vlm_param *p = &m->params[i];
-		int64_t k = o->pack.off[i];
+		int64_t k = o->pack.off[i], lo = 0, n = p->n;
 		if (k < 0)
 			continue; /* frozen */
+		if (o->pack.lo) /* this rank's part */
+			lo = o->pack.lo[i], n = o->pack.len[i];
 		clamp |= p->off == m->logit_scale;
-		o->be->adamw_step(m->w + p->off, o->m + k, o->v + k, grad + k,
-		    p->n, o->step, lr, o->beta1, o->beta2, o->eps,
+		o->be->adamw_step(m->w + p->off + lo, o->m + k, o->v + k,
+		    grad + k, n, o->step, lr, o->beta1, o->beta2, o->eps,
 		    p->decay ? o->wd : 0);
 	}
 	if (clamp) /* a frozen temperature stays as it was */

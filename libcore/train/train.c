@@ -11,6 +11,9 @@
  * flat tensors, save_optim) and state.json.
  * It is written as RUN/.tmp-ckpt-NNNNNNNN, every file fsynced, renamed
  * into place, and RUN/latest (a symlink) is replaced atomically after.
+ * A checkpoint of experts sharded over ranks holds one model and one
+ * optim file per rank instead (ckpt-shard.c), between vlm_ckpt_begin
+ * and vlm_ckpt_commit.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -420,8 +423,7 @@ vlm_ckpt_prune(const char *run, int64_t step, int keep)
 /* RUN/.tmp-NAME/FILE written by save; the checkpoint crash points. */
 static int
 save_files(const char *tmp, const struct vlm_model *m,
-    const struct vlm_optim *o, const struct vlm_train_state *s,
-    const struct vlm_ckpt_saver *sv)
+    const struct vlm_optim *o, const struct vlm_ckpt_saver *sv)
 {
 	char f[4200];
 
@@ -433,47 +435,69 @@ save_files(const char *tmp, const struct vlm_model *m,
 	if (save_optim(f, m, o) < 0)
 		return -1;
 	vlm_crash_point("ckpt-optim");
-	snprintf(f, sizeof(f), "%s/state.json", tmp);
-	if (save_state(f, s) < 0 || fsync_path(tmp, 1) < 0)
-		return -1;
-	vlm_crash_point("ckpt-state");
 	return 0;
 }
 
-int
-vlm_ckpt_save(const char *run, const struct vlm_model *m,
-    const struct vlm_optim *o, const struct vlm_train_state *s, int keep)
+/* RUN/.tmp-ckpt-<step> into tmp, RUN/ckpt-<step> into dir, its name. */
+static void
+ckpt_paths(const char *run, int64_t step, char *tmp, char *dir, char *name)
 {
-	return vlm_ckpt_save_as(run, m, o, s, keep, NULL);
+	snprintf(name, 64, "ckpt-%08" PRId64, step);
+	snprintf(tmp, 4096, "%s/.tmp-%s", run, name);
+	if (dir)
+		snprintf(dir, 4096, "%s/%s", run, name);
+}
+
+void
+vlm_ckpt_tmp(const char *run, int64_t step, char *tmp)
+{
+	char name[64];
+
+	ckpt_paths(run, step, tmp, NULL, name);
 }
 
 int
-vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
-    const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
-    const struct vlm_ckpt_saver *sv)
+vlm_ckpt_begin(const char *run, int64_t step)
 {
-	char tmp[4096], dir[4096], f[4200], link[4096], name[64];
+	char tmp[4096], dir[4096], name[64];
 
-	snprintf(name, sizeof(name), "ckpt-%08" PRId64, s->step);
-	snprintf(tmp, sizeof(tmp), "%s/.tmp-%s", run, name);
-	snprintf(dir, sizeof(dir), "%s/%s", run, name);
+	ckpt_paths(run, step, tmp, dir, name);
 	/* a killed save of this step may have left either behind */
 	if (remove_dir(tmp) < 0 || retire(run, name) < 0)
 		return -1;
 	if (mkdir(tmp, 0777) < 0)
 		return vlm_error("'%s': %s", tmp, strerror(errno));
 	vlm_crash_point("ckpt-dir");
-	if (save_files(tmp, m, o, s, sv) < 0) {
-		char msg[1024], prev[64];
-		ssize_t n;
-		snprintf(msg, sizeof(msg), "%s", vlm_errmsg());
-		remove_dir(tmp);
-		snprintf(f, sizeof(f), "%s/latest", run);
-		if ((n = readlink(f, prev, sizeof(prev) - 1)) < 0)
-			return vlm_error("%s; no checkpoint saved", msg);
-		prev[n] = '\0';
-		return vlm_error("%s; %s/latest (%s) is kept", msg, run, prev);
-	}
+	return 0;
+}
+
+/* A failed save: its directory removed, the message says what stays. */
+int
+vlm_ckpt_abandon(const char *run, int64_t step)
+{
+	char tmp[4096], f[4200], msg[1024], prev[64];
+	ssize_t n;
+
+	snprintf(msg, sizeof(msg), "%s", vlm_errmsg());
+	vlm_ckpt_tmp(run, step, tmp);
+	remove_dir(tmp);
+	snprintf(f, sizeof(f), "%s/latest", run);
+	if ((n = readlink(f, prev, sizeof(prev) - 1)) < 0)
+		return vlm_error("%s; no checkpoint saved", msg);
+	prev[n] = '\0';
+	return vlm_error("%s; %s/latest (%s) is kept", msg, run, prev);
+}
+
+int
+vlm_ckpt_commit(const char *run, const struct vlm_train_state *s, int keep)
+{
+	char tmp[4096], dir[4096], f[4200], link[4096], name[64];
+
+	ckpt_paths(run, s->step, tmp, dir, name);
+	snprintf(f, sizeof(f), "%s/state.json", tmp);
+	if (save_state(f, s) < 0 || fsync_path(tmp, 1) < 0)
+		return vlm_ckpt_abandon(run, s->step);
+	vlm_crash_point("ckpt-state");
 	if (rename(tmp, dir) < 0)
 		return vlm_error("'%s': %s", dir, strerror(errno));
 	vlm_crash_point("ckpt-rename");
@@ -489,19 +513,46 @@ vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
 }
 
 int
+vlm_ckpt_save(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep)
+{
+	return vlm_ckpt_save_as(run, m, o, s, keep, NULL);
+}
+
+int
+vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
+    const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
+    const struct vlm_ckpt_saver *sv)
+{
+	char tmp[4096];
+
+	if (vlm_ckpt_begin(run, s->step) < 0)
+		return -1;
+	vlm_ckpt_tmp(run, s->step, tmp);
+	if (save_files(tmp, m, o, sv) < 0)
+		return vlm_ckpt_abandon(run, s->step);
+	return vlm_ckpt_commit(run, s, keep);
+}
+
+int
 vlm_ckpt_load(const char *run, struct vlm_model *m,
     struct vlm_train_state *s)
 {
 	char f[4200];
+	int P;
 
+	snprintf(f, sizeof(f), "%s/latest", run);
+	if ((P = vlm_shard_count(f)) > 0)
+		return vlm_error("'%s': its checkpoint is sharded over %d "
+		    "ranks: resume it as %d ranks with --expert-parallel %d, "
+		    "or merge it (vlm-convert merge)", run, P, P, P);
 	snprintf(f, sizeof(f), "%s/latest/model.safetensors", run);
 	if (access(f, R_OK) < 0)
 		return vlm_error("'%s': no checkpoint to resume from (no "
 		    "latest/model.safetensors)", run);
 	if (vlm_model_load(m, f) < 0)
 		return -1;
-	snprintf(f, sizeof(f), "%s/latest/state.json", run);
-	if (load_state(f, s) < 0) {
+	if (vlm_ckpt_load_state(run, s) < 0) {
 		vlm_model_release(m);
 		return -1;
 	}

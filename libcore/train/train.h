@@ -33,6 +33,11 @@ void vlm_optim_defaults(struct vlm_optim *o);
  * none): frozen ones have no moments and take no step. */
 int vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
     const uint8_t *frozen);
+/* The same for rank q of P holding its share of the experts
+ * (vlm_pack_init_shard): moments of what it holds; clipping by the norm
+ * is refused (the norm spans the ranks). */
+int vlm_optim_init_shard(struct vlm_optim *o, const struct vlm_model *m,
+    const uint8_t *frozen, int q, int P);
 void vlm_optim_release(struct vlm_optim *o);
 /* One AdamW step at learning rate lr; grad (o->pack.n) laid out as the
  * moments (vlm_run_pack with o->pack writes it so). Returns the
@@ -151,6 +156,28 @@ struct vlm_ckpt_saver {
 int vlm_ckpt_save_as(const char *run, const struct vlm_model *m,
     const struct vlm_optim *o, const struct vlm_train_state *s, int keep,
     const struct vlm_ckpt_saver *sv);
+/* The steps of vlm_ckpt_save, for ranks that each write their shard
+ * between them: RUN/.tmp-ckpt-<step> made (begin), its path (tmp), the
+ * state written and the directory moved into place, latest after it
+ * (commit); abandon: the directory removed after a failure, -1 with
+ * the message and what latest still is. */
+int vlm_ckpt_begin(const char *run, int64_t step);
+void vlm_ckpt_tmp(const char *run, int64_t step, char *tmp /* [4096] */);
+int vlm_ckpt_commit(const char *run, const struct vlm_train_state *s,
+    int keep);
+int vlm_ckpt_abandon(const char *run, int64_t step);
+/* ckpt-shard.c: rank o->pack.q of o->pack.P writes its model and optim
+ * shards (model-Q-of-P, optim-Q-of-P) into RUN/.tmp-ckpt-<step>,
+ * fsynced; _load_shard: that rank's part of the model, and the state,
+ * of RUN/latest; _load_optim_shard its moments (o laid out as saved). */
+int vlm_ckpt_save_shard(const char *run, int64_t step,
+    const struct vlm_model *m, const struct vlm_optim *o);
+int vlm_ckpt_load_shard(const char *run, struct vlm_model *m,
+    struct vlm_train_state *s, int q, int P);
+int vlm_ckpt_load_optim_shard(const char *run, const struct vlm_model *m,
+    struct vlm_optim *o);
+/* The ranks RUN/latest is sharded over (0: one model file). */
+int vlm_ckpt_shards(const char *run);
 /* Remove what killed saves left and, keep > 0, checkpoints beyond the
  * newest `keep` up to step (vlm_ckpt_save does it after each save). */
 int vlm_ckpt_prune(const char *run, int64_t step, int keep);
