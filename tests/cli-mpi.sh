@@ -17,7 +17,7 @@
 # one message; a rank killed outright ends the run, and one stopped makes
 # the other's collective time out (no hang); several sources with the
 # adaptive sampler and gradient accumulation equal one process too; each
-# rank decodes only its share of the batch.
+# rank decodes only its share of the batch, also of streamed shards.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -339,4 +339,16 @@ check "bad images: each read by one rank" "[ \$(grep -c \
 # of an expert whose gradient is near 0: compare what was trained on)
 check "bad images: the same loss logged" "same_loss $T/b1 $T/b2"
 check "bad images: the same routing logged" "same_moe $T/b1 $T/b2"
+# streamed shards (a shuffle buffer): every rank reads the same stream
+# and decodes its share of each batch
+CV=$BIN/vlm-convert
+mkdir -p "$T/sh"
+ok "shards written" "$CV" shard -c 12 "$P" "$T/sh"
+ok "streamed: one process" "$TR" --data "$T/sh/{0..3}.tar" \
+    --shuffle-buffer 10 $SMALL -j 1 -n 4 -o "$T/w1"
+ok "streamed: 2 ranks" $MR "$TR" --data "$T/sh/{0..3}.tar" \
+    --shuffle-buffer 10 $SMALL -j 1 -n 4 -o "$T/w2"
+ok "streamed: parameters equal to 1e-5" $DIFF \
+    "$T/w1/latest/model.safetensors" "$T/w2/latest/model.safetensors" 1e-5
+check "streamed: the same routing logged" "same_moe $T/w1 $T/w2"
 finish
