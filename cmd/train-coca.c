@@ -83,20 +83,28 @@ save_model(void *ctx, const char *path)
 }
 
 /* Model, state, tokenizer, data, optimizer: fresh or from RUN/latest. */
-/* --lora-rank, --lora-alpha (lora.rank=, lora.alpha= lines): the only
- * --set lines a CoCa run takes. */
+/* --lora-rank, --lora-alpha (lora.rank=, lora.alpha= lines) and
+ * --set aux.importance=W: the only --set lines a CoCa run takes. */
 static void
-lora_opts(const struct train *t, int *rank, double *alpha)
+lora_opts(const struct train *t, int *rank, double *alpha, float *aux)
 {
-	*rank = 8, *alpha = 0;
+	char *end;
+
+	*rank = 8, *alpha = 0, *aux = 0;
 	for (int i = 0; i < t->nset; i++)
 		if (strncmp(t->sets[i], "lora.rank=", 10) == 0)
 			*rank = atoi(t->sets[i] + 10);
 		else if (strncmp(t->sets[i], "lora.alpha=", 11) == 0)
 			*alpha = atof(t->sets[i] + 11);
-		else
+		else if (strncmp(t->sets[i], "aux.importance=", 15) == 0) {
+			*aux = strtof(t->sets[i] + 15, &end);
+			if (*end || end == t->sets[i] + 15 || !(*aux >= 0))
+				errx(2, "--set %s: not a weight >= 0",
+				    t->sets[i]);
+		} else
 			errx(2, "CoCa training: --set %s: no --set keys but "
-			    "--lora-rank and --lora-alpha", t->sets[i]);
+			    "--lora-rank, --lora-alpha and aux.importance",
+			    t->sets[i]);
 }
 
 /* A fresh run: RUN made and locked, nothing trained in it yet. */
@@ -121,11 +129,16 @@ load_model(struct train *t, struct vlm_coca *c, const char *path)
 {
 	char buf[4200];
 	double alpha;
+	float aux;
 	int rank;
 
-	lora_opts(t, &rank, &alpha);
+	lora_opts(t, &rank, &alpha, &aux);
 	if (vlm_coca_load(c, path, NULL) < 0)
 		errx(1, "%s", vlm_errmsg());
+	c->aux_importance = aux;
+	if (aux > 0 && !c->Ed)
+		errx(2, "'%s': --set aux.importance: the decoder has no "
+		    "experts", path);
 	if (!t->stage || strcmp(t->stage, "lora") || c->nlora)
 		return;
 	snprintf(buf, sizeof(buf), "%s/lora-init.safetensors", t->out);
@@ -135,6 +148,7 @@ load_model(struct train *t, struct vlm_coca *c, const char *path)
 	vlm_coca_release(c);
 	if (vlm_coca_load(c, buf, NULL) < 0)
 		errx(1, "%s", vlm_errmsg());
+	c->aux_importance = aux;
 }
 
 static void
@@ -210,7 +224,8 @@ now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* A metrics.jsonl line: the weighted losses, as CoCaLoss returns them. */
+/* A metrics.jsonl line: the weighted losses, as CoCaLoss returns them,
+ * and the decoder routers' aux loss when on. */
 static void
 log_line(struct train *t, const struct vlm_coca_loss *L, float lr,
     double secs, double rate)
@@ -223,6 +238,8 @@ log_line(struct train *t, const struct vlm_coca_loss *L, float lr,
 	    (double)expf(t->m.w[t->m.logit_scale]), "seconds", secs,
 	    "images_per_s", rate);
 
+	if (o && t->coca->aux_importance > 0)
+		json_object_set_new(o, "aux", json_real(L->aux));
 	if (t->verbose)
 		fprintf(stderr, "step %lld loss %.4f contrastive %.4f caption "
 		    "%.4f\n", (long long)t->st.step, L->total, L->contrastive,

@@ -122,6 +122,24 @@ check "lora: only the adapters moved (and were added)" \
 ok "the staged model captions" "$BIN/vlm-caption" -l 8 \
     -m "$T/s3/latest/model.safetensors" "$T/d/img/000.png"
 check "one line, its path" "[ \$(wc -l <$T/out) = 1 ] && grep -q 000.png $T/out"
+ok "upcycle top-1" "$BIN/vlm-convert" upcycle --experts 4 --top-k 1 \
+    --every 1 "$T/new.safetensors" "$T/moe1.safetensors"
+ok "top-1 experts with the routers' aux loss" "$TR" $S --log-every 1 \
+    -m "$T/moe1.safetensors" -o "$T/s4" --stage experts --wd 0 \
+    --set aux.importance=0.01
+check "metrics: aux logged and in the loss" \
+    "/usr/bin/python3 -c 'import json
+L = [json.loads(l) for l in open(\"$T/s4/metrics.jsonl\")]
+assert len(L) == 2, L
+for o in L:
+    assert o[\"aux\"] > 0, o
+    assert abs(o[\"contrastive\"] + o[\"caption\"] + o[\"aux\"] -
+               o[\"loss\"]) < 1e-4, o
+'"
+check "the top-1 routers learnt (no weight decay)" \
+    "moved $T/moe1.safetensors $T/s4/latest/model.safetensors | grep -q router"
+fails "aux.importance on a dense decoder" 2 "$TR" $S -m "$T/new.safetensors" \
+    -o "$T/s5" --set aux.importance=0.01
 fails "--set other than LoRA's is not for CoCa" 2 "$TR" $S -m "$T/moe.safetensors" \
     -o "$T/s9" --set vision.layers=3
 fails "--accum-freq is not for CoCa" 2 "$TR" $RUN -o "$T/f" --accum-freq 2

@@ -6,6 +6,10 @@
  * adapters on its decoder's attention and FFNs; an upcycled model
  * computes what the dense one does (logits, greedy caption) and keeps
  * its config on a save and load; init and upcycle refuse bad shapes.
+ * The routers' importance loss (c->aux_importance): with top-1 routing
+ * the router's gradient comes from it alone, checked against finite
+ * differences of vlm_coca_grad's total, and a few AdamW steps move the
+ * routers only when it is on.
  */
 #include <math.h>
 
@@ -303,6 +307,138 @@ test_bad_shape(void **state)
 	assert_non_null(strstr(vlm_errmsg(), "heads"));
 }
 
+/* The total of vlm_coca_grad (the aux loss included), gradients into the
+ * scratch g. */
+static double
+total_of(const struct vlm_coca *c, float **g, const float *img,
+    const int32_t *ids, int B)
+{
+	struct vlm_coca_loss l;
+
+	assert_int_equal(vlm_coca_grad(c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	return l.total;
+}
+
+/* Top-1 (the gate always 1): the router's gradient is the importance
+ * loss's, zero without it; against central differences. */
+static void
+test_aux_fd(void **state)
+{
+	struct vlm_coca c;
+	struct vlm_rng r;
+	struct vlm_coca_loss l;
+	struct vlm_model m;
+	int B = 3;
+
+	(void)state;
+	tiny(&c, 4, 1, 5);
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_rng_seed(&r, 13);
+	for (int ll = 0; ll < c.Ld; ll++) {
+		struct vlm_tensor *t = &c.st.tensors[vlm_coca_index(&c,
+		    "text_decoder.resblocks.%d.mlp.router.weight", ll)];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)vlm_rng_normal(&r);
+	}
+	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
+	batch(&c, B, img, ids, &r);
+	float **g = vlm_coca_grads_new(&c), **scr = vlm_coca_grads_new(&c);
+	int i = vlm_coca_index(&c, "text_decoder.resblocks.1.mlp.router."
+	    "weight");
+	int64_t n = vlm_tensor_numel(&c.st.tensors[i]);
+	float *w = c.st.tensors[i].data;
+	double worst = 0, gmax = 0;
+
+	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	assert_true(l.aux == 0);
+	for (int64_t j = 0; j < n; j++)
+		assert_true(g[i][j] == 0);
+	c.aux_importance = 0.5f;
+	memset(g[c.st.n], 0, m.nfloats * sizeof(float));
+	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	print_message("aux %.5f of total %.5f\n", l.aux, l.total);
+	assert_true(l.aux > 0);
+	assert_true(fabs(l.contrastive + l.caption + l.aux - l.total) < 1e-5);
+	for (int64_t j = 0; j < n; j++)
+		gmax = fmax(gmax, fabs(g[i][j]));
+	assert_true(gmax > 0);
+	for (int64_t j = 0; j < n; j += 5) {
+		float save = w[j], h = 1e-3f;
+		w[j] = save + h;
+		double fp = total_of(&c, scr, img, ids, B);
+		w[j] = save - h;
+		double fm = total_of(&c, scr, img, ids, B);
+		w[j] = save;
+		worst = fmax(worst, fabs((fp - fm) / (2 * h) - g[i][j]) / gmax);
+	}
+	print_message("top-1 router, aux on: max |fd - grad| / max|grad| "
+	    "%.1e\n", worst);
+	assert_true(worst < 2e-2);
+	vlm_coca_grads_free(&c, g);
+	vlm_coca_grads_free(&c, scr);
+	free(img), free(ids);
+	vlm_coca_release(&c);
+	vlm_model_release(&m);
+}
+
+/* How far 4 AdamW steps (no weight decay) move the routers of a top-1 model (aux weight
+ * w): the largest change of any router entry. */
+static double
+router_moves(float w)
+{
+	struct vlm_coca c;
+	struct vlm_model m;
+	struct vlm_optim o;
+	struct vlm_rng r;
+	struct vlm_coca_loss l;
+	int B = 3;
+	double moved = 0;
+
+	tiny(&c, 4, 1, 5);
+	c.aux_importance = w;
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_optim_defaults(&o);
+	o.wd = 0; /* no decay: what moves is the gradient's doing */
+	assert_int_equal(vlm_optim_init(&o, &m, NULL), 0);
+	vlm_rng_seed(&r, 17);
+	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
+	float *w0 = malloc(m.nfloats * sizeof(float));
+	float **g = vlm_coca_grads_new(&c);
+	float *grad = malloc((o.pack.n ? o.pack.n : 1) * sizeof(float));
+	batch(&c, B, img, ids, &r);
+	memcpy(w0, m.w, m.nfloats * sizeof(float));
+	for (int s = 0; s < 4; s++)
+		assert_int_equal(vlm_coca_step(&c, &m, &o, g, grad, img, ids,
+		    B, 2.0f, 1.0f, 1e-3f, &l), 0);
+	for (int i = 0; i < m.nparams; i++)
+		if (strstr(m.params[i].name, ".router."))
+			for (int64_t j = 0; j < m.params[i].n; j++)
+				moved = fmax(moved, fabs(m.w[m.params[i].off +
+				    j] - w0[m.params[i].off + j]));
+	vlm_coca_grads_free(&c, g);
+	free(grad), free(w0), free(img), free(ids);
+	vlm_optim_release(&o);
+	vlm_coca_release(&c);
+	vlm_model_release(&m);
+	return moved;
+}
+
+static void
+test_aux_router_learns(void **state)
+{
+	double off, on;
+
+	(void)state;
+	off = router_moves(0);
+	on = router_moves(0.01f);
+	print_message("top-1 router max change after 4 steps: aux off %.2e, "
+	    "aux 0.01 %.2e\n", off, on);
+	assert_true(off == 0);
+	assert_true(on > 1e-4);
+}
+
 int
 main(void)
 {
@@ -311,6 +447,8 @@ main(void)
 		cmocka_unit_test(test_lora_fd),
 		cmocka_unit_test(test_upcycle_same_function),
 		cmocka_unit_test(test_bad_shape),
+		cmocka_unit_test(test_aux_fd),
+		cmocka_unit_test(test_aux_router_learns),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
