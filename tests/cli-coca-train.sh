@@ -122,6 +122,21 @@ check "lora: only the adapters moved (and were added)" \
 ok "the staged model captions" "$BIN/vlm-caption" -l 8 \
     -m "$T/s3/latest/model.safetensors" "$T/d/img/000.png"
 check "one line, its path" "[ \$(wc -l <$T/out) = 1 ] && grep -q 000.png $T/out"
+ok "merge-lora the staged model" "$BIN/vlm-convert" merge-lora \
+    "$T/s3/latest/model.safetensors" "$T/merged.safetensors"
+check "the merged model has no adapters and the MoE experts" \
+    "! grep -a -q lora_ $T/merged.safetensors &&
+     $BIN/vlm-convert info $T/merged.safetensors | grep -q '^decoder experts: 4, top-2'"
+ok "the merged model captions" "$BIN/vlm-caption" -l 8 -k 3 \
+    -m "$T/merged.safetensors" "$T/d/img/000.png" "$T/d/img/001.png"
+cp "$T/out" "$T/cap-merged"
+ok "as the adapted one" "$BIN/vlm-caption" -l 8 -k 3 \
+    -m "$T/s3/latest/model.safetensors" "$T/d/img/000.png" "$T/d/img/001.png"
+check "(the same captions)" "cmp -s $T/out $T/cap-merged"
+fails "merge-lora of a CoCa model without adapters" 1 "$BIN/vlm-convert" \
+    merge-lora "$T/moe.safetensors" "$T/m2.safetensors"
+check "says so, writes nothing" "grep -q 'no LoRA adapters' $T/err &&
+    [ ! -e $T/m2.safetensors ]"
 ok "upcycle top-1" "$BIN/vlm-convert" upcycle --experts 4 --top-k 1 \
     --every 1 "$T/new.safetensors" "$T/moe1.safetensors"
 ok "top-1 experts with the routers' aux loss" "$TR" $S --log-every 1 \

@@ -6,6 +6,9 @@
  * adapters on its decoder's attention and FFNs; an upcycled model
  * computes what the dense one does (logits, greedy caption) and keeps
  * its config on a save and load; init and upcycle refuse bad shapes.
+ * vlm_coca_merge_lora folds trained (non-zero) adapters into the
+ * weights: the merged file's decoder hidden states equal the adapted
+ * model's to 1e-5.
  * The routers' importance loss (c->aux_importance): with top-1 routing
  * the router's gradient comes from it alone, checked against finite
  * differences of vlm_coca_grad's total, and a few AdamW steps move the
@@ -307,6 +310,84 @@ test_bad_shape(void **state)
 	assert_non_null(strstr(vlm_errmsg(), "heads"));
 }
 
+/* Decoder hidden states (T-1, Dd) of one random image and caption. */
+static void
+hidden_of(const struct vlm_coca *c, const float *img, const int32_t *ids,
+    float *hid)
+{
+	float *feat = malloc(c->E * sizeof(float));
+	float *embs = malloc((size_t)(c->Q - 1) * c->E * sizeof(float));
+	float *tok = malloc((size_t)c->T * c->Dt * sizeof(float));
+
+	assert_int_equal(vlm_coca_image(c, img, feat, embs), 0);
+	assert_int_equal(vlm_coca_text(c, ids, c->T, feat, tok), 0);
+	assert_int_equal(vlm_coca_decode(c, embs, tok, c->T - 1, hid, NULL),
+	    0);
+	free(feat), free(embs), free(tok);
+}
+
+static void
+test_merge_lora(void **state)
+{
+	struct vlm_coca c0, c, c1, cm;
+	struct vlm_model m; /* c's tensors, writable */
+	struct vlm_rng r;
+	char lp[4200], tp[4200], mp[4200];
+	double worst = 0, hmax = 0, moved = 0;
+
+	(void)state;
+	tiny(&c0, 4, 2, 21);
+	snprintf(lp, sizeof(lp), "%s/ml-lora.safetensors", test_tmpdir());
+	snprintf(tp, sizeof(tp), "%s/ml-trained.safetensors", test_tmpdir());
+	snprintf(mp, sizeof(mp), "%s/ml-merged.safetensors", test_tmpdir());
+	assert_int_equal(vlm_coca_merge_lora(&c0, mp, NULL), -1);
+	assert_int_equal(vlm_coca_add_lora(&c0, lp, 3, 6.0, 1, NULL), 0);
+	if (vlm_coca_load(&c, lp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	/* "trained" adapters: B non-zero, saved (bases and adapters) */
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_rng_seed(&r, 23);
+	for (int k = 0; k < c.nlora; k++) {
+		struct vlm_tensor *t = &c.st.tensors[c.lora[k].b];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)(0.05 *
+			    vlm_rng_normal(&r));
+	}
+	vlm_coca_lora_sync(&c);
+	assert_int_equal(vlm_coca_save(&c, tp, NULL), 0);
+	if (vlm_coca_load(&c1, tp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(vlm_coca_merge_lora(&c1, mp, NULL), 0);
+	if (vlm_coca_load(&cm, mp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(cm.nlora, 0);
+	assert_int_equal(cm.st.n, c0.st.n);
+	assert_int_equal(cm.Ed, 4);
+	float *img = malloc((size_t)3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)c.T * sizeof(*ids));
+	size_t nh = (size_t)(c.T - 1) * c.Dd;
+	float *h0 = malloc(nh * sizeof(float)), *h1 = malloc(nh *
+	    sizeof(float)), *hm = malloc(nh * sizeof(float));
+	batch(&c, 1, img, ids, &r);
+	hidden_of(&c0, img, ids, h0);
+	hidden_of(&c1, img, ids, h1);
+	hidden_of(&cm, img, ids, hm);
+	for (size_t i = 0; i < nh; i++) {
+		hmax = fmax(hmax, fabs(h1[i]));
+		worst = fmax(worst, fabs(hm[i] - h1[i]));
+		moved = fmax(moved, fabs(h0[i] - h1[i]));
+	}
+	print_message("merged vs adapted hidden: max |diff| %.1e (max |h| "
+	    "%.2f); adapters changed them by up to %.2e\n", worst, hmax,
+	    moved);
+	assert_true(moved > 1e-3);     /* the adapters do something */
+	assert_true(worst <= 1e-5 * hmax);
+	free(img), free(ids), free(h0), free(h1), free(hm);
+	vlm_coca_release(&c0), vlm_coca_release(&c);
+	vlm_coca_release(&c1), vlm_coca_release(&cm);
+	vlm_model_release(&m);
+}
+
 /* The total of vlm_coca_grad (the aux loss included), gradients into the
  * scratch g. */
 static double
@@ -447,6 +528,7 @@ main(void)
 		cmocka_unit_test(test_lora_fd),
 		cmocka_unit_test(test_upcycle_same_function),
 		cmocka_unit_test(test_bad_shape),
+		cmocka_unit_test(test_merge_lora),
 		cmocka_unit_test(test_aux_fd),
 		cmocka_unit_test(test_aux_router_learns),
 	};

@@ -158,6 +158,10 @@ void vlm_coca_lora_grads(const struct vlm_coca *c, float **gr);
 /* A copy of c->st.tensors with the base weights, as a save writes them
  * (malloc'ed), NULL on no memory. */
 const struct vlm_tensor *vlm_coca_lora_base_alloc(const struct vlm_coca *c);
+/* c's adapters folded into its weights (W + s B A, per expert) and
+ * written to path as a plain model (no adapters, no lora_alpha). */
+int vlm_coca_merge_lora(const struct vlm_coca *c, const char *path,
+    const char *merges);
 /* c with rank-r adapters (A ~ N(0, 1/in), B = 0: the same function) on
  * the decoder's attention and FFN weights, alpha into the config. */
 int vlm_coca_add_lora(const struct vlm_coca *c, const char *path, int r,
