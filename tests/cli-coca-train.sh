@@ -3,7 +3,10 @@
 # fixture imported): metrics.jsonl logs the contrastive and caption
 # losses apart and the loss falls; an interrupted run resumed is
 # bit-identical to an uninterrupted one; --stage connector trains only
-# the pooler and cross-attention; options CoCa runs lack are refused.
+# the pooler and cross-attention; Uni-MoE's stages, merge-lora of the
+# LoRA stage's model; the top-1 routers learn with the importance loss;
+# --val-data logs the validation CoCaLoss, deterministically; options
+# CoCa runs lack are refused.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -155,6 +158,28 @@ check "the top-1 routers learnt (no weight decay)" \
     "moved $T/moe1.safetensors $T/s4/latest/model.safetensors | grep -q router"
 fails "aux.importance on a dense decoder" 2 "$TR" $S -m "$T/new.safetensors" \
     -o "$T/s5" --set aux.importance=0.01
+head -7 "$P" >"$T/d/val.tsv"
+V="--val-data $T/d/val.tsv --val-every 2 --log-every 4"
+ok "--val-data on a CoCa run" "$TR" $S --steps 4 -m "$T/new.safetensors" \
+    -o "$T/v1" $V
+ok "the same run again" "$TR" $S --steps 4 -m "$T/new.safetensors" \
+    -o "$T/v2" $V
+check "validation CoCaLoss logged every 2 steps, parts sum to it" \
+    "/usr/bin/python3 -c 'import json
+L = [json.loads(l) for l in open(\"$T/v1/metrics.jsonl\")]
+assert [o[\"step\"] for o in L] == [2, 4], L
+for o in L:
+    assert o[\"val_contrastive\"] > 0 and o[\"val_caption\"] > 0, o
+    assert abs(o[\"val_contrastive\"] + o[\"val_caption\"] -
+               o[\"val_loss\"]) < 1e-4, o
+'"
+check "deterministic: both runs log the same validation losses" \
+    "[ \"\$(grep -o '\"val_[a-z]*\": [-0-9.e]*' $T/v1/metrics.jsonl)\" = \
+    \"\$(grep -o '\"val_[a-z]*\": [-0-9.e]*' $T/v2/metrics.jsonl)\" ] &&
+    grep -q val_caption $T/v1/metrics.jsonl"
+fails "--val-data of a missing file" 1 "$TR" $S -m "$T/new.safetensors" \
+    -o "$T/v3" --val-data "$T/nosuch.tsv"
+check "names it" "grep -q nosuch.tsv $T/err"
 fails "--set other than LoRA's is not for CoCa" 2 "$TR" $S -m "$T/moe.safetensors" \
     -o "$T/s9" --set vision.layers=3
 fails "--accum-freq is not for CoCa" 2 "$TR" $RUN -o "$T/f" --accum-freq 2
