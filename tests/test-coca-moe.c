@@ -62,6 +62,48 @@ batch(const struct vlm_coca *c, int B, float *img, int32_t *ids,
 	}
 }
 
+/* Every decoder router N(0, 1) (writable tensors: vlm_coca_params). */
+static void
+random_routers(struct vlm_coca *c, struct vlm_rng *r)
+{
+	for (int l = 0; l < c->Ld; l++) {
+		struct vlm_tensor *t = &c->st.tensors[vlm_coca_index(c,
+		    "text_decoder.resblocks.%d.mlp.router.weight", l)];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)vlm_rng_normal(r);
+	}
+}
+
+/* tiny(c, 4, K, seed) as a parameter table m, routers N(0, 1) and a
+ * batch of B (malloc'ed) from seed rs. */
+static void
+routed(struct vlm_coca *c, struct vlm_model *m, int K, uint64_t seed,
+    uint64_t rs, int B, float **img, int32_t **ids)
+{
+	struct vlm_rng r;
+
+	tiny(c, 4, K, seed);
+	assert_int_equal(vlm_coca_params(c, m), 0);
+	vlm_rng_seed(&r, rs);
+	random_routers(c, &r);
+	*img = malloc((size_t)B * 3 * c->S * c->S * sizeof(float));
+	*ids = malloc((size_t)B * c->T * sizeof(**ids));
+	batch(c, B, *img, *ids, &r);
+}
+
+/* Every adapter's B N(0, 0.05^2) ("trained"), the weights synced. */
+static void
+random_lora_b(struct vlm_coca *c, struct vlm_rng *r)
+{
+	for (int k = 0; k < c->nlora; k++) {
+		struct vlm_tensor *t = &c->st.tensors[c->lora[k].b];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)(0.05 *
+			    vlm_rng_normal(r));
+	}
+	vlm_coca_lora_sync(c);
+}
+
 static double
 loss_of(const struct vlm_coca *c, const float *img, const int32_t *ids,
     int B)
@@ -76,7 +118,6 @@ static void
 test_moe_fd(void **state)
 {
 	struct vlm_coca c;
-	struct vlm_rng r;
 	struct vlm_coca_loss l;
 	struct vlm_model m; /* the tensors, writable */
 	int B = 3, checked = 0;
@@ -94,19 +135,10 @@ test_moe_fd(void **state)
 	};
 
 	(void)state;
-	tiny(&c, 4, 2, 7);
-	assert_int_equal(vlm_coca_params(&c, &m), 0);
-	vlm_rng_seed(&r, 11);
 	/* routers far from zero: an FD step must not flip a choice */
-	for (int l = 0; l < c.Ld; l++) {
-		struct vlm_tensor *t = &c.st.tensors[vlm_coca_index(&c,
-		    "text_decoder.resblocks.%d.mlp.router.weight", l)];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)vlm_rng_normal(&r);
-	}
-	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
-	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
-	batch(&c, B, img, ids, &r);
+	float *img;
+	int32_t *ids;
+	routed(&c, &m, 2, 7, 11, B, &img, &ids);
 	float **g = vlm_coca_grads_new(&c);
 	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
 	assert_true(fabs(l.total - loss_of(&c, img, ids, B)) < 1e-5 * l.total);
@@ -184,13 +216,7 @@ test_lora_fd(void **state)
 	/* B = 0: the same function as without adapters */
 	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
 	    < 1e-6);
-	for (int k = 0; k < c.nlora; k++) {
-		struct vlm_tensor *t = &c.st.tensors[c.lora[k].b];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)(0.05 *
-			    vlm_rng_normal(&r));
-	}
-	vlm_coca_lora_sync(&c);
+	random_lora_b(&c, &r);
 	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
 	    > 1e-4);
 	float **g = vlm_coca_grads_new(&c);
@@ -347,13 +373,7 @@ test_merge_lora(void **state)
 	/* "trained" adapters: B non-zero, saved (bases and adapters) */
 	assert_int_equal(vlm_coca_params(&c, &m), 0);
 	vlm_rng_seed(&r, 23);
-	for (int k = 0; k < c.nlora; k++) {
-		struct vlm_tensor *t = &c.st.tensors[c.lora[k].b];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)(0.05 *
-			    vlm_rng_normal(&r));
-	}
-	vlm_coca_lora_sync(&c);
+	random_lora_b(&c, &r);
 	assert_int_equal(vlm_coca_save(&c, tp, NULL), 0);
 	if (vlm_coca_load(&c1, tp, NULL) < 0)
 		fail_msg("%s", vlm_errmsg());
@@ -406,24 +426,14 @@ static void
 test_aux_fd(void **state)
 {
 	struct vlm_coca c;
-	struct vlm_rng r;
 	struct vlm_coca_loss l;
 	struct vlm_model m;
 	int B = 3;
 
 	(void)state;
-	tiny(&c, 4, 1, 5);
-	assert_int_equal(vlm_coca_params(&c, &m), 0);
-	vlm_rng_seed(&r, 13);
-	for (int ll = 0; ll < c.Ld; ll++) {
-		struct vlm_tensor *t = &c.st.tensors[vlm_coca_index(&c,
-		    "text_decoder.resblocks.%d.mlp.router.weight", ll)];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)vlm_rng_normal(&r);
-	}
-	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
-	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
-	batch(&c, B, img, ids, &r);
+	float *img;
+	int32_t *ids;
+	routed(&c, &m, 1, 5, 13, B, &img, &ids);
 	float **g = vlm_coca_grads_new(&c), **scr = vlm_coca_grads_new(&c);
 	int i = vlm_coca_index(&c, "text_decoder.resblocks.1.mlp.router."
 	    "weight");
