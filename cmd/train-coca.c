@@ -5,7 +5,8 @@
  * schedule, pairs, loader, RUN/params.json and checkpoints; metrics.jsonl
  * logs the contrastive and caption losses apart. --stage trains one of
  * Uni-MoE's parts with the rest frozen (lora: adapters added first if the
- * model has none). One data source, no accumulation, validation or
+ * model has none). --val-data: the validation CoCaLoss, logged at the
+ * end and every --val-every steps. One data source, no accumulation or
  * devices.
  */
 #include <err.h>
@@ -83,20 +84,28 @@ save_model(void *ctx, const char *path)
 }
 
 /* Model, state, tokenizer, data, optimizer: fresh or from RUN/latest. */
-/* --lora-rank, --lora-alpha (lora.rank=, lora.alpha= lines): the only
- * --set lines a CoCa run takes. */
+/* --lora-rank, --lora-alpha (lora.rank=, lora.alpha= lines) and
+ * --set aux.importance=W: the only --set lines a CoCa run takes. */
 static void
-lora_opts(const struct train *t, int *rank, double *alpha)
+lora_opts(const struct train *t, int *rank, double *alpha, float *aux)
 {
-	*rank = 8, *alpha = 0;
+	char *end;
+
+	*rank = 8, *alpha = 0, *aux = 0;
 	for (int i = 0; i < t->nset; i++)
 		if (strncmp(t->sets[i], "lora.rank=", 10) == 0)
 			*rank = atoi(t->sets[i] + 10);
 		else if (strncmp(t->sets[i], "lora.alpha=", 11) == 0)
 			*alpha = atof(t->sets[i] + 11);
-		else
+		else if (strncmp(t->sets[i], "aux.importance=", 15) == 0) {
+			*aux = strtof(t->sets[i] + 15, &end);
+			if (*end || end == t->sets[i] + 15 || !(*aux >= 0))
+				errx(2, "--set %s: not a weight >= 0",
+				    t->sets[i]);
+		} else
 			errx(2, "CoCa training: --set %s: no --set keys but "
-			    "--lora-rank and --lora-alpha", t->sets[i]);
+			    "--lora-rank, --lora-alpha and aux.importance",
+			    t->sets[i]);
 }
 
 /* A fresh run: RUN made and locked, nothing trained in it yet. */
@@ -121,11 +130,16 @@ load_model(struct train *t, struct vlm_coca *c, const char *path)
 {
 	char buf[4200];
 	double alpha;
+	float aux;
 	int rank;
 
-	lora_opts(t, &rank, &alpha);
+	lora_opts(t, &rank, &alpha, &aux);
 	if (vlm_coca_load(c, path, NULL) < 0)
 		errx(1, "%s", vlm_errmsg());
+	c->aux_importance = aux;
+	if (aux > 0 && !c->Ed)
+		errx(2, "'%s': --set aux.importance: the decoder has no "
+		    "experts", path);
 	if (!t->stage || strcmp(t->stage, "lora") || c->nlora)
 		return;
 	snprintf(buf, sizeof(buf), "%s/lora-init.safetensors", t->out);
@@ -135,6 +149,7 @@ load_model(struct train *t, struct vlm_coca *c, const char *path)
 	vlm_coca_release(c);
 	if (vlm_coca_load(c, buf, NULL) < 0)
 		errx(1, "%s", vlm_errmsg());
+	c->aux_importance = aux;
 }
 
 static void
@@ -143,9 +158,9 @@ setup(struct train *t, struct vlm_coca *c)
 	char buf[4200];
 	const char *path = model_path(t, buf, sizeof(buf));
 
-	if (t->nsrc > 1 || t->accum > 1 || t->val_data || t->ep || t->dist)
-		errx(2, "CoCa training: one --data, no --accum-freq, "
-		    "--val-data or --expert-parallel");
+	if (t->nsrc > 1 || t->accum > 1 || t->ep || t->dist)
+		errx(2, "CoCa training: one --data, no --accum-freq or "
+		    "--expert-parallel");
 	if (t->resume)
 		train_lock_run(t->resume);
 	else
@@ -174,6 +189,8 @@ setup(struct train *t, struct vlm_coca *c)
 		errx(1, "tokenizer has %d tokens, the model's vocabulary only "
 		    "%d", t->bpe.nvocab, c->V);
 	c->sot = t->bpe.sot, c->eot = t->bpe.eot;
+	if (t->val_data && train_val_load(t) < 0)
+		errx(1, "%s", vlm_errmsg());
 	if (!(t->m.tokenizer = vlm_bpe_merges_alloc(&t->bpe)) ||
 	    !(t->frozen = calloc(t->m.nparams, 1)))
 		err(1, NULL);
@@ -210,10 +227,12 @@ now(void)
 	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* A metrics.jsonl line: the weighted losses, as CoCaLoss returns them. */
+/* A metrics.jsonl line: the weighted losses, as CoCaLoss returns them,
+ * the decoder routers' aux loss when on, the validation losses (V) when
+ * computed this step. */
 static void
 log_line(struct train *t, const struct vlm_coca_loss *L, float lr,
-    double secs, double rate)
+    double secs, double rate, const struct vlm_coca_loss *V)
 {
 	json_t *o = json_pack("{sIsIsIsfsfsfsfsfsfsf}", "step",
 	    (json_int_t)t->st.step, "epoch", (json_int_t)train_epoch(t),
@@ -223,6 +242,14 @@ log_line(struct train *t, const struct vlm_coca_loss *L, float lr,
 	    (double)expf(t->m.w[t->m.logit_scale]), "seconds", secs,
 	    "images_per_s", rate);
 
+	if (o && t->coca->aux_importance > 0)
+		json_object_set_new(o, "aux", json_real(L->aux));
+	if (o && V) {
+		json_object_set_new(o, "val_loss", json_real(V->total));
+		json_object_set_new(o, "val_contrastive",
+		    json_real(V->contrastive));
+		json_object_set_new(o, "val_caption", json_real(V->caption));
+	}
 	if (t->verbose)
 		fprintf(stderr, "step %lld loss %.4f contrastive %.4f caption "
 		    "%.4f\n", (long long)t->st.step, L->total, L->contrastive,
@@ -238,10 +265,11 @@ int
 train_coca(struct train *t)
 {
 	struct vlm_coca c;
-	struct vlm_coca_loss L;
+	struct vlm_coca_loss L, V;
 	char path[4200];
 	double t0, last;
 	int64_t first, saved;
+	int end, val;
 
 	setup(t, &c);
 	snprintf(path, sizeof(path), "%s/metrics.jsonl", t->out);
@@ -267,10 +295,16 @@ train_coca(struct train *t)
 			    (long long)t->st.step + 1);
 		t->st.step++;
 		t->st.samples += t->o.batch;
-		if (t->st.step % t->log_every == 0 || t->st.step ==
-		    t->o.steps || t->st.step == t->stop_at) {
+		end = t->st.step == t->o.steps || t->st.step == t->stop_at;
+		val = t->val_data && (end || (t->val_every && t->st.step %
+		    t->val_every == 0));
+		if (val && vlm_coca_val(&c, t->val_px, t->val.image_id,
+		    t->val_ids, t->val.n, t->o.batch, t->w_caption, t->w_clip,
+		    &V) < 0)
+			errx(1, "%s: %s", t->val_data, vlm_errmsg());
+		if (t->st.step % t->log_every == 0 || end || val) {
 			log_line(t, &L, lr, now() - last, (t->st.step - first) *
-			    (double)t->o.batch / (now() - t0));
+			    (double)t->o.batch / (now() - t0), val ? &V : NULL);
 			last = now();
 		}
 		if (t->save_every && t->st.step % t->save_every == 0) {
@@ -288,6 +322,10 @@ train_coca(struct train *t)
 	train_params_free(t);
 	vlm_optim_release(&t->opt);
 	vlm_bpe_release(&t->bpe);
+	if (t->val_data)
+		vlm_pairs_release(&t->val);
+	free(t->val_px);
+	free(t->val_ids);
 	vlm_coca_release(&c);
 	vlm_model_release(&t->m);
 	for (int i = 0; i < t->nset; i++)

@@ -3,7 +3,10 @@
 # fixture imported): metrics.jsonl logs the contrastive and caption
 # losses apart and the loss falls; an interrupted run resumed is
 # bit-identical to an uninterrupted one; --stage connector trains only
-# the pooler and cross-attention; options CoCa runs lack are refused.
+# the pooler and cross-attention; Uni-MoE's stages, merge-lora of the
+# LoRA stage's model; the top-1 routers learn with the importance loss;
+# --val-data logs the validation CoCaLoss, deterministically; options
+# CoCa runs lack are refused.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -122,6 +125,61 @@ check "lora: only the adapters moved (and were added)" \
 ok "the staged model captions" "$BIN/vlm-caption" -l 8 \
     -m "$T/s3/latest/model.safetensors" "$T/d/img/000.png"
 check "one line, its path" "[ \$(wc -l <$T/out) = 1 ] && grep -q 000.png $T/out"
+ok "merge-lora the staged model" "$BIN/vlm-convert" merge-lora \
+    "$T/s3/latest/model.safetensors" "$T/merged.safetensors"
+check "the merged model has no adapters and the MoE experts" \
+    "! grep -a -q lora_ $T/merged.safetensors &&
+     $BIN/vlm-convert info $T/merged.safetensors | grep -q '^decoder experts: 4, top-2'"
+ok "the merged model captions" "$BIN/vlm-caption" -l 8 -k 3 \
+    -m "$T/merged.safetensors" "$T/d/img/000.png" "$T/d/img/001.png"
+cp "$T/out" "$T/cap-merged"
+ok "as the adapted one" "$BIN/vlm-caption" -l 8 -k 3 \
+    -m "$T/s3/latest/model.safetensors" "$T/d/img/000.png" "$T/d/img/001.png"
+check "(the same captions)" "cmp -s $T/out $T/cap-merged"
+fails "merge-lora of a CoCa model without adapters" 1 "$BIN/vlm-convert" \
+    merge-lora "$T/moe.safetensors" "$T/m2.safetensors"
+check "says so, writes nothing" "grep -q 'no LoRA adapters' $T/err &&
+    [ ! -e $T/m2.safetensors ]"
+ok "upcycle top-1" "$BIN/vlm-convert" upcycle --experts 4 --top-k 1 \
+    --every 1 "$T/new.safetensors" "$T/moe1.safetensors"
+ok "top-1 experts with the routers' aux loss" "$TR" $S --log-every 1 \
+    -m "$T/moe1.safetensors" -o "$T/s4" --stage experts --wd 0 \
+    --set aux.importance=0.01
+check "metrics: aux logged and in the loss" \
+    "/usr/bin/python3 -c 'import json
+L = [json.loads(l) for l in open(\"$T/s4/metrics.jsonl\")]
+assert len(L) == 2, L
+for o in L:
+    assert o[\"aux\"] > 0, o
+    assert abs(o[\"contrastive\"] + o[\"caption\"] + o[\"aux\"] -
+               o[\"loss\"]) < 1e-4, o
+'"
+check "the top-1 routers learnt (no weight decay)" \
+    "moved $T/moe1.safetensors $T/s4/latest/model.safetensors | grep -q router"
+fails "aux.importance on a dense decoder" 2 "$TR" $S -m "$T/new.safetensors" \
+    -o "$T/s5" --set aux.importance=0.01
+head -7 "$P" >"$T/d/val.tsv"
+V="--val-data $T/d/val.tsv --val-every 2 --log-every 4"
+ok "--val-data on a CoCa run" "$TR" $S --steps 4 -m "$T/new.safetensors" \
+    -o "$T/v1" $V
+ok "the same run again" "$TR" $S --steps 4 -m "$T/new.safetensors" \
+    -o "$T/v2" $V
+check "validation CoCaLoss logged every 2 steps, parts sum to it" \
+    "/usr/bin/python3 -c 'import json
+L = [json.loads(l) for l in open(\"$T/v1/metrics.jsonl\")]
+assert [o[\"step\"] for o in L] == [2, 4], L
+for o in L:
+    assert o[\"val_contrastive\"] > 0 and o[\"val_caption\"] > 0, o
+    assert abs(o[\"val_contrastive\"] + o[\"val_caption\"] -
+               o[\"val_loss\"]) < 1e-4, o
+'"
+check "deterministic: both runs log the same validation losses" \
+    "[ \"\$(grep -o '\"val_[a-z]*\": [-0-9.e]*' $T/v1/metrics.jsonl)\" = \
+    \"\$(grep -o '\"val_[a-z]*\": [-0-9.e]*' $T/v2/metrics.jsonl)\" ] &&
+    grep -q val_caption $T/v1/metrics.jsonl"
+fails "--val-data of a missing file" 1 "$TR" $S -m "$T/new.safetensors" \
+    -o "$T/v3" --val-data "$T/nosuch.tsv"
+check "names it" "grep -q nosuch.tsv $T/err"
 fails "--set other than LoRA's is not for CoCa" 2 "$TR" $S -m "$T/moe.safetensors" \
     -o "$T/s9" --set vision.layers=3
 fails "--accum-freq is not for CoCa" 2 "$TR" $RUN -o "$T/f" --accum-freq 2

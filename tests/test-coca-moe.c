@@ -6,6 +6,13 @@
  * adapters on its decoder's attention and FFNs; an upcycled model
  * computes what the dense one does (logits, greedy caption) and keeps
  * its config on a save and load; init and upcycle refuse bad shapes.
+ * vlm_coca_merge_lora folds trained (non-zero) adapters into the
+ * weights: the merged file's decoder hidden states equal the adapted
+ * model's to 1e-5.
+ * The routers' importance loss (c->aux_importance): with top-1 routing
+ * the router's gradient comes from it alone, checked against finite
+ * differences of vlm_coca_grad's total, and a few AdamW steps move the
+ * routers only when it is on.
  */
 #include <math.h>
 
@@ -55,6 +62,48 @@ batch(const struct vlm_coca *c, int B, float *img, int32_t *ids,
 	}
 }
 
+/* Every decoder router N(0, 1) (writable tensors: vlm_coca_params). */
+static void
+random_routers(struct vlm_coca *c, struct vlm_rng *r)
+{
+	for (int l = 0; l < c->Ld; l++) {
+		struct vlm_tensor *t = &c->st.tensors[vlm_coca_index(c,
+		    "text_decoder.resblocks.%d.mlp.router.weight", l)];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)vlm_rng_normal(r);
+	}
+}
+
+/* tiny(c, 4, K, seed) as a parameter table m, routers N(0, 1) and a
+ * batch of B (malloc'ed) from seed rs. */
+static void
+routed(struct vlm_coca *c, struct vlm_model *m, int K, uint64_t seed,
+    uint64_t rs, int B, float **img, int32_t **ids)
+{
+	struct vlm_rng r;
+
+	tiny(c, 4, K, seed);
+	assert_int_equal(vlm_coca_params(c, m), 0);
+	vlm_rng_seed(&r, rs);
+	random_routers(c, &r);
+	*img = malloc((size_t)B * 3 * c->S * c->S * sizeof(float));
+	*ids = malloc((size_t)B * c->T * sizeof(**ids));
+	batch(c, B, *img, *ids, &r);
+}
+
+/* Every adapter's B N(0, 0.05^2) ("trained"), the weights synced. */
+static void
+random_lora_b(struct vlm_coca *c, struct vlm_rng *r)
+{
+	for (int k = 0; k < c->nlora; k++) {
+		struct vlm_tensor *t = &c->st.tensors[c->lora[k].b];
+		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
+			((float *)t->data)[i] = (float)(0.05 *
+			    vlm_rng_normal(r));
+	}
+	vlm_coca_lora_sync(c);
+}
+
 static double
 loss_of(const struct vlm_coca *c, const float *img, const int32_t *ids,
     int B)
@@ -69,7 +118,6 @@ static void
 test_moe_fd(void **state)
 {
 	struct vlm_coca c;
-	struct vlm_rng r;
 	struct vlm_coca_loss l;
 	struct vlm_model m; /* the tensors, writable */
 	int B = 3, checked = 0;
@@ -87,19 +135,10 @@ test_moe_fd(void **state)
 	};
 
 	(void)state;
-	tiny(&c, 4, 2, 7);
-	assert_int_equal(vlm_coca_params(&c, &m), 0);
-	vlm_rng_seed(&r, 11);
 	/* routers far from zero: an FD step must not flip a choice */
-	for (int l = 0; l < c.Ld; l++) {
-		struct vlm_tensor *t = &c.st.tensors[vlm_coca_index(&c,
-		    "text_decoder.resblocks.%d.mlp.router.weight", l)];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)vlm_rng_normal(&r);
-	}
-	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
-	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
-	batch(&c, B, img, ids, &r);
+	float *img;
+	int32_t *ids;
+	routed(&c, &m, 2, 7, 11, B, &img, &ids);
 	float **g = vlm_coca_grads_new(&c);
 	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
 	assert_true(fabs(l.total - loss_of(&c, img, ids, B)) < 1e-5 * l.total);
@@ -177,13 +216,7 @@ test_lora_fd(void **state)
 	/* B = 0: the same function as without adapters */
 	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
 	    < 1e-6);
-	for (int k = 0; k < c.nlora; k++) {
-		struct vlm_tensor *t = &c.st.tensors[c.lora[k].b];
-		for (int64_t i = 0; i < vlm_tensor_numel(t); i++)
-			((float *)t->data)[i] = (float)(0.05 *
-			    vlm_rng_normal(&r));
-	}
-	vlm_coca_lora_sync(&c);
+	random_lora_b(&c, &r);
 	assert_true(fabs(loss_of(&c, img, ids, B) - loss_of(&c0, img, ids, B))
 	    > 1e-4);
 	float **g = vlm_coca_grads_new(&c);
@@ -303,6 +336,200 @@ test_bad_shape(void **state)
 	assert_non_null(strstr(vlm_errmsg(), "heads"));
 }
 
+/* Decoder hidden states (T-1, Dd) of one random image and caption. */
+static void
+hidden_of(const struct vlm_coca *c, const float *img, const int32_t *ids,
+    float *hid)
+{
+	float *feat = malloc(c->E * sizeof(float));
+	float *embs = malloc((size_t)(c->Q - 1) * c->E * sizeof(float));
+	float *tok = malloc((size_t)c->T * c->Dt * sizeof(float));
+
+	assert_int_equal(vlm_coca_image(c, img, feat, embs), 0);
+	assert_int_equal(vlm_coca_text(c, ids, c->T, feat, tok), 0);
+	assert_int_equal(vlm_coca_decode(c, embs, tok, c->T - 1, hid, NULL),
+	    0);
+	free(feat), free(embs), free(tok);
+}
+
+static void
+test_merge_lora(void **state)
+{
+	struct vlm_coca c0, c, c1, cm;
+	struct vlm_model m; /* c's tensors, writable */
+	struct vlm_rng r;
+	char lp[4200], tp[4200], mp[4200];
+	double worst = 0, hmax = 0, moved = 0;
+
+	(void)state;
+	tiny(&c0, 4, 2, 21);
+	snprintf(lp, sizeof(lp), "%s/ml-lora.safetensors", test_tmpdir());
+	snprintf(tp, sizeof(tp), "%s/ml-trained.safetensors", test_tmpdir());
+	snprintf(mp, sizeof(mp), "%s/ml-merged.safetensors", test_tmpdir());
+	assert_int_equal(vlm_coca_merge_lora(&c0, mp, NULL), -1);
+	assert_int_equal(vlm_coca_add_lora(&c0, lp, 3, 6.0, 1, NULL), 0);
+	if (vlm_coca_load(&c, lp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	/* "trained" adapters: B non-zero, saved (bases and adapters) */
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_rng_seed(&r, 23);
+	random_lora_b(&c, &r);
+	assert_int_equal(vlm_coca_save(&c, tp, NULL), 0);
+	if (vlm_coca_load(&c1, tp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(vlm_coca_merge_lora(&c1, mp, NULL), 0);
+	if (vlm_coca_load(&cm, mp, NULL) < 0)
+		fail_msg("%s", vlm_errmsg());
+	assert_int_equal(cm.nlora, 0);
+	assert_int_equal(cm.st.n, c0.st.n);
+	assert_int_equal(cm.Ed, 4);
+	float *img = malloc((size_t)3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)c.T * sizeof(*ids));
+	size_t nh = (size_t)(c.T - 1) * c.Dd;
+	float *h0 = malloc(nh * sizeof(float)), *h1 = malloc(nh *
+	    sizeof(float)), *hm = malloc(nh * sizeof(float));
+	batch(&c, 1, img, ids, &r);
+	hidden_of(&c0, img, ids, h0);
+	hidden_of(&c1, img, ids, h1);
+	hidden_of(&cm, img, ids, hm);
+	for (size_t i = 0; i < nh; i++) {
+		hmax = fmax(hmax, fabs(h1[i]));
+		worst = fmax(worst, fabs(hm[i] - h1[i]));
+		moved = fmax(moved, fabs(h0[i] - h1[i]));
+	}
+	print_message("merged vs adapted hidden: max |diff| %.1e (max |h| "
+	    "%.2f); adapters changed them by up to %.2e\n", worst, hmax,
+	    moved);
+	assert_true(moved > 1e-3);     /* the adapters do something */
+	assert_true(worst <= 1e-5 * hmax);
+	free(img), free(ids), free(h0), free(h1), free(hm);
+	vlm_coca_release(&c0), vlm_coca_release(&c);
+	vlm_coca_release(&c1), vlm_coca_release(&cm);
+	vlm_model_release(&m);
+}
+
+/* The total of vlm_coca_grad (the aux loss included), gradients into the
+ * scratch g. */
+static double
+total_of(const struct vlm_coca *c, float **g, const float *img,
+    const int32_t *ids, int B)
+{
+	struct vlm_coca_loss l;
+
+	assert_int_equal(vlm_coca_grad(c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	return l.total;
+}
+
+/* Top-1 (the gate always 1): the router's gradient is the importance
+ * loss's, zero without it; against central differences. */
+static void
+test_aux_fd(void **state)
+{
+	struct vlm_coca c;
+	struct vlm_coca_loss l;
+	struct vlm_model m;
+	int B = 3;
+
+	(void)state;
+	float *img;
+	int32_t *ids;
+	routed(&c, &m, 1, 5, 13, B, &img, &ids);
+	float **g = vlm_coca_grads_new(&c), **scr = vlm_coca_grads_new(&c);
+	int i = vlm_coca_index(&c, "text_decoder.resblocks.1.mlp.router."
+	    "weight");
+	int64_t n = vlm_tensor_numel(&c.st.tensors[i]);
+	float *w = c.st.tensors[i].data;
+	double worst = 0, gmax = 0;
+
+	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	assert_true(l.aux == 0);
+	for (int64_t j = 0; j < n; j++)
+		assert_true(g[i][j] == 0);
+	c.aux_importance = 0.5f;
+	memset(g[c.st.n], 0, m.nfloats * sizeof(float));
+	assert_int_equal(vlm_coca_grad(&c, img, ids, B, 2.0f, 1.0f, g, &l), 0);
+	print_message("aux %.5f of total %.5f\n", l.aux, l.total);
+	assert_true(l.aux > 0);
+	assert_true(fabs(l.contrastive + l.caption + l.aux - l.total) < 1e-5);
+	for (int64_t j = 0; j < n; j++)
+		gmax = fmax(gmax, fabs(g[i][j]));
+	assert_true(gmax > 0);
+	for (int64_t j = 0; j < n; j += 5) {
+		float save = w[j], h = 1e-3f;
+		w[j] = save + h;
+		double fp = total_of(&c, scr, img, ids, B);
+		w[j] = save - h;
+		double fm = total_of(&c, scr, img, ids, B);
+		w[j] = save;
+		worst = fmax(worst, fabs((fp - fm) / (2 * h) - g[i][j]) / gmax);
+	}
+	print_message("top-1 router, aux on: max |fd - grad| / max|grad| "
+	    "%.1e\n", worst);
+	assert_true(worst < 2e-2);
+	vlm_coca_grads_free(&c, g);
+	vlm_coca_grads_free(&c, scr);
+	free(img), free(ids);
+	vlm_coca_release(&c);
+	vlm_model_release(&m);
+}
+
+/* How far 4 AdamW steps (no weight decay) move the routers of a top-1 model (aux weight
+ * w): the largest change of any router entry. */
+static double
+router_moves(float w)
+{
+	struct vlm_coca c;
+	struct vlm_model m;
+	struct vlm_optim o;
+	struct vlm_rng r;
+	struct vlm_coca_loss l;
+	int B = 3;
+	double moved = 0;
+
+	tiny(&c, 4, 1, 5);
+	c.aux_importance = w;
+	assert_int_equal(vlm_coca_params(&c, &m), 0);
+	vlm_optim_defaults(&o);
+	o.wd = 0; /* no decay: what moves is the gradient's doing */
+	assert_int_equal(vlm_optim_init(&o, &m, NULL), 0);
+	vlm_rng_seed(&r, 17);
+	float *img = malloc((size_t)B * 3 * c.S * c.S * sizeof(float));
+	int32_t *ids = malloc((size_t)B * c.T * sizeof(*ids));
+	float *w0 = malloc(m.nfloats * sizeof(float));
+	float **g = vlm_coca_grads_new(&c);
+	float *grad = malloc((o.pack.n ? o.pack.n : 1) * sizeof(float));
+	batch(&c, B, img, ids, &r);
+	memcpy(w0, m.w, m.nfloats * sizeof(float));
+	for (int s = 0; s < 4; s++)
+		assert_int_equal(vlm_coca_step(&c, &m, &o, g, grad, img, ids,
+		    B, 2.0f, 1.0f, 1e-3f, &l), 0);
+	for (int i = 0; i < m.nparams; i++)
+		if (strstr(m.params[i].name, ".router."))
+			for (int64_t j = 0; j < m.params[i].n; j++)
+				moved = fmax(moved, fabs(m.w[m.params[i].off +
+				    j] - w0[m.params[i].off + j]));
+	vlm_coca_grads_free(&c, g);
+	free(grad), free(w0), free(img), free(ids);
+	vlm_optim_release(&o);
+	vlm_coca_release(&c);
+	vlm_model_release(&m);
+	return moved;
+}
+
+static void
+test_aux_router_learns(void **state)
+{
+	double off, on;
+
+	(void)state;
+	off = router_moves(0);
+	on = router_moves(0.01f);
+	print_message("top-1 router max change after 4 steps: aux off %.2e, "
+	    "aux 0.01 %.2e\n", off, on);
+	assert_true(off == 0);
+	assert_true(on > 1e-4);
+}
+
 int
 main(void)
 {
@@ -311,6 +538,9 @@ main(void)
 		cmocka_unit_test(test_lora_fd),
 		cmocka_unit_test(test_upcycle_same_function),
 		cmocka_unit_test(test_bad_shape),
+		cmocka_unit_test(test_merge_lora),
+		cmocka_unit_test(test_aux_fd),
+		cmocka_unit_test(test_aux_router_learns),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

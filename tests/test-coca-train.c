@@ -5,6 +5,9 @@
  * (train_step0_grads.safetensors), with OpenCLIP's weight-decay rule; a
  * few steps on the fixture batch lower CoCaLoss; a frozen tensor stays
  * byte-identical while the trained ones move (Uni-MoE's connector stage).
+ * Validation (vlm_coca_val): one batch of all pairs is CoCaLoss of them;
+ * the caption loss does not depend on the batching (a mean over labels),
+ * the contrastive one does; repeated calls are bit-identical.
  */
 #include <math.h>
 
@@ -209,6 +212,48 @@ test_frozen_stay(void **state)
 	steps(not_connector, 5);
 }
 
+static void
+test_val(void **state)
+{
+	struct fx f;
+	struct vlm_coca_loss all, v1, v2, vb, vb2;
+
+	(void)state;
+	if (fx_load(&f) < 0)
+		skip();
+	int n = f.B, *iid = malloc(n * sizeof(int));
+	for (int i = 0; i < n; i++)
+		iid[i] = n - 1 - i; /* images stored in reverse order */
+	size_t S3 = 3 * (size_t)f.c.S * f.c.S;
+	float *px = malloc(n * S3 * sizeof(float));
+	for (int i = 0; i < n; i++)
+		memcpy(px + iid[i] * S3, (float *)f.img.data + i * S3,
+		    S3 * sizeof(float));
+	assert_int_equal(vlm_coca_loss(&f.c, f.img.data, f.ids, n, 2.0f, 1.0f,
+	    &all), 0);
+	assert_int_equal(vlm_coca_val(&f.c, px, iid, f.ids, n, n, 2.0f, 1.0f,
+	    &v1), 0);
+	assert_int_equal(vlm_coca_val(&f.c, px, iid, f.ids, n, n + 3, 2.0f,
+	    1.0f, &v2), 0);
+	assert_int_equal(vlm_coca_val(&f.c, px, iid, f.ids, n, 1, 2.0f, 1.0f,
+	    &vb), 0);
+	assert_int_equal(vlm_coca_val(&f.c, px, iid, f.ids, n, 1, 2.0f, 1.0f,
+	    &vb2), 0);
+	print_message("B=%d: contrastive %.6f caption %.6f; batches of 1: "
+	    "contrastive %.6f caption %.6f\n", n, v1.contrastive, v1.caption,
+	    vb.contrastive, vb.caption);
+	assert_true(fabs(v1.total - all.total) <= 1e-6 * fabs(all.total));
+	assert_true(memcmp(&v1, &v2, sizeof(v1)) == 0);
+	assert_true(memcmp(&vb, &vb2, sizeof(vb)) == 0);
+	assert_true(fabs(vb.caption - all.caption) <= 1e-5 * all.caption);
+	assert_true(vb.contrastive == 0); /* one pair: log softmax of 1 */
+	assert_true(all.contrastive > 0);
+	assert_int_equal(vlm_coca_val(&f.c, px, iid, f.ids, 0, 2, 2.0f, 1.0f,
+	    &vb), -1);
+	free(iid), free(px);
+	fx_free(&f);
+}
+
 int
 main(void)
 {
@@ -216,6 +261,7 @@ main(void)
 		cmocka_unit_test(test_step0_is_adamw),
 		cmocka_unit_test(test_steps_lower_loss),
 		cmocka_unit_test(test_frozen_stay),
+		cmocka_unit_test(test_val),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -323,10 +323,14 @@ txt_bwd(const struct vlm_coca *c, float **gr, const int32_t *ids, int n,
 
 /* The decoder over tok (n,D) and embs (M,E) again, then back from dlg
  * (n,V): dembs (M,E) and dtok (n,D) += their gradients. */
-static void
+/* Returns the sum over MoE blocks of their importance loss, whose
+ * gradient, times aux_w, joins the routers'. */
+static double
 dec_bwd(const struct vlm_coca *c, float **gr, const float *embs,
-    const float *tok, int n, const float *dlg, float *dembs, float *dtok)
+    const float *tok, int n, const float *dlg, float *dembs, float *dtok,
+    float aux_w)
 {
+	double aux = 0;
 	int D = c->Dd, L = c->Ld, M = c->Q - 1;
 	float *xs = F((size_t)(2 * L + 1) * n * D), *hid = F(n * D);
 	float *mf = F(n), *rf = F(n), *dh = F(n * D), *dx = F(n * D);
@@ -358,6 +362,10 @@ dec_bwd(const struct vlm_coca *c, float **gr, const float *embs,
 		blk_fwd(c, gr, pre, &b, xl, s % 2 ? embs : NULL, n, M, D, c->Hd,
 		    NULL, !(s % 2), dx);
 		memset(dx, 0, (size_t)n * D * sizeof(float));
+		if (b.moe) {
+			b.moe->aux_w = aux_w;
+			aux += b.moe->aux;
+		}
 		blk_bwd(c, gr, pre, &b, xl, s % 2 ? embs : NULL, dy, dx, dembs);
 		blk_free(&b);
 		memcpy(dy, dx, (size_t)n * D * sizeof(float));
@@ -365,6 +373,7 @@ dec_bwd(const struct vlm_coca *c, float **gr, const float *embs,
 	for (int i = 0; i < n * D; i++)
 		dtok[i] += dy[i];
 	free(xs), free(hid), free(mf), free(rf), free(dh), free(dx), free(dy);
+	return aux;
 }
 
 float **
@@ -435,7 +444,7 @@ vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
 	float *lgt = F((size_t)n * c->V), *dembs = F((size_t)M * E);
 	float *dtok = F((size_t)Tn * c->Dt);
 	struct tg th;
-	double cap = 0;
+	double cap = 0, aux = 0;
 	int rc = 0;
 
 	th = T(c, gr, "logit_scale");
@@ -471,13 +480,15 @@ vlm_coca_grad(const struct vlm_coca *c, const float *imgs,
 		    : 0);
 		memset(dembs, 0, (size_t)M * E * sizeof(float));
 		memset(dtok, 0, (size_t)Tn * c->Dt * sizeof(float));
-		dec_bwd(c, gr, eb, tb, n, lgt, dembs, dtok);
+		aux += dec_bwd(c, gr, eb, tb, n, lgt, dembs, dtok,
+		    c->aux_importance / B);
 		txt_bwd(c, gr, t, Tn, dvr + b * E, dtok);
 		img_bwd(c, gr, imgs + (size_t)b * S3, dur + b * E, dembs);
 	}
 	if (rc == 0) {
 		out->caption = labels ? w_caption * cap / labels : 0;
-		out->total = out->contrastive + out->caption;
+		out->aux = (float)(c->aux_importance * aux / B);
+		out->total = out->contrastive + out->caption + out->aux;
 		vlm_coca_lora_grads(c, gr);
 	}
 	free(ur), free(vr), free(u), free(v), free(nu), free(nv), free(du);

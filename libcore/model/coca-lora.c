@@ -230,3 +230,40 @@ vlm_coca_add_lora(const struct vlm_coca *c, const char *path, int r,
 	free((void *)base), free(names), free(nm), free(ts);
 	return rc;
 }
+
+/* 1 for an adapter tensor's name (X.lora_a, X.lora_b). */
+static int
+is_adapter(const char *name)
+{
+	size_t n = strlen(name);
+
+	return n > 7 && (strcmp(name + n - 7, ".lora_a") == 0 ||
+	    strcmp(name + n - 7, ".lora_b") == 0);
+}
+
+int
+vlm_coca_merge_lora(const struct vlm_coca *c, const char *path,
+    const char *merges)
+{
+	const char **names = calloc(c->st.n ? c->st.n : 1, sizeof(*names));
+	struct vlm_tensor *ts = calloc(c->st.n ? c->st.n : 1, sizeof(*ts));
+	struct vlm_coca hdr = *c;
+	int k = 0, rc;
+
+	if (!names || !ts) {
+		free(names), free(ts);
+		return vlm_error("out of memory");
+	}
+	if (c->nlora == 0) {
+		free(names), free(ts);
+		return vlm_error("'%s': no LoRA adapters to merge", c->st.path);
+	}
+	/* the tensors hold the effective weights W + s B A already */
+	for (int i = 0; i < c->st.n; i++)
+		if (!is_adapter(c->st.names[i]))
+			names[k] = c->st.names[i], ts[k++] = c->st.tensors[i];
+	hdr.lora_alpha = 0;
+	rc = vlm_coca_write(path, names, ts, k, &hdr, merges);
+	free(names), free(ts);
+	return rc;
+}

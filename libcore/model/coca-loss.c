@@ -63,6 +63,7 @@ vlm_coca_loss(const struct vlm_coca *c, const float *imgs,
 		out->contrastive = w_clip * vlm_clip_loss_fwd_cpu(lg, lse, u, v,
 		    theta, B, E);
 		out->caption = labels ? w_caption * cap / labels : 0;
+		out->aux = 0;
 		out->total = out->contrastive + out->caption;
 	}
 	free(u), free(v), free(embs), free(tok), free(hid), free(lg);

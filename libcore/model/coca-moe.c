@@ -11,7 +11,12 @@
  * the dense MLP exactly): y = sum_k w_k (c_proj_e gelu(c_fc_e x)). No
  * capacity, no token is dropped: a decoder step of one token routes as
  * the same token does in training. The backward differentiates the
- * experts and, through the gates, the router.
+ * experts and, through the gates, the router. With c->aux_importance set
+ * the forward also computes the importance CV^2 of ALGORITHMS.md section
+ * 3 over the N tokens (the routing group) with the CPU backend's aux
+ * kernels, whose gradient reaches the router even with top-1 (where the
+ * gate, always 1, gives it none). The load loss needs router noise,
+ * which this router does not have.
  */
 #include <math.h>
 #include <stdio.h>
@@ -62,7 +67,7 @@ void
 vlm_coca_moe_free(struct vlm_coca_moe *s)
 {
 	free(s->idx), free(s->w), free(s->order), free(s->start);
-	free(s->x), free(s->h), free(s->g), free(s->o);
+	free(s->x), free(s->h), free(s->g), free(s->o), free(s->p);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -125,6 +130,12 @@ vlm_coca_moe_fwd(const struct vlm_coca *c, const char *pre, const float *x,
 		float *yt = y + (size_t)(a / K) * D, wa = s.w[a];
 		for (int d = 0; d < D; d++)
 			yt[d] += wa * s.o[(size_t)r * D + d];
+	}
+	if (out && c->aux_importance > 0) {
+		const struct vlm_backend *be = vlm_backend_get("cpu");
+		s.p = malloc((size_t)N * E * sizeof(float));
+		vlm_softmax_fwd_cpu(s.p, z, N, E);
+		s.aux = be->aux_importance_fwd(s.p, N, E);
 	}
 	free(z), free(fill);
 	if (out)
@@ -196,6 +207,9 @@ vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr, const char *pre,
 			dz[(size_t)t * E + s->idx[t * K + k]] = wt[k] *
 			    (dwt[k] - dot);
 	}
+	if (s->p && s->aux_w != 0)
+		vlm_backend_get("cpu")->aux_importance_bwd(dz, s->p, s->aux_w,
+		    N, E);
 	vlm_gemm_cpu(1, 0, E, D, N, 1, dz, E, x, D, 1, gwr, D);
 	vlm_gemm_cpu(0, 0, N, D, E, 1, dz, E, wr, D, 1, dx, D);
 	free(dO), free(dG), free(dH), free(dX), free(dw), free(dz);

@@ -30,6 +30,9 @@ struct vlm_coca {
 	                    * than the vocabulary, says otherwise */
 	int Ed, Kd;        /* decoder MoE: experts, top-k, e.g. 4, 2 (Ed 0:
 	                    * dense); which blocks: model/coca-moe.c */
+	float aux_importance; /* weight of the decoder routers' importance
+	                    * CV^2 in vlm_coca_grad, e.g. 0.01 (0: off; not
+	                    * in the file: vlm-train --set aux.importance) */
 	/* LoRA adapters of the decoder (model/coca-lora.c) */
 	int nlora, lora_rank;         /* adapted tensors, their rank r */
 	double lora_alpha;            /* config lora_alpha (0: r) */
@@ -85,6 +88,8 @@ int vlm_coca_decode(const struct vlm_coca *c, const float *embs,
 struct vlm_coca_loss {
 	float contrastive; /* ClipLoss, times its weight */
 	float caption;     /* mean CE over non-pad labels, times its weight */
+	float aux;         /* vlm_coca_grad only: the decoder routers'
+	                    * importance loss times c->aux_importance */
 	float total;
 };
 /* CoCaLoss of B images (B,3,S,S) and texts ids (B,T) (pad 0), weights
@@ -153,6 +158,10 @@ void vlm_coca_lora_grads(const struct vlm_coca *c, float **gr);
 /* A copy of c->st.tensors with the base weights, as a save writes them
  * (malloc'ed), NULL on no memory. */
 const struct vlm_tensor *vlm_coca_lora_base_alloc(const struct vlm_coca *c);
+/* c's adapters folded into its weights (W + s B A, per expert) and
+ * written to path as a plain model (no adapters, no lora_alpha). */
+int vlm_coca_merge_lora(const struct vlm_coca *c, const char *path,
+    const char *merges);
 /* c with rank-r adapters (A ~ N(0, 1/in), B = 0: the same function) on
  * the decoder's attention and FFN weights, alpha into the config. */
 int vlm_coca_add_lora(const struct vlm_coca *c, const char *path, int r,
@@ -167,6 +176,10 @@ struct vlm_coca_moe {    /* a forward's saves for the backward */
 	int32_t *start;  /* (E+1) each expert's first row of that order */
 	float *x, *h, *g, *o; /* rows in that order: input (D), c_fc out
 	                       * and its GELU (F), expert output (D) */
+	float *p;        /* (N,E) softmax of all E router logits, with
+	                  * c->aux_importance > 0 (else NULL) */
+	float aux;       /* importance CV^2 of p over these N tokens */
+	float aux_w;     /* the backward's dL/daux (the caller sets it) */
 };
 /* 1 if the block at prefix pre has an MoE FFN (a router). */
 int vlm_coca_moe_at(const struct vlm_coca *c, const char *pre);
@@ -175,7 +188,8 @@ int vlm_coca_moe_at(const struct vlm_coca *c, const char *pre);
 void vlm_coca_moe_fwd(const struct vlm_coca *c, const char *pre,
     const float *x, int N, float *y, struct vlm_coca_moe *s);
 /* dx (N,D) += from dy (N,D); the experts' and router's gradients
- * accumulate into gr (vlm_coca_grads_new). */
+ * accumulate into gr (vlm_coca_grads_new), with s->aux_w times the
+ * importance loss's through the router. */
 void vlm_coca_moe_bwd(const struct vlm_coca *c, float **gr,
     const char *pre, const struct vlm_coca_moe *s, const float *x,
     const float *dy, float *dx);

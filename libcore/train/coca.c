@@ -4,6 +4,7 @@
  * CoCa tensors, which move into one slab in file order so that AdamW
  * updates what the forward reads; one step = CoCaLoss and its gradient
  * (model/coca-grad.c), packed as the optimizer lays it out, then AdamW.
+ * Validation: CoCaLoss over a pairs set in fixed batches.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -85,4 +86,51 @@ vlm_coca_step(struct vlm_coca *c, struct vlm_model *m, struct vlm_optim *o,
 	vlm_optim_step(o, m, grad, lr);
 	vlm_coca_lora_sync(c);
 	return 0;
+}
+
+/* Non-pad labels (tokens 1..T-1) of n captions (n, T). */
+static int
+labels_of(const int32_t *ids, int n, int T)
+{
+	int k = 0;
+
+	for (int i = 0; i < n * T; i++)
+		k += i % T > 0 && ids[i] != 0;
+	return k;
+}
+
+int
+vlm_coca_val(const struct vlm_coca *c, const float *px, const int *image_id,
+    const int32_t *ids, int n, int B, float w_caption, float w_clip,
+    struct vlm_coca_loss *out)
+{
+	size_t S3 = 3 * (size_t)c->S * c->S;
+	float *img = malloc((B > 0 ? B : 1) * S3 * sizeof(float));
+	double con = 0, cap = 0;
+	int64_t labels = 0;
+	int rc = img ? 0 : vlm_error("out of memory");
+	struct vlm_coca_loss l;
+
+	if (rc == 0 && (n < 1 || B < 1))
+		rc = vlm_error("no validation pairs");
+	for (int i = 0; rc == 0 && i < n; i += B) {
+		int b = n - i < B ? n - i : B;
+		int k = labels_of(ids + (size_t)i * c->T, b, c->T);
+		for (int j = 0; j < b; j++)
+			memcpy(img + j * S3, px + image_id[i + j] * S3,
+			    S3 * sizeof(float));
+		rc = vlm_coca_loss(c, img, ids + (size_t)i * c->T, b,
+		    w_caption, w_clip, &l);
+		con += (double)l.contrastive * b;
+		cap += (double)l.caption * k;
+		labels += k;
+	}
+	if (rc == 0) {
+		out->contrastive = (float)(con / n);
+		out->caption = labels ? (float)(cap / labels) : 0;
+		out->aux = 0;
+		out->total = out->contrastive + out->caption;
+	}
+	free(img);
+	return rc;
 }

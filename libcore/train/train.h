@@ -208,5 +208,12 @@ int vlm_coca_step(struct vlm_coca *c, struct vlm_model *m,
     struct vlm_optim *o, float **g, float *grad, const float *imgs,
     const int32_t *ids, int B, float w_caption, float w_clip, float lr,
     struct vlm_coca_loss *out);
+/* The validation CoCaLoss of n pairs: caption ids (n, T) and their
+ * images px[image_id[i]] (3,S,S), in file order in batches of B (the last
+ * one shorter): contrastive the batches' mean weighted by their sizes,
+ * caption the mean CE over all non-pad labels (times the weights). */
+int vlm_coca_val(const struct vlm_coca *c, const float *px,
+    const int *image_id, const int32_t *ids, int n, int B, float w_caption,
+    float w_clip, struct vlm_coca_loss *out);
 
 #endif /* VLM_LIBCORE_TRAIN_H */
