@@ -128,6 +128,10 @@ print_model(const char *path)
 		printf("forward GFLOPs per %s: %.4g (rows allocated: %.4g)\n",
 		    text ? "text" : "image", vlm_model_flops(&m, text, 0) / 1e9,
 		    vlm_model_flops(&m, text, 1) / 1e9);
+	if (c->fusion.layers > 0)
+		printf("forward GFLOPs per fused pair: %.4g (rows allocated: "
+		    "%.4g)\n", vlm_model_fusion_flops(&m, 0) / 1e9,
+		    vlm_model_fusion_flops(&m, 1) / 1e9);
 	vlm_model_release(&m);
 	return 0;
 }

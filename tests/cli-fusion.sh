@@ -159,4 +159,12 @@ fails "an answer not in the classes" 1 "$TR" --data "$T/qa/bad.tsv" \
     -m "$M" --qa "$T/qa/answers.txt" -o "$T/qb" --steps 1 -b 2
 check "names the file, line and answer" \
     "grep -q \"bad.tsv:3: answer 'purple' is not in\" $T/err"
+# FLOPs per fused pair of fusion-tiny, by hand: N = 17 image tokens + 32
+# text tokens, width 128, 2 blocks of 24 N D^2 + 4 N^2 D (attention and
+# an MLP of ratio 4, or one of 4 experts), the router 2 N D E of the MoE
+# one, the ITM head 4 D: 41,044,480
+ok "init fusion-tiny" "$BIN/vlm-convert" init fusion-tiny "$T/f.safetensors"
+ok "info" "$BIN/vlm-convert" info "$T/f.safetensors"
+check "info counts the fusion blocks per pair" \
+    "grep -q 'GFLOPs per fused pair: 0.04104 ' $T/out"
 finish

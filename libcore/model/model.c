@@ -470,17 +470,18 @@ vlm_model_active_params(const struct vlm_model *m)
  * of their buffers (K * cf_eval per token, at least K).
  */
 static double
-blocks_flops(const struct vlm_model *m, const struct vlm_tower_off *t,
-    const struct vlm_tower_config *tc, double N, int cut, int allocated)
+blocks_flops(const struct vlm_model *m, const struct vlm_block_off *blocks,
+    int nblocks, const struct vlm_tower_config *tc, double N, int cut,
+    int allocated)
 {
 	const struct vlm_config *c = &m->cfg;
 	double D = tc->width, r = tc->mlp_ratio, f = 0;
 	double rows = c->moe.top_k * (allocated && c->moe.cf_eval > 1 ?
 	    c->moe.cf_eval : 1), H = c->tl.hidden, M = c->tl.tokens;
 
-	for (int l = 0; l < t->nblocks; l++) {
+	for (int l = 0; l < nblocks; l++) {
 		f += 8 * N * D * D + 4 * N * N * D; /* qkv, out; scores, sum */
-		if (t->blocks[l].moe)
+		if (blocks[l].moe)
 			f += N * (2 * D * c->moe.experts +
 			    rows * 4 * r * D * D);
 		else
@@ -501,16 +502,27 @@ vlm_model_flops(const struct vlm_model *m, int text, int allocated)
 
 	if (text) {
 		N = c->context, D = c->text.width;
-		return blocks_flops(m, &m->txt, &c->text, N, -1, allocated) +
-		    2 * D * c->embed_dim;
+		return blocks_flops(m, m->txt.blocks, m->txt.nblocks, &c->text,
+		    N, -1, allocated) + 2 * D * c->embed_dim;
 	}
 	N = vlm_config_image_tokens(c), D = c->vision.width;
 	f = 2.0 * (c->image_size / c->patch_size) *
 	    (c->image_size / c->patch_size) * 3 * c->patch_size *
 	    c->patch_size * D;
-	return f + blocks_flops(m, &m->vis, &c->vision, N, c->tl.after,
-	    allocated) +
-	    2 * D * c->embed_dim;
+	return f + blocks_flops(m, m->vis.blocks, m->vis.nblocks, &c->vision,
+	    N, c->tl.after, allocated) + 2 * D * c->embed_dim;
+}
+
+double
+vlm_model_fusion_flops(const struct vlm_model *m, int allocated)
+{
+	const struct vlm_config *c = &m->cfg;
+
+	if (c->fusion.layers <= 0)
+		return 0;
+	return blocks_flops(m, m->fus.blocks, m->fus.nblocks, &c->text,
+	    vlm_config_image_tokens(c) + c->context, -1, allocated) +
+	    4.0 * c->text.width; /* the ITM head */
 }
 
 /* Does stored tensor t (absent: NULL) have parameter p's shape? */

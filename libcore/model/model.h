@@ -220,6 +220,10 @@ int64_t vlm_model_active_params(const struct vlm_model *m);
  * layers count K expert rows per token, or with allocated the E*C rows
  * their capacity (cf_eval) sets aside. */
 double vlm_model_flops(const struct vlm_model *m, int text, int allocated);
+/* The same per image-text pair through a fusion model's fusion blocks
+ * (image tokens then the text's context, full attention) and its ITM
+ * head; 0 without fusion blocks. */
+double vlm_model_fusion_flops(const struct vlm_model *m, int allocated);
 /*
  * Import an OpenCLIP- or HF-named CLIP checkpoint (safetensors); config
  * is its open_clip_config.json or config.json (heads, activation), or
