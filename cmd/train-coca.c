@@ -317,22 +317,7 @@ train_coca(struct train *t)
 	if (fclose(t->metrics) != 0)
 		err(1, "%s", path);
 	vlm_coca_grads_free(&c, t->cgrad);
-	vlm_loader_free(t->loader);
-	train_sources_free(t);
-	train_params_free(t);
-	vlm_optim_release(&t->opt);
-	vlm_bpe_release(&t->bpe);
-	if (t->val_data)
-		vlm_pairs_release(&t->val);
-	free(t->val_px);
-	free(t->val_ids);
 	vlm_coca_release(&c);
-	vlm_model_release(&t->m);
-	for (int i = 0; i < t->nset; i++)
-		free(t->sets[i]);
-	free(t->sets);
-	free(t->grad);
-	free(t->frozen);
-	free(t->warned);
+	train_teardown(t);
 	return cmd_finish(0);
 }

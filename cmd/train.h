@@ -113,6 +113,8 @@ struct train {
 
 /* cmd/vlm-train.c */
 void train_lock_run(const char *run);
+/* Free everything setup and training allocated (cmd/vlm-train.c). */
+void train_teardown(struct train *t);
 /* cmd/train-coca.c: a CoCa model file (or run); its whole run */
 int train_is_coca(const struct train *t);
 int train_coca(struct train *t);

@@ -482,8 +482,8 @@ report(struct train *t, const struct vlm_loss *L, double rate, double *last)
 	}
 }
 
-static void
-teardown(struct train *t)
+void
+train_teardown(struct train *t)
 {
 	vlm_loader_free(t->loader);
 	train_sources_free(t);
@@ -559,7 +559,7 @@ main(int argc, char **argv)
 	if (t.metrics && fclose(t.metrics) != 0)
 		err(1, "%s", path);
 	train_dist_finish(&t);
-	teardown(&t);
+	train_teardown(&t);
 	if (stop || stop_signal)
 		return 128 + (stop ? stop : stop_signal);
 	return cmd_finish(0);
