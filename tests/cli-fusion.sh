@@ -40,6 +40,10 @@ for l in map(json.loads, open(\"$T/c/metrics.jsonl\")):
     assert abs(l[\"loss\"] - l[\"itm\"] - l[\"aux\"]) < 1e-4, l
     assert l[\"mlm\"] == 0, l
 '"
+fails "LoRA on a fusion model is refused" 1 "$TR" --data "$P" $FUS \
+    -o "$T/lo" --lora-rank 4 --steps 1
+check "saying why, no run left" \
+    "grep -q 'not a fusion model.s fusion blocks' $T/err && [ ! -e $T/lo ]"
 fails "every weight 0: usage" 2 "$TR" --data "$P" $FUS -o "$T/z" \
     --steps 1 --itc-weight 0 --itm-weight 0 --mlm-weight 0
 fails "a negative weight: usage" 2 "$TR" --data "$P" $FUS -o "$T/z2" \

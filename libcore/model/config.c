@@ -480,6 +480,9 @@ vlm_config_check(const struct vlm_config *c)
 		    "model without token reduction");
 	if (c->fusion.answers > 0 && c->fusion.layers == 0)
 		return vlm_error("config: fusion.answers needs fusion.layers");
+	if (c->fusion.layers > 0 && c->lora.rank > 0)
+		return vlm_error("config: LoRA adapters (lora.rank) cover the "
+		    "towers' blocks only, not a fusion model's fusion blocks");
 	return vlm_config_check_moe(c);
 }
 
