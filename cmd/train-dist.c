@@ -186,9 +186,6 @@ train_dist_optim_init(struct train *t)
 {
 	int P = train_dist_shards(t), q = train_dist_rank(t);
 
-	if (P > 1 && t->opt.clip > 0)
-		errx(2, "--grad-clip with --expert-parallel: the norm would "
-		    "span the ranks' experts (not supported)");
 	if (P > 1 && t->val_data)
 		errx(2, "--val-data with --expert-parallel: a rank holds only "
 		    "its experts (validate the merged checkpoint with "
@@ -397,11 +394,15 @@ train_dist_backward(struct train *t, float *grad)
 	be->upload(gls, &g, sizeof(float));
 }
 
-/* The step's gradient (n floats) summed over the ranks. */
+/* The step's gradient (n floats) summed over the ranks; with sharded
+ * experts and --grad-clip, clipped by the global norm: the whole
+ * parameters' part (the same on every rank) counted once, every rank's
+ * experts' summed, so that every rank scales by the same factor. */
 void
 train_dist_grads(struct train *t, float *grad, int64_t n)
 {
 	struct train_dist *d = t->dist;
+	double whole, ex;
 
 	if (!d)
 		return;
@@ -411,6 +412,13 @@ train_dist_grads(struct train *t, float *grad, int64_t n)
 	    VLM_COMM_SUM) < 0)
 		dist_die(t, vlm_errmsg());
 	d->steps++;
+	if (train_dist_shards(t) == 1 || t->opt.clip <= 0)
+		return; /* vlm_optim_step clips the whole gradient */
+	vlm_optim_sumsq(&t->opt, grad, &whole, &ex);
+	if (d->comm.ops->allreduce(&d->comm, &ex, 1, VLM_COMM_F64,
+	    VLM_COMM_SUM) < 0)
+		dist_die(t, vlm_errmsg());
+	vlm_optim_clip_norm(&t->opt, grad, sqrt(whole + ex));
 }
 
 /* The signal any rank caught (the largest number), so that every rank

@@ -7,6 +7,7 @@
 # routing choices (logged during training and of the trained models),
 # also with the experts split over the ranks (--expert-parallel 2, E = 4:
 # each rank holds its experts and writes its shard of the checkpoint,
+# --grad-clip by the norm over every rank's experts,
 # vlm-convert merge joins them; stopped and resumed it equals an
 # uninterrupted run bit for bit; a one-file model starts it; with 16
 # experts rank 0 peaks lower than data parallel's),
@@ -128,6 +129,22 @@ check "every token's choice agrees" "awk -F'\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
     c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
     END { exit !(n > 0 && !bad) }' $T/out"
+# --grad-clip with sharded experts: the norm of the whole parameters'
+# gradient (counted once) and every rank's experts', the same clip
+# factor on every rank; 0.05 clips (the clipped run differs from the
+# unclipped one)
+GC="--data $P $SMALL $E4 -j 1 -n 4 --grad-clip 0.05"
+ok "--grad-clip: one process" "$TR" $GC -o "$T/g1"
+ok "--grad-clip: 2 ranks, --expert-parallel 2" $MR "$TR" $GC -o "$T/g2" \
+    --expert-parallel 2
+ok "--grad-clip, expert parallel: merged" $CV merge "$T/g2/latest" \
+    -o "$T/g2.st"
+fails "--grad-clip 0.05 clips (differs from no clip)" 1 $DIFF \
+    "$T/e1/latest/model.safetensors" "$T/g1/latest/model.safetensors" 1e-3
+sed 's/^/# /' "$T/out"
+ok "--grad-clip, expert parallel: parameters equal to 1e-5" $DIFF \
+    "$T/g1/latest/model.safetensors" "$T/g2.st" 1e-5
+sed 's/^/# /' "$T/out"
 # frozen parameters: the gradients packed (here, one tower, all but the
 # image-only ones and the logit scale left out: the frozen experts get
 # none), the logit scale's at its packed place
