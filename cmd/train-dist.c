@@ -12,7 +12,8 @@
  * route, every rank's tokens (libcore/model/moe-group.c): the same
  * noise, top-K, capacity, batch priority and aux losses as one process;
  * with --expert-parallel P the experts run on their owner ranks
- * (libcore/model/moe-ep.c). Only rank 0 writes
+ * (libcore/model/moe-ep.c), --grad-clip clips by the norm over every
+ * rank's experts and validation gathers them all. Only rank 0 writes
  * the run directory; the others' stderr is quiet unless
  * VLM_DIST_STDERR=all.
  */
