@@ -12,7 +12,8 @@
  * route, every rank's tokens (libcore/model/moe-group.c): the same
  * noise, top-K, capacity, batch priority and aux losses as one process;
  * with --expert-parallel P the experts run on their owner ranks
- * (libcore/model/moe-ep.c). Only rank 0 writes
+ * (libcore/model/moe-ep.c), --grad-clip clips by the norm over every
+ * rank's experts and validation gathers them all. Only rank 0 writes
  * the run directory; the others' stderr is quiet unless
  * VLM_DIST_STDERR=all.
  */
@@ -186,13 +187,6 @@ train_dist_optim_init(struct train *t)
 {
 	int P = train_dist_shards(t), q = train_dist_rank(t);
 
-	if (P > 1 && t->opt.clip > 0)
-		errx(2, "--grad-clip with --expert-parallel: the norm would "
-		    "span the ranks' experts (not supported)");
-	if (P > 1 && t->val_data)
-		errx(2, "--val-data with --expert-parallel: a rank holds only "
-		    "its experts (validate the merged checkpoint with "
-		    "vlm-eval)");
 	if (vlm_optim_init_shard(&t->opt, &t->m, t->frozen, q, P) < 0)
 		return -1;
 	if (!t->resume)
@@ -397,11 +391,15 @@ train_dist_backward(struct train *t, float *grad)
 	be->upload(gls, &g, sizeof(float));
 }
 
-/* The step's gradient (n floats) summed over the ranks. */
+/* The step's gradient (n floats) summed over the ranks; with sharded
+ * experts and --grad-clip, clipped by the global norm: the whole
+ * parameters' part (the same on every rank) counted once, every rank's
+ * experts' summed, so that every rank scales by the same factor. */
 void
 train_dist_grads(struct train *t, float *grad, int64_t n)
 {
 	struct train_dist *d = t->dist;
+	double whole, ex;
 
 	if (!d)
 		return;
@@ -411,6 +409,81 @@ train_dist_grads(struct train *t, float *grad, int64_t n)
 	    VLM_COMM_SUM) < 0)
 		dist_die(t, vlm_errmsg());
 	d->steps++;
+	if (train_dist_shards(t) == 1 || t->opt.clip <= 0)
+		return; /* vlm_optim_step clips the whole gradient */
+	vlm_optim_sumsq(&t->opt, grad, &whole, &ex);
+	if (d->comm.ops->allreduce(&d->comm, &ex, 1, VLM_COMM_F64,
+	    VLM_COMM_SUM) < 0)
+		dist_die(t, vlm_errmsg());
+	vlm_optim_clip_norm(&t->opt, grad, sqrt(whole + ex));
+}
+
+/* Validation with the experts split: the whole model runs on every rank,
+ * every rank's experts gathered into each rank's slab (all = 1), the
+ * others' let go again after (all = 0); those bytes are not a step's. */
+void
+train_dist_val_experts(struct train *t, int all)
+{
+	struct train_dist *d = t->dist;
+	struct vlm_model *m = &t->m;
+	uint64_t b0;
+
+	if (train_dist_shards(t) == 1)
+		return;
+	if (!all) {
+		vlm_model_drop_others(m, d->rank, d->P);
+		return;
+	}
+	b0 = d->comm.bytes;
+	for (int i = 0; i < m->nparams; i++) {
+		const struct vlm_param *p = &m->params[i];
+		int64_t lo, n;
+		float *own;
+		if (!vlm_param_experts(m, i))
+			continue;
+		vlm_param_held(m, i, d->rank, d->P, &lo, &n);
+		own = host_alloc(t, n); /* the send buffer may not overlap */
+		memcpy(own, m->w + p->off + lo, n * sizeof(float));
+		if (d->comm.ops->allgather(&d->comm, own, m->w + p->off, n *
+		    sizeof(float)) < 0)
+			dist_die(t, vlm_errmsg());
+		free(own);
+	}
+	d->bytes0 += d->comm.bytes - b0;
+}
+
+/* After validation on every rank (experts split): rc (0 or -1) and the
+ * n figures r of each rank to rank 0; a rank that failed ends every
+ * rank with its message, rank 0 warns of figures that differ from its
+ * own (they should not: the same weights, the same forward). */
+void
+train_dist_val_agree(struct train *t, int rc, const double *r, int n)
+{
+	struct train_dist *d = t->dist;
+	double *all, *mine;
+
+	if (train_dist_shards(t) == 1)
+		return;
+	mine = host_alloc(t, 2 * ((size_t)n + 1)); /* doubles */
+	all = host_alloc(t, 2 * ((size_t)n + 1) * d->P);
+	mine[0] = rc;
+	memcpy(mine + 1, r, n * sizeof(double));
+	if (d->comm.ops->allgather(&d->comm, mine, all, (n + 1) *
+	    sizeof(double)) < 0)
+		dist_die(t, vlm_errmsg());
+	d->bytes0 += (n + 1) * sizeof(double);
+	if (rc < 0)
+		dist_die(t, vlm_errmsg());
+	for (int q = 1; q < d->P; q++) {
+		const double *o = all + (size_t)q * (n + 1);
+		if (o[0] < 0)
+			exit(1); /* rank q says why */
+		if (d->rank == 0 && memcmp(o + 1, r, n * sizeof(double)))
+			warnx("validation: rank %d's figures differ from rank "
+			    "0's", q);
+	}
+	free(mine);
+	free(all);
 }
 
 /* The signal any rank caught (the largest number), so that every rank

@@ -74,11 +74,16 @@ train_val(struct train *t, double r[2 * VLM_RECALL_NK])
 	float *img = malloc((size_t)p->nimages * D * sizeof(float));
 	float *txt = malloc((size_t)p->n * D * sizeof(float));
 
+	train_dist_val_experts(t, 1); /* experts split: every rank's */
 	if (img && txt && embed(t, 0, t->val_px, p->nimages, img) == 0 &&
 	    embed(t, 1, t->val_ids, p->n, txt) == 0)
 		rc = vlm_metrics_retrieval(r, r + VLM_RECALL_NK, img,
 		    p->nimages, txt, p->n, p->image_id, D);
+	else if (!img || !txt)
+		vlm_error("out of memory for the validation embeddings");
+	train_dist_val_experts(t, 0);
 	free(img);
 	free(txt);
+	train_dist_val_agree(t, rc, r, 2 * VLM_RECALL_NK);
 	return rc;
 }

@@ -170,6 +170,8 @@ void train_dist_backward(struct train *t, float *grad);
 void train_dist_grads(struct train *t, float *grad, int64_t n);
 int train_dist_signal(struct train *t, int sig);
 void train_dist_agree(struct train *t, int rc);
+void train_dist_val_experts(struct train *t, int all);
+void train_dist_val_agree(struct train *t, int rc, const double *r, int n);
 void train_dist_finish(struct train *t);
 /* cmd/train-qa.c: --qa, question answering with a fusion model */
 int train_qa_init(struct train *t);

@@ -462,14 +462,25 @@ step(struct train *t, struct vlm_loss *L)
 	train_sources_step(t);
 }
 
-/* After a step: progress, validation when due, a metrics line when due. */
-static void
-report(struct train *t, const struct vlm_loss *L, double rate, double *last)
+/* Validation due after this step: every --val-every steps and at the
+ * end (stop: the signal every rank stops for), the same on every rank. */
+static int
+val_due(const struct train *t, int stop)
 {
 	int64_t s = t->st.step;
-	int end = s == t->o.steps || s == t->stop_at || stop_signal;
-	int val = t->val_data && (end || (t->val_every && s % t->val_every ==
-	    0));
+
+	return t->val_data && (s == t->o.steps || s == t->stop_at || stop ||
+	    (t->val_every && s % t->val_every == 0));
+}
+
+/* After a step: progress, validation when due, a metrics line when due. */
+static void
+report(struct train *t, const struct vlm_loss *L, double rate, double *last,
+    int stop)
+{
+	int64_t s = t->st.step;
+	int end = s == t->o.steps || s == t->stop_at || stop;
+	int val = val_due(t, stop);
 	double recall[2 * VLM_RECALL_NK];
 
 	train_progress(t, L, rate);
@@ -516,6 +527,7 @@ main(int argc, char **argv)
 	double t0, last;
 	int64_t first, saved;
 	int stop = 0; /* the signal every rank stops for (one: this one's) */
+	double recall[2 * VLM_RECALL_NK];
 
 	signal(SIGXFSZ, SIG_IGN); /* past ulimit -f: EFBIG, not death */
 	vlm_blas_setup(argc, argv);
@@ -546,7 +558,10 @@ main(int argc, char **argv)
 			stop_signal = stop; /* report() logs the last step */
 		if (t.metrics)
 			report(&t, &L, (t.st.step - first) *
-			    (double)t.o.batch * t.accum / (now() - t0), &last);
+			    (double)t.o.batch * t.accum / (now() - t0), &last,
+			    stop);
+		else if (train_dist_shards(&t) > 1 && val_due(&t, stop))
+			train_val(&t, recall); /* with rank 0's (experts split) */
 		if (t.save_every && t.st.step % t.save_every == 0) {
 			checkpoint(&t);
 			saved = t.st.step;

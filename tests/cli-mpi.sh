@@ -7,6 +7,8 @@
 # routing choices (logged during training and of the trained models),
 # also with the experts split over the ranks (--expert-parallel 2, E = 4:
 # each rank holds its experts and writes its shard of the checkpoint,
+# --grad-clip by the norm over every rank's experts, --val-data on every
+# rank with every expert gathered equal to one process's,
 # vlm-convert merge joins them; stopped and resumed it equals an
 # uninterrupted run bit for bit; a one-file model starts it; with 16
 # experts rank 0 peaks lower than data parallel's),
@@ -128,6 +130,22 @@ check "every token's choice agrees" "awk -F'\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
     c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
     END { exit !(n > 0 && !bad) }' $T/out"
+# --grad-clip with sharded experts: the norm of the whole parameters'
+# gradient (counted once) and every rank's experts', the same clip
+# factor on every rank; 0.05 clips (the clipped run differs from the
+# unclipped one)
+GC="--data $P $SMALL $E4 -j 1 -n 4 --grad-clip 0.05"
+ok "--grad-clip: one process" "$TR" $GC -o "$T/g1"
+ok "--grad-clip: 2 ranks, --expert-parallel 2" $MR "$TR" $GC -o "$T/g2" \
+    --expert-parallel 2
+ok "--grad-clip, expert parallel: merged" $CV merge "$T/g2/latest" \
+    -o "$T/g2.st"
+fails "--grad-clip 0.05 clips (differs from no clip)" 1 $DIFF \
+    "$T/e1/latest/model.safetensors" "$T/g1/latest/model.safetensors" 1e-3
+sed 's/^/# /' "$T/out"
+ok "--grad-clip, expert parallel: parameters equal to 1e-5" $DIFF \
+    "$T/g1/latest/model.safetensors" "$T/g2.st" 1e-5
+sed 's/^/# /' "$T/out"
 # frozen parameters: the gradients packed (here, one tower, all but the
 # image-only ones and the logit scale left out: the frozen experts get
 # none), the logit scale's at its packed place
@@ -204,10 +222,27 @@ ok "LoRA E=4: 2 ranks, --expert-parallel 2" $MR "$TR" $FT -j 1 -n 3 \
 ok "LoRA, expert parallel: parameters equal to 1e-5" $DIFF \
     "$T/l1/latest/model.safetensors" "$T/l2/latest/model.safetensors" 1e-5
 sed 's/^/# /' "$T/out"
-fails "--val-data with --expert-parallel 2 is refused" 2 $MR "$TR" \
-    --data "$P" --val-data "$P" $SMALL $E4 -n 1 -o "$T/e4" \
-    --expert-parallel 2
-check "saying why" "grep -q 'a rank holds only its experts' $T/err"
+# --val-data with the experts split: every rank gathers every expert for
+# the validation forward (the whole model), rank 0 compares the ranks'
+# figures (a warning when they differ); the same as one process's
+VD="--data $P --val-data $P --val-every 2 $SMALL $E4 -j 1 -n 4"
+ok "--val-data: one process" "$TR" $VD -o "$T/v1"
+ok "--val-data: 2 ranks, --expert-parallel 2" env VLM_DIST_STDERR=all \
+    $MR "$TR" $VD -o "$T/v2" --expert-parallel 2
+check "--val-data: every rank's validation figures the same" \
+    "! grep -q 'figures differ' $T/err"
+check "--val-data: logged at steps 2 and 4, equal to one process's (1e-5)" \
+    "/usr/bin/python3 -c '
+import json, sys
+a, b = ([{k: v for k, v in json.loads(l).items()
+    if k.startswith(\"val_\") or k == \"step\"}
+    for l in open(f)] for f in sys.argv[1:])
+a, b = ([x for x in r if len(x) > 1] for r in (a, b))
+assert [x[\"step\"] for x in a] == [x[\"step\"] for x in b] == [2, 4]
+for x, y in zip(a, b):
+    assert x.keys() == y.keys() and len(x) == 7
+    assert all(abs(x[k] - y[k]) <= 1e-5 * abs(x[k]) for k in x)
+' $T/v1/metrics.jsonl $T/v2/metrics.jsonl"
 fails "--expert-parallel 2 in one process is refused" 2 "$TR" --data "$P" \
     $SMALL $E4 -n 1 -o "$T/e3" --expert-parallel 2
 check "saying why" "grep -q 'run it as 2 ranks' $T/err"

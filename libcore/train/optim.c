@@ -79,7 +79,7 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
 
 	assert(o->be && o->m && o->v); /* vlm_optim_init first */
 	assert(o->pack.nparams == m->nparams);
-	if (o->clip > 0)
+	if (o->clip > 0 && !o->pack.lo) /* a sharded one: the caller's */
 		norm = o->be->grad_clip(grad, o->pack.n, o->clip);
 	o->step++;
 	for (int i = 0; i < m->nparams; i++) {
@@ -98,4 +98,28 @@ vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
 		m->w[m->logit_scale] = fminf(fmaxf(m->w[m->logit_scale], 0),
 		    logf(100));
 	return norm;
+}
+
+void
+vlm_optim_sumsq(const struct vlm_optim *o, const float *grad, double *whole,
+    double *experts)
+{
+	/* the clip kernel with no cap: the norm, grad left as it is */
+	double w = o->be->grad_clip((float *)grad, o->pack.nrep,
+	    0);
+	double e = o->be->grad_clip((float *)grad + o->pack.nrep,
+	    o->pack.n -
+	    o->pack.nrep, 0);
+
+	*whole = w * w, *experts = e * e;
+}
+
+float
+vlm_optim_clip_norm(const struct vlm_optim *o, float *grad, double norm)
+{
+	float coef = (float)(o->clip / (norm + 1e-6)); /* as the kernel */
+
+	for (int64_t i = 0; o->clip > 0 && coef < 1.0f && i < o->pack.n; i++)
+		grad[i] *= coef;
+	return (float)norm;
 }

@@ -34,8 +34,9 @@ void vlm_optim_defaults(struct vlm_optim *o);
 int vlm_optim_init(struct vlm_optim *o, const struct vlm_model *m,
     const uint8_t *frozen);
 /* The same for rank q of P holding its share of the experts
- * (vlm_pack_init_shard): moments of what it holds; clipping by the norm
- * is refused (the norm spans the ranks). */
+ * (vlm_pack_init_shard): moments of what it holds. The norm to clip by
+ * spans the ranks: vlm_optim_step does not clip such a gradient, the
+ * caller clips it first (vlm_optim_sumsq, vlm_optim_clip_norm). */
 int vlm_optim_init_shard(struct vlm_optim *o, const struct vlm_model *m,
     const uint8_t *frozen, int q, int P);
 void vlm_optim_release(struct vlm_optim *o);
@@ -44,6 +45,17 @@ void vlm_optim_release(struct vlm_optim *o);
  * gradient norm before clipping (0 if clip is off). */
 float vlm_optim_step(struct vlm_optim *o, struct vlm_model *m, float *grad,
     float lr);
+/* A sharded gradient's (pack.lo set) sums of squares: of the whole
+ * parameters' part (grad[0, pack.nrep), the same on every rank once
+ * all-reduced) into *whole, of this rank's experts' into *experts; the
+ * global norm is sqrt(whole + the ranks' experts summed). */
+void vlm_optim_sumsq(const struct vlm_optim *o, const float *grad,
+    double *whole, double *experts);
+/* grad (pack.n) scaled by clip_grad_norm_'s factor o->clip / (norm +
+ * 1e-6) when that is under 1, norm the global gradient norm; returns
+ * norm. */
+float vlm_optim_clip_norm(const struct vlm_optim *o, float *grad,
+    double norm);
 
 /* ---- data sources, the adaptive sampler (train/sampler.c) ---------------- */
 
