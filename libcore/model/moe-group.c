@@ -6,11 +6,9 @@
  * texts in a one-tower model) the tokens of every example in order, that
  * is rank 0's tokens of the segment, then rank 1's, ... Here every rank
  * rebuilds that group: the router outputs (z, p, g) of its tokens are
- * all-gathered, the noise is drawn from the run's generator (the same
- * stream as one process, indexed by group position: each rank computes
- * its own tokens' draws and steps the generator past the others', whose
- * noise comes with their z, p, g for the load loss), and the backend's
- * routing kernel makes the
+ * all-gathered, the noise is drawn for the whole group from the run's
+ * generator (the same stream as one process, indexed by group position;
+ * every rank draws it), and the backend's routing kernel makes the
  * group's decisions (top-K, capacity from the group's token count, batch
  * priority order). Each rank keeps its own tokens' choices, places them
  * in its own dispatch buffer (slots counted per rank: an expert's rows
@@ -49,8 +47,8 @@ struct vlm_grp {
 	int *counts;              /* (4P) every rank's tokens per pool, seg */
 	struct grp_map map[3][2]; /* [stack][pool] */
 	struct grp_layer *lay;
-	float *send, *recv;       /* host (Smax,4E) (P*Smax,4E) */
-	float *hz;                /* host (P*Smax, 4E): z, p, g, noise */
+	float *send, *recv;       /* host (Smax,3E) (P*Smax,3E) */
+	float *hz;                /* host (P*Smax, 3E): z, p, g or noise */
 	int32_t *hidx, *hfill;    /* host (P*Smax,K) (E) */
 	uint8_t *hkeep;
 	float *hw, *hval;
@@ -118,54 +116,38 @@ vlm_grp_map(struct vlm_run *r, struct stack *st)
 	}
 }
 
-/* Step r past n vlm_rng_normal draws: two uniforms, one u64 each. */
-static void
-skip_normals(struct vlm_rng *r, int n)
-{
-	for (int i = 0; i < 2 * n; i++)
-		vlm_rng_u64(r);
-}
-
-/* The group's noise, Sg*E draws in group order: mine into ma->eps, the
- * other ranks' tokens' stepped over (grp_gather brings them). */
+/* The group's noise: Sg*E draws in group order, mine into ma->eps. */
 static const float *
 grp_noise(struct vlm_run *r, const struct vlm_config *c, struct moe_acts *ma,
     struct grp_layer *L)
 {
 	struct vlm_grp *gr = r->grp;
-	int E = c->moe.experts, Sg = L->map->Sg, Smax = L->map->Smax;
-	int me = gr->c->rank;
+	int E = c->moe.experts, Sg = L->map->Sg;
 	double sd = c->moe.noise / E;
 
 	if (!r->train || sd <= 0)
 		return NULL;
-	for (int gp = 0; gp < Sg; gp++) {
-		float *e = ma->heps + (size_t)(L->map->from[gp] % Smax) * E;
-		if (L->map->from[gp] / Smax != me) {
-			skip_normals(&r->rng, E);
-			continue;
-		}
-		for (int j = 0; j < E; j++)
-			e[j] = (float)(sd * vlm_rng_normal(&r->rng));
-	}
+	for (int64_t i = 0; i < (int64_t)Sg * E; i++)
+		gr->hz[i] = (float)(sd * vlm_rng_normal(&r->rng));
+	for (int i = 0; i < ma->S; i++)
+		memcpy(ma->heps + (size_t)i * E, gr->hz + (size_t)L->map->pos[i] *
+		    E, E * sizeof(float));
+	r->be->upload(L->eps, gr->hz, (size_t)Sg * E * sizeof(float));
 	r->be->upload(ma->eps, ma->heps, (size_t)ma->S * E * sizeof(float));
 	return ma->eps;
 }
 
-/* z, p, g (and the noise eps, when drawn) of every rank's tokens into
- * the layer's group arrays. */
+/* z, p, g of every rank's tokens into the layer's group arrays. */
 static int
 grp_gather(struct vlm_run *r, struct moe_acts *ma, struct grp_layer *L,
-    int E, const float *eps)
+    int E)
 {
 	struct vlm_grp *gr = r->grp;
 	const struct vlm_backend *be = r->be;
-	float *src[4] = { ma->z, ma->p, ma->g, ma->eps };
-	float *dst[4] = { L->z, L->p, L->g, L->eps };
-	int nf = eps ? 4 : 3;
-	size_t W = nf * (size_t)E, Smax = L->map->Smax;
+	float *src[3] = { ma->z, ma->p, ma->g }, *dst[3] = { L->z, L->p, L->g };
+	size_t W = 3 * (size_t)E, Smax = L->map->Smax;
 
-	for (int k = 0; k < nf; k++) { /* (S, E) each into (S, nf E) */
+	for (int k = 0; k < 3; k++) { /* (S, E) each into (S, 3E) */
 		be->download(gr->hz, src[k], (size_t)ma->S * E * sizeof(float));
 		for (int i = 0; i < ma->S; i++)
 			memcpy(gr->send + i * W + k * E, gr->hz + (size_t)i * E,
@@ -174,7 +156,7 @@ grp_gather(struct vlm_run *r, struct moe_acts *ma, struct grp_layer *L,
 	if (gr->c->ops->allgather(gr->c, gr->send, gr->recv, Smax * W *
 	    sizeof(float)) < 0)
 		return grp_fail(r);
-	for (int k = 0; k < nf; k++) {
+	for (int k = 0; k < 3; k++) {
 		for (int gp = 0; gp < L->map->Sg; gp++)
 			memcpy(gr->hz + (size_t)gp * E, gr->recv +
 			    L->map->from[gp] * W + k * E, E * sizeof(float));
@@ -229,14 +211,12 @@ vlm_grp_route(struct vlm_run *r, const struct vlm_model *m,
 	struct grp_layer *L = &gr->lay[ma->grp];
 	int E = c->moe.experts, K = c->moe.top_k, Sg = L->map->Sg, C;
 	float cf = r->train ? c->moe.cf_train : c->moe.cf_eval;
-	const float *eps;
 
 	if (gr->failed) /* keep going: vlm_grp_check reports it */
 		return;
-	eps = grp_noise(r, c, ma, L);
-	r->be->router_fwd(ma->z, ma->p, ma->g, ma->xs, router_w, eps, ma->S,
-	    D, E);
-	if (grp_gather(r, ma, L, E, eps) < 0)
+	r->be->router_fwd(ma->z, ma->p, ma->g, ma->xs, router_w,
+	    grp_noise(r, c, ma, L), ma->S, D, E);
+	if (grp_gather(r, ma, L, E) < 0)
 		return;
 	/* one process: capacity of the group, up to its planned slots */
 	C = cf <= 0 ? Sg : vlm_moe_capacity(Sg, E, K, cf,
@@ -438,7 +418,7 @@ vlm_run_route_group(struct vlm_run *r, const struct vlm_model *m,
     struct vlm_comm *c)
 {
 	struct vlm_grp *gr;
-	size_t most = 0, G, W = 4 * (size_t)m->cfg.moe.experts;
+	size_t most = 0, G, W = 3 * (size_t)m->cfg.moe.experts;
 	int K = m->cfg.moe.top_k, E = m->cfg.moe.experts;
 
 	if (c->size != r->gsize)
