@@ -45,6 +45,9 @@ struct vlm_comm {
 	int rank, size;      /* e.g. 0, 2 */
 	double timeout;      /* seconds a collective may wait, e.g. 600 */
 	uint64_t bytes;      /* payload this rank handed to collectives */
+	uint64_t ncoll;      /* collectives waited for */
+	uint64_t naps;       /* sleeps while waiting for them */
+	double wait;         /* seconds spent waiting for them */
 	void *impl;
 };
 
