@@ -177,3 +177,29 @@ eval_embed_texts(const struct vlm_model *m, const char *name,
 	free(tok);
 	return rc;
 }
+
+int64_t
+eval_embed_pairs(const struct vlm_model *m, const char *name,
+    const struct vlm_pairs *p, int batch, float *img, unsigned char *ok,
+    float *txt)
+{
+	char **paths = malloc(p->nimages * sizeof(*paths));
+	struct vlm_blob *blobs = p->blobs ? malloc(p->nimages *
+	    sizeof(*blobs)) : NULL;
+	int64_t bad;
+
+	if (!paths || (p->blobs && !blobs))
+		errx(1, "out of memory");
+	for (int i = 0; i < p->nimages; i++) {
+		paths[i] = p->paths[p->image_row[i]];
+		if (blobs)
+			blobs[i] = p->blobs[p->image_row[i]];
+	}
+	bad = eval_embed_images(m, paths, blobs, p->nimages, batch, img, ok);
+	if (bad >= 0 && eval_embed_texts(m, name, p->captions, p->n, batch,
+	    txt) < 0)
+		bad = -1;
+	free(paths);
+	free(blobs);
+	return bad;
+}

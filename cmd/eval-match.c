@@ -149,7 +149,6 @@ evaluate(struct match *a, const struct vlm_model *m, int *failed)
 {
 	const struct vlm_pairs *p = &a->p;
 	struct eval_fusion f;
-	char **paths = malloc(p->nimages * sizeof(*paths));
 	unsigned char *ok = malloc(p->nimages);
 	float *ie = malloc((size_t)p->nimages * m->cfg.embed_dim * 4);
 	float *te = malloc((size_t)p->n * m->cfg.embed_dim * 4);
@@ -160,15 +159,11 @@ evaluate(struct match *a, const struct vlm_model *m, int *failed)
 	int64_t bad;
 	int n = -1;
 
-	if (!paths || !ok || !ie || !te || !pi || !pt || !tq || !s)
+	if (!ok || !ie || !te || !pi || !pt || !tq || !s)
 		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++)
-		paths[i] = p->paths[p->image_row[i]];
 	if (eval_fusion_begin(&f, m, p->nimages, p->n, a->c.batch) == 0) {
-		if ((bad = eval_embed_images(m, paths, NULL, p->nimages,
-		    a->c.batch, ie, ok)) >= 0 && eval_embed_texts(m,
-		    a->c.model, p->captions, p->n, a->c.batch, te) == 0 &&
-		    (n = make_pairs(a, ok, pi, pt, tq)) > 0 &&
+		if ((bad = eval_embed_pairs(m, a->c.model, p, a->c.batch, ie,
+		    ok, te)) >= 0 && (n = make_pairs(a, ok, pi, pt, tq)) > 0 &&
 		    eval_fusion_score(&f, 3 * (int64_t)n, pi, pt, s, NULL) == 0 &&
 		    (!a->scores || write_scores(a, n, pi, pt, s) == 0))
 			report(a, n, s);
@@ -177,7 +172,6 @@ evaluate(struct match *a, const struct vlm_model *m, int *failed)
 		*failed |= bad != 0;
 		eval_fusion_end(&f);
 	}
-	free(paths);
 	free(ok);
 	free(ie);
 	free(te);

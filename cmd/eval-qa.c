@@ -128,7 +128,6 @@ evaluate(struct qa *q, const struct vlm_model *m, int *failed)
 	struct eval_report rep = { .dataset = q->pairs, .model = q->c.model,
 	    .task = "question_answering" };
 	struct eval_fusion f;
-	char **paths = malloc(p->nimages * sizeof(*paths));
 	unsigned char *ok = malloc(p->nimages);
 	float *ie = malloc((size_t)p->nimages * m->cfg.embed_dim * 4);
 	float *te = malloc((size_t)p->n * m->cfg.embed_dim * 4);
@@ -139,17 +138,14 @@ evaluate(struct qa *q, const struct vlm_model *m, int *failed)
 	int64_t bad = -1, right = 0, n = 0;
 	int rc = -1;
 
-	if (!paths || !ok || !ie || !te || !s || !pi || !pt || !ans)
+	if (!ok || !ie || !te || !s || !pi || !pt || !ans)
 		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++)
-		paths[i] = p->paths[p->image_row[i]];
 	if (m->cfg.fusion.answers != q->A)
 		warnx("'%s': a QA head of %d classes, '%s' lists %d",
 		    q->c.model, m->cfg.fusion.answers, q->answers, q->A);
 	else if (eval_fusion_begin(&f, m, p->nimages, p->n, q->c.batch) == 0) {
-		if ((bad = eval_embed_images(m, paths, NULL, p->nimages,
-		    q->c.batch, ie, ok)) >= 0 && eval_embed_texts(m,
-		    q->c.model, p->captions, p->n, q->c.batch, te) == 0) {
+		if ((bad = eval_embed_pairs(m, q->c.model, p, q->c.batch, ie,
+		    ok, te)) >= 0) {
 			for (int t = 0; t < p->n; t++)
 				if (ok[p->image_id[t]])
 					pi[n] = p->image_id[t], pt[n++] = t;
@@ -167,7 +163,6 @@ evaluate(struct qa *q, const struct vlm_model *m, int *failed)
 		eval_report_add(&rep, "qa_blind", baseline(q, 1));
 		eval_report_print(&rep, q->c.json);
 	}
-	free(paths);
 	free(ok);
 	free(ie);
 	free(te);

@@ -106,6 +106,12 @@ extern int32_t *eval_stream_len;
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,
     char *const *texts, int64_t n, int batch, float *out);
+/* Both for a pairs file: its images into img (nimages, embed_dim) and
+ * ok as eval_embed_images, its captions into txt (n, embed_dim). The
+ * images' failures, or -1. */
+int64_t eval_embed_pairs(const struct vlm_model *m, const char *name,
+    const struct vlm_pairs *p, int batch, float *img, unsigned char *ok,
+    float *txt);
 /*
  * row[i] := the row of e whose id names paths[i] (-1: none). An id
  * names a path when they are equal or one ends with "/" and the other
