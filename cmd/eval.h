@@ -106,6 +106,10 @@ extern int32_t *eval_stream_len;
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,
     char *const *texts, int64_t n, int batch, float *out);
+/* The paths of a pairs file's nimages images (image_row order) and, blobs
+ * not NULL, their shard blobs into *blobs (NULL for a pairs file without
+ * shards); malloc'ed arrays of p's strings, exits when out of memory. */
+char **eval_pairs_images(const struct vlm_pairs *p, struct vlm_blob **blobs);
 /* Both for a pairs file: its images into img (nimages, embed_dim) and
  * ok as eval_embed_images, its captions into txt (n, embed_dim). The
  * images' failures, or -1. */
