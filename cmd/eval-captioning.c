@@ -156,9 +156,7 @@ eval_captioning(int argc, char **argv)
 		warnx("%s", vlm_errmsg());
 		return 1;
 	}
-	for (int i = 0; i < p.nbadmsg; i++)
-		warnx("%s", p.bad[i]);
-	failed = p.nbad > 0;
+	failed = cmd_pairs_warn(&p, refs);
 	if (!(hyp = calloc(p.nimages + 1, sizeof(*hyp))))
 		errx(1, "out of memory");
 	if (hyps_load(&h, hname, &failed) == 0 &&

@@ -103,14 +103,9 @@ load_pairs(struct ret *r, int *failed)
 		warnx("%s", vlm_errmsg());
 		return -1;
 	}
-	for (int i = 0; i < p->nbadmsg; i++)
-		warnx("%s", p->bad[i]);
 	if (r->wds)
 		r->pairs = r->wds; /* the data set's name from here on */
-	if (p->nbad > p->nbadmsg)
-		warnx("'%s': %d more bad rows", r->pairs, p->nbad -
-		    p->nbadmsg);
-	*failed |= p->nbad > 0;
+	*failed |= cmd_pairs_warn(p, r->pairs);
 	if (p->n > 0)
 		return 0;
 	warnx("'%s': no pairs", r->pairs);
