@@ -147,6 +147,22 @@ struct eval_report {
 };
 void eval_report_add(struct eval_report *r, const char *name, double v);
 void eval_report_print(const struct eval_report *r, int json);
+/* A classifier's per-class results, held for its report. */
+struct eval_cls {
+	double *recall;  /* (C) */
+	int64_t *cm;     /* (C, C) confusion counts */
+};
+/*
+ * Add to r the top-1 and top-5 accuracy and the mean per-class recall of
+ * logits (s->n, C) against s's labels as names[0..2], and with
+ * --per-class the per-class tables of the classes (names), held in k
+ * until eval_cls_release. 0, or -1 after a warning.
+ */
+int eval_report_cls(struct eval_report *r, struct eval_cls *k,
+    const struct eval_common *o, const char *const names[3],
+    const float *logits, const struct eval_set *s, int C,
+    char *const *classes);
+void eval_cls_release(struct eval_cls *k);
 /* The "model" key of an embeddings file's metadata (malloc'ed), or NULL. */
 char *eval_meta_model(const struct vlm_emb *e);
 
