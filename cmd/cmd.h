@@ -72,6 +72,10 @@ int convert_shard(int argc, char **argv);
 /* A preset name or a config JSON file into c. */
 struct vlm_config;
 int cmd_config(struct vlm_config *c, const char *spec);
+/* Warn the bad rows of a pairs file (name) read into p: the messages
+ * kept, and how many more there were. 1 if it had any, else 0. */
+struct vlm_pairs;
+int cmd_pairs_warn(const struct vlm_pairs *p, const char *name);
 /* The mean of the number key over the entries of a metrics line's "moe"
  * array (its MoE layers), NaN when none has it. */
 struct json_t;

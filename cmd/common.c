@@ -221,3 +221,13 @@ cmd_moe_mean(json_t *line, const char *key)
 			sum += json_number_value(v), n++;
 	return n ? sum / n : NAN;
 }
+
+int
+cmd_pairs_warn(const struct vlm_pairs *p, const char *name)
+{
+	for (int i = 0; i < p->nbadmsg; i++)
+		warnx("%s", p->bad[i]);
+	if (p->nbad > p->nbadmsg)
+		warnx("'%s': %d more bad rows", name, p->nbad - p->nbadmsg);
+	return p->nbad > 0;
+}

@@ -165,9 +165,7 @@ from_pairs(struct shard *s)
 
 	if (vlm_pairs_load(&p, s->in, NULL) < 0)
 		return -1;
-	for (int i = 0; i < p.nbadmsg; i++)
-		warnx("%s", p.bad[i]);
-	s->failed |= p.nbad > 0;
+	s->failed |= cmd_pairs_warn(&p, s->in);
 	for (int i = 0; rc == 0 && !s->group && i < p.n; i++)
 		rc = add(s, p.paths[i], "txt", p.captions[i]);
 	for (int g = 0; rc == 0 && s->group && g < p.nimages; g++) {

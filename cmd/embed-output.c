@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <math.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
@@ -116,21 +115,12 @@ embed_out_abort(struct embed_out *o)
 	vlm_error("%s", msg);
 }
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 void
 embed_progress_init(struct embed_progress *p, int on, const char *unit,
     int64_t total)
 {
 	*p = (struct embed_progress){ .on = on, .unit = unit, .total = total };
-	p->t0 = p->last = now();
+	p->t0 = p->last = vlm_now();
 }
 
 /* Redraw at most 5 times a second: count, rate, and ETA when known. */
@@ -158,7 +148,7 @@ embed_progress_add(struct embed_progress *p, int64_t k)
 	double t;
 
 	p->n += k;
-	if (p->on && (t = now()) - p->last >= 0.2)
+	if (p->on && (t = vlm_now()) - p->last >= 0.2)
 		draw(p, t);
 }
 
@@ -175,6 +165,6 @@ embed_progress_end(struct embed_progress *p)
 {
 	if (!p->on)
 		return;
-	draw(p, now());
+	draw(p, vlm_now());
 	fputc('\n', stderr);
 }

@@ -78,14 +78,12 @@ match(const struct vlm_pairs *p, const struct hyps *h, const char *hname,
     char **hyp, int *failed)
 {
 	struct vlm_emb e = { .n = h->n, .ids = h->path };
-	char **paths = malloc(p->nimages * sizeof(*paths));
+	char **paths = eval_pairs_images(p, NULL);
 	int64_t *row = malloc(p->nimages * sizeof(*row)), used = 0;
 	int rc = -1;
 
-	if (!paths || !row)
+	if (!row)
 		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++)
-		paths[i] = p->paths[p->image_row[i]];
 	if (eval_match_ids(&e, hname, paths, p->nimages, row) == 0) {
 		for (int i = 0; i < p->nimages; i++) {
 			hyp[i] = row[i] < 0 ? NULL : h->text[row[i]];
@@ -158,9 +156,7 @@ eval_captioning(int argc, char **argv)
 		warnx("%s", vlm_errmsg());
 		return 1;
 	}
-	for (int i = 0; i < p.nbadmsg; i++)
-		warnx("%s", p.bad[i]);
-	failed = p.nbad > 0;
+	failed = cmd_pairs_warn(&p, refs);
 	if (!(hyp = calloc(p.nimages + 1, sizeof(*hyp))))
 		errx(1, "out of memory");
 	if (hyps_load(&h, hname, &failed) == 0 &&

@@ -178,23 +178,34 @@ eval_embed_texts(const struct vlm_model *m, const char *name,
 	return rc;
 }
 
+char **
+eval_pairs_images(const struct vlm_pairs *p, struct vlm_blob **blobs)
+{
+	size_t n = p->nimages > 0 ? p->nimages : 1;
+	char **paths = malloc(n * sizeof(*paths));
+	struct vlm_blob *b = blobs && p->blobs ? malloc(n * sizeof(*b)) : NULL;
+
+	if (!paths || (blobs && p->blobs && !b))
+		errx(1, "out of memory");
+	for (int i = 0; i < p->nimages; i++) {
+		paths[i] = p->paths[p->image_row[i]];
+		if (b)
+			b[i] = p->blobs[p->image_row[i]];
+	}
+	if (blobs)
+		*blobs = b;
+	return paths;
+}
+
 int64_t
 eval_embed_pairs(const struct vlm_model *m, const char *name,
     const struct vlm_pairs *p, int batch, float *img, unsigned char *ok,
     float *txt)
 {
-	char **paths = malloc(p->nimages * sizeof(*paths));
-	struct vlm_blob *blobs = p->blobs ? malloc(p->nimages *
-	    sizeof(*blobs)) : NULL;
+	struct vlm_blob *blobs;
+	char **paths = eval_pairs_images(p, &blobs);
 	int64_t bad;
 
-	if (!paths || (p->blobs && !blobs))
-		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++) {
-		paths[i] = p->paths[p->image_row[i]];
-		if (blobs)
-			blobs[i] = p->blobs[p->image_row[i]];
-	}
 	bad = eval_embed_images(m, paths, blobs, p->nimages, batch, img, ok);
 	if (bad >= 0 && eval_embed_texts(m, name, p->captions, p->n, batch,
 	    txt) < 0)

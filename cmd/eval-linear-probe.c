@@ -160,37 +160,29 @@ probe(struct lp *p)
 	struct eval_report r = { .dataset = p->test.dir ? p->test.dir :
 	    p->test.emb, .model = p->c.model ? p->c.model : te->model,
 	    .task = "linear_probe" };
+	static const char *const names[3] = { "lp_acc1", "lp_acc5",
+	    "lp_mean_per_class_recall" };
 	struct vlm_linprobe lp;
-	struct vlm_cls_metrics m;
+	struct eval_cls k = { 0 };
 	float *z = malloc((size_t)te->n * p->C * sizeof(*z));
-	double *recall = malloc(p->C * sizeof(*recall));
-	int64_t *cm = malloc((size_t)p->C * p->C * sizeof(*cm));
 	int rc = -1;
 
-	if (!z || !recall || !cm)
+	if (!z)
 		errx(1, "out of memory");
 	o.wd = p->wd;
 	if (vlm_linprobe_fit(&lp, tr->vec, tr->labels, tr->n, tr->dim, p->C,
-	    &o) < 0 || vlm_linprobe_logits(&lp, z, te->vec, te->n) < 0 ||
-	    vlm_metrics_cls(&m, z, te->labels, te->n, p->C, recall, cm) < 0) {
+	    &o) < 0 || vlm_linprobe_logits(&lp, z, te->vec, te->n) < 0)
 		warnx("%s", vlm_errmsg());
-	} else {
-		eval_report_add(&r, "lp_acc1", m.acc1);
-		eval_report_add(&r, "lp_acc5", m.acc5);
-		eval_report_add(&r, "lp_mean_per_class_recall",
-		    m.mean_per_class_recall);
+	else if (eval_report_cls(&r, &k, &p->c, names, z, te, p->C,
+	    p->names) == 0) {
 		eval_report_add(&r, "weight_decay", lp.wd);
 		r.exp[r.n - 1] = 1;
-		if (p->c.per_class)
-			r.nclasses = p->C, r.classes = p->names,
-			r.recall = recall, r.confusion = cm;
 		eval_report_print(&r, p->c.json);
 		rc = 0;
 	}
 	vlm_linprobe_release(&lp);
+	eval_cls_release(&k);
 	free(z);
-	free(recall);
-	free(cm);
 	return rc;
 }
 

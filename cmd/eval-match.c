@@ -194,9 +194,7 @@ eval_match(int argc, char **argv)
 		warnx("%s", vlm_errmsg());
 		return 1;
 	}
-	for (int i = 0; i < a.p.nbadmsg; i++)
-		warnx("%s", a.p.bad[i]);
-	failed |= a.p.nbad > 0;
+	failed |= cmd_pairs_warn(&a.p, a.pairs);
 	if (a.p.n < 1)
 		warnx("'%s': no pairs", a.pairs);
 	else if (eval_model_load(&m, &a.c) == 0) {

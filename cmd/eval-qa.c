@@ -186,9 +186,7 @@ eval_qa(int argc, char **argv)
 	if (vlm_pairs_load(&q.p, q.pairs, NULL) < 0) {
 		warnx("%s", vlm_errmsg());
 	} else {
-		for (int i = 0; i < q.p.nbadmsg; i++)
-			warnx("%s", q.p.bad[i]);
-		failed |= q.p.nbad > 0;
+		failed |= cmd_pairs_warn(&q.p, q.pairs);
 		if (q.p.n > 0 && load_truth(&q) == 0 &&
 		    eval_model_load(&m, &q.c) == 0) {
 			rc = evaluate(&q, &m, &failed) < 0 || failed;

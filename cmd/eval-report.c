@@ -43,6 +43,40 @@ eval_report_add(struct eval_report *r, const char *name, double v)
 	r->values[r->n++] = v;
 }
 
+int
+eval_report_cls(struct eval_report *r, struct eval_cls *k,
+    const struct eval_common *o, const char *const names[3],
+    const float *logits, const struct eval_set *s, int C,
+    char *const *classes)
+{
+	struct vlm_cls_metrics m;
+
+	k->recall = malloc(C * sizeof(*k->recall));
+	k->cm = malloc((size_t)C * C * sizeof(*k->cm));
+	if (!k->recall || !k->cm)
+		errx(1, "out of memory");
+	if (vlm_metrics_cls(&m, logits, s->labels, s->n, C, k->recall,
+	    k->cm) < 0) {
+		warnx("%s", vlm_errmsg());
+		return -1;
+	}
+	eval_report_add(r, names[0], m.acc1);
+	eval_report_add(r, names[1], m.acc5);
+	eval_report_add(r, names[2], m.mean_per_class_recall);
+	if (o->per_class)
+		r->nclasses = C, r->classes = classes, r->recall = k->recall,
+		r->confusion = k->cm;
+	return 0;
+}
+
+void
+eval_cls_release(struct eval_cls *k)
+{
+	free(k->recall);
+	free(k->cm);
+	k->recall = NULL, k->cm = NULL;
+}
+
 char *
 eval_meta_model(const struct vlm_emb *e)
 {

@@ -103,14 +103,9 @@ load_pairs(struct ret *r, int *failed)
 		warnx("%s", vlm_errmsg());
 		return -1;
 	}
-	for (int i = 0; i < p->nbadmsg; i++)
-		warnx("%s", p->bad[i]);
 	if (r->wds)
 		r->pairs = r->wds; /* the data set's name from here on */
-	if (p->nbad > p->nbadmsg)
-		warnx("'%s': %d more bad rows", r->pairs, p->nbad -
-		    p->nbadmsg);
-	*failed |= p->nbad > 0;
+	*failed |= cmd_pairs_warn(p, r->pairs);
 	if (p->n > 0)
 		return 0;
 	warnx("'%s': no pairs", r->pairs);
@@ -139,20 +134,14 @@ images(struct ret *r, const struct vlm_model *m, unsigned char *ok,
     int *dim, int *failed)
 {
 	struct vlm_pairs *p = &r->p;
-	char **paths = malloc(p->nimages * sizeof(*paths));
-	struct vlm_blob *blobs = p->blobs ? malloc(p->nimages *
-	    sizeof(*blobs)) : NULL;
+	struct vlm_blob *blobs;
+	char **paths = eval_pairs_images(p, &blobs);
 	int64_t *row = malloc(p->nimages * sizeof(*row)), k;
 	struct vlm_emb e;
 	float *v = NULL;
 
-	if (!paths || !row || (p->blobs && !blobs))
+	if (!row)
 		errx(1, "out of memory");
-	for (int i = 0; i < p->nimages; i++) {
-		paths[i] = p->paths[p->image_row[i]];
-		if (blobs)
-			blobs[i] = p->blobs[p->image_row[i]];
-	}
 	if (!r->image_emb) {
 		*dim = m->cfg.embed_dim;
 		if (!(v = malloc((size_t)p->nimages * *dim * sizeof(*v))))

@@ -197,32 +197,23 @@ score(struct zs *z, const struct eval_set *s, const float *W, int dim)
 	struct eval_report r = { .dataset = z->images ? z->images :
 	    z->image_emb, .model = z->c.model ? z->c.model : s->model,
 	    .task = "zeroshot_classification" };
-	struct vlm_cls_metrics m;
+	static const char *const names[3] = { "acc1", "acc5",
+	    "mean_per_class_recall" };
+	struct eval_cls k = { 0 };
 	float *logits = malloc((size_t)s->n * z->C * sizeof(*logits));
-	double *recall = malloc(z->C * sizeof(*recall));
-	int64_t *cm = malloc((size_t)z->C * z->C * sizeof(*cm));
 	int rc = -1;
 
-	if (!logits || !recall || !cm)
+	if (!logits)
 		errx(1, "out of memory");
-	if (vlm_zeroshot_logits(logits, s->vec, W, s->n, dim, z->C) < 0 ||
-	    vlm_metrics_cls(&m, logits, s->labels, s->n, z->C, recall,
-	    cm) < 0) {
+	if (vlm_zeroshot_logits(logits, s->vec, W, s->n, dim, z->C) < 0)
 		warnx("%s", vlm_errmsg());
-	} else {
-		eval_report_add(&r, "acc1", m.acc1);
-		eval_report_add(&r, "acc5", m.acc5);
-		eval_report_add(&r, "mean_per_class_recall",
-		    m.mean_per_class_recall);
-		if (z->c.per_class)
-			r.nclasses = z->C, r.classes = z->names,
-			r.recall = recall, r.confusion = cm;
+	else if (eval_report_cls(&r, &k, &z->c, names, logits, s, z->C,
+	    z->names) == 0) {
 		eval_report_print(&r, z->c.json);
 		rc = 0;
 	}
+	eval_cls_release(&k);
 	free(logits);
-	free(recall);
-	free(cm);
 	return rc;
 }
 

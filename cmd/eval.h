@@ -106,6 +106,10 @@ extern int32_t *eval_stream_len;
  * embed_dim), L2-normalised. 0, or -1 after a warning. */
 int eval_embed_texts(const struct vlm_model *m, const char *name,
     char *const *texts, int64_t n, int batch, float *out);
+/* The paths of a pairs file's nimages images (image_row order) and, blobs
+ * not NULL, their shard blobs into *blobs (NULL for a pairs file without
+ * shards); malloc'ed arrays of p's strings, exits when out of memory. */
+char **eval_pairs_images(const struct vlm_pairs *p, struct vlm_blob **blobs);
 /* Both for a pairs file: its images into img (nimages, embed_dim) and
  * ok as eval_embed_images, its captions into txt (n, embed_dim). The
  * images' failures, or -1. */
@@ -143,6 +147,22 @@ struct eval_report {
 };
 void eval_report_add(struct eval_report *r, const char *name, double v);
 void eval_report_print(const struct eval_report *r, int json);
+/* A classifier's per-class results, held for its report. */
+struct eval_cls {
+	double *recall;  /* (C) */
+	int64_t *cm;     /* (C, C) confusion counts */
+};
+/*
+ * Add to r the top-1 and top-5 accuracy and the mean per-class recall of
+ * logits (s->n, C) against s's labels as names[0..2], and with
+ * --per-class the per-class tables of the classes (names), held in k
+ * until eval_cls_release. 0, or -1 after a warning.
+ */
+int eval_report_cls(struct eval_report *r, struct eval_cls *k,
+    const struct eval_common *o, const char *const names[3],
+    const float *logits, const struct eval_set *s, int C,
+    char *const *classes);
+void eval_cls_release(struct eval_cls *k);
 /* The "model" key of an embeddings file's metadata (malloc'ed), or NULL. */
 char *eval_meta_model(const struct vlm_emb *e);
 

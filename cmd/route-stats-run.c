@@ -313,9 +313,7 @@ run_pairs(struct vlm_routes_writer *w, const struct vlm_model *m, int B)
 	if (vlm_pairs_load(&p, rs_pairs, NULL) < 0 || vlm_model_tokenizer(m,
 	    &bpe) < 0 || !(r = vlm_run_new_fusion(m, B, B, B, 0)))
 		goto out;
-	for (int i = 0; i < p.nbadmsg; i++)
-		warnx("%s", p.bad[i]);
-	bad = p.nbad > 0;
+	bad = cmd_pairs_warn(&p, rs_pairs);
 	items.paths = p.paths, lo.n = p.n;
 	if (!(ld = vlm_loader_new(&lo)))
 		goto out;

@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cmd.h"
@@ -218,15 +217,6 @@ checkpoint(struct train *t)
 		errx(1, "%s", vlm_errmsg());
 }
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* A metrics.jsonl line: the weighted losses, as CoCaLoss returns them,
  * the decoder routers' aux loss when on, the validation losses (V) when
  * computed this step. */
@@ -278,7 +268,7 @@ train_coca(struct train *t)
 		errx(1, "%s", vlm_errmsg());
 	if (!(t->metrics = fopen(path, "a")))
 		err(1, "%s", path);
-	t0 = last = now();
+	t0 = last = vlm_now();
 	first = saved = t->st.step;
 	while (t->st.step < t->o.steps && (!t->stop_at || t->st.step <
 	    t->stop_at)) {
@@ -303,9 +293,10 @@ train_coca(struct train *t)
 		    &V) < 0)
 			errx(1, "%s: %s", t->val_data, vlm_errmsg());
 		if (t->st.step % t->log_every == 0 || end || val) {
-			log_line(t, &L, lr, now() - last, (t->st.step - first) *
-			    (double)t->o.batch / (now() - t0), val ? &V : NULL);
-			last = now();
+			log_line(t, &L, lr, vlm_now() - last, (t->st.step -
+			    first) * (double)t->o.batch / (vlm_now() - t0),
+			    val ? &V : NULL);
+			last = vlm_now();
 		}
 		if (t->save_every && t->st.step % t->save_every == 0) {
 			checkpoint(t);

@@ -90,8 +90,7 @@ check_source(struct train *t, struct train_src *s)
 	struct vlm_pairs *p = &s->pairs;
 	int missing = 0, total, need = t->nsrc == 1 ? t->o.batch : 1;
 
-	for (int i = 0; i < p->nbadmsg; i++)
-		warnx("%s", p->bad[i]);
+	cmd_pairs_warn(p, s->path);
 	for (int i = 0; !p->blobs && i < p->n; i++)
 		if (access(p->paths[i], R_OK) < 0) {
 			int64_t k = s->lo + i; /* reported: not again */

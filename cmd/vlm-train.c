@@ -17,7 +17,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #include "cmd.h"
 #include "kernels.h"
@@ -36,15 +35,6 @@ static void
 on_signal(int sig)
 {
 	stop_signal = sig;
-}
-
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 enum { O_LR = 256, O_WD, O_B1, O_B2, O_EPS, O_WARMUP, O_CONST, O_CLIP,
@@ -487,9 +477,9 @@ report(struct train *t, const struct vlm_loss *L, double rate, double *last,
 	if (val && train_val(t, recall) < 0)
 		errx(1, "%s: %s", t->val_data, vlm_errmsg());
 	if (s % t->log_every == 0 || end || val) {
-		train_log(t, L, vlm_lr_at(&t->o, s - 1), now() - *last, rate,
-		    val ? recall : NULL);
-		*last = now();
+		train_log(t, L, vlm_lr_at(&t->o, s - 1), vlm_now() - *last,
+		    rate, val ? recall : NULL);
+		*last = vlm_now();
 	}
 }
 
@@ -549,7 +539,7 @@ main(int argc, char **argv)
 	}
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
-	t0 = last = now();
+	t0 = last = vlm_now();
 	first = saved = t.st.step;
 	while (t.st.step < t.o.steps && !stop &&
 	    (!t.stop_at || t.st.step < t.stop_at)) {
@@ -558,8 +548,8 @@ main(int argc, char **argv)
 			stop_signal = stop; /* report() logs the last step */
 		if (t.metrics)
 			report(&t, &L, (t.st.step - first) *
-			    (double)t.o.batch * t.accum / (now() - t0), &last,
-			    stop);
+			    (double)t.o.batch * t.accum / (vlm_now() - t0),
+			    &last, stop);
 		else if (train_dist_shards(&t) > 1 && val_due(&t, stop))
 			train_val(&t, recall); /* with rank 0's (experts split) */
 		if (t.save_every && t.st.step % t.save_every == 0) {

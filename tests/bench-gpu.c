@@ -18,21 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "kernels.h"
 #include "vlm.h"
 
 static int reps = 3;
-
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Best SGEMM rate (GFLOP/s) of an n^3 product on the device. */
 static double
@@ -46,10 +36,10 @@ gemm_peak(const struct vlm_backend *be, int n)
 	if (!a || !b || !c)
 		return 0;
 	for (int r = 0; r < reps + 2; r++) {
-		double t = now();
+		double t = vlm_now();
 		be->gemm(0, 1, n, n, n, 1, a, n, b, n, 0, c, n);
 		be->sync();
-		t = now() - t;
+		t = vlm_now() - t;
 		if (r && 2.0 * n * n * n / t / 1e9 > best)
 			best = 2.0 * n * n * n / t / 1e9;
 	}
@@ -108,14 +98,14 @@ time_model(const struct vlm_backend *be, struct vlm_model *m, int B,
 		ids[b * T + 9] = m->cfg.vocab - 1;
 	}
 	for (int k = 0; k < reps + 1; k++) {
-		double t = now();
+		double t = vlm_now();
 		if (vlm_forward(r, m, px, train ? ids : NULL) < 0 ||
 		    (train && (vlm_run_loss(r, m, NULL) < 0 ||
 		    vlm_backward(r, m, g) < 0))) {
 			fprintf(stderr, "bench-gpu: %s\n", vlm_errmsg());
 			exit(1);
 		}
-		t = now() - t;
+		t = vlm_now() - t;
 		if (k && t < best)
 			best = t;
 	}

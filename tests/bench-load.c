@@ -23,18 +23,8 @@
 
 #include "vlm.h"
 
-/* Seconds on clock id: wall (CLOCK_MONOTONIC) or this process's CPU. */
-static double
-seconds(clockid_t id)
-{
-	struct timespec ts;
-
-	clock_gettime(id, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-#define now() seconds(CLOCK_MONOTONIC)
-#define cpu() seconds(CLOCK_PROCESS_CPUTIME_ID)
+/* Seconds of this process's CPU time. */
+#define cpu() vlm_clock(CLOCK_PROCESS_CPUTIME_ID)
 
 /* Inference start-up: load for inference, embed one image. */
 static int
@@ -42,20 +32,20 @@ infer(const char *path)
 {
 	struct vlm_model m;
 	struct vlm_encoder e;
-	double t = now(), c = cpu(), tl, cl;
+	double t = vlm_now(), c = cpu(), tl, cl;
 	float *img, out[1024];
 	int S;
 
 	if (vlm_model_load_merged(&m, path) < 0)
 		return fprintf(stderr, "%s\n", vlm_errmsg()), 1;
-	tl = now() - t, cl = cpu() - c;
+	tl = vlm_now() - t, cl = cpu() - c;
 	S = m.cfg.image_size;
 	if (!(img = calloc(3 * (size_t)S * S, sizeof(float))) ||
 	    m.cfg.embed_dim > 1024 || vlm_encoder_init(&e, &m, 0, 32) < 0 ||
 	    vlm_encode(&e, img, 1, out, 1) < 0)
 		return fprintf(stderr, "%s\n", vlm_errmsg()), 1;
 	printf("  load %.3f s (cpu %.3f s), load + one image %.3f s "
-	    "(cpu %.3f s), mapped %d\n", tl, cl, now() - t, cpu() - c,
+	    "(cpu %.3f s), mapped %d\n", tl, cl, vlm_now() - t, cpu() - c,
 	    vlm_model_mapped(&m));
 	vlm_encoder_release(&e);
 	vlm_model_release(&m);
@@ -68,15 +58,15 @@ static int
 train(const char *path)
 {
 	struct vlm_model m;
-	double t = now(), c = cpu(), tl, cl;
+	double t = vlm_now(), c = cpu(), tl, cl;
 
 	if (vlm_model_load(&m, path) < 0)
 		return fprintf(stderr, "%s\n", vlm_errmsg()), 1;
-	tl = now() - t, cl = cpu() - c;
+	tl = vlm_now() - t, cl = cpu() - c;
 	for (int64_t i = 0; i < m.nfloats; i++)
 		m.w[i] *= 0.999f;
 	printf("  load %.3f s (cpu %.3f s), load + every weight written "
-	    "%.3f s (cpu %.3f s), mapped %d\n", tl, cl, now() - t,
+	    "%.3f s (cpu %.3f s), mapped %d\n", tl, cl, vlm_now() - t,
 	    cpu() - c, vlm_model_mapped(&m));
 	vlm_model_release(&m);
 	return 0;

@@ -7,21 +7,11 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "vlm.h"
 #include "kernels.h"
 
 enum { S = 2048, D = 512, E = 8, K = 2, TB = 32, TN = 196, TM = 8, TH = 64 };
-
-static double
-now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static float *
 randn(size_t n, double scale, struct vlm_rng *r)
@@ -44,10 +34,10 @@ static struct {
 } b;
 
 #define TIME(ms, reps, call) do { \
-	double t0_ = now(); \
+	double t0_ = vlm_now(); \
 	for (int r_ = 0; r_ < (reps); r_++) \
 		call; \
-	(ms) = (now() - t0_) * 1e3 / (reps); \
+	(ms) = (vlm_now() - t0_) * 1e3 / (reps); \
 } while (0)
 
 static void

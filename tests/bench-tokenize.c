@@ -8,18 +8,8 @@
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "vlm.h"
-
-static double
-now(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* Column 1 of the fixture, JSON-decoded; returns how many. */
 static int
@@ -65,23 +55,23 @@ main(void)
 		printf("skipping: fixture '%s' not found\n", tsv);
 		return 0;
 	}
-	t0 = now();
+	t0 = vlm_now();
 	if (vlm_bpe_load(&bpe, gz) < 0) {
 		fprintf(stderr, "%s\n", vlm_errmsg());
 		return 1;
 	}
-	t1 = now();
+	t1 = vlm_now();
 	for (int i = 0; i < n; i++)
 		tokens += vlm_bpe_encode(&bpe, texts[i], ids, VLM_BPE_CONTEXT);
-	t2 = now();
+	t2 = vlm_now();
 	printf("load bpe_simple_vocab_16e6.txt.gz: %.3f s\n", t1 - t0);
 	printf("first pass:  %.0f captions/s (%d captions, %.1f tokens "
 	    "each)\n", n / (t2 - t1), n, (double)tokens / n);
-	t1 = now();
+	t1 = vlm_now();
 	for (int r = 0; r < reps; r++)
 		for (int i = 0; i < n; i++)
 			vlm_bpe_encode(&bpe, texts[i], ids, VLM_BPE_CONTEXT);
-	t2 = now();
+	t2 = vlm_now();
 	printf("repeated:    %.0f captions/s (%d x %d captions)\n",
 	    (double)reps * n / (t2 - t1), reps, n);
 	vlm_bpe_release(&bpe);

@@ -3,7 +3,8 @@
 # equal those of tests/caption-ref.py (the pycocoevalcap formulas written
 # independently in Python) on a small set with several references per
 # image, punctuation and case; candidates matched by path suffix; a
-# missing candidate, a stray one and a bad line warned about (exit 1);
+# missing candidate, a stray one and a bad line warned about (exit 1),
+# as are bad reference rows (the first 1000, then a count);
 # unreadable files and usage refused.
 . tests/lib.sh
 
@@ -61,6 +62,16 @@ check "still scores the three" "grep -q '^images *3$' '$T/out'"
 : >"$T/empty"
 fails "empty hypothesis file" 1 "$E" captioning --refs "$R" --hyp "$T/empty"
 check "one-line error" "[ \$(wc -l <'$T/err') = 1 ]"
+
+# more bad rows than the pairs reader keeps messages of (1000): each kept
+# one warned, then how many more
+B=$T/d/bad-refs.tsv
+{ cat "$R"; awk 'BEGIN { for (i = 0; i < 1003; i++) print "no tab" }'; } >"$B"
+fails "refs with 1003 bad rows" 1 "$E" captioning --refs "$B" --hyp "$H"
+check "warns 1000 of them" \
+    "[ \$(grep -c 'bad-refs.tsv:[0-9]*: ' '$T/err') = 1000 ]"
+check "and the 3 more" "grep -q \"'$B': 3 more bad rows\" '$T/err'"
+check "still scores the four" "grep -q '^images *4$' '$T/out'"
 
 # vlm-caption's output as it comes, on stdin: the CoCa fixture's greedy
 # caption against OpenCLIP's greedy and beam captions as references

@@ -336,6 +336,60 @@ test_bad_shape(void **state)
 	assert_non_null(strstr(vlm_errmsg(), "heads"));
 }
 
+/*
+ * A copy of c's file with tensor name's shape set to the nd dims of d
+ * (the same element count) is refused with a message naming it and the
+ * shape it should have.
+ */
+static void
+refuse_reshaped(const struct vlm_coca *c, const char *name, int nd,
+    const int64_t *d, const char *want)
+{
+	struct vlm_tensor *ts = malloc(c->st.n * sizeof(*ts));
+	struct vlm_coca b;
+	char path[4200];
+	int i, k = -1;
+
+	for (i = 0; i < c->st.n; i++)
+		if (ts[i] = c->st.tensors[i], strcmp(c->st.names[i], name) == 0)
+			k = i;
+	assert_true(k >= 0);
+	ts[k].ndim = nd;
+	memcpy(ts[k].shape, d, nd * sizeof(*d));
+	snprintf(path, sizeof(path), "%s/reshaped.safetensors", test_tmpdir());
+	assert_int_equal(vlm_st_save(path, c->st.names, ts, c->st.n,
+	    c->st.meta_keys, c->st.meta_vals, c->st.nmeta), 0);
+	free(ts);
+	assert_int_equal(vlm_coca_load(&b, path, NULL), -1);
+	print_message("%s\n", vlm_errmsg());
+	assert_non_null(strstr(vlm_errmsg(), name));
+	assert_non_null(strstr(vlm_errmsg(), want));
+}
+
+/* Load refuses a tensor of the wrong shape: 1-D, 2-D and 3-D ones. */
+static void
+test_tensor_shape(void **state)
+{
+	struct vlm_coca c;
+	int E, D, F;
+
+	(void)state;
+	tiny(&c, 3, 2, 11);
+	E = c.Ed, D = c.Dd, F = (int)c.st.tensors[vlm_coca_index(&c,
+	    "text_decoder.resblocks.0.mlp.experts.c_fc.weight")].shape[1];
+	char want[64];
+	int64_t d1[] = { 1, D }, d2[] = { F, E }, d3[] = { E, F, D };
+	snprintf(want, sizeof(want), "is not (%d", D);
+	refuse_reshaped(&c, "text_decoder.ln_final.bias", 2, d1, want);
+	snprintf(want, sizeof(want), "is not (%d, %d)", E, F);
+	refuse_reshaped(&c, "text_decoder.resblocks.0.mlp.experts.c_fc.bias",
+	    2, d2, want);
+	snprintf(want, sizeof(want), "is not (%d, %d, %d)", E, D, F);
+	refuse_reshaped(&c, "text_decoder.resblocks.0.mlp.experts.c_proj."
+	    "weight", 3, d3, want);
+	vlm_coca_release(&c);
+}
+
 /* Decoder hidden states (T-1, Dd) of one random image and caption. */
 static void
 hidden_of(const struct vlm_coca *c, const float *img, const int32_t *ids,
@@ -538,6 +592,7 @@ main(void)
 		cmocka_unit_test(test_lora_fd),
 		cmocka_unit_test(test_upcycle_same_function),
 		cmocka_unit_test(test_bad_shape),
+		cmocka_unit_test(test_tensor_shape),
 		cmocka_unit_test(test_merge_lora),
 		cmocka_unit_test(test_aux_fd),
 		cmocka_unit_test(test_aux_router_learns),

@@ -1,7 +1,7 @@
 /*
  * base/base.h - what every subsystem stands on: error messages, dtypes
  * and tensor views, checked sizes, atomic output files, random numbers,
- * threads.
+ * clocks, threads.
  */
 #ifndef VLM_LIBCORE_BASE_H
 #define VLM_LIBCORE_BASE_H
@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 /* ---- errors (base/error.c) ----------------------------------------------- */
 
@@ -137,6 +138,13 @@ uint64_t vlm_rng_u64(struct vlm_rng *r);
 double vlm_rng_uniform(struct vlm_rng *r);           /* [0, 1) */
 uint64_t vlm_rng_below(struct vlm_rng *r, uint64_t n); /* [0, n) */
 double vlm_rng_normal(struct vlm_rng *r);            /* N(0, 1) */
+
+/* ---- clocks (base/clock.c) ----------------------------------------------- */
+
+/* Seconds on clock id (CLOCK_PROCESS_CPUTIME_ID: this process's CPU time). */
+double vlm_clock(clockid_t id);
+/* Seconds on the monotonic wall clock: a difference of two is a duration. */
+double vlm_now(void);
 
 /* ---- threads (base/threads.c) -------------------------------------------- */
 

@@ -178,6 +178,45 @@ blk_bwd(const struct vlm_coca *c, float **gr, const char *pre, struct blk *b,
 	free(dln), free(da), free(dq);
 }
 
+/* Forward through a tower's L self-attention blocks fmt (%d: the layer)
+ * from xs (N,D): the input of block l+1 into xs + (l+1)*N*D. */
+static void
+tower_fwd(const struct vlm_coca *c, float **gr, const char *fmt, int L,
+    float *xs, int N, int D, int H, const float *mask, int causal)
+{
+	struct blk b;
+	char pre[96];
+
+	for (int l = 0; l < L; l++) {
+		snprintf(pre, sizeof(pre), fmt, l);
+		blk_fwd(c, gr, pre, &b, xs + (size_t)l * N * D, NULL, N, 0, D,
+		    H, mask, causal, xs + (size_t)(l + 1) * N * D);
+		blk_free(&b);
+	}
+}
+
+/* Back through those blocks, whose inputs tower_fwd kept in xs: dy (N,D),
+ * the gradient of the last one's output, becomes that of the first one's
+ * input; dx (N,D) is scratch. */
+static void
+tower_bwd(const struct vlm_coca *c, float **gr, const char *fmt, int L,
+    const float *xs, int N, int D, int H, const float *mask, int causal,
+    float *dy, float *dx)
+{
+	struct blk b;
+	char pre[96];
+
+	for (int l = L - 1; l >= 0; l--) {
+		const float *xl = xs + (size_t)l * N * D;
+		snprintf(pre, sizeof(pre), fmt, l);
+		blk_fwd(c, gr, pre, &b, xl, NULL, N, 0, D, H, mask, causal, dx);
+		memset(dx, 0, (size_t)N * D * sizeof(float));
+		blk_bwd(c, gr, pre, &b, xl, NULL, dy, dx, NULL);
+		blk_free(&b);
+		memcpy(dy, dx, (size_t)N * D * sizeof(float));
+	}
+}
+
 /* The image tower again, then back: dfeat (E), dembs (Q-1,E) in. */
 static void
 img_bwd(const struct vlm_coca *c, float **gr, const float *img,
@@ -194,8 +233,6 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	float *dpost = F(Q * E), *dpool = F(Q * E), *da = F(Q * E);
 	float *dq = F(Q * E), *dk = F(N * E), *dv = F(N * E);
 	float *dqn = F(Q * E), *dxk = F(N * D);
-	struct blk b;
-	char pre[96];
 #define V_(n) T(c, gr, "visual." n)
 	struct tg conv = V_("conv1.weight"), cls = V_("class_embedding"),
 	    pos = V_("positional_embedding"), lpw = V_("ln_pre.weight"),
@@ -216,12 +253,8 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	vlm_cls_prepend_fwd_ref(x0, dx, cls.w, 1, P, D);
 	vlm_posembed_fwd_ref(x0, x0, pos.w, 1, N, D);
 	vlm_layernorm_fwd_cpu(xs, mp, rp, x0, lpw.w, lpb.w, N, D);
-	for (int l = 0; l < L; l++) {
-		snprintf(pre, sizeof(pre), "visual.transformer.resblocks.%d", l);
-		blk_fwd(c, gr, pre, &b, xs + (size_t)l * N * D, NULL, N, 0, D,
-		    c->Hv, NULL, 0, xs + (size_t)(l + 1) * N * D);
-		blk_free(&b);
-	}
+	tower_fwd(c, gr, "visual.transformer.resblocks.%d", L, xs, N, D, c->Hv,
+	    NULL, 0);
 	float *xL = xs + (size_t)L * N * D;
 	vlm_layernorm_fwd_cpu(xk, mk, rk, xL, lkw.w, lkb.w, N, D);
 	vlm_layernorm_fwd_cpu(qn, mq, rq, qry.w, lqw.w, lqb.w, Q, E);
@@ -247,15 +280,8 @@ img_bwd(const struct vlm_coca *c, float **gr, const float *img,
 	    Q, E);
 	memset(dy, 0, (size_t)N * D * sizeof(float));
 	vlm_layernorm_bwd_cpu(dy, lkw.g, lkb.g, dxk, xL, lkw.w, mk, rk, N, D);
-	for (int l = L - 1; l >= 0; l--) {
-		float *xl = xs + (size_t)l * N * D;
-		snprintf(pre, sizeof(pre), "visual.transformer.resblocks.%d", l);
-		blk_fwd(c, gr, pre, &b, xl, NULL, N, 0, D, c->Hv, NULL, 0, dx);
-		memset(dx, 0, (size_t)N * D * sizeof(float));
-		blk_bwd(c, gr, pre, &b, xl, NULL, dy, dx, NULL);
-		blk_free(&b);
-		memcpy(dy, dx, (size_t)N * D * sizeof(float));
-	}
+	tower_bwd(c, gr, "visual.transformer.resblocks.%d", L, xs, N, D, c->Hv,
+	    NULL, 0, dy, dx);
 	memset(dx, 0, (size_t)N * D * sizeof(float));
 	vlm_layernorm_bwd_cpu(dx, lpw.g, lpb.g, dy, x0, lpw.w, mp, rp, N, D);
 	vlm_posembed_bwd_ref(NULL, pos.g, dx, 1, N, D);
@@ -276,8 +302,6 @@ txt_bwd(const struct vlm_coca *c, float **gr, const int32_t *ids, int n,
 	int N = n + 1, D = c->Dt, L = c->Lt;
 	float *xs = F((size_t)(L + 1) * N * D), *mask = F(N * N);
 	float *dx = F(N * D), *dy = F(N * D), *lnf = F(D), mf, rf, dl[D];
-	struct blk b;
-	char pre[96];
 	struct tg emb = T(c, gr, "text.token_embedding.weight"),
 	    cls = T(c, gr, "text.cls_emb"),
 	    pos = T(c, gr, "text.positional_embedding"),
@@ -290,12 +314,8 @@ txt_bwd(const struct vlm_coca *c, float **gr, const int32_t *ids, int n,
 	vlm_posembed_fwd_ref(xs, xs, pos.w, 1, N, D);
 	for (int j = 1; j < N; j++)
 		mask[(size_t)n * N + j] = ids[j - 1] ? 0 : -INFINITY;
-	for (int l = 0; l < L; l++) {
-		snprintf(pre, sizeof(pre), "text.transformer.resblocks.%d", l);
-		blk_fwd(c, gr, pre, &b, xs + (size_t)l * N * D, NULL, N, 0, D,
-		    c->Ht, mask, 1, xs + (size_t)(l + 1) * N * D);
-		blk_free(&b);
-	}
+	tower_fwd(c, gr, "text.transformer.resblocks.%d", L, xs, N, D, c->Ht,
+	    mask, 1);
 	float *xL = xs + (size_t)L * N * D;
 	vlm_layernorm_fwd_cpu(lnf, &mf, &rf, xL + (size_t)n * D, lw.w, lb.w, 1,
 	    D);
@@ -305,15 +325,8 @@ txt_bwd(const struct vlm_coca *c, float **gr, const int32_t *ids, int n,
 	memcpy(dy, dtok, (size_t)n * D * sizeof(float));
 	vlm_layernorm_bwd_cpu(dy + (size_t)n * D, lw.g, lb.g, dl,
 	    xL + (size_t)n * D, lw.w, &mf, &rf, 1, D);
-	for (int l = L - 1; l >= 0; l--) {
-		float *xl = xs + (size_t)l * N * D;
-		snprintf(pre, sizeof(pre), "text.transformer.resblocks.%d", l);
-		blk_fwd(c, gr, pre, &b, xl, NULL, N, 0, D, c->Ht, mask, 1, dx);
-		memset(dx, 0, (size_t)N * D * sizeof(float));
-		blk_bwd(c, gr, pre, &b, xl, NULL, dy, dx, NULL);
-		blk_free(&b);
-		memcpy(dy, dx, (size_t)N * D * sizeof(float));
-	}
+	tower_bwd(c, gr, "text.transformer.resblocks.%d", L, xs, N, D, c->Ht,
+	    mask, 1, dy, dx);
 	vlm_posembed_bwd_ref(NULL, pos.g, dy, 1, N, D);
 	for (int d = 0; d < D; d++)
 		cls.g[d] += dy[(size_t)n * D + d];

@@ -66,45 +66,37 @@ count_layers(const struct vlm_coca *c, const char *fmt)
 	}
 }
 
-/* The tensor of a formatted name has shape (d0, d1) (d1 < 0: 1-D). */
+/*
+ * The tensor of a formatted name has shape (d0, d1, d2): 2-D if d2 < 0,
+ * 1-D if d1 < 0 as well.
+ */
 static int
-need(const struct vlm_coca *c, int d0, int d1, const char *fmt, ...)
+need_shape(const struct vlm_coca *c, int d0, int d1, int d2, const char *fmt,
+    ...)
 {
 	char name[160];
 	va_list ap;
 	const struct vlm_tensor *t;
+	int d[3] = { d0, d1, d2 }, nd = d1 < 0 ? 1 : d2 < 0 ? 2 : 3, i, ok;
 
 	va_start(ap, fmt);
 	vsnprintf(name, sizeof(name), fmt, ap);
 	va_end(ap);
 	if (!(t = vlm_st_get(&c->st, name)))
 		return vlm_error("'%s': no tensor '%s'", c->st.path, name);
-	if (t->ndim != (d1 < 0 ? 1 : 2) || t->shape[0] != d0 ||
-	    (d1 >= 0 && t->shape[1] != d1))
-		return vlm_error("'%s': tensor '%s' is not (%d, %d)",
-		    c->st.path, name, d0, d1);
-	return 0;
-}
-
-/* The tensor of a formatted name has shape (d0, d1, d2). */
-static int
-need3(const struct vlm_coca *c, int d0, int d1, int d2, const char *fmt, ...)
-{
-	char name[160];
-	va_list ap;
-	const struct vlm_tensor *t;
-
-	va_start(ap, fmt);
-	vsnprintf(name, sizeof(name), fmt, ap);
-	va_end(ap);
-	if (!(t = vlm_st_get(&c->st, name)))
-		return vlm_error("'%s': no tensor '%s'", c->st.path, name);
-	if (t->ndim != 3 || t->shape[0] != d0 || t->shape[1] != d1 ||
-	    t->shape[2] != d2)
+	for (ok = t->ndim == nd, i = 0; ok && i < nd; i++)
+		ok = t->shape[i] == d[i];
+	if (ok)
+		return 0;
+	if (nd == 3)
 		return vlm_error("'%s': tensor '%s' is not (%d, %d, %d)",
 		    c->st.path, name, d0, d1, d2);
-	return 0;
+	return vlm_error("'%s': tensor '%s' is not (%d, %d)", c->st.path,
+	    name, d0, d1);
 }
+
+/* The tensor of a formatted name has shape (d0, d1) (d1 < 0: 1-D). */
+#define need(c, d0, d1, ...) need_shape((c), (d0), (d1), -1, __VA_ARGS__)
 
 /* The MoE FFN tensors of the block at p (model/coca-moe.c). */
 static int
@@ -120,9 +112,9 @@ need_moe(const struct vlm_coca *c, const char *p, int D)
 	if (F < 1 || F > VLM_COCA_MAX_WIDTH * 64)
 		return vlm_error("'%s': no tensor '%s' of a sane shape",
 		    c->st.path, nm);
-	return need(c, E, D, "%s.mlp.router.weight", p) || need3(c, E, F, D,
-	    "%s.mlp.experts.c_fc.weight", p) || need(c, E, F,
-	    "%s.mlp.experts.c_fc.bias", p) || need3(c, E, D, F,
+	return need(c, E, D, "%s.mlp.router.weight", p) || need_shape(c, E, F,
+	    D, "%s.mlp.experts.c_fc.weight", p) || need(c, E, F,
+	    "%s.mlp.experts.c_fc.bias", p) || need_shape(c, E, D, F,
 	    "%s.mlp.experts.c_proj.weight", p) || need(c, E, D,
 	    "%s.mlp.experts.c_proj.bias", p) ? -1 : 0;
 }

@@ -38,6 +38,18 @@ struct vlm_bpe_tables {
 int vlm_bpe_build(struct vlm_bpe *bpe, const char *text, size_t len,
     long max, const char *what);
 
+/* FNV-1a (32 bits) of s[0, n): the hash of bpe.c's word cache and
+ * bpe-train.c's string table. */
+static inline uint32_t
+bpe_hash(const char *s, size_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
 /* The string of token (position) p. */
 static inline const char *
 bpe_str(const struct vlm_bpe_tables *t, int p)

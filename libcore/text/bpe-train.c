@@ -76,16 +76,6 @@ grow(void *p, int *cap, int n, size_t size)
 	return np;
 }
 
-static uint32_t
-hash_bytes(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
-}
-
 /* Rebuild the index of t at twice the size. */
 static int
 strtab_rehash(struct strtab *t)
@@ -97,7 +87,7 @@ strtab_rehash(struct strtab *t)
 		return -1;
 	memset(slot, 0xFF, cap * sizeof(*slot));
 	for (int i = 0; i < t->count; i++) {
-		uint32_t h = hash_bytes(t->s + t->off[i], t->len[i]) &
+		uint32_t h = bpe_hash(t->s + t->off[i], t->len[i]) &
 		    (cap - 1);
 		while (slot[h] >= 0)
 			h = (h + 1) & (cap - 1);
@@ -118,7 +108,7 @@ strtab_add(struct strtab *t, const char *k, size_t len, int *added)
 	*added = 0;
 	if ((uint32_t)t->count * 2 >= t->mask && strtab_rehash(t) < 0)
 		return -1;
-	for (h = hash_bytes(k, len) & t->mask; t->slot[h] >= 0;
+	for (h = bpe_hash(k, len) & t->mask; t->slot[h] >= 0;
 	    h = (h + 1) & t->mask) {
 		int i = t->slot[h];
 		if (t->len[i] == len && !memcmp(t->s + t->off[i], k, len))

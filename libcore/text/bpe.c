@@ -42,16 +42,6 @@ hash64(uint64_t k)
 	return (uint32_t)((k * 0x9E3779B97F4A7C15ull) >> 32);
 }
 
-static uint32_t
-hash_bytes(const char *s, size_t n)
-{
-	uint32_t h = 2166136261u;
-
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
-}
-
 /* The rank of merging symbols a and b, INT32_MAX if none. */
 static inline int32_t
 pair_rank(const struct vlm_bpe_tables *t, int32_t a, int32_t b)
@@ -180,7 +170,7 @@ static int32_t
 strset_find(const struct strset *m, const struct vlm_bpe_tables *t,
     const char *s, size_t n, uint32_t *at)
 {
-	uint32_t h = hash_bytes(s, n) & m->mask;
+	uint32_t h = bpe_hash(s, n) & m->mask;
 
 	for (;; h = (h + 1) & m->mask) {
 		int32_t p = m->slot[h];
@@ -475,7 +465,7 @@ put_word(const struct vlm_bpe_tables *t, struct bpe_cache *c,
 			len += vlm_utf8_put(p[i], w + len);
 	}
 	if (c && len <= CACHE_WORD)
-		got = cache_get(c, w, len, h = hash_bytes(w, len), &n);
+		got = cache_get(c, w, len, h = bpe_hash(w, len), &n);
 	if (!got) {
 		n = word_ids(t, w, len, tmp);
 		got = tmp;
