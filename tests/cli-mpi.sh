@@ -18,8 +18,9 @@
 # process's (VLM_GRAD_DUMP), its parameters with --eps 1e-2; a run
 # stopped and resumed, and one killed by SIGTERM on one rank and
 # resumed, equal an uninterrupted 2-rank run bit for bit; a NaN loss
-# ends every rank with one message; a rank killed outright ends the run, and one stopped makes
-# the other's collective time out (no hang); several sources with the
+# ends every rank with one message; a rank killed outright ends the
+# run, and one stopped makes the other's collective time out (no hang);
+# several sources with the
 # adaptive sampler and gradient accumulation equal one process too; each
 # rank decodes only its share of the batch, also of streamed shards.
 . tests/lib.sh
