@@ -185,5 +185,7 @@ void train_lora_pack(struct train *t);
 float *train_lora_grad(struct train *t);
 void train_lora_sync(struct train *t);
 void train_lora_free(struct train *t);
+/* cmd/train-dump.c: VLM_GRAD_DUMP's gradient files (a test hook) */
+void train_dump_grad(struct train *t, const float *g);
 
 #endif

@@ -445,6 +445,7 @@ step(struct train *t, struct vlm_loss *L)
 		micro_step(t, m, L);
 	g = train_lora_grad(t);
 	train_dist_grads(t, g, g == t->grad ? t->ngrad : t->opt.pack.n);
+	train_dump_grad(t, g);
 	vlm_optim_step(&t->opt, &t->m, g, vlm_lr_at(&t->o, t->st.step));
 	train_lora_sync(t);
 	t->st.step++;

@@ -13,11 +13,14 @@
 # uninterrupted run bit for bit; a one-file model starts it; with 16
 # experts rank 0 peaks lower than data parallel's),
 # also with frozen parameters (packed gradients) and with LoRA on the
-# experts (against 2 ranks without --expert-parallel); a run stopped and
-# resumed, and one killed by SIGTERM on one rank and resumed, equal an
-# uninterrupted 2-rank run bit for bit; a NaN loss ends every rank with
-# one message; a rank killed outright ends the run, and one stopped makes
-# the other's collective time out (no hang); several sources with the
+# experts (against 2 ranks without --expert-parallel); a two-tower MoE
+# (data and expert parallel) with every step's gradient equal to one
+# process's (VLM_GRAD_DUMP), its parameters with --eps 1e-2; a run
+# stopped and resumed, and one killed by SIGTERM on one rank and
+# resumed, equal an uninterrupted 2-rank run bit for bit; a NaN loss
+# ends every rank with one message; a rank killed outright ends the
+# run, and one stopped makes the other's collective time out (no hang);
+# several sources with the
 # adaptive sampler and gradient accumulation equal one process too; each
 # rank decodes only its share of the batch, also of streamed shards.
 . tests/lib.sh
@@ -130,6 +133,70 @@ check "every token's choice agrees" "awk -F'\t' '
     NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i; next }
     c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
     END { exit !(n > 0 && !bad) }' $T/out"
+# two towers, an MoE layer in each (a routing group per tower, each its
+# own all-to-alls), seed 2: data parallel and expert parallel (E = 4)
+# against one process. Every step's gradient agrees to rounding (at
+# most 2.2e-6 of a tensor's norm measured; before the backward
+# exchanged its own layer's row counts, expert parallel's was 0.97
+# off), but at AdamW's default eps = 1e-6 the parameters end 2.2e-4
+# apart after 4 steps: the first step moves an element by
+# lr g / (|g| + eps), and one whose gradient is 6.7e-8 in one process
+# and 5.3e-8 over 2 ranks (a rounding difference, 2.4e-7 of its
+# tensor's gradient) moves 3.3e-6 apart, all of the difference. So the
+# gradients each step is given are compared (VLM_GRAD_DUMP) to 1e-5 of
+# each tensor's norm, and the parameters to 1e-5 with --eps 1e-2, where
+# a gradient difference d moves AdamW's first step by at most
+# lr d / eps = 100 lr d (1e6 lr d at eps = 1e-6).
+TT="$SMALL $E4 --set family=two-tower --seed 2 -j 1 -n 4"
+mkdir "$T/tg1" "$T/tg2" "$T/tg3"
+ok "two towers: one process" env VLM_GRAD_DUMP="$T/tg1" "$TR" --data "$P" \
+    $TT -o "$T/t1"
+ok "two towers: 2 ranks" env VLM_GRAD_DUMP="$T/tg2" $MR "$TR" --data "$P" \
+    $TT -o "$T/t2"
+ok "two towers: 2 ranks, --expert-parallel 2" env VLM_GRAD_DUMP="$T/tg3" \
+    $MR "$TR" --data "$P" $TT -o "$T/t3" --expert-parallel 2
+for s in 1 2 3 4; do
+	g=grad-0000000$s
+	ok "two towers, expert parallel: step $s's gradient shards merged" \
+	    $CV merge "$T/tg3/$g" -o "$T/tg3/$g.safetensors"
+	for r in 2 3; do
+		n="two towers, 2 ranks$([ $r = 3 ] && echo ', expert parallel')"
+		ok "$n: step $s's gradient equal to 1e-5" $DIFF \
+		    "$T/tg1/$g.safetensors" "$T/tg$r/$g.safetensors" 1e-5
+		sed 's/^/# /' "$T/out"
+	done
+done
+check "two towers: the same routing logged" "same_moe $T/t1 $T/t2"
+check "two towers, expert parallel: the same routing logged" \
+    "same_moe $T/t1 $T/t3"
+echo "# two towers, eps 1e-6, after 4 steps:" \
+    "$($DIFF "$T/t1/latest/model.safetensors" \
+    "$T/t2/latest/model.safetensors")"
+ok "two towers, --eps 1e-2: one process" "$TR" --data "$P" $TT --eps 1e-2 \
+    -o "$T/t4"
+ok "two towers, --eps 1e-2: 2 ranks" $MR "$TR" --data "$P" $TT --eps 1e-2 \
+    -o "$T/t5"
+ok "two towers, --eps 1e-2: 2 ranks, --expert-parallel 2" $MR "$TR" \
+    --data "$P" $TT --eps 1e-2 -o "$T/t6" --expert-parallel 2
+ok "two towers, expert parallel: merged" $CV merge "$T/t6/latest" \
+    -o "$T/t6/merged.safetensors"
+ln -s "$T/t6/merged.safetensors" "$T/t6/latest/model.safetensors"
+for r in 4 5 6; do
+	ok "two towers, run $r: routing records" "$RS" -m \
+	    "$T/t$r/latest/model.safetensors" --images "$T/d" -o "$T/tr$r.npys"
+	[ $r = 4 ] && continue
+	ok "two towers, --eps 1e-2, run $r: parameters equal to 1e-5" $DIFF \
+	    "$T/t4/latest/model.safetensors" \
+	    "$T/t$r/latest/model.safetensors" 1e-5
+	sed 's/^/# /' "$T/out"
+	ok "two towers, run $r: routing compared" "$RS" --tsv --diff \
+	    "$T/tr4.npys" "$T/tr$r.npys"
+	check "every token's choice agrees" "awk -F'\t' '
+	    NR == 1 { for (i = 1; i <= NF; i++) if (\$i == \"agree\") c = i
+		next }
+	    c && \$c != \"\" { n++; if (\$c + 0 != 1) bad++ }
+	    END { exit !(n > 0 && !bad) }' $T/out"
+done
 # --grad-clip with sharded experts: the norm of the whole parameters'
 # gradient (counted once) and every rank's experts', the same clip
 # factor on every rank; 0.05 clips (the clipped run differs from the

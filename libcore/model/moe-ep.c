@@ -57,6 +57,24 @@ pack(float *dst, const float *slots, const int32_t *fill, int E, int C,
 	}
 }
 
+/* The rows this layer's pool sends to and receives from each rank, from
+ * its fills: ep->scnt and ep->rcnt are scratch shared by every layer, so
+ * the backward sets them again for its layer. */
+static void
+row_counts(struct vlm_ep *ep, const struct moe_acts *ma,
+    const struct ep_layer *L)
+{
+	int El = ep->El;
+
+	for (int q = 0; q < ep->P; q++) {
+		ep->scnt[q] = ep->rcnt[q] = 0;
+		for (int j = 0; j < El; j++) {
+			ep->scnt[q] += ma->hfill[q * El + j];
+			ep->rcnt[q] += L->rfill[q * El + j];
+		}
+	}
+}
+
 /* The fills of every rank's rows for my experts, and row counts. */
 static int
 exchange_counts(struct vlm_run *r, const struct moe_acts *ma,
@@ -70,13 +88,7 @@ exchange_counts(struct vlm_run *r, const struct moe_acts *ma,
 	if (ep->c->ops->alltoallv(ep->c, ma->hfill, one, L->rfill, one,
 	    sizeof(int32_t)) < 0)
 		return ep_fail(r);
-	for (int q = 0; q < ep->P; q++) {
-		ep->scnt[q] = ep->rcnt[q] = 0;
-		for (int j = 0; j < El; j++) {
-			ep->scnt[q] += ma->hfill[q * El + j];
-			ep->rcnt[q] += L->rfill[q * El + j];
-		}
-	}
+	row_counts(ep, ma, L);
 	return 0;
 }
 
@@ -156,6 +168,7 @@ vlm_ep_bwd(struct vlm_run *r, const struct vlm_model *m,
 
 	if (ep->failed)
 		return;
+	row_counts(ep, ma, L); /* this layer's, not the last forward's */
 	pack(ep->sbuf, r->deout, ma->hfill, E, C, D, 0);
 	if (ep->c->ops->alltoallv(ep->c, ep->sbuf, ep->scnt, ep->rout,
 	    ep->rcnt, D * sizeof(float)) < 0) {
