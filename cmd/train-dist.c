@@ -91,7 +91,10 @@ train_dist_init(struct train *t, int *argc, char ***argv)
 	struct vlm_comm c;
 	struct train_dist *d;
 	const char *s = getenv("VLM_DIST_STDERR"), *one = getenv("VLM_DIST");
+	const char *nccl = getenv("VLM_NCCL");
 
+	if (nccl && *nccl && strcmp(nccl, "0") != 0 && strcmp(nccl, "1") != 0)
+		errx(2, "VLM_NCCL '%s': want 0 or 1", nccl);
 	if (vlm_comm_init(&c, argc, argv) < 0)
 		errx(1, "%s", vlm_errmsg());
 	if (c.size == 1 && !(one && strcmp(one, "1") == 0))
@@ -260,12 +263,13 @@ dist_device(struct train *t)
 	const char *s = getenv("VLM_NCCL");
 	size_t n = t->ngrad > t->opt.pack.n ? t->ngrad : t->opt.pack.n;
 
-	if (s && *s && strcmp(s, "0") != 0 && strcmp(s, "1") != 0)
-		errx(2, "VLM_NCCL '%s': want 0 or 1", s);
 	if (!be->device || (s && strcmp(s, "0") == 0))
 		return;
-	if (!(s && strcmp(s, "1") == 0) && !vlm_comm_have_nccl())
-		return;
+	if (!vlm_comm_have_nccl()) {
+		if (s && strcmp(s, "1") == 0)
+			errx(2, "VLM_NCCL=1: %s", vlm_errmsg());
+		return; /* the host's communicator: the gradient is host's */
+	}
 	if (vlm_comm_init_device(&d->dev, &d->comm, be) < 0)
 		dist_die(t, vlm_errmsg());
 	d->gdev = dev_alloc(t, n ? n : 1);
