@@ -147,11 +147,12 @@ static void
 test_allgather(void **state)
 {
 	size_t bytes = 4099, all = bytes * host.size;
-	char *s = malloc(bytes), *x = malloc(all), *y = malloc(all);
-	void *ds = NULL, *dr = NULL;
+	char *s, *x, *y;
+	void *ds, *dr;
 
 	(void)state;
 	need_nccl();
+	s = malloc(bytes), x = malloc(all), y = malloc(all);
 	ds = be->alloc(bytes), dr = be->alloc(all);
 	assert_true(s && x && y && ds && dr);
 	for (size_t i = 0; i < bytes; i++)
@@ -213,12 +214,13 @@ test_bcast_barrier(void **state)
 {
 	size_t bytes = 10001;
 	int root = host.size - 1;
-	char *x = malloc(bytes), *y = malloc(bytes);
+	char *x, *y;
 	void *d;
 
 	(void)state;
 	need_nccl();
-	assert_true(x && y && (d = be->alloc(bytes)));
+	x = malloc(bytes), y = malloc(bytes), d = be->alloc(bytes);
+	assert_true(x && y && d);
 	for (size_t i = 0; i < bytes; i++)
 		x[i] = (char)(i * 5 + host.rank);
 	be->upload(d, x, bytes);
