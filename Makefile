@@ -53,6 +53,13 @@ CFLAGS  += -DVLM_CUDA=1 -DVLM_CUDA_SO='"$(abspath $(CUDA_SO))"'
 NVFLAGS ?= -O2 -std=c++17 -Ilibcore -Ikernels -Xcompiler -fPIC \
 	-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80 \
 	-gencode arch=compute_90,code=compute_90
+CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Xlinker -rpath,$(CUDA_HOME)/lib64 \
+	-lcublas -lcudart
+# NCCL (kernels/cuda/comm-nccl.cu) where the toolkit has it (lib, not lib64)
+ifneq ($(wildcard $(CUDA_HOME)/include/nccl.h),)
+NVFLAGS += -DVLM_NCCL=1
+CUDA_LIBS += -L$(CUDA_HOME)/lib -Xlinker -rpath,$(CUDA_HOME)/lib -lnccl
+endif
 endif
 LDLIBS  += -ldl
 # MPI (libcore/train/comm-mpi.c) when OpenMPI's mpicc is found; MPI=0 off
@@ -94,8 +101,7 @@ $(BUILD)/%.o: %.cu $$(call hdrs_unless_d,$$@)
 	$(NVCC) $(NVFLAGS) -MMD -MP -c -o $@ $<
 
 $(CUDA_SO): $(CU_OBJ)
-	$(NVCC) -shared -o $@ $^ -L$(CUDA_HOME)/lib64 \
-		-Xlinker -rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart
+	$(NVCC) -shared -o $@ $^ $(CUDA_LIBS)
 
 $(LIB): $(LIB_OBJ)
 	@rm -f $@

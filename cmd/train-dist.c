@@ -15,7 +15,12 @@
  * (libcore/model/moe-ep.c), --grad-clip clips by the norm over every
  * rank's experts and validation gathers them all. Only rank 0 writes
  * the run directory; the others' stderr is quiet unless
- * VLM_DIST_STDERR=all.
+ * VLM_DIST_STDERR=all. Every collective is on host memory (the run
+ * downloads its gradient and features) over MPI, but on a device backend
+ * the gradient's all-reduce goes through NCCL (a device copy of it)
+ * when libvlm-cuda.so has NCCL, unless VLM_NCCL=0. VLM_DIST=1 takes
+ * this path in one process too (one rank: to check it against the plain
+ * one, or NCCL on a machine of one GPU).
  */
 #include <err.h>
 #include <fcntl.h>
@@ -38,6 +43,8 @@ struct train_dist {
 	float *logits, *dlogits, *lse2, *dtheta; /* (B,B) x2, (2B), (1) */
 	float *hlogits;        /* host (B*B + 2B): logits, lse2 */
 	uint64_t steps, bytes0; /* for the bytes-per-step figure */
+	struct vlm_comm dev;   /* NCCL over comm's ranks, or ops NULL */
+	float *gdev;           /* its device copy of the gradient */
 };
 
 /* A failure only this rank sees: one message, then every rank ends. */
@@ -83,11 +90,14 @@ train_dist_init(struct train *t, int *argc, char ***argv)
 {
 	struct vlm_comm c;
 	struct train_dist *d;
-	const char *s = getenv("VLM_DIST_STDERR");
+	const char *s = getenv("VLM_DIST_STDERR"), *one = getenv("VLM_DIST");
+	const char *nccl = getenv("VLM_NCCL");
 
+	if (nccl && *nccl && strcmp(nccl, "0") != 0 && strcmp(nccl, "1") != 0)
+		errx(2, "VLM_NCCL '%s': want 0 or 1", nccl);
 	if (vlm_comm_init(&c, argc, argv) < 0)
 		errx(1, "%s", vlm_errmsg());
-	if (c.size == 1)
+	if (c.size == 1 && !(one && strcmp(one, "1") == 0))
 		return; /* one process: t->dist stays NULL */
 	if (!(d = calloc(1, sizeof(*d))))
 		errx(1, "out of memory");
@@ -241,6 +251,30 @@ bcast_whole(struct train *t)
 	}
 }
 
+/* With a device backend: the NCCL communicator for the gradient and
+ * its device copy, unless VLM_NCCL=0; a cuda library without NCCL
+ * leaves the gradient to the host's communicator (it is host memory)
+ * unless VLM_NCCL=1 insists. */
+static void
+dist_device(struct train *t)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be = vlm_run_backend(t->run);
+	const char *s = getenv("VLM_NCCL");
+	size_t n = t->ngrad > t->opt.pack.n ? t->ngrad : t->opt.pack.n;
+
+	if (!be->device || (s && strcmp(s, "0") == 0))
+		return;
+	if (!vlm_comm_have_nccl()) {
+		if (s && strcmp(s, "1") == 0)
+			errx(2, "VLM_NCCL=1: %s", vlm_errmsg());
+		return; /* the host's communicator: the gradient is host's */
+	}
+	if (vlm_comm_init_device(&d->dev, &d->comm, be) < 0)
+		dist_die(t, vlm_errmsg());
+	d->gdev = dev_alloc(t, n ? n : 1);
+}
+
 /* After setup: buffers of the global loss, the same weights and
  * moments on every rank (rank 0's). */
 void
@@ -272,6 +306,7 @@ train_dist_setup(struct train *t)
 	d->lse2 = dev_alloc(t, 2 * B);
 	d->dtheta = dev_alloc(t, 1);
 	d->hlogits = host_alloc(t, B * B + 2 * B);
+	dist_device(t);
 	if (train_dist_shards(t) > 1) { /* others' experts never touched */
 		bcast_whole(t);
 		vlm_model_drop_others(&t->m, d->rank, d->P);
@@ -359,7 +394,7 @@ train_dist_backward(struct train *t, float *grad)
 	struct train_dist *d = t->dist;
 	const struct vlm_backend *be = vlm_run_backend(t->run);
 	size_t n, o;
-	float dtheta, g, *gls;
+	float dtheta, *gls;
 	int64_t ls = t->net->logit_scale;
 
 	if (!d) {
@@ -386,9 +421,26 @@ train_dist_backward(struct train *t, float *grad)
 	if (d->rank > 0 || !gls)
 		return;
 	be->download(&dtheta, d->dtheta, sizeof(float));
-	be->download(&g, gls, sizeof(float));
-	g += dtheta;
-	be->upload(gls, &g, sizeof(float));
+	*gls += dtheta; /* grad is host memory: the run downloaded it */
+}
+
+/* grad (n floats, host memory) summed over the ranks: through NCCL on
+ * its device copy where there is one, else the host's communicator. */
+static int
+grad_allreduce(struct train *t, float *grad, size_t n)
+{
+	struct train_dist *d = t->dist;
+	const struct vlm_backend *be = vlm_run_backend(t->run);
+
+	if (!d->dev.ops)
+		return d->comm.ops->allreduce(&d->comm, grad, n, VLM_COMM_F32,
+		    VLM_COMM_SUM);
+	be->upload(d->gdev, grad, n * sizeof(float));
+	if (d->dev.ops->allreduce(&d->dev, d->gdev, n, VLM_COMM_F32,
+	    VLM_COMM_SUM) < 0)
+		return -1;
+	be->download(grad, d->gdev, n * sizeof(float));
+	return be->sync();
 }
 
 /* The step's gradient (n floats) summed over the ranks; with sharded
@@ -405,8 +457,7 @@ train_dist_grads(struct train *t, float *grad, int64_t n)
 		return;
 	if (train_dist_shards(t) > 1) /* the experts' part stays here */
 		n = t->opt.pack.nrep;
-	if (d->comm.ops->allreduce(&d->comm, grad, n, VLM_COMM_F32,
-	    VLM_COMM_SUM) < 0)
+	if (grad_allreduce(t, grad, n) < 0)
 		dist_die(t, vlm_errmsg());
 	d->steps++;
 	if (train_dist_shards(t) == 1 || t->opt.clip <= 0)
@@ -532,7 +583,8 @@ train_dist_finish(struct train *t)
 	if (d->rank == 0 && getenv("VLM_COMM_STATS") && d->steps)
 		fprintf(stderr, "vlm-train: %d ranks, rank 0 moved %.0f bytes "
 		    "per step over %llu steps\n", d->P,
-		    (double)(d->comm.bytes - d->bytes0) / d->steps,
+		    (double)(d->comm.bytes + d->dev.bytes - d->bytes0) /
+		    d->steps,
 		    (unsigned long long)d->steps);
 	be = vlm_run_backend(t->run);
 	for (int i = 0; i < 2; i++) {
@@ -546,6 +598,10 @@ train_dist_finish(struct train *t)
 	be->free(d->lse2);
 	be->free(d->dtheta);
 	free(d->hlogits);
+	if (d->dev.ops) {
+		vlm_comm_finalize(&d->dev);
+		be->free(d->gdev);
+	}
 	vlm_comm_finalize(&d->comm);
 	close(d->err_fd);
 	free(d);

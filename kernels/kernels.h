@@ -767,5 +767,9 @@ typedef int vlm_cuda_devices_fn(char *buf, int len);
  * vlm_error), or NULL with the reason in err. */
 typedef const struct vlm_backend *vlm_cuda_open_fn(int dev,
     int (*error)(const char *fmt, ...), char *err, int len);
+/* Another export of libvlm-cuda.so (e.g. vlm_cuda_so_comm, the NCCL
+ * communicator, train/comm.h), or NULL with vlm_error: no such library
+ * loaded, or it lacks that name. */
+void *vlm_cuda_sym(const char *name);
 
 #endif /* VLM_KERNELS_H */

@@ -4,8 +4,10 @@
 # tests/gpu-deps.sh and carried), build with CUDA=1, run the op tests
 # of every family on cuda against ref, the whole-step and memory tests,
 # the OpenCLIP fixture parity tests with the run on cuda (features,
-# logits, step-0 gradients, three AdamW steps), the cuda CLI checks and
-# the benchmark; every log under $OUT, a summary at its end.
+# logits, step-0 gradients, three AdamW steps), the cuda CLI checks, the
+# NCCL communicator (tests/test-nccl.c alone, under mpirun as 1 and as 2
+# ranks; tests/cli-nccl.sh) and the benchmark; every log under $OUT, a
+# summary at its end.
 #   run(command="OUT=$OUT sh tests/gpu-check.sh", carry=["gpu-deps"],
 #       timeout_s=600)   (each test at most 120 s, the bench 300 s)
 # Environment: OUT (gpu-logs), JOBS (16), BENCH_BATCH (128).
@@ -23,7 +25,18 @@ if [ -f "$D/deps.tar.xz" ]; then
 	export CPATH="$R/usr/include:$R/usr/include/x86_64-linux-gnu"
 	export LIBRARY_PATH="$L:$L/openblas-pthread"
 	export LD_LIBRARY_PATH="$L:$L/openblas-pthread${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+	# OpenMPI where it is unpacked (OPAL_PREFIX), if its mpicc works
+	if OPAL_PREFIX="$R/usr" LD_LIBRARY_PATH="$L/openmpi/lib:$L" \
+	    "$R/usr/bin/mpicc.openmpi" --showme:compile >/dev/null 2>&1; then
+		ln -sf mpicc.openmpi "$R/usr/bin/mpicc"
+		ln -sf mpirun.openmpi "$R/usr/bin/mpirun"
+		export OPAL_PREFIX="$R/usr" PMIX_INSTALL_PREFIX="$L/pmix2"
+		export PATH="$R/usr/bin:$PATH"
+		export LD_LIBRARY_PATH="$L/openmpi/lib:$LD_LIBRARY_PATH"
+	fi
 fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
 if [ -d "$D/fixtures" ]; then SHARED=$D; else : "${SHARED:=../shared}"; fi
 export SHARED
 (nvidia-smi; nvcc --version) >"$OUT/machine.txt" 2>&1
@@ -57,6 +70,21 @@ done
 say "== CLI on cuda (cpu against cuda embeddings and losses)"
 run cli-cuda env BIN=bin sh tests/cli-cuda.sh
 tail -n 1 "$OUT/cli-cuda.log" | tee -a "$S"
+say "== NCCL (kernels/cuda/comm-nccl.cu): 1 rank, then 2 (one GPU each)"
+if nm -D build/libvlm-cuda.so | grep -q " T vlm_cuda_so_comm"; then
+	(mpirun --version; mpicc --showme) >"$OUT/mpi.txt" 2>&1 ||
+	    say "mpirun does not run here: see mpi.txt"
+	run test-nccl build/tests/test-nccl # bootstrapped in one process
+	run test-nccl-mpi1 mpirun -np 1 build/tests/test-nccl
+	# with one GPU, NCCL refuses 2 ranks on it: its message is logged
+	run test-nccl-mpi2 mpirun --oversubscribe -np 2 build/tests/test-nccl
+	grep -h "ranks, .* device" "$OUT/test-nccl-mpi2.log" | head -n 2 |
+	    tee -a "$S"
+	run cli-nccl env BIN=bin sh tests/cli-nccl.sh
+	grep -E '^(ok|skip) ' "$OUT/cli-nccl.log" | tee -a "$S"
+else
+	say "nccl: libvlm-cuda.so has no NCCL (no nccl.h under CUDA_HOME)"
+fi
 say "== benchmark"
 timeout 300 sh tests/bench-gpu.sh >"$OUT/bench.log" 2>&1
 say "bench-gpu.sh: exit $?"

@@ -185,6 +185,37 @@ cuda_sym(const char *name)
 	return f;
 }
 
+void *
+vlm_cuda_sym(const char *name)
+{
+	void *f = cuda_sym(name);
+
+	if (!f)
+		vlm_error("%s", cuda_why);
+	return f;
+}
+
+/* "cuda" under a launcher of several ranks: the local rank's device,
+ * modulo the devices there are; else device 0. */
+static long
+local_device(void)
+{
+	static const char *const vars[] = { "OMPI_COMM_WORLD_LOCAL_RANK",
+		"MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID" };
+	char why[512];
+	int n;
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *s = getenv(vars[i]);
+		if (s && atoi(s) > 0 && (n = vlm_cuda_devices(why,
+		    sizeof(why))) > 0)
+			return atoi(s) % n;
+		if (s)
+			return 0;
+	}
+	return 0;
+}
+
 int
 vlm_cuda_devices(char *buf, int len)
 {
@@ -205,7 +236,7 @@ cuda_get(const char *name)
 	vlm_cuda_open_fn *f;
 	const struct vlm_backend *b;
 	char why[512], *end;
-	long dev = 0;
+	long dev = local_device();
 
 	if (name[4] == ':') {
 		dev = strtol(name + 5, &end, 10);

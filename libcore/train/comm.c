@@ -6,7 +6,12 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "kernels.h"
 #include "train/comm.h"
+
+/* libvlm-cuda.so's vlm_cuda_so_comm (kernels/cuda/comm-nccl.cu) */
+typedef int vlm_cuda_comm_fn(struct vlm_comm *dev, struct vlm_comm *host,
+    int (*error)(const char *fmt, ...));
 
 static int
 self_allreduce(struct vlm_comm *c, void *buf, size_t n,
@@ -134,6 +139,28 @@ vlm_comm_abort(struct vlm_comm *c, int status)
 {
 	c->ops->abort(c, status);
 	exit(status); /* not reached: abort ends the process */
+}
+
+int
+vlm_comm_have_nccl(void)
+{
+	return vlm_cuda_sym("vlm_cuda_so_comm") != NULL;
+}
+
+int
+vlm_comm_init_device(struct vlm_comm *dev, struct vlm_comm *host,
+    const struct vlm_backend *be)
+{
+	vlm_cuda_comm_fn *f;
+
+	memset(dev, 0, sizeof(*dev));
+	if (!be->device)
+		return vlm_error("backend '%s' is host memory: its buffers go "
+		    "through the host communicator", be->name);
+	if (!(f = (vlm_cuda_comm_fn *)vlm_cuda_sym("vlm_cuda_so_comm")))
+		return vlm_error("backend '%s': no NCCL (%s; rebuild where "
+		    "the CUDA toolkit has nccl.h)", be->name, vlm_errmsg());
+	return f(dev, host, vlm_error);
 }
 
 #ifndef VLM_MPI

@@ -2,9 +2,10 @@
  * train/comm.h - the communicator the ranks of a distributed vlm-train
  * talk through: a small table of collectives (all-reduce, all-gather,
  * all-to-all with counts, broadcast, barrier) with two implementations,
- * one process (comm-self.c) and MPI (comm-mpi.c, when built with mpicc).
- * A device-buffer engine (NCCL, bootstrapped over MPI) would be a third
- * table with the same entries. Every collective waits at most the
+ * one process (comm.c) and MPI (comm-mpi.c, when built with mpicc),
+ * for host memory; and for the cuda backend's device memory NCCL
+ * (kernels/cuda/comm-nccl.cu in libvlm-cuda.so, bootstrapped over one
+ * of those), with the same entries. Every collective waits at most the
  * communicator's timeout: past it the call fails (-1, vlm_error) and
  * the caller must vlm_comm_abort, since a collective in flight cannot
  * be taken back.
@@ -20,6 +21,7 @@ enum vlm_comm_op { VLM_COMM_SUM, VLM_COMM_MAX };
 #define VLM_COMM_BUCKET (1 << 22) /* items per all-reduce bucket */
 
 struct vlm_comm;
+struct vlm_backend;
 
 struct vlm_comm_ops {
 	const char *name; /* e.g. "mpi" */
@@ -66,6 +68,15 @@ int vlm_comm_have_mpi(void);
 void vlm_comm_finalize(struct vlm_comm *c);
 void vlm_comm_abort(struct vlm_comm *c, int status)
     __attribute__((noreturn));
+
+/* dev := a communicator of host's ranks for buffers of the device
+ * backend be (NCCL, bootstrapped over host, which must outlive it), or
+ * -1 with a message: be is host memory, its library has no NCCL, or
+ * NCCL fails (e.g. two ranks on one device). */
+int vlm_comm_init_device(struct vlm_comm *dev, struct vlm_comm *host,
+    const struct vlm_backend *be);
+/* 1 when the cuda backend's library has NCCL (loading it). */
+int vlm_comm_have_nccl(void);
 
 /* comm-mpi.c, built with MPI only: 0 and *c, or -1 with a message */
 int vlm_comm_init_mpi(struct vlm_comm *c, int *argc, char ***argv);
