@@ -15,15 +15,6 @@
 #include "base/base.h"
 #include "train/comm.h"
 
-static double
-now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* Wait for n requests: spin briefly, then sleep 20 us between polls
  * (ranks may share cores: a spinning one would slow the others). The
  * naps stay short: a nonblocking collective moves only while polled,
@@ -31,7 +22,7 @@ now(void)
 static int
 wait_all(struct vlm_comm *c, MPI_Request *req, int n, const char *what)
 {
-	double t0 = now();
+	double t0 = vlm_now();
 	struct timespec nap = { 0, 20000 };
 	int done = 0;
 
@@ -42,10 +33,10 @@ wait_all(struct vlm_comm *c, MPI_Request *req, int n, const char *what)
 			return vlm_error("%s failed on rank %d", what,
 			    c->rank);
 		if (done) {
-			c->wait += now() - t0;
+			c->wait += vlm_now() - t0;
 			return 0;
 		}
-		if (now() - t0 > c->timeout)
+		if (vlm_now() - t0 > c->timeout)
 			return vlm_error("%s: waited %g s for the other ranks "
 			    "(VLM_COMM_TIMEOUT)", what, c->timeout);
 		if (k > 100) {
