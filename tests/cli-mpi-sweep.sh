@@ -1,0 +1,112 @@
+#!/bin/sh
+# cli-mpi-sweep.sh - the distributed MoE paths over a table of tiny
+# configurations: each trained 2 steps by one process, by 2 MPI ranks
+# data parallel and by 2 ranks with --expert-parallel 2; every step's
+# gradient (VLM_GRAD_DUMP, the expert shards joined by vlm-convert
+# merge) equal to one process's to 1e-5 of each tensor's norm
+# (tests/params-diff.py; rounding measured at most a few 1e-6, a
+# misrouted row ~1) and the same routing logged (metrics.jsonl).
+# Together the rows cover K = 2 with and without top-K gate
+# normalization, MoE in every block, MoE in the vision tower only, the
+# text tower only and both, two-tower and one-tower, modality experts
+# (two pools a block), E = 8 over 2 ranks, capacities that drop tokens
+# and ones that do not, batch priority routing off and on, router noise
+# 0 and 1, the aux losses on and off, a frozen tower (packed gradients),
+# --accum-freq 2 and LoRA on the experts.
+. tests/lib.sh
+
+TR=$BIN/vlm-train
+CV=$BIN/vlm-convert
+if ! command -v mpirun >/dev/null 2>&1; then
+	skip "the distributed sweep (all)" "mpirun not found"
+	finish; exit
+fi
+if ! "$TR" --version >/dev/null 2>&1 || ! nm "$TR" 2>/dev/null |
+    grep -q MPI_Init; then
+	skip "the distributed sweep (all)" "$TR built without MPI"
+	finish; exit
+fi
+. tests/tiny-run.sh
+have_py "the gradient comparisons" numpy || { finish; exit; }
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+export VLM_COMM_TIMEOUT=120
+MR="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
+timeout 300 mpirun --oversubscribe -np 2"
+DIFF="/usr/bin/python3 tests/params-diff.py"
+
+# same_moe A B: the routing logged every step by runs A and B: the same
+# layers and dropped fractions, effective experts to 1e-5 relative
+same_moe() {
+	for f in "$1" "$2"; do
+		grep -o '"moe":[^]]*' "$f/metrics.jsonl" | tr ',{' '\n\n' \
+		    >"$f-moe"
+	done
+	[ "$(wc -l <"$1-moe")" = "$(wc -l <"$2-moe")" ] &&
+	paste -d'\t' "$1-moe" "$2-moe" | awk -F'\t' '
+	    $1 ~ /eff_experts/ { split($1, a, ":"); split($2, b, ":")
+		d = a[2] - b[2]; bad += a[1] != b[1] || d * d > 1e-10 * a[2] * a[2]
+		next }
+	    { bad += $1 != $2 } END { exit bad || !NR }'
+}
+
+# sweep NAME MODEL-OPTIONS: one process (1), 2 ranks (2), 2 ranks expert
+# parallel (3), N steps each; every step's gradient and the routing
+# logged compared with one process's
+N=2
+most() {
+	awk -v a="$1" -v b="$2" 'BEGIN { print (b + 0 > a + 0 ? b : a) }'
+}
+sweep() {
+	cfg=$1 d=$T/$1
+	shift
+	mkdir -p "$d/g1" "$d/g2" "$d/g3"
+	ok "$cfg: one process" env VLM_GRAD_DUMP="$d/g1" "$TR" --data "$P" \
+	    "$@" -j 1 -n $N -o "$d/1"
+	ok "$cfg: 2 ranks" env VLM_GRAD_DUMP="$d/g2" $MR "$TR" --data "$P" \
+	    "$@" -j 1 -n $N -o "$d/2"
+	ok "$cfg: 2 ranks, --expert-parallel 2" env VLM_GRAD_DUMP="$d/g3" \
+	    $MR "$TR" --data "$P" "$@" -j 1 -n $N -o "$d/3" \
+	    --expert-parallel 2
+	w2=0 w3=0
+	for s in $(seq 1 $N); do
+		g=grad-$(printf %08d $s)
+		ok "$cfg: step $s's expert parallel gradient shards merged" \
+		    $CV merge "$d/g3/$g" -o "$d/g3/$g.safetensors"
+		for r in 2 3; do
+			ok "$cfg, run $r: step $s's gradient equal to 1e-5" $DIFF \
+			    "$d/g1/$g.safetensors" "$d/g$r/$g.safetensors" 1e-5
+			v=$(sed -n 's/.*relative difference \([^ ]*\).*/\1/p' "$T/out")
+			eval "w$r=\$(most \$w$r ${v:-inf})"
+		done
+	done
+	echo "# $cfg: worst gradient difference, data parallel $w2," \
+	    "expert parallel $w3"
+	check "$cfg: the same routing logged, data parallel" \
+	    "same_moe $d/1 $d/2"
+	check "$cfg: the same routing logged, expert parallel" \
+	    "same_moe $d/1 $d/3"
+}
+
+# tiny-moe: one-tower, E = 8, K = 1, MoE every other block, capacity
+# factor 1 (drops), batch priority routing, noise 1, LIMoE's aux losses;
+# E4 four experts, TT two towers, NOAUX every aux loss off
+E4="--set moe.experts=4"
+TT="--set family=two-tower"
+NOAUX="--set aux.limoe=0 --set aux.importance=0 --set aux.load=0
+--set aux.zloss=0 --set aux.local_img=0 --set aux.local_txt=0
+--set aux.global_img=0 --set aux.global_txt=0"
+sweep k2-every $SMALL $E4 --set moe.top_k=2 --set moe.every=1 \
+    --set moe.gate_norm=topk
+sweep e8-k2 $SMALL --set moe.top_k=2 --set moe.bpr=0
+sweep vision-only $SMALL $E4 $TT --set moe.towers=vision --set moe.every=1 \
+    --set moe.noise=0 $NOAUX
+sweep text-only $SMALL $E4 $TT --set moe.towers=text --set moe.every=1 \
+    --set moe.cf_train=0 --set aux.switch=0.01
+sweep both-nodrop $SMALL $TT --set vision.layers=3 --set text.layers=3 \
+    --set moe.every=1 --set moe.cf_train=4 --set moe.noise=0
+sweep modality $SMALL $E4 --set moe.modality_experts=1 --set moe.every=1
+sweep lock-image $SMALL $E4 $TT --set moe.every=1 --lock-image
+sweep lock-text $SMALL $E4 --set moe.every=1 --lock-text
+sweep accum $SMALL $E4 --set moe.every=1 --accum-freq 2
+finish
