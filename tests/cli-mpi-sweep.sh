@@ -50,28 +50,36 @@ same_moe() {
 	    { bad += $1 != $2 } END { exit bad || !NR }'
 }
 
-# sweep NAME MODEL-OPTIONS: one process (1), 2 ranks (2), 2 ranks expert
-# parallel (3), N steps each; every step's gradient and the routing
-# logged compared with one process's
+# dropped DIR: did run DIR drop tokens (any dropped fraction logged > 0)
+dropped() {
+	grep -o '"dropped_[a-z]*":[0-9.e-]*' "$1/metrics.jsonl" |
+	    awk -F: '$2 > 0 { n++ } END { exit !n }'
+}
+
+# sweep NAME DROPS MODEL-OPTIONS: one process (1), 2 ranks (2), 2 ranks
+# expert parallel (3), N steps each; every step's gradient and the
+# routing logged compared with one process's; DROPS: whether one process
+# dropped tokens (yes or no)
 N=2
 most() {
 	awk -v a="$1" -v b="$2" 'BEGIN { print (b + 0 > a + 0 ? b : a) }'
 }
 sweep() {
-	cfg=$1 d=$T/$1
-	shift
+	cfg=$1 d=$T/$1 drops=$2
+	shift 2
 	mkdir -p "$d/g1" "$d/g2" "$d/g3"
 	ok "$cfg: one process" env VLM_GRAD_DUMP="$d/g1" "$TR" --data "$P" \
-	    "$@" -j 1 -n $N -o "$d/1"
+	    "$@" -j 1 -n $N --log-every 1 -o "$d/1"
 	ok "$cfg: 2 ranks" env VLM_GRAD_DUMP="$d/g2" $MR "$TR" --data "$P" \
-	    "$@" -j 1 -n $N -o "$d/2"
+	    "$@" -j 1 -n $N --log-every 1 -o "$d/2"
 	ok "$cfg: 2 ranks, --expert-parallel 2" env VLM_GRAD_DUMP="$d/g3" \
-	    $MR "$TR" --data "$P" "$@" -j 1 -n $N -o "$d/3" \
+	    $MR "$TR" --data "$P" "$@" -j 1 -n $N --log-every 1 -o "$d/3" \
 	    --expert-parallel 2
 	w2=0 w3=0
 	for s in $(seq 1 $N); do
 		g=grad-$(printf %08d $s)
-		ok "$cfg: step $s's expert parallel gradient shards merged" \
+		# sharded experts: a shard from each rank (LoRA: one file)
+		[ -d "$d/g3/$g" ] && ok "$cfg: step $s's gradient shards merged" \
 		    $CV merge "$d/g3/$g" -o "$d/g3/$g.safetensors"
 		for r in 2 3; do
 			ok "$cfg, run $r: step $s's gradient equal to 1e-5" $DIFF \
@@ -82,6 +90,8 @@ sweep() {
 	done
 	echo "# $cfg: worst gradient difference, data parallel $w2," \
 	    "expert parallel $w3"
+	check "$cfg: tokens dropped: $drops" \
+	    "[ \$(dropped $d/1 && echo yes || echo no) = $drops ]"
 	check "$cfg: the same routing logged, data parallel" \
 	    "same_moe $d/1 $d/2"
 	check "$cfg: the same routing logged, expert parallel" \
@@ -90,23 +100,49 @@ sweep() {
 
 # tiny-moe: one-tower, E = 8, K = 1, MoE every other block, capacity
 # factor 1 (drops), batch priority routing, noise 1, LIMoE's aux losses;
-# E4 four experts, TT two towers, NOAUX every aux loss off
+# E4 four experts, TT two towers, NOAUX every aux loss off, TL token
+# reduction (after block 0 of 3: an MoE layer before and 2 after)
 E4="--set moe.experts=4"
 TT="--set family=two-tower"
 NOAUX="--set aux.limoe=0 --set aux.importance=0 --set aux.load=0
 --set aux.zloss=0 --set aux.local_img=0 --set aux.local_txt=0
 --set aux.global_img=0 --set aux.global_txt=0"
-sweep k2-every $SMALL $E4 --set moe.top_k=2 --set moe.every=1 \
-    --set moe.gate_norm=topk
-sweep e8-k2 $SMALL --set moe.top_k=2 --set moe.bpr=0
-sweep vision-only $SMALL $E4 $TT --set moe.towers=vision --set moe.every=1 \
-    --set moe.noise=0 $NOAUX
-sweep text-only $SMALL $E4 $TT --set moe.towers=text --set moe.every=1 \
+TL="--set vision.layers=3 --set vision.pool=gap --set moe.every=1
+--set token_reduction.after=0 --set token_reduction.tokens=6
+--set token_reduction.hidden=16"
+sweep k2-every yes $SMALL $E4 --set moe.top_k=2 --set moe.every=1 \
+    --set moe.gate_norm=topk --set moe.cf_train=0.5
+sweep e8-k2-nobpr yes $SMALL --set moe.top_k=2 --set moe.bpr=0 \
+    --set moe.cf_train=0.5
+sweep k-all-e no $SMALL $E4 --set moe.top_k=4 --set moe.cf_train=0
+sweep vision-only yes $SMALL $E4 $TT --set moe.towers=vision \
+    --set moe.every=1 --set moe.noise=0 $NOAUX
+sweep text-only no $SMALL $E4 $TT --set moe.towers=text --set moe.every=1 \
     --set moe.cf_train=0 --set aux.switch=0.01
-sweep both-nodrop $SMALL $TT --set vision.layers=3 --set text.layers=3 \
-    --set moe.every=1 --set moe.cf_train=4 --set moe.noise=0
-sweep modality $SMALL $E4 --set moe.modality_experts=1 --set moe.every=1
-sweep lock-image $SMALL $E4 $TT --set moe.every=1 --lock-image
-sweep lock-text $SMALL $E4 --set moe.every=1 --lock-text
-sweep accum $SMALL $E4 --set moe.every=1 --accum-freq 2
+sweep both-e8 no $SMALL $TT --set vision.layers=3 --set text.layers=3 \
+    --set moe.every=1 --set moe.cf_train=8 --set moe.noise=0
+sweep small-cf yes $SMALL $E4 --set moe.every=1 --set moe.cf_train=0.5 \
+    --set moe.min_capacity=0
+sweep modality yes $SMALL $E4 --set moe.modality_experts=1 \
+    --set moe.every=1
+sweep lock-image yes $SMALL $E4 $TT --set moe.every=1 --lock-image
+sweep lock-text yes $SMALL $E4 --set moe.every=1 --lock-text
+sweep accum yes $SMALL $E4 --set moe.every=1 --accum-freq 2
+sweep tl-two yes $SMALL $E4 $TT $TL
+sweep tl-one yes $SMALL $E4 $TL --set text.layers=3
+# LoRA (a model file: the experts on every rank, their gradients folded
+# into the adapters'): on the experts only; on everything with --eps
+# 1e-2, since at 1e-6 AdamW's first step magnifies the rounding of
+# lora_B's near-0 gradients and step 2's attention adapters' gradients
+# differ by 1.7e-4 of their norm (data and expert parallel alike; step
+# 1's equal to 1e-6)
+S0=$T/start.safetensors
+ok "a model to fine-tune" $CV init --seed 1 --set vision.layers=2 \
+    --set text.layers=2 --set vision.width=32 --set text.width=32 \
+    --set vision.heads=2 --set text.heads=2 --set embed_dim=16 \
+    --set image_size=16 --set vocab=600 $E4 --set moe.every=1 \
+    tiny-moe "$S0"
+LO="-m $S0 -b 8 --warmup 1 --seed 3 --lr 1e-2 --lora-rank 4"
+sweep lora-experts yes $LO --set lora.targets=mlp
+sweep lora-all yes $LO --eps 1e-2
 finish
