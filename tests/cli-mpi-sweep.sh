@@ -59,8 +59,8 @@ dropped() {
 # sweep NAME DROPS MODEL-OPTIONS: one process (1), 2 ranks (2), 2 ranks
 # expert parallel (3), N steps each; every step's gradient and the
 # routing logged compared with one process's; DROPS: whether one process
-# dropped tokens (yes or no)
-N=2
+# dropped tokens (yes or no); with CLIP set, --grad-clip $CLIP
+N=2 CLIP=
 most() {
 	awk -v a="$1" -v b="$2" 'BEGIN { print (b + 0 > a + 0 ? b : a) }'
 }
@@ -68,6 +68,7 @@ sweep() {
 	cfg=$1 d=$T/$1 drops=$2
 	shift 2
 	mkdir -p "$d/g1" "$d/g2" "$d/g3"
+	set -- "$@" ${CLIP:+--grad-clip $CLIP}
 	ok "$cfg: one process" env VLM_GRAD_DUMP="$d/g1" "$TR" --data "$P" \
 	    "$@" -j 1 -n $N --log-every 1 -o "$d/1"
 	ok "$cfg: 2 ranks" env VLM_GRAD_DUMP="$d/g2" $MR "$TR" --data "$P" \
@@ -81,9 +82,16 @@ sweep() {
 		# sharded experts: a shard from each rank (LoRA: one file)
 		[ -d "$d/g3/$g" ] && ok "$cfg: step $s's gradient shards merged" \
 		    $CV merge "$d/g3/$g" -o "$d/g3/$g.safetensors"
+		# expert parallel's is clipped before it is written
+		ref=$d/g1/$g.safetensors
+		[ -n "$CLIP" ] && ok "$cfg: step $s's gradient clipped to $CLIP" \
+		    /usr/bin/python3 tests/grad-clip.py "$ref" "$ref.clip" $CLIP &&
+		    check "$cfg: step $s: $(cat $T/out) (< 1: it clips)" \
+		    "awk '{ exit !(\$NF < 1) }' $T/out"
 		for r in 2 3; do
+			[ -n "$CLIP" ] && [ $r = 3 ] && ref=$ref.clip
 			ok "$cfg, run $r: step $s's gradient equal to 1e-5" $DIFF \
-			    "$d/g1/$g.safetensors" "$d/g$r/$g.safetensors" 1e-5
+			    "$ref" "$d/g$r/$g.safetensors" 1e-5
 			v=$(sed -n 's/.*relative difference \([^ ]*\).*/\1/p' "$T/out")
 			eval "w$r=\$(most \$w$r ${v:-inf})"
 		done
@@ -116,11 +124,12 @@ sweep e8-k2-nobpr yes $SMALL --set moe.top_k=2 --set moe.bpr=0 \
     --set moe.cf_train=0.5
 sweep k-all-e no $SMALL $E4 --set moe.top_k=4 --set moe.cf_train=0
 sweep vision-only yes $SMALL $E4 $TT --set moe.towers=vision \
-    --set moe.every=1 --set moe.noise=0 $NOAUX
+    --set vision.layers=3 --set moe.every=1 --set moe.last=2 \
+    --set moe.noise=0 $NOAUX
 sweep text-only no $SMALL $E4 $TT --set moe.towers=text --set moe.every=1 \
     --set moe.cf_train=0 --set aux.switch=0.01
 sweep both-e8 no $SMALL $TT --set vision.layers=3 --set text.layers=3 \
-    --set moe.every=1 --set moe.cf_train=8 --set moe.noise=0
+    --set vision.width=48 --set text.mlp_ratio=2 --set moe.every=1 --set moe.cf_train=8 --set moe.noise=0
 sweep small-cf yes $SMALL $E4 --set moe.every=1 --set moe.cf_train=0.5 \
     --set moe.min_capacity=0
 sweep modality yes $SMALL $E4 --set moe.modality_experts=1 \
@@ -128,6 +137,10 @@ sweep modality yes $SMALL $E4 --set moe.modality_experts=1 \
 sweep lock-image yes $SMALL $E4 $TT --set moe.every=1 --lock-image
 sweep lock-text yes $SMALL $E4 --set moe.every=1 --lock-text
 sweep accum yes $SMALL $E4 --set moe.every=1 --accum-freq 2
+CLIP=0.05
+sweep clip-modality yes $SMALL $E4 --set moe.modality_experts=1 \
+    --set moe.every=1 --lock-image --accum-freq 2
+CLIP=
 sweep tl-two yes $SMALL $E4 $TT $TL
 sweep tl-one yes $SMALL $E4 $TL --set text.layers=3
 # LoRA (a model file: the experts on every rank, their gradients folded
