@@ -1,18 +1,22 @@
 #!/bin/sh
 # cli-mpi-sweep.sh - the distributed MoE paths over a table of tiny
 # configurations: each trained 2 steps by one process, by 2 MPI ranks
-# data parallel and by 2 ranks with --expert-parallel 2; every step's
-# gradient (VLM_GRAD_DUMP, the expert shards joined by vlm-convert
-# merge) equal to one process's to 1e-5 of each tensor's norm
-# (tests/params-diff.py; rounding measured at most a few 1e-6, a
-# misrouted row ~1) and the same routing logged (metrics.jsonl).
-# Together the rows cover K = 2 with and without top-K gate
-# normalization, MoE in every block, MoE in the vision tower only, the
-# text tower only and both, two-tower and one-tower, modality experts
-# (two pools a block), E = 8 over 2 ranks, capacities that drop tokens
-# and ones that do not, batch priority routing off and on, router noise
-# 0 and 1, the aux losses on and off, a frozen tower (packed gradients),
-# --accum-freq 2 and LoRA on the experts.
+# data parallel and by 2 ranks with --expert-parallel 2 (two rows: 4);
+# every step's gradient (VLM_GRAD_DUMP, the expert shards joined by
+# vlm-convert merge) equal to one process's to 1e-5 of each tensor's
+# norm (tests/params-diff.py; rounding measured at most 5.8e-6, a
+# misrouted row ~1) and the same routing logged (metrics.jsonl), with
+# tokens dropped or not as the row says. The rows cover K = 2 (with
+# and without top-K gate normalization) and K = E, MoE in every block
+# and in the last ones only, MoE in the vision tower only, the text
+# tower only and both (of unequal widths), two-tower and one-tower,
+# modality experts (two pools a block), token reduction (an MoE stack
+# each side of the cut), E = 8 over 2 ranks, capacities that drop
+# tokens and ones that do not, batch priority routing off and on,
+# router noise 0 and 1, the aux losses on and off, frozen towers
+# (packed gradients), --accum-freq 2, --grad-clip (expert parallel's
+# gradient is written clipped: compared with one process's clipped by
+# tests/grad-clip.py) and LoRA on the experts and on everything.
 . tests/lib.sh
 
 TR=$BIN/vlm-train
@@ -32,7 +36,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none
 export VLM_COMM_TIMEOUT=120
 MR="env ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0
-timeout 300 mpirun --oversubscribe -np 2"
+timeout 300 mpirun --oversubscribe -np"
 DIFF="/usr/bin/python3 tests/params-diff.py"
 
 # same_moe A B: the routing logged every step by runs A and B: the same
@@ -56,11 +60,11 @@ dropped() {
 	    awk -F: '$2 > 0 { n++ } END { exit !n }'
 }
 
-# sweep NAME DROPS MODEL-OPTIONS: one process (1), 2 ranks (2), 2 ranks
-# expert parallel (3), N steps each; every step's gradient and the
+# sweep NAME DROPS MODEL-OPTIONS: one process (1), NP ranks (2), NP
+# ranks expert parallel (3), N steps each; every step's gradient and the
 # routing logged compared with one process's; DROPS: whether one process
 # dropped tokens (yes or no); with CLIP set, --grad-clip $CLIP
-N=2 CLIP=
+N=2 NP=2 CLIP=
 most() {
 	awk -v a="$1" -v b="$2" 'BEGIN { print (b + 0 > a + 0 ? b : a) }'
 }
@@ -71,11 +75,11 @@ sweep() {
 	set -- "$@" ${CLIP:+--grad-clip $CLIP}
 	ok "$cfg: one process" env VLM_GRAD_DUMP="$d/g1" "$TR" --data "$P" \
 	    "$@" -j 1 -n $N --log-every 1 -o "$d/1"
-	ok "$cfg: 2 ranks" env VLM_GRAD_DUMP="$d/g2" $MR "$TR" --data "$P" \
-	    "$@" -j 1 -n $N --log-every 1 -o "$d/2"
-	ok "$cfg: 2 ranks, --expert-parallel 2" env VLM_GRAD_DUMP="$d/g3" \
-	    $MR "$TR" --data "$P" "$@" -j 1 -n $N --log-every 1 -o "$d/3" \
-	    --expert-parallel 2
+	ok "$cfg: $NP ranks" env VLM_GRAD_DUMP="$d/g2" $MR $NP "$TR" \
+	    --data "$P" "$@" -j 1 -n $N --log-every 1 -o "$d/2"
+	ok "$cfg: $NP ranks, --expert-parallel $NP" env VLM_GRAD_DUMP="$d/g3" \
+	    $MR $NP "$TR" --data "$P" "$@" -j 1 -n $N --log-every 1 \
+	    -o "$d/3" --expert-parallel $NP
 	w2=0 w3=0
 	for s in $(seq 1 $N); do
 		g=grad-$(printf %08d $s)
@@ -129,7 +133,8 @@ sweep vision-only yes $SMALL $E4 $TT --set moe.towers=vision \
 sweep text-only no $SMALL $E4 $TT --set moe.towers=text --set moe.every=1 \
     --set moe.cf_train=0 --set aux.switch=0.01
 sweep both-e8 no $SMALL $TT --set vision.layers=3 --set text.layers=3 \
-    --set vision.width=48 --set text.mlp_ratio=2 --set moe.every=1 --set moe.cf_train=8 --set moe.noise=0
+    --set vision.width=48 --set text.mlp_ratio=2 --set moe.every=1 \
+    --set moe.cf_train=8 --set moe.noise=0
 sweep small-cf yes $SMALL $E4 --set moe.every=1 --set moe.cf_train=0.5 \
     --set moe.min_capacity=0
 sweep modality yes $SMALL $E4 --set moe.modality_experts=1 \
@@ -141,6 +146,13 @@ CLIP=0.05
 sweep clip-modality yes $SMALL $E4 --set moe.modality_experts=1 \
     --set moe.every=1 --lock-image --accum-freq 2
 CLIP=
+# 4 ranks (a rank's 2 examples), E = 8: 2 experts each; E = 4: one
+NP=4
+sweep np4-e8 yes $SMALL --set moe.every=1 --set moe.modality_experts=1 \
+    --accum-freq 2
+sweep np4-e4-k2 yes $SMALL $E4 $TT --set moe.every=1 --set moe.top_k=2 \
+    --set moe.cf_train=0.5
+NP=2
 sweep tl-two yes $SMALL $E4 $TT $TL
 sweep tl-one yes $SMALL $E4 $TL --set text.layers=3
 # LoRA (a model file: the experts on every rank, their gradients folded
