@@ -4,8 +4,9 @@
 # data parallel and by 2 ranks with --expert-parallel 2 (two rows: 4);
 # every step's gradient (VLM_GRAD_DUMP, the expert shards joined by
 # vlm-convert merge) equal to one process's to 1e-5 of each tensor's
-# norm (tests/params-diff.py; rounding measured at most 5.8e-6, a
-# misrouted row ~1) and the same routing logged (metrics.jsonl), with
+# norm (tests/params-diff.py; rounding measured at most 5.8e-6; with the
+# backward's row counts of the last forward layer, the bug fixed before,
+# put back: 1.1 and 1.8) and the same routing logged (metrics.jsonl), with
 # tokens dropped or not as the row says. The rows cover K = 2 (with
 # and without top-K gate normalization) and K = E, MoE in every block
 # and in the last ones only, MoE in the vision tower only, the text
