@@ -8,7 +8,9 @@ The key third of each attention in_proj_bias is left out: a bias added
 to every key shifts each softmax row by a constant, so it changes no
 output and its gradient is 0 in exact arithmetic; AdamW divides the
 rounding noise left there by its own root mean square and moves those
-entries by up to lr a step in either run, whatever the other did."""
+entries by up to lr a step in either run, whatever the other did. So
+is a token learner's c_proj.bias (kernels/cpu/token-learner.c: it adds a constant
+to one map's logits over all the tokens it takes a softmax over)."""
 import json
 import struct
 import sys
@@ -27,6 +29,8 @@ def load(path):
     out = {}
     for k, v in head.items():
         if k == "__metadata__":
+            continue
+        if k.endswith("token_learner.mlp.c_proj.bias"):
             continue
         lo, hi = v["data_offsets"]
         x = np.frombuffer(data[lo:hi], DT[v["dtype"]]).reshape(
