@@ -13,7 +13,7 @@
  *
  * On a CPU with AVX-512 the linear layer's forward is our own GEMM
  * instead (BLIS's loops): w packed in 32-column panels once per call
- * and K block, x in 12-row panels, a 12 x 32 micro-kernel. Every output
+ * and K block, x read in place, a 12 x 32 micro-kernel. Every output
  * starts from its bias and sums its K terms in order, so the result does
  * not depend on how the work is cut, and the cut follows the thread
  * count: each thread packs its part of w once, where OpenBLAS's tiles
@@ -207,19 +207,19 @@ linear_fwd_tiles(float *y, const float *x, const float *w, const float *b,
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MR 12		/* rows of x per micro-kernel */
 #define NR 32		/* columns of y per micro-kernel: two vectors */
-#define KC 256		/* K per packed block: a 12-row x panel, 12 KiB */
-#define MC 480		/* rows of x per packed block, 480 KiB */
+#define KC 256		/* K per block: 12 rows of x, 12 KiB, in L1 */
 #define NC 1024		/* columns per packed w block, 1 MiB (in L2) */
 #define AVX512 __attribute__((target("avx512f")))
 
 /*
- * c (R,NR) = start + xp (kc,MR) . wp (kc,NR), both packed k-major; start
- * is the bias row (or zeros) on the first K block, else c itself. Stores
- * the columns that m0, m1 select.
+ * c (R,NR) = start + x (R,kc) . wp (kc,NR), x rows ldx apart, w packed
+ * k-major; start is the bias row (or zeros) on the first K block, else c
+ * itself. Stores the columns that m0, m1 select.
  */
 static inline __attribute__((always_inline)) AVX512 void
-ukernel(int R, int kc, const float *xp, const float *wp, float *c,
-    size_t ldc, const float *bias, int first, __mmask16 m0, __mmask16 m1)
+ukernel(int R, int kc, const float *x, size_t ldx, const float *wp,
+    float *c, size_t ldc, const float *bias, int first, __mmask16 m0,
+    __mmask16 m1)
 {
 	__m512 acc[MR][2];
 
@@ -246,7 +246,7 @@ ukernel(int R, int kc, const float *xp, const float *wp, float *c,
 		    _MM_HINT_T0);
 #pragma GCC unroll 12
 		for (int r = 0; r < R; r++) {
-			__m512 a = _mm512_set1_ps(xp[k * MR + r]);
+			__m512 a = _mm512_set1_ps(x[r * ldx + k]);
 			acc[r][0] = _mm512_fmadd_ps(a, b0, acc[r][0]);
 			acc[r][1] = _mm512_fmadd_ps(a, b1, acc[r][1]);
 		}
@@ -261,8 +261,8 @@ ukernel(int R, int kc, const float *xp, const float *wp, float *c,
 /* The micro-kernel on R <= MR rows and n <= NR columns, R a constant in
  * each case so that the accumulators stay in registers. */
 static AVX512 void
-ukernel_rows(int R, int n, int kc, const float *xp, const float *wp,
-    float *c, size_t ldc, const float *bias, int first)
+ukernel_rows(int R, int n, int kc, const float *x, size_t ldx,
+    const float *wp, float *c, size_t ldc, const float *bias, int first)
 {
 	__mmask16 m0 = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
 	__mmask16 m1 = n >= NR ? 0xffff : n <= 16 ? 0 :
@@ -270,7 +270,7 @@ ukernel_rows(int R, int n, int kc, const float *xp, const float *wp,
 
 	switch (R) {
 #define ROWS(r) case r: \
-	ukernel(r, kc, xp, wp, c, ldc, bias, first, m0, m1); break;
+	ukernel(r, kc, x, ldx, wp, c, ldc, bias, first, m0, m1); break;
 	ROWS(12) ROWS(11) ROWS(10) ROWS(9) ROWS(8) ROWS(7) ROWS(6) ROWS(5)
 	ROWS(4) ROWS(3) ROWS(2) ROWS(1)
 #undef ROWS
@@ -297,33 +297,19 @@ pack_w(float *wp, const float *w, int IN, int j0, int n, int k0, int kc)
 	}
 }
 
-/* Rows [i0, i0+m) x [k0, k0+kc) of x (.., IN) into MR-tall k-major
- * panels (the last one short). */
-static void
-pack_x(float *xp, const float *x, int IN, int i0, int m, int k0, int kc)
-{
-	for (int p = 0; p < m; p += MR) {
-		float *d = xp + (size_t)p * kc;
-		int R = m - p < MR ? m - p : MR;
-		const float *s = x + (size_t)(i0 + p) * IN + k0;
-		for (int k = 0; k < kc; k++, d += MR)
-			for (int r = 0; r < R; r++)
-				d[r] = s[(size_t)r * IN + k];
-	}
-}
-
 struct lin {
 	float *y;
 	const float *x, *w, *b;
 	int N, IN, OUT, mt, nt;
 };
 
-/* Rows [i0, i1) x columns [j0, j1) of l's y; wp, xp: NC KC and MC KC
- * floats. Loops as BLIS's: an x panel stays in L1 while w's panels of
- * the block stream past it from L2. */
+/* Rows [i0, i1) x columns [j0, j1) of l's y; wp: NC KC floats. Loops
+ * as BLIS's: 12 rows of x (K block kc) stay in L1 while the block's w
+ * panels stream past them from L2. x is not packed: its rows are read
+ * where they are (packing them cost more than it saved). */
 static AVX512 void
 linear_block(const struct lin *l, int i0, int i1, int j0, int j1,
-    float *wp, float *xp)
+    float *wp)
 {
 	int IN = l->IN;
 
@@ -332,31 +318,25 @@ linear_block(const struct lin *l, int i0, int i1, int j0, int j1,
 		for (int k0 = 0; k0 < IN; k0 += KC) {
 			int kc = IN - k0 < KC ? IN - k0 : KC;
 			pack_w(wp, l->w, IN, jc, nc, k0, kc);
-			for (int ic = i0; ic < i1; ic += MC) {
-				int mc = i1 - ic < MC ? i1 - ic : MC;
-				pack_x(xp, l->x, IN, ic, mc, k0, kc);
-				for (int ir = 0; ir < mc; ir += MR)
-				for (int jr = 0; jr < nc; jr += NR)
-					ukernel_rows(mc - ir < MR ? mc - ir :
-					    MR, nc - jr < NR ? nc - jr : NR, kc,
-					    xp + (size_t)ir * kc,
-					    wp + (size_t)jr * kc,
-					    l->y + (size_t)(ic + ir) * l->OUT +
-					    jc + jr, l->OUT,
-					    l->b ? l->b + jc + jr : NULL, k0 == 0);
-			}
+			for (int i = i0; i < i1; i += MR)
+			for (int jr = 0; jr < nc; jr += NR)
+				ukernel_rows(i1 - i < MR ? i1 - i : MR,
+				    nc - jr < NR ? nc - jr : NR, kc,
+				    l->x + (size_t)i * IN + k0, IN,
+				    wp + (size_t)jr * kc,
+				    l->y + (size_t)i * l->OUT + jc + jr, l->OUT,
+				    l->b ? l->b + jc + jr : NULL, k0 == 0);
 		}
 	}
 }
 
-/* Blocks [t0, t1) of the mt x nt grid, row-major, each with its own
- * packing buffers (OpenBLAS on that block where they cannot be had). */
+/* Blocks [t0, t1) of the mt x nt grid, row-major, with a packing
+ * buffer of their own (OpenBLAS on the block where it cannot be had). */
 static void
 linear_job(void *arg, int64_t t0, int64_t t1)
 {
 	const struct lin *l = arg;
 	float *wp = aligned_alloc(64, sizeof(float) * NC * KC);
-	float *xp = aligned_alloc(64, sizeof(float) * MC * KC);
 
 	for (int64_t t = t0; t < t1; t++) {
 		int ti = (int)(t / l->nt), tj = (int)(t % l->nt);
@@ -364,8 +344,8 @@ linear_job(void *arg, int64_t t0, int64_t t1)
 		int i1 = cut_at(l->N, ti + 1, l->mt, MR);
 		int j0 = cut_at(l->OUT, tj, l->nt, NR);
 		int j1 = cut_at(l->OUT, tj + 1, l->nt, NR);
-		if (wp && xp) {
-			linear_block(l, i0, i1, j0, j1, wp, xp);
+		if (wp) {
+			linear_block(l, i0, i1, j0, j1, wp);
 			continue;
 		}
 		for (int i = i0; l->b && i < i1; i++)
@@ -376,12 +356,12 @@ linear_job(void *arg, int64_t t0, int64_t t1)
 		    l->w + (size_t)j0 * l->IN, l->IN, l->b ? 1.0f : 0.0f,
 		    l->y + (size_t)i0 * l->OUT + j0, l->OUT);
 	}
-	free(wp), free(xp);
+	free(wp);
 }
 
 /*
- * One block per thread, the grid mt x nt that packs least (x is packed
- * nt times, w mt times): no more blocks than whole panels, as many
+ * One block per thread, the grid mt x nt that reads least (x is read nt
+ * times, w packed mt times): no more blocks than whole panels, as many
  * blocks as threads where the shape has them.
  */
 static void
