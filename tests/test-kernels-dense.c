@@ -398,6 +398,35 @@ test_linear_blocks(void **state)
 	free(x), free(w), free(b), free(want), free(one), free(y);
 }
 
+/* The linear forward on shapes narrower than a panel per thread (8
+ * threads, 33 or 40 columns; 5 or 20 rows): near the reference, the same
+ * for every thread count (a cut with an empty block divided by zero). */
+static void
+test_linear_narrow(void **state)
+{
+	static const int shapes[][3] = { { 5, 3, 40 }, { 20, 17, 33 },
+		{ 13, 1, 64 } };
+
+	(void)state;
+	for (int s = 0; s < 3; s++) {
+		int N = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
+		float *x = randv(N * IN, 1), *w = randv(OUT * IN, 0.5f);
+		float *b = randv(OUT, 1), *want = randv(N * OUT, 1);
+		float *one = randv(N * OUT, 1), *y = randv(N * OUT, 1);
+		vlm_linear_fwd_ref(want, x, w, b, N, IN, OUT);
+		vlm_threads_set(1);
+		vlm_linear_fwd_cpu(one, x, w, b, N, IN, OUT);
+		near("linear narrow", one, want, N * OUT, PAR_TOL);
+		for (int t = 2; t <= 8; t++) {
+			vlm_threads_set(t);
+			vlm_linear_fwd_cpu(y, x, w, b, N, IN, OUT);
+			assert_memory_equal(y, one, sizeof(float) * N * OUT);
+		}
+		free(x), free(w), free(b), free(want), free(one), free(y);
+	}
+	vlm_threads_set(0);
+}
+
 static void
 test_linear_grad(void **state)
 {
@@ -1227,6 +1256,7 @@ main(void)
 		cmocka_unit_test(test_gemm),
 		cmocka_unit_test(test_linear_parity),
 		cmocka_unit_test(test_linear_blocks),
+		cmocka_unit_test(test_linear_narrow),
 		cmocka_unit_test(test_linear_grad),
 		cmocka_unit_test(test_layernorm_parity),
 		cmocka_unit_test(test_layernorm_grad),
