@@ -399,16 +399,17 @@ test_linear_blocks(void **state)
 }
 
 /* The linear forward on shapes narrower than a panel per thread (8
- * threads, 33 or 40 columns; 5 or 20 rows): near the reference, the same
- * for every thread count (a cut with an empty block divided by zero). */
+ * threads; 9 to 64 columns, 3 to 30 rows): near the reference, the same
+ * for every thread count (a cut with an empty block divided by zero, one
+ * under a panel wide computed nothing). */
 static void
 test_linear_narrow(void **state)
 {
 	static const int shapes[][3] = { { 5, 3, 40 }, { 20, 17, 33 },
-		{ 13, 1, 64 } };
+		{ 13, 1, 64 }, { 3, 4, 9 }, { 30, 8, 24 } };
 
 	(void)state;
-	for (int s = 0; s < 3; s++) {
+	for (int s = 0; s < 5; s++) {
 		int N = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
 		float *x = randv(N * IN, 1), *w = randv(OUT * IN, 0.5f);
 		float *b = randv(OUT, 1), *want = randv(N * OUT, 1);

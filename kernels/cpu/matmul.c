@@ -413,7 +413,8 @@ linear_job(void *arg, int64_t t0, int64_t t1)
 static void
 linear_grid(struct lin *l)
 {
-	int P = vlm_threads(), pm = l->N / MR, pn = l->OUT / NR;
+	int P = vlm_threads(), pm = l->N / MR > 1 ? l->N / MR : 1;
+	int pn = l->OUT / NR > 1 ? l->OUT / NR : 1;
 	int64_t best = INT64_MAX, most = 0;
 
 	l->mt = l->nt = 1;
