@@ -95,6 +95,7 @@ $(BUILD)/%.o: %.c $$(call hdrs_unless_d,$$@)
 
 # the fast GELU's branch-free selects vectorise only if compares may not trap
 $(BUILD)/kernels/cpu/act.o: CFLAGS += -fno-trapping-math
+$(BUILD)/kernels/cpu/attention.o: CFLAGS += -fno-trapping-math
 
 $(BUILD)/%.o: %.cu $$(call hdrs_unless_d,$$@)
 	@mkdir -p $(@D)

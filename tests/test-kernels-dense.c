@@ -359,6 +359,75 @@ test_linear_parity(void **state)
 	free(xd), free(wd), free(bd);
 }
 
+/*
+ * The linear forward on a shape past every block of its AVX-512 GEMM
+ * (500 rows > 480, IN 520 > 2 x 256, OUT 1100 > 1024 columns, none a
+ * multiple of a panel), then OpenBLAS's tiles (VLM_LINEAR_BLAS=1): near
+ * the reference, and bit-identical for 1, 2, 3, 5 and 8 threads.
+ */
+static void
+test_linear_blocks(void **state)
+{
+	int N = 500, IN = 520, OUT = 1100;
+	float *x = randv(N * IN, 1), *w = randv(OUT * IN, 0.05f);
+	float *b = randv(OUT, 1), *want = randv(N * OUT, 1);
+	float *one = randv(N * OUT, 1), *y = randv(N * OUT, 1);
+	static const int threads[] = { 2, 3, 5, 8 };
+
+	(void)state;
+	vlm_linear_fwd_ref(want, x, w, b, N, IN, OUT);
+	for (int blas = 0; blas < 2; blas++) {
+		setenv("VLM_LINEAR_BLAS", blas ? "1" : "0", 1);
+		vlm_threads_set(1);
+		vlm_linear_fwd_cpu(one, x, w, b, N, IN, OUT);
+		near(blas ? "linear tiles" : "linear blocks", one, want,
+		    N * OUT, PAR_TOL);
+		for (int t = 0; t < 4; t++) {
+			vlm_threads_set(threads[t]);
+			vlm_linear_fwd_cpu(y, x, w, b, N, IN, OUT);
+			assert_memory_equal(y, one, sizeof(float) * N * OUT);
+		}
+	}
+	vlm_linear_fwd_ref(want, x, w, NULL, N, IN, OUT);
+	vlm_linear_fwd_cpu(y, x, w, NULL, N, IN, OUT);	/* tiles, no bias */
+	near("linear tiles, no bias", y, want, N * OUT, PAR_TOL);
+	unsetenv("VLM_LINEAR_BLAS");
+	vlm_linear_fwd_cpu(y, x, w, NULL, N, IN, OUT);
+	near("linear blocks, no bias", y, want, N * OUT, PAR_TOL);
+	vlm_threads_set(0);
+	free(x), free(w), free(b), free(want), free(one), free(y);
+}
+
+/* The linear forward on shapes narrower than a panel per thread (8
+ * threads; 9 to 64 columns, 3 to 30 rows): near the reference, the same
+ * for every thread count (a cut with an empty block divided by zero, one
+ * under a panel wide computed nothing). */
+static void
+test_linear_narrow(void **state)
+{
+	static const int shapes[][3] = { { 5, 3, 40 }, { 20, 17, 33 },
+		{ 13, 1, 64 }, { 3, 4, 9 }, { 30, 8, 24 } };
+
+	(void)state;
+	for (int s = 0; s < 5; s++) {
+		int N = shapes[s][0], IN = shapes[s][1], OUT = shapes[s][2];
+		float *x = randv(N * IN, 1), *w = randv(OUT * IN, 0.5f);
+		float *b = randv(OUT, 1), *want = randv(N * OUT, 1);
+		float *one = randv(N * OUT, 1), *y = randv(N * OUT, 1);
+		vlm_linear_fwd_ref(want, x, w, b, N, IN, OUT);
+		vlm_threads_set(1);
+		vlm_linear_fwd_cpu(one, x, w, b, N, IN, OUT);
+		near("linear narrow", one, want, N * OUT, PAR_TOL);
+		for (int t = 2; t <= 8; t++) {
+			vlm_threads_set(t);
+			vlm_linear_fwd_cpu(y, x, w, b, N, IN, OUT);
+			assert_memory_equal(y, one, sizeof(float) * N * OUT);
+		}
+		free(x), free(w), free(b), free(want), free(one), free(y);
+	}
+	vlm_threads_set(0);
+}
+
 static void
 test_linear_grad(void **state)
 {
@@ -1187,6 +1256,8 @@ main(void)
 		cmocka_unit_test(test_parallel_for),
 		cmocka_unit_test(test_gemm),
 		cmocka_unit_test(test_linear_parity),
+		cmocka_unit_test(test_linear_blocks),
+		cmocka_unit_test(test_linear_narrow),
 		cmocka_unit_test(test_linear_grad),
 		cmocka_unit_test(test_layernorm_parity),
 		cmocka_unit_test(test_layernorm_grad),

@@ -5,7 +5,9 @@
  * The output (B,T,C) is before the out-projection (a linear layer).
  * Softmax in fp32; masked probabilities are exactly zero, so the
  * backward needs no mask. The fast version runs SGEMMs per (batch, head)
- * and spreads the (batch, head) pairs over the thread pool.
+ * and spreads the (batch, head) pairs over the thread pool; its softmax
+ * takes exp_neg (vmath.h) for libm's expf and sums in 16 lanes, so that
+ * it vectorises (a ViT-B/32 forward spent 2% in softmax and expf).
  */
 #include <assert.h>
 #include <math.h>
@@ -14,6 +16,7 @@
 
 #include "base/base.h"
 #include "kernels.h"
+#include "vmath.h"
 
 /* How many keys query i may see: causal and padding masks. */
 static inline int
@@ -44,6 +47,33 @@ softmax_row(float *a, int n, int T)
 	for (int j = 0; j < n; j++)
 		a[j] /= sum;
 	for (int j = n; j < T; j++)
+		a[j] = 0.0f;
+}
+
+/* softmax_row with exp_neg, the sum in 16 lanes added in order. */
+WIDE static void
+softmax_row_fast(float *a, int n, int T)
+{
+	float mx = -INFINITY, lane[16] = { 0 }, sum = 0.0f, inv;
+	int j = 0;
+
+	for (int i = 0; i < n; i++)
+		mx = a[i] > mx ? a[i] : mx;
+	for (; j + 16 <= n; j += 16)
+		for (int l = 0; l < 16; l++) {
+			a[j + l] = exp_neg(a[j + l] - mx);
+			lane[l] += a[j + l];
+		}
+	for (int l = 0; j + l < n; l++) {
+		a[j + l] = exp_neg(a[j + l] - mx);
+		lane[l] += a[j + l];
+	}
+	for (int l = 0; l < 16; l++)
+		sum += lane[l];
+	inv = 1.0f / sum;
+	for (j = 0; j < n; j++)
+		a[j] *= inv;
+	for (j = n; j < T; j++)
 		a[j] = 0.0f;
 }
 
@@ -150,7 +180,7 @@ fwd_job(void *arg, int64_t p0, int64_t p1)
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs,
 		    scale, q, 3 * C, q + C, 3 * C, 0.0f, a, T);
 		for (int i = 0; i < T; i++)
-			softmax_row(a + (size_t)i * T,
+			softmax_row_fast(a + (size_t)i * T,
 			    nkeys(i, T, x->len, x->causal, b), T);
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs,
 		    T, 1.0f, a, T, q + 2 * C, 3 * C, 0.0f,
