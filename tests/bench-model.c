@@ -13,7 +13,9 @@
  *  - GELU alone on a ViT-B/32 MLP activation (batch 32): ns per element
  *    of libm's erff (the _ref) and of the vectorised _cpu, one thread and
  *    all, forward and backward.
- *  - the ViT-B/32 forward against SGEMM, turn about ("ratio [ROUNDS]").
+ *  - the ViT-B/32 forward against SGEMM, turn about ("ratio [ROUNDS]"),
+ *    its weights packed once as vlm-embed's (BENCH_NOPACK=1: packed per
+ *    call, as a training run's).
  * Usage: bench-model [quick] [vitb-only | bf16 | gelu | ratio [ROUNDS] |
  * train PRESET]
  * ("quick":
@@ -375,6 +377,9 @@ bench_ratio(int rounds)
 	int R = B * vlm_config_image_tokens(&d.cfg);	/* token rows */
 	float *px = malloc(sizeof(float) * B * 3 * S * S);
 	struct vlm_run *r = vlm_run_new(&d, B, 0, 0);
+	struct vlm_wpack wk = { 0 };
+	if (!getenv("BENCH_NOPACK"))
+		vlm_run_set_wpack(r, &wk);
 	for (int i = 0; i < B * 3 * S * S; i++)
 		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
 	vlm_forward(r, &d, px, NULL);	/* warm-up */
@@ -404,10 +409,11 @@ bench_ratio(int rounds)
 		for (int c = 0; c < 2; c++)
 			qsort(q[i][c], rounds, sizeof(double), cmp_double);
 	int h = rounds / 2;
-	printf("vit-b/32 forward batch %d, %d threads, %d rounds turn about, "
-	    "medians: model %.1f GFLOP/s wall, %.1f per CPU-s; OpenBLAS "
-	    "sgemm 2048^3 %.1f wall, %.1f per CPU-s (1 thread); tiles %.1f "
-	    "wall, %.1f per CPU-s\n", B, nt, rounds, q[2][0][h], q[2][1][h],
+	printf("vit-b/32 forward batch %d (weights packed %s), %d threads, "
+	    "%d rounds turn about, medians: model %.1f GFLOP/s wall, %.1f "
+	    "per CPU-s; OpenBLAS sgemm 2048^3 %.1f wall, %.1f per CPU-s (1 thread); tiles %.1f "
+	    "wall, %.1f per CPU-s\n", B, wk.n ? "once" : "per call", nt,
+	    rounds, q[2][0][h], q[2][1][h],
 	    q[0][0][h], q[0][1][h], q[1][0][h], q[1][1][h]);
 	printf("vit-b/32 end to end / OpenBLAS sgemm: %.1f%% wall, %.1f%% "
 	    "CPU time (per-round ratios' medians)\n", 100 * q[3][0][h],
@@ -418,6 +424,7 @@ bench_ratio(int rounds)
 	    R, lf / 1e9, q[4][1][h], 100 * q[5][1][h],
 	    d.cfg.vision.layers, 100 * lf * d.cfg.vision.layers / f);
 	vlm_run_free(r);
+	vlm_wpack_release(&wk);
 	vlm_model_release(&d);
 	free(px);
 }
