@@ -377,7 +377,7 @@ bench_ratio(int rounds)
 	int R = B * vlm_config_image_tokens(&d.cfg);	/* token rows */
 	float *px = malloc(sizeof(float) * B * 3 * S * S);
 	struct vlm_run *r = vlm_run_new(&d, B, 0, 0);
-	struct vlm_wpack wk = { 0 };
+	struct vlm_wpack wk = { .copies = 1 }; /* d is not a file */
 	if (!getenv("BENCH_NOPACK"))
 		vlm_run_set_wpack(r, &wk);
 	for (int i = 0; i < B * 3 * S * S; i++)

@@ -479,12 +479,33 @@ vlm_linear_packed_floats(int IN, int OUT)
 	return packed_cols(OUT) * IN;
 }
 
+struct pack {
+	float *wk;
+	const float *w;
+	int IN, OUT;
+};
+
+/* Panels [p0, p1) of every K block of a whole-w packing. */
+static void
+pack_job(void *arg, int64_t p0, int64_t p1)
+{
+	const struct pack *a = arg;
+	int j0 = (int)p0 * NR, j1 = p1 * NR < a->OUT ? (int)p1 * NR : a->OUT;
+
+	for (int k0 = 0; k0 < a->IN; k0 += KC) {
+		int kc = a->IN - k0 < KC ? a->IN - k0 : KC;
+		pack_w(a->wk + (size_t)k0 * packed_cols(a->OUT) +
+		    (size_t)j0 * kc, a->w, a->IN, j0, j1 - j0, k0, kc);
+	}
+}
+
 void
 vlm_linear_pack_cpu(float *wk, const float *w, int IN, int OUT)
 {
-	for (int k0 = 0; k0 < IN; k0 += KC)
-		pack_w(wk + (size_t)k0 * packed_cols(OUT), w, IN, 0, OUT, k0,
-		    IN - k0 < KC ? IN - k0 : KC);
+	struct pack a = { wk, w, IN, OUT };
+
+	vlm_parallel_for_cost((int64_t)packed_cols(OUT) / NR,
+	    (int64_t)IN * OUT, pack_job, &a);
 }
 
 void

@@ -537,13 +537,16 @@ int vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
  * fp32 linear weights packed once for inference (model/precision.c):
  * each weight packed at its first use into the layout the backend's GEMM
  * reads (linear_pack), then its pages of a clean file mapping given
- * back; a weight never used is never packed. The model's weights must
- * not change while a run uses it (training runs pack per call).
+ * back; a weight never used is never packed, nor one whose pages cannot
+ * be given back (unless copies). The model's weights must not change
+ * while a run uses it (training runs pack per call).
  */
 struct vlm_wpack {
 	int n, cap;
 	int64_t *off;     /* (n) the weights' offsets in the parameters */
 	float **wk;       /* (n) their packed copies (NULL: none to be had) */
+	int copies;       /* 1: pack weights outside a clean file mapping
+	                   * too (memory then holds both); 0: not those */
 };
 /* The packed copy of the weight (OUT,IN) at offset off, packed now if it
  * is not yet; NULL where the backend has no packed path (or no memory):

@@ -148,7 +148,7 @@ const float *
 vlm_wpack_get(struct vlm_wpack *k, const struct vlm_backend *be,
     const struct vlm_model *m, int64_t off, int IN, int OUT)
 {
-	size_t n, bytes;
+	size_t n, bytes, wbytes = (size_t)IN * OUT * sizeof(float);
 	float *wk = NULL;
 
 	for (int i = 0; i < k->n; i++)
@@ -158,10 +158,10 @@ vlm_wpack_get(struct vlm_wpack *k, const struct vlm_backend *be,
 	    wpack_grow(k) < 0)
 		return NULL;
 	bytes = (n * sizeof(float) + 63) / 64 * 64;
-	if ((wk = aligned_alloc(64, bytes))) {
+	if ((k->copies || vlm_map_holds(&m->file, m->w + off, wbytes)) &&
+	    (wk = aligned_alloc(64, bytes))) {
 		be->linear_pack(wk, m->w + off, IN, OUT);
-		vlm_map_drop(&m->file, m->w + off, (size_t)IN * OUT *
-		    sizeof(float));
+		vlm_map_drop(&m->file, m->w + off, wbytes);
 	}
 	k->off[k->n] = off, k->wk[k->n++] = wk;
 	return wk;
