@@ -71,6 +71,20 @@ void vlm_linear_bwd_ref(float *dx /* (N,IN) or NULL */,
     const float *w /* (OUT,IN) */, int N, int IN, int OUT);
 void vlm_linear_bwd_cpu(float *dx, float *dw, float *db, const float *dy,
     const float *x, const float *w, int N, int IN, int OUT);
+/*
+ * The linear forward on weights packed once (inference: weights that do
+ * not change). vlm_linear_packed_floats: the floats w (OUT,IN) takes
+ * packed in the panels the CPU GEMM reads, 0 where that GEMM does not
+ * run (no AVX-512, VLM_LINEAR_BLAS=1); vlm_linear_pack_cpu fills them
+ * (64-byte aligned); vlm_linear_fwd_packed_cpu gives the same bits as
+ * vlm_linear_fwd_cpu on the unpacked w, without packing w per call.
+ */
+size_t vlm_linear_packed_floats(int IN, int OUT);
+void vlm_linear_pack_cpu(float *wk, const float *w /* (OUT,IN) */, int IN,
+    int OUT);
+void vlm_linear_fwd_packed_cpu(float *y /* (N,OUT) */,
+    const float *x /* (N,IN) */, const float *wk, const float *b, int N,
+    int IN, int OUT);
 
 /*
  * LayerNorm over the last dim: y = (x - mean) rstd w + b, biased
@@ -701,6 +715,13 @@ struct vlm_backend {
 	void (*bf16_from_f32)(uint16_t *y, const float *x, int64_t n);
 	void (*linear_fwd_bf16)(float *y, float *scratch, const float *x,
 	    const uint16_t *w, const float *b, int N, int IN, int OUT);
+	/* weights packed once (inference, fp32): NULL on backends
+	 * without them; not in VLM_BACKEND_OPS (forward.c falls back to
+	 * linear_fwd); tests/test-kernels-dense.c tests them. */
+	size_t (*linear_packed_floats)(int IN, int OUT);
+	void (*linear_pack)(float *wk, const float *w, int IN, int OUT);
+	void (*linear_fwd_packed)(float *y, const float *x, const float *wk,
+	    const float *b, int N, int IN, int OUT);
 };
 
 /* Every op of the table, in its order: X(name) for each entry. */

@@ -13,8 +13,13 @@
  *  - GELU alone on a ViT-B/32 MLP activation (batch 32): ns per element
  *    of libm's erff (the _ref) and of the vectorised _cpu, one thread and
  *    all, forward and backward.
- *  - the ViT-B/32 forward against SGEMM, turn about ("ratio [ROUNDS]").
+ *  - the ViT-B/32 forward against SGEMM, turn about ("ratio [ROUNDS]"),
+ *    its weights packed once as vlm-embed's (BENCH_NOPACK=1: packed per
+ *    call, as a training run's);
+ *  - the ViT-B/32 forward with weights packed once against per call,
+ *    alternated ("pack [PAIRS]").
  * Usage: bench-model [quick] [vitb-only | bf16 | gelu | ratio [ROUNDS] |
+ * pack [PAIRS] |
  * train PRESET]
  * ("quick":
  * fewer repetitions; "vitb-only": just the ViT-B/32 forward lines, for
@@ -375,6 +380,9 @@ bench_ratio(int rounds)
 	int R = B * vlm_config_image_tokens(&d.cfg);	/* token rows */
 	float *px = malloc(sizeof(float) * B * 3 * S * S);
 	struct vlm_run *r = vlm_run_new(&d, B, 0, 0);
+	struct vlm_wpack wk = { .copies = 1 }; /* d is not a file */
+	if (!getenv("BENCH_NOPACK"))
+		vlm_run_set_wpack(r, &wk);
 	for (int i = 0; i < B * 3 * S * S; i++)
 		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
 	vlm_forward(r, &d, px, NULL);	/* warm-up */
@@ -404,10 +412,11 @@ bench_ratio(int rounds)
 		for (int c = 0; c < 2; c++)
 			qsort(q[i][c], rounds, sizeof(double), cmp_double);
 	int h = rounds / 2;
-	printf("vit-b/32 forward batch %d, %d threads, %d rounds turn about, "
-	    "medians: model %.1f GFLOP/s wall, %.1f per CPU-s; OpenBLAS "
-	    "sgemm 2048^3 %.1f wall, %.1f per CPU-s (1 thread); tiles %.1f "
-	    "wall, %.1f per CPU-s\n", B, nt, rounds, q[2][0][h], q[2][1][h],
+	printf("vit-b/32 forward batch %d (weights packed %s), %d threads, "
+	    "%d rounds turn about, medians: model %.1f GFLOP/s wall, %.1f "
+	    "per CPU-s; OpenBLAS sgemm 2048^3 %.1f wall, %.1f per CPU-s (1 thread); tiles %.1f "
+	    "wall, %.1f per CPU-s\n", B, wk.n ? "once" : "per call", nt,
+	    rounds, q[2][0][h], q[2][1][h],
 	    q[0][0][h], q[0][1][h], q[1][0][h], q[1][1][h]);
 	printf("vit-b/32 end to end / OpenBLAS sgemm: %.1f%% wall, %.1f%% "
 	    "CPU time (per-round ratios' medians)\n", 100 * q[3][0][h],
@@ -418,6 +427,54 @@ bench_ratio(int rounds)
 	    R, lf / 1e9, q[4][1][h], 100 * q[5][1][h],
 	    d.cfg.vision.layers, 100 * lf * d.cfg.vision.layers / f);
 	vlm_run_free(r);
+	vlm_wpack_release(&wk);
+	vlm_model_release(&d);
+	free(px);
+}
+
+/*
+ * The ViT-B/32 image forward (batch 32) with its linear weights packed
+ * per call (as training) and packed once (as vlm-embed), alternated in
+ * this process, pairs medians: the rates per CPU-second and wall-second
+ * and the speed ratio of each pair.
+ */
+static void
+bench_pack(int pairs)
+{
+	struct vlm_model d;
+	struct vlm_wpack wk = { .copies = 1 }; /* d is not a file */
+	int B = 32, S;
+	double q[4][32], f;
+
+	pairs = pairs < 1 ? 1 : pairs > 32 ? 32 : pairs;
+	model_of(&d, "b", 0, 0, -1);
+	f = vlm_model_flops(&d, 0, 0) * B, S = d.cfg.image_size;
+	float *px = malloc(sizeof(float) * B * 3 * S * S);
+	struct vlm_run *r[2] = { vlm_run_new(&d, B, 0, 0),
+		vlm_run_new(&d, B, 0, 0) };
+	vlm_run_set_wpack(r[1], &wk);
+	for (int i = 0; i < B * 3 * S * S; i++)
+		px[i] = (float)((i * 7919) % 255) / 255 - 0.5f;
+	vlm_forward(r[0], &d, px, NULL), vlm_forward(r[1], &d, px, NULL);
+	for (int k = 0; k < pairs; k++) {
+		double w[2], u[2];
+		for (int p = 0; p < 2; p++) {
+			w[p] = now(), u[p] = cpu_now();
+			vlm_forward(r[p], &d, px, NULL);
+			w[p] = now() - w[p], u[p] = cpu_now() - u[p];
+		}
+		q[0][k] = f / u[1] / 1e9, q[1][k] = f / w[1] / 1e9;
+		q[2][k] = u[0] / u[1], q[3][k] = w[0] / w[1];
+	}
+	for (int i = 0; i < 4; i++)
+		qsort(q[i], pairs, sizeof(double), cmp_double);
+	printf("vit-b/32 forward batch 32, %d threads, weights packed once "
+	    "(%d weights) against per call, %d pairs, medians: %.1f GFLOP/s "
+	    "per CPU-s, %.1f wall; speed packed once / per call %.3f CPU "
+	    "time, %.3f wall\n", vlm_threads(), wk.n, pairs, q[0][pairs / 2],
+	    q[1][pairs / 2], q[2][pairs / 2], q[3][pairs / 2]);
+	vlm_run_free(r[0]), vlm_run_free(r[1]);
+	vlm_wpack_release(&wk);
 	vlm_model_release(&d);
 	free(px);
 }
@@ -454,6 +511,10 @@ main(int argc, char **argv)
 	}
 	if (argc > a && strcmp(argv[a], "ratio") == 0) {
 		bench_ratio(argc > a + 1 ? atoi(argv[a + 1]) : 5);
+		return 0;
+	}
+	if (argc > a && strcmp(argv[a], "pack") == 0) {
+		bench_pack(argc > a + 1 ? atoi(argv[a + 1]) : 9);
 		return 0;
 	}
 	if (argc > a && strcmp(argv[a], "gelu") == 0) {

@@ -360,6 +360,38 @@ test_linear_parity(void **state)
 }
 
 /*
+ * The linear forward on w packed once (vlm_linear_pack_cpu) gives one's
+ * bits (vlm_linear_fwd_cpu's on w) for 1 to 8 threads; 0 packed floats
+ * (no AVX-512, VLM_LINEAR_BLAS=1) only where the GEMM is OpenBLAS's.
+ */
+static void
+packed_same(const float *one, const float *x, const float *w,
+    const float *b, int N, int IN, int OUT)
+{
+	size_t n = vlm_linear_packed_floats(IN, OUT);
+	const char *e = getenv("VLM_LINEAR_BLAS");
+	float *wk, *y = randv(N * OUT, 1);
+
+	if (!n) {
+		assert_true(!__builtin_cpu_supports("avx512f") ||
+		    (e && *e == '1'));
+		free(y);
+		return;
+	}
+	assert_true(n >= (size_t)IN * OUT && n < (size_t)IN * (OUT + 32));
+	assert_non_null(wk = aligned_alloc(64, (n * sizeof(float) + 63) /
+	    64 * 64));
+	vlm_linear_pack_cpu(wk, w, IN, OUT);
+	for (int t = 1; t <= 8; t++) {
+		vlm_threads_set(t);
+		memset(y, 0xff, sizeof(float) * N * OUT);
+		vlm_linear_fwd_packed_cpu(y, x, wk, b, N, IN, OUT);
+		assert_memory_equal(y, one, sizeof(float) * N * OUT);
+	}
+	free(wk), free(y);
+}
+
+/*
  * The linear forward on a shape past every block of its AVX-512 GEMM
  * (500 rows > 480, IN 520 > 2 x 256, OUT 1100 > 1024 columns, none a
  * multiple of a panel), then OpenBLAS's tiles (VLM_LINEAR_BLAS=1): near
@@ -387,13 +419,16 @@ test_linear_blocks(void **state)
 			vlm_linear_fwd_cpu(y, x, w, b, N, IN, OUT);
 			assert_memory_equal(y, one, sizeof(float) * N * OUT);
 		}
+		packed_same(one, x, w, b, N, IN, OUT);
 	}
 	vlm_linear_fwd_ref(want, x, w, NULL, N, IN, OUT);
 	vlm_linear_fwd_cpu(y, x, w, NULL, N, IN, OUT);	/* tiles, no bias */
 	near("linear tiles, no bias", y, want, N * OUT, PAR_TOL);
 	unsetenv("VLM_LINEAR_BLAS");
+	vlm_threads_set(1);
 	vlm_linear_fwd_cpu(y, x, w, NULL, N, IN, OUT);
 	near("linear blocks, no bias", y, want, N * OUT, PAR_TOL);
+	packed_same(y, x, w, NULL, N, IN, OUT);
 	vlm_threads_set(0);
 	free(x), free(w), free(b), free(want), free(one), free(y);
 }
@@ -423,6 +458,7 @@ test_linear_narrow(void **state)
 			vlm_linear_fwd_cpu(y, x, w, b, N, IN, OUT);
 			assert_memory_equal(y, one, sizeof(float) * N * OUT);
 		}
+		packed_same(one, x, w, b, N, IN, OUT);
 		free(x), free(w), free(b), free(want), free(one), free(y);
 	}
 	vlm_threads_set(0);

@@ -116,7 +116,10 @@ host_sync(void)
 	.linear_fwd_bf16 = vlm_linear_fwd_bf16##S
 
 static const struct vlm_backend cpu = {
-	.name = "cpu", HOST_MEMORY, BOTH(_cpu), REF_ONLY
+	.name = "cpu", HOST_MEMORY, BOTH(_cpu), REF_ONLY,
+	.linear_packed_floats = vlm_linear_packed_floats,
+	.linear_pack = vlm_linear_pack_cpu,
+	.linear_fwd_packed = vlm_linear_fwd_packed_cpu
 };
 
 static const struct vlm_backend ref = {

@@ -343,10 +343,20 @@ pack_w(float *wp, const float *w, int IN, int j0, int n, int k0, int kc)
 struct lin {
 	float *y;
 	const float *x, *w, *b;
+	const float *wk;	/* w packed whole (vlm_linear_pack_cpu), or NULL */
 	int N, IN, OUT, mt, nt;
 };
 
-/* Rows [i0, i1) x columns [j0, j1) of l's y; wp: NC KC floats. Loops
+/* Columns of w (OUT,IN) packed whole: OUT rounded up to whole panels. */
+static size_t
+packed_cols(int OUT)
+{
+	return (size_t)(OUT + NR - 1) / NR * NR;
+}
+
+/* Rows [i0, i1) x columns [j0, j1) of l's y; wp: NC KC floats, unused
+ * when w comes packed whole (K block k0 at k0 OUTp, column j's panel at
+ * j kc in it, as pack_w lays out a block). Loops
  * as BLIS's: 12 rows of x (K block kc) stay in L1 while the block's w
  * panels stream past them from L2. x is not packed: its rows are read
  * where they are (packing them cost more than it saved). */
@@ -363,13 +373,18 @@ linear_block(const struct lin *l, int i0, int i1, int j0, int j1,
 		int nc = j1 - jc < step ? j1 - jc : step;
 		for (int k0 = 0; k0 < IN; k0 += KC) {
 			int kc = IN - k0 < KC ? IN - k0 : KC;
-			pack_w(wp, l->w, IN, jc, nc, k0, kc);
+			const float *wb = wp;
+			if (l->wk)
+				wb = l->wk + (size_t)k0 * packed_cols(l->OUT) +
+				    (size_t)jc * kc;
+			else
+				pack_w(wp, l->w, IN, jc, nc, k0, kc);
 			for (int i = i0; i < i1; i += MR)
 			for (int jr = 0; jr < nc; jr += NR)
 				ukernel_rows(i1 - i < MR ? i1 - i : MR,
 				    nc - jr < NR ? nc - jr : NR, kc,
 				    l->x + (size_t)i * IN + k0, IN,
-				    wp + (size_t)jr * kc,
+				    wb + (size_t)jr * kc,
 				    l->y + (size_t)i * l->OUT + jc + jr, l->OUT,
 				    l->b ? l->b + jc + jr : NULL, k0 == 0);
 		}
@@ -382,7 +397,8 @@ static void
 linear_job(void *arg, int64_t t0, int64_t t1)
 {
 	const struct lin *l = arg;
-	float *wp = aligned_alloc(64, sizeof(float) * NC * KC);
+	float *wp = l->wk ? (float *)l->wk : aligned_alloc(64,
+	    sizeof(float) * NC * KC);
 
 	for (int64_t t = t0; t < t1; t++) {
 		int ti = (int)(t / l->nt), tj = (int)(t % l->nt);
@@ -402,7 +418,8 @@ linear_job(void *arg, int64_t t0, int64_t t1)
 		    l->w + (size_t)j0 * l->IN, l->IN, l->b ? 1.0f : 0.0f,
 		    l->y + (size_t)i0 * l->OUT + j0, l->OUT);
 	}
-	free(wp);
+	if (!l->wk)
+		free(wp);
 }
 
 /*
@@ -441,7 +458,7 @@ void
 vlm_linear_fwd_cpu(float *y, const float *x, const float *w, const float *b,
     int N, int IN, int OUT)
 {
-	struct lin l = { y, x, w, b, N, IN, OUT, 1, 1 };
+	struct lin l = { y, x, w, b, NULL, N, IN, OUT, 1, 1 };
 
 	if (N <= 0 || OUT <= 0)
 		return;
@@ -453,7 +470,81 @@ vlm_linear_fwd_cpu(float *y, const float *x, const float *w, const float *b,
 	vlm_parallel_for_cost((int64_t)l.mt * l.nt, 2 * (int64_t)N * IN * OUT,
 	    linear_job, &l);
 }
+
+size_t
+vlm_linear_packed_floats(int IN, int OUT)
+{
+	if (IN <= 0 || OUT <= 0 || !use_avx512())
+		return 0;
+	return packed_cols(OUT) * IN;
+}
+
+struct pack {
+	float *wk;
+	const float *w;
+	int IN, OUT;
+};
+
+/* Panels [p0, p1) of every K block of a whole-w packing. */
+static void
+pack_job(void *arg, int64_t p0, int64_t p1)
+{
+	const struct pack *a = arg;
+	int j0 = (int)p0 * NR, j1 = p1 * NR < a->OUT ? (int)p1 * NR : a->OUT;
+
+	for (int k0 = 0; k0 < a->IN; k0 += KC) {
+		int kc = a->IN - k0 < KC ? a->IN - k0 : KC;
+		pack_w(a->wk + (size_t)k0 * packed_cols(a->OUT) +
+		    (size_t)j0 * kc, a->w, a->IN, j0, j1 - j0, k0, kc);
+	}
+}
+
+void
+vlm_linear_pack_cpu(float *wk, const float *w, int IN, int OUT)
+{
+	struct pack a = { wk, w, IN, OUT };
+
+	vlm_parallel_for_cost((int64_t)packed_cols(OUT) / NR,
+	    (int64_t)IN * OUT, pack_job, &a);
+}
+
+void
+vlm_linear_fwd_packed_cpu(float *y, const float *x, const float *wk,
+    const float *b, int N, int IN, int OUT)
+{
+	struct lin l = { y, x, NULL, b, wk, N, IN, OUT, 1, 1 };
+
+	if (N <= 0 || OUT <= 0)
+		return;
+	assert(IN > 0 && __builtin_cpu_supports("avx512f") &&
+	    "linear_fwd_packed: no packed path");
+	linear_grid(&l);
+	vlm_parallel_for_cost((int64_t)l.mt * l.nt, 2 * (int64_t)N * IN * OUT,
+	    linear_job, &l);
+}
 #else
+size_t
+vlm_linear_packed_floats(int IN, int OUT)
+{
+	(void)IN, (void)OUT;
+	return 0;
+}
+
+void
+vlm_linear_pack_cpu(float *wk, const float *w, int IN, int OUT)
+{
+	(void)wk, (void)w, (void)IN, (void)OUT;
+	assert(0 && "linear_pack: no packed path");
+}
+
+void
+vlm_linear_fwd_packed_cpu(float *y, const float *x, const float *wk,
+    const float *b, int N, int IN, int OUT)
+{
+	(void)y, (void)x, (void)wk, (void)b, (void)N, (void)IN, (void)OUT;
+	assert(0 && "linear_fwd_packed: no packed path");
+}
+
 void
 vlm_linear_fwd_cpu(float *y, const float *x, const float *w, const float *b,
     int N, int IN, int OUT)

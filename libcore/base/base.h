@@ -111,6 +111,9 @@ void vlm_map_release(struct vlm_map *mp);
  * never made writable (else a no-op): they leave memory, and a later
  * read maps the file's bytes again. */
 void vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n);
+/* Whether [p, p + n) lies inside a mapping never made writable (whose
+ * pages vlm_map_drop gives back). */
+int vlm_map_holds(const struct vlm_map *mp, const void *p, size_t n);
 /* Give back the whole pages inside [p, p + n) whatever holds them
  * (MADV_DONTNEED): a file mapping reads the file again, private memory
  * reads zeros. */

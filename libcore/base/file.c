@@ -269,10 +269,16 @@ vlm_pages_drop(const void *p, size_t n)
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+int
+vlm_map_holds(const struct vlm_map *mp, const void *p, size_t n)
+{
+	return mp->mapped && !mp->cow && (const unsigned char *)p >=
+	    mp->base && (const unsigned char *)p + n <= mp->base + mp->size;
+}
+
 void
 vlm_map_drop(const struct vlm_map *mp, const void *p, size_t n)
 {
-	if (mp->mapped && !mp->cow && (const unsigned char *)p >= mp->base &&
-	    (const unsigned char *)p + n <= mp->base + mp->size)
+	if (vlm_map_holds(mp, p, n))
 		vlm_pages_drop(p, n);
 }

@@ -49,6 +49,8 @@ fit_run(struct vlm_encoder *e, int n)
 	vlm_run_free(e->r);
 	e->r = r;
 	e->rows = rows;
+	if (e->pack)
+		vlm_run_set_wpack(r, &e->wk);
 	return 0;
 }
 
@@ -58,6 +60,7 @@ vlm_encoder_release(struct vlm_encoder *e)
 	if (e->wb)
 		vlm_run_backend(e->r)->free(e->wb);
 	vlm_run_free(e->r);
+	vlm_wpack_release(&e->wk);
 	free(e->pad);
 	memset(e, 0, sizeof(*e));
 }
@@ -79,6 +82,8 @@ vlm_encoder_set_precision(struct vlm_encoder *e, enum vlm_precision p)
 	if (e->wb)
 		be->free(e->wb);
 	e->wb = wb;
+	e->pack = p == VLM_PRECISION_FP32;
+	vlm_run_set_wpack(e->r, e->pack ? &e->wk : NULL);
 	return 0;
 }
 

@@ -5,6 +5,7 @@
  * and the contrastive loss with the auxiliary router losses.
  * Activations live in one arena planned per batch shape (run.h).
  */
+#include <assert.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -656,18 +657,30 @@ vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
 	return 0;
 }
 
+void
+vlm_run_set_wpack(struct vlm_run *r, struct vlm_wpack *k)
+{
+	assert(!(r->train && k) && "packed weights in a training run");
+	r->wk = k;
+}
+
 /*
  * y (N,OUT) = x (N,IN) w^T + b with the weight at offset off (OUT,IN) of
  * the parameters: its bf16 copy when the run has them
- * (vlm_run_set_bf16), else the fp32 one.
+ * (vlm_run_set_bf16), else its packed fp32 copy when the run has them
+ * (vlm_run_set_wpack), else the fp32 one.
  */
 static void
 linear(const struct vlm_run *r, const struct vlm_model *m, float *y,
     const float *x, int64_t off, const float *b, int N, int IN, int OUT)
 {
+	const float *wk;
+
 	if (r->wb)
 		r->be->linear_fwd_bf16(y, r->bscratch, x, r->wb + off, b, N,
 		    IN, OUT);
+	else if (r->wk && (wk = vlm_wpack_get(r->wk, r->be, m, off, IN, OUT)))
+		r->be->linear_fwd_packed(y, x, wk, b, N, IN, OUT);
 	else
 		r->be->linear_fwd(y, x, m->w + off, b, N, IN, OUT);
 }

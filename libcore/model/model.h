@@ -533,6 +533,30 @@ void vlm_model_drop_f32(struct vlm_model *m, int tower);
  * a training run or a backend without bf16 ops. */
 int vlm_run_set_bf16(struct vlm_run *r, const struct vlm_model *m,
     const uint16_t *wb);
+/*
+ * fp32 linear weights packed once for inference (model/precision.c):
+ * each weight packed at its first use into the layout the backend's GEMM
+ * reads (linear_pack), then its pages of a clean file mapping given
+ * back; a weight never used is never packed, nor one whose pages cannot
+ * be given back (unless copies). The model's weights must not change
+ * while a run uses it (training runs pack per call).
+ */
+struct vlm_wpack {
+	int n, cap;
+	int64_t *off;     /* (n) the weights' offsets in the parameters */
+	float **wk;       /* (n) their packed copies (NULL: none to be had) */
+	int copies;       /* 1: pack weights outside a clean file mapping
+	                   * too (memory then holds both); 0: not those */
+};
+/* The packed copy of the weight (OUT,IN) at offset off, packed now if it
+ * is not yet; NULL where the backend has no packed path (or no memory):
+ * the caller runs its plain linear_fwd. */
+const float *vlm_wpack_get(struct vlm_wpack *k, const struct vlm_backend *be,
+    const struct vlm_model *m, int64_t off, int IN, int OUT);
+void vlm_wpack_release(struct vlm_wpack *k);
+/* The run's fp32 linear layers use k's packed weights from now on (NULL:
+ * pack per call); not for a training run. */
+void vlm_run_set_wpack(struct vlm_run *r, struct vlm_wpack *k);
 
 /* ---- encoding (model/encoder.c) ------------------------------------------ */
 
@@ -545,12 +569,15 @@ struct vlm_encoder {
 	struct vlm_run *r;
 	void *pad;        /* padding copy for a short last batch */
 	uint16_t *wb;     /* bf16 weights (vlm_encoder_set_precision) */
+	struct vlm_wpack wk; /* fp32 weights packed at first use (ditto) */
+	int pack;         /* whether the runs use wk */
 };
 int vlm_encoder_init(struct vlm_encoder *e, const struct vlm_model *m,
     int text, int batch);
 void vlm_encoder_release(struct vlm_encoder *e);
 /* Encode in precision p from now on (bf16: converts the tower's linear
- * weights once, model/precision.c). */
+ * weights once, model/precision.c; fp32: packs each linear weight at its
+ * first use, vlm_wpack_get: the model must not change after). */
 int vlm_encoder_set_precision(struct vlm_encoder *e, enum vlm_precision p);
 /* n <= batch items: pixels (n,3,S,S) or token ids (n,context) into
  * out (n, embed_dim); unit: L2-normalised. */

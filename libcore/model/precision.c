@@ -7,7 +7,13 @@
  * are not linear weights are never written, and allocated-but-untouched
  * pages cost no memory. vlm-embed then gives back the pages of the f32
  * weights it no longer reads (vlm_model_drop_f32).
+ *
+ * fp32 inference packs instead (vlm_wpack_get): each linear weight at its
+ * first use, in the panels the CPU GEMM reads (it packed them on every
+ * call), then the weight's pages of the model file are given back, so
+ * that memory holds one copy of each weight, and only of those used.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/model.h"
@@ -117,4 +123,55 @@ vlm_model_drop_f32(struct vlm_model *m, int tower)
 	for (int i = 0; i < 2; i++)
 		if (tower < 0 || tower == i)
 			visit_tower(&v, i);
+}
+
+/* Room for one more entry in k; -1 when out of memory. */
+static int
+wpack_grow(struct vlm_wpack *k)
+{
+	int cap = k->cap ? 2 * k->cap : 64;
+	int64_t *off;
+	float **wk;
+
+	if (k->n < k->cap)
+		return 0;
+	if (!(off = realloc(k->off, cap * sizeof(*off))))
+		return -1;
+	k->off = off;
+	if (!(wk = realloc(k->wk, cap * sizeof(*wk))))
+		return -1;
+	k->wk = wk, k->cap = cap;
+	return 0;
+}
+
+const float *
+vlm_wpack_get(struct vlm_wpack *k, const struct vlm_backend *be,
+    const struct vlm_model *m, int64_t off, int IN, int OUT)
+{
+	size_t n, bytes, wbytes = (size_t)IN * OUT * sizeof(float);
+	float *wk = NULL;
+
+	for (int i = 0; i < k->n; i++)
+		if (k->off[i] == off)
+			return k->wk[i];
+	if (!be->linear_pack || !(n = be->linear_packed_floats(IN, OUT)) ||
+	    wpack_grow(k) < 0)
+		return NULL;
+	bytes = (n * sizeof(float) + 63) / 64 * 64;
+	if ((k->copies || vlm_map_holds(&m->file, m->w + off, wbytes)) &&
+	    (wk = aligned_alloc(64, bytes))) {
+		be->linear_pack(wk, m->w + off, IN, OUT);
+		vlm_map_drop(&m->file, m->w + off, wbytes);
+	}
+	k->off[k->n] = off, k->wk[k->n++] = wk;
+	return wk;
+}
+
+void
+vlm_wpack_release(struct vlm_wpack *k)
+{
+	for (int i = 0; i < k->n; i++)
+		free(k->wk[i]);
+	free(k->off), free(k->wk);
+	memset(k, 0, sizeof(*k));
 }

@@ -151,6 +151,8 @@ struct vlm_run {
 	void *fold_ctx;
 	const uint16_t *wb;       /* bf16 weights (vlm_run_set_bf16), or NULL */
 	float *bscratch;          /* linear_fwd_bf16's scratch */
+	struct vlm_wpack *wk;     /* packed fp32 weights (vlm_run_set_wpack),
+	                           * or NULL */
 	int nparams;
 	void *arena, *harena;     /* the backend's, the host's */
 	/* a device backend's copy of the model's weights, uploaded by every
