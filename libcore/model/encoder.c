@@ -46,6 +46,10 @@ fit_run(struct vlm_encoder *e, int n)
 	if (!(r = vlm_run_new(e->m, e->text ? 0 : rows, e->text ? rows : 0,
 	    0)))
 		return -1; /* e->r stays as it was */
+	if (e->wb && vlm_run_set_bf16(r, e->m, e->wb) < 0) {
+		vlm_run_free(r);
+		return -1;
+	}
 	vlm_run_free(e->r);
 	e->r = r;
 	e->rows = rows;
