@@ -445,6 +445,15 @@ linear_grid(struct lin *l)
 	}
 }
 
+/* l's grid of blocks, run on the thread pool (packed w or not). */
+static void
+linear_run(struct lin *l)
+{
+	linear_grid(l);
+	vlm_parallel_for_cost((int64_t)l->mt * l->nt, 2 * (int64_t)l->N *
+	    l->IN * l->OUT, linear_job, l);
+}
+
 /* Whether the AVX-512 GEMM runs (VLM_LINEAR_BLAS=1: OpenBLAS's tiles). */
 static int
 use_avx512(void)
@@ -466,9 +475,7 @@ vlm_linear_fwd_cpu(float *y, const float *x, const float *w, const float *b,
 		linear_fwd_tiles(y, x, w, b, N, IN, OUT);
 		return;
 	}
-	linear_grid(&l);
-	vlm_parallel_for_cost((int64_t)l.mt * l.nt, 2 * (int64_t)N * IN * OUT,
-	    linear_job, &l);
+	linear_run(&l);
 }
 
 size_t
@@ -518,9 +525,7 @@ vlm_linear_fwd_packed_cpu(float *y, const float *x, const float *wk,
 		return;
 	assert(IN > 0 && __builtin_cpu_supports("avx512f") &&
 	    "linear_fwd_packed: no packed path");
-	linear_grid(&l);
-	vlm_parallel_for_cost((int64_t)l.mt * l.nt, 2 * (int64_t)N * IN * OUT,
-	    linear_job, &l);
+	linear_run(&l);
 }
 #else
 size_t
